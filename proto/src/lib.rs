@@ -1,0 +1,21 @@
+//! The wire contract between `tether-agent`, the `tether` coordinator and the operator CLI.
+//!
+//! This is the only crate that knows protobuf: everything else works with the
+//! generated types re-exported here. The signed command envelope lives here too, as
+//! bytes plus a signature, so that what the agent verifies is exactly what the
+//! coordinator signed, independent of how any crate re-encodes a message.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("tether.v1");
+}
+
+pub use v1::*;
+
+/// gRPC metadata key carrying the operator token.
+pub const OPERATOR_TOKEN_HEADER: &str = "authorization";
+/// gRPC metadata key on operator errors carrying the SSM error type (`InvalidInstanceId`, ...).
+pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
+/// Largest message either side accepts: full step output (16 MiB per stream by default) plus headroom.
+pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
