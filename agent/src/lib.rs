@@ -1,1 +1,29 @@
+//! `tether-agent`: the node agent, as a library behind a thin `main.rs`.
+//!
+//! - [`register`]: pinned-CA registration for an instance ID and client certificate.
+//! - [`run`]: the daemon — long-poll, verify, spool, execute, report.
+//! - [`envelope`]: verification of signed command envelopes (pure).
+//! - [`exec`]: the detached step supervisor and the step directory format.
+//! - [`spool`]: per-command durable state.
+//! - [`state`]: the registration on disk.
+//! - [`tls`]: pinned and mutual TLS, and the channel connector.
+//! - [`status`]: the `status` diagnosis.
+//! - [`sysinfo`], [`logging`]: host facts, log files.
 
+pub mod envelope;
+pub mod exec;
+pub mod logging;
+pub mod register;
+pub mod run;
+pub mod spool;
+pub mod state;
+pub mod status;
+pub mod sysinfo;
+pub mod tls;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,1 +1,174 @@
-fn main() {}
+//! `tether-agent`: register, run, status (and the hidden step supervisor).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tether_agent::run::AgentConfig;
+use tether_agent::state::StateDir;
+use tether_agent::{exec, logging, register, run, status};
+
+#[derive(Parser, Debug)]
+#[command(name = "tether-agent", version, about = "Tether node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct StateArg {
+    /// State directory (registration, keys, spool).
+    #[arg(long, env = "TETHER_AGENT_STATE_DIR", default_value = "/var/lib/tether-agent")]
+    state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Register this node with a coordinator using an activation.
+    Register {
+        /// Coordinator gRPC endpoint, https://HOST:PORT.
+        #[arg(long)]
+        endpoint: String,
+        /// Activation ID.
+        #[arg(long)]
+        id: String,
+        /// Activation code.
+        #[arg(long)]
+        code: String,
+        /// The coordinator's CA fingerprint, sha256:<64 hex> (printed by `tether serve`).
+        #[arg(long)]
+        ca_pin: String,
+        /// Instance name (default: the activation's default instance name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Register again even if this node is already registered.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Run the agent daemon in the foreground.
+    Run {
+        #[command(flatten)]
+        state: StateArg,
+        /// Log directory (agent.log, errors.log).
+        #[arg(long, env = "TETHER_AGENT_LOG_DIR", default_value = "/var/log/tether")]
+        log_dir: PathBuf,
+        /// PowerShell executable for aws:runPowerShellScript steps.
+        #[arg(long, env = "TETHER_AGENT_PWSH", default_value = "pwsh")]
+        pwsh: String,
+        /// Command run after reporting a step that exited 194.
+        #[arg(long, env = "TETHER_AGENT_REBOOT_COMMAND", default_value = "shutdown -r +1")]
+        reboot_command: String,
+        /// Longest wait between reconnection attempts, in seconds.
+        #[arg(long, env = "TETHER_AGENT_MAX_BACKOFF_SECS", default_value_t = 60)]
+        max_backoff_secs: u64,
+    },
+    /// Diagnose registration, connectivity, clock skew and running commands.
+    Status {
+        #[command(flatten)]
+        state: StateArg,
+    },
+    #[command(name = "__supervise", hide = true)]
+    Supervise { dir: PathBuf },
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("tether-agent: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Supervise { dir } => ExitCode::from(exec::supervise_main(&dir).clamp(0, 255) as u8),
+        Command::Register {
+            endpoint,
+            id,
+            code,
+            ca_pin,
+            name,
+            force,
+            state,
+        } => {
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let args = register::RegisterArgs {
+                endpoint,
+                activation_id: id,
+                activation_code: code,
+                ca_pin,
+                name,
+                force,
+            };
+            match rt.block_on(register::register(&StateDir::new(state.state_dir), args)) {
+                Ok(instance_id) => {
+                    println!("{instance_id}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tether-agent register: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            state,
+            log_dir,
+            pwsh,
+            reboot_command,
+            max_backoff_secs,
+        } => {
+            logging::init(&log_dir, "TETHER_AGENT_LOG");
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let cfg = AgentConfig {
+                pwsh,
+                reboot_command,
+                max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
+                ..AgentConfig::default()
+            };
+            match rt.block_on(run::run(StateDir::new(state.state_dir), cfg, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "agent stopped");
+                    eprintln!("tether-agent run: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { state } => {
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            ExitCode::from(rt.block_on(status::status(&StateDir::new(state.state_dir))) as u8)
+        }
+    }
+}

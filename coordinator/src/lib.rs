@@ -1,1 +1,24 @@
+//! `tether`: the coordinator server and the operator CLI, as one library with two
+//! thin entry points in `main.rs`.
+//!
+//! - [`limits`]: every limit and default of the contract.
+//! - [`state`]: the invocation and command state machines (pure).
+//! - [`pki`]: CA, server and client certificates, the command-signing key.
+//! - [`store`]: SQLite persistence.
+//! - [`core`]: registration, long-poll dispatch, signed envelopes, result intake.
+//! - [`api`]: the SSM operations on SSM JSON — the one place that knows those shapes.
+//! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
+//! - [`http`]: the HTTPS listener.
+//! - [`server`]: `tether serve`.
+//! - [`cli`]: the operator CLI verbs.
 
+pub mod api;
+pub mod cli;
+pub mod core;
+pub mod grpc;
+pub mod http;
+pub mod limits;
+pub mod pki;
+pub mod server;
+pub mod state;
+pub mod store;

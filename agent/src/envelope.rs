@@ -1,0 +1,194 @@
+//! Verifying a signed command envelope before anything runs. Pure: the caller
+//! supplies the key, the instance ID, the time and what it has already seen.
+//!
+//! An envelope is accepted only if the Ed25519 signature over its payload
+//! verifies with the coordinator's command-signing key, it is addressed to this
+//! instance, it has not expired, its document matches its hash, and its command
+//! ID is well formed (it names a spool directory).
+
+use prost::Message;
+use ring::signature::{ED25519, UnparsedPublicKey};
+use sha2::{Digest, Sha256};
+use tether_proto as pb;
+
+/// Allowance for clock differences beyond the measured skew.
+pub const CLOCK_TOLERANCE_MS: i64 = 60_000;
+
+/// Why an envelope was refused; the message goes to the log and the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("envelope is not signed")]
+    Unsigned,
+    #[error("envelope signature does not verify with the coordinator's command-signing key (altered in transit?)")]
+    BadSignature,
+    #[error("envelope payload is not a signed command: {0}")]
+    Malformed(String),
+    #[error("envelope is addressed to {to}, not to this instance {me}")]
+    Misaddressed { to: String, me: String },
+    #[error("envelope expired at {expired_ms} ms (now {now_ms} ms, after correcting for clock skew)")]
+    Expired { expired_ms: i64, now_ms: i64 },
+    #[error("envelope was issued in the future ({issued_ms} ms, now {now_ms} ms)")]
+    FromTheFuture { issued_ms: i64, now_ms: i64 },
+    #[error("document hash {claimed} does not match the document's content ({actual})")]
+    HashMismatch { claimed: String, actual: String },
+    #[error("command ID {0:?} is not a UUID")]
+    BadCommandId(String),
+    #[error("envelope replayed: command {0} was already received in this exact envelope")]
+    Replayed(String),
+}
+
+/// The best-effort command ID of an envelope, for refusal reports, even when it does not verify.
+pub fn claimed_command_id(env: &pb::CommandEnvelope) -> Option<String> {
+    pb::SignedCommand::decode(env.payload.as_slice())
+        .ok()
+        .map(|c| c.command_id)
+        .filter(|id| is_command_id(id))
+}
+
+/// Lowercase UUID: safe as a directory name.
+pub fn is_command_id(id: &str) -> bool {
+    id.len() == 36
+        && id.chars().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
+/// Verifies `env` for `instance_id` at `now_ms` (already corrected for skew).
+pub fn verify(
+    env: &pb::CommandEnvelope,
+    signing_key: &[u8],
+    instance_id: &str,
+    now_ms: i64,
+) -> Result<pb::SignedCommand, Refusal> {
+    if env.signature.is_empty() {
+        return Err(Refusal::Unsigned);
+    }
+    UnparsedPublicKey::new(&ED25519, signing_key)
+        .verify(&env.payload, &env.signature)
+        .map_err(|_| Refusal::BadSignature)?;
+    let cmd = pb::SignedCommand::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if cmd.instance_id != instance_id {
+        return Err(Refusal::Misaddressed {
+            to: cmd.instance_id,
+            me: instance_id.to_string(),
+        });
+    }
+    if !is_command_id(&cmd.command_id) {
+        return Err(Refusal::BadCommandId(cmd.command_id));
+    }
+    if cmd.expires_at_ms + CLOCK_TOLERANCE_MS < now_ms {
+        return Err(Refusal::Expired {
+            expired_ms: cmd.expires_at_ms,
+            now_ms,
+        });
+    }
+    if cmd.issued_at_ms - CLOCK_TOLERANCE_MS > now_ms {
+        return Err(Refusal::FromTheFuture {
+            issued_ms: cmd.issued_at_ms,
+            now_ms,
+        });
+    }
+    let actual = hex::encode(Sha256::digest(cmd.document_content.as_bytes()));
+    if actual != cmd.document_hash {
+        return Err(Refusal::HashMismatch {
+            claimed: cmd.document_hash,
+            actual,
+        });
+    }
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    const ME: &str = "mi-0123456789abcdef0";
+    const CMD: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
+
+    fn key() -> Ed25519KeyPair {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
+    }
+
+    fn command() -> pb::SignedCommand {
+        let content = r#"{"schemaVersion":"1.2"}"#.to_string();
+        pb::SignedCommand {
+            instance_id: ME.into(),
+            command_id: CMD.into(),
+            document_name: "AWS-RunShellScript".into(),
+            document_version: "1".into(),
+            document_hash: hex::encode(Sha256::digest(content.as_bytes())),
+            document_content: content,
+            parameters_json: r#"{"commands":["echo hi"]}"#.into(),
+            issued_at_ms: 1_000_000,
+            expires_at_ms: 1_600_000,
+            nonce: "n".into(),
+        }
+    }
+
+    fn seal(k: &Ed25519KeyPair, c: &pb::SignedCommand) -> pb::CommandEnvelope {
+        let payload = c.encode_to_vec();
+        pb::CommandEnvelope {
+            signature: k.sign(&payload).as_ref().to_vec(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn good_envelope_verifies() {
+        let k = key();
+        let env = seal(&k, &command());
+        let got = verify(&env, k.public_key().as_ref(), ME, 1_100_000).unwrap();
+        assert_eq!(got, command());
+    }
+
+    #[test]
+    fn each_kind_of_bad_envelope_is_refused() {
+        let k = key();
+        let pk = k.public_key().as_ref().to_vec();
+        let now = 1_100_000;
+
+        let mut unsigned = seal(&k, &command());
+        unsigned.signature.clear();
+        assert_eq!(verify(&unsigned, &pk, ME, now), Err(Refusal::Unsigned));
+
+        let mut altered = seal(&k, &command());
+        let mut c = command();
+        c.parameters_json = r#"{"commands":["rm -rf /"]}"#.into();
+        altered.payload = c.encode_to_vec();
+        assert_eq!(verify(&altered, &pk, ME, now), Err(Refusal::BadSignature));
+
+        let other = key();
+        let forged = seal(&other, &command());
+        assert_eq!(verify(&forged, &pk, ME, now), Err(Refusal::BadSignature));
+
+        let mut c = command();
+        c.instance_id = "mi-00000000000000000".into();
+        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::Misaddressed { .. })));
+
+        assert!(matches!(
+            verify(&seal(&k, &command()), &pk, ME, 1_600_000 + CLOCK_TOLERANCE_MS + 1),
+            Err(Refusal::Expired { .. })
+        ));
+
+        let mut c = command();
+        c.document_content.push(' ');
+        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::HashMismatch { .. })));
+
+        let mut c = command();
+        c.command_id = "../../etc".into();
+        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::BadCommandId(_))));
+    }
+
+    #[test]
+    fn command_ids_must_be_lowercase_uuids() {
+        assert!(is_command_id(CMD));
+        assert!(!is_command_id(&CMD.to_uppercase()));
+        assert!(!is_command_id("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f"));
+        assert!(!is_command_id("0b1c2d3e/4f50-4617-8293-a4b5c6d7e8f9"));
+    }
+}

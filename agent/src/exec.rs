@@ -1,0 +1,797 @@
+//! Running one step under a detached supervisor process, and the on-disk
+//! format of a step directory. The agent writes `step.json` (a [`StepSpec`])
+//! and the script into a step directory, then [`spawn_supervisor`] re-executes
+//! the agent binary as `tether-agent __supervise STEP_DIR` in a session of its
+//! own, so that the step outlives an agent restart. The supervisor
+//! ([`supervise`]) starts the step in its own process group, streams its
+//! stdout and stderr into files (up to a cap, draining the rest), enforces
+//! the timeout, honours the `cancel` file and SIGTERM by killing the whole
+//! process group, and finally writes `result.json` (a [`StepResult`])
+//! atomically. The agent, or a restarted agent, learns the outcome with
+//! [`wait_result`] or [`read_result`]; `supervisor.lock`, an exclusive lock
+//! the supervisor holds for its lifetime, tells it whether the supervisor is
+//! still alive even across reboots and pid reuse.
+
+use std::fs::{File, OpenOptions};
+use std::future::pending;
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// The hidden subcommand that runs a supervisor: `tether-agent __supervise STEP_DIR`.
+pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
+/// The step's specification, written by the agent.
+pub const SPEC_FILE: &str = "step.json";
+/// The step's standard output, written live by the supervisor.
+pub const STDOUT_FILE: &str = "stdout";
+/// The step's standard error, written live by the supervisor.
+pub const STDERR_FILE: &str = "stderr";
+/// The supervisor's pid in decimal.
+pub const PID_FILE: &str = "supervisor.pid";
+/// Locked exclusively by the supervisor for as long as it lives.
+pub const LOCK_FILE: &str = "supervisor.lock";
+/// The outcome, written atomically once the step is over.
+pub const RESULT_FILE: &str = "result.json";
+/// Created by the agent to ask the supervisor to kill the step.
+pub const CANCEL_FILE: &str = "cancel";
+
+/// Exit code reported for a step killed because it ran out of time (128 + SIGKILL).
+pub const TIMEOUT_EXIT_CODE: i32 = 137;
+/// The error of a result synthesised because the supervisor died without writing one.
+pub const LOST_SUPERVISOR_ERROR: &str =
+    "the step's supervisor exited without a result (agent host restarted?)";
+
+/// How often the supervisor looks for the cancel file and `wait_result` for the result.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long background processes may keep the output pipes open after the
+/// step's main process exited, before the process group is killed.
+const PIPE_GRACE: Duration = Duration::from_millis(1500);
+/// How long to wait for the pipes to close once the process group was killed.
+const KILL_DRAIN: Duration = Duration::from_millis(500);
+/// How long `wait_result` waits for a supervisor that has left no trace at all.
+const NO_SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+/// Size of the buffer output is read into and written from.
+const CHUNK: usize = 64 * 1024;
+
+/// Errors of the step directory and of the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("could not read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("could not write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{} is not a valid {what}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("could not encode the {what} for {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{} does not hold a pid: {value:?}", path.display())]
+    BadPid { path: PathBuf, value: String },
+    #[error("another supervisor is already running the step in {}", dir.display())]
+    AlreadySupervised { dir: PathBuf },
+    #[error("could not start the supervisor {} for {}: {source}", exe.display(), dir.display())]
+    SpawnSupervisor {
+        exe: PathBuf,
+        dir: PathBuf,
+        source: io::Error,
+    },
+    #[error("the supervisor for {} must be started from inside a tokio runtime", dir.display())]
+    NoRuntime { dir: PathBuf },
+    #[error("could not build the supervisor's runtime for {}: {source}", dir.display())]
+    Runtime { dir: PathBuf, source: io::Error },
+}
+
+/// What to run, written by the agent to `step.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// The interpreter, e.g. `sh` or `pwsh`, looked up in `PATH`.
+    pub program: String,
+    /// Its arguments, e.g. `["<dir>/script.sh"]`.
+    pub args: Vec<String>,
+    /// The directory to run in; the supervisor's own when `None`.
+    pub working_directory: Option<PathBuf>,
+    /// Seconds before the process group is killed; 0 means no limit.
+    pub timeout_seconds: u32,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Bytes kept of stdout, and separately of stderr.
+    pub output_cap_bytes: u64,
+}
+
+impl StepSpec {
+    /// Writes `step.json` into `dir`, atomically.
+    pub fn write(&self, dir: &Path) -> Result<(), ExecError> {
+        write_json(&dir.join(SPEC_FILE), "step specification", self)
+    }
+
+    /// Reads `step.json` from `dir`.
+    pub fn read(dir: &Path) -> Result<Self, ExecError> {
+        let path = dir.join(SPEC_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| ExecError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ExecError::Parse {
+            path,
+            what: "step specification",
+            source,
+        })
+    }
+}
+
+/// How a step ended, written by the supervisor to `result.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The step's exit code; 128 + signal number if it was killed by a
+    /// signal ([`TIMEOUT_EXIT_CODE`] on timeout); -1 if it never ran.
+    pub exit_code: i32,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// Why the step could not run, or what went wrong around it.
+    pub error: Option<String>,
+}
+
+impl StepResult {
+    fn failed(started_at_ms: i64, error: String) -> Self {
+        Self {
+            exit_code: -1,
+            timed_out: false,
+            cancelled: false,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            started_at_ms,
+            ended_at_ms: now_ms(),
+            error: Some(error),
+        }
+    }
+}
+
+/// Runs the step of `dir` to completion and writes `result.json`; the body
+/// of the hidden `__supervise` subcommand, inside its runtime.
+///
+/// If `result.json` already exists the step is not run again and that result
+/// is returned. Problems of the step itself (unreadable `step.json`, missing
+/// working directory or program) end up in the result; an error is returned
+/// only when no result could be recorded. Installs a SIGTERM handler for the
+/// rest of the process's life: SIGTERM kills the step and records it as
+/// cancelled.
+pub async fn supervise(dir: &Path) -> Result<StepResult, ExecError> {
+    let _lock = take_lock(dir)?;
+    if let Some(done) = read_result(dir)? {
+        return Ok(done);
+    }
+    let result = run_step(dir).await;
+    write_json(&dir.join(RESULT_FILE), "step result", &result)?;
+    Ok(result)
+}
+
+/// Entry point of `tether-agent __supervise STEP_DIR`: runs [`supervise`] on a
+/// current-thread runtime. Returns the supervisor's exit code: 0 once a
+/// result is recorded (whatever the step's own exit code), 1 otherwise.
+pub fn supervise_main(dir: &Path) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(source) => {
+            let err = ExecError::Runtime {
+                dir: dir.to_owned(),
+                source,
+            };
+            tracing::error!("{err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(supervise(dir)) {
+        Ok(_) => 0,
+        Err(err) => {
+            tracing::error!("{err}");
+            1
+        }
+    }
+}
+
+/// Starts the supervisor of `dir`: `agent_exe __supervise dir` in a new
+/// session, with standard streams on /dev/null. Returns its pid. Must be
+/// called inside a tokio runtime, where a task reaps the supervisor.
+pub fn spawn_supervisor(agent_exe: &Path, dir: &Path) -> Result<u32, ExecError> {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Err(ExecError::NoRuntime {
+            dir: dir.to_owned(),
+        });
+    };
+    // A lock file left by a dead supervisor would make `wait_result` declare
+    // the new one dead before it takes the lock: remove it, unless its
+    // owner still lives.
+    let lock_path = dir.join(LOCK_FILE);
+    match OpenOptions::new().read(true).open(&lock_path) {
+        Ok(file) => match file.try_lock() {
+            Ok(()) => {
+                remove_if_exists(&lock_path)?;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ExecError::AlreadySupervised {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(ExecError::Read {
+                    path: lock_path,
+                    source,
+                });
+            }
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ExecError::Read {
+                path: lock_path,
+                source,
+            });
+        }
+    }
+
+    let mut cmd = std::process::Command::new(agent_exe);
+    cmd.arg(SUPERVISE_SUBCOMMAND)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    detach(&mut cmd);
+    let mut child = Command::from(cmd)
+        .spawn()
+        .map_err(|source| ExecError::SpawnSupervisor {
+            exe: agent_exe.to_owned(),
+            dir: dir.to_owned(),
+            source,
+        })?;
+    let pid = child.id().unwrap_or(0);
+    runtime.spawn(async move {
+        let _ = child.wait().await;
+    });
+    // The supervisor writes it too, but only once it runs: written here, it
+    // lets `wait_result` notice a supervisor that died before that.
+    if let Err(err) = write_atomic(&dir.join(PID_FILE), format!("{pid}\n").as_bytes()) {
+        tracing::warn!("{err}");
+    }
+    Ok(pid)
+}
+
+/// Puts the process `cmd` starts into a session of its own, so that signals
+/// aimed at the agent's process group or terminal do not reach it.
+#[allow(unsafe_code)]
+fn detach(cmd: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // the setsid system call, which is async-signal-safe; it allocates
+    // nothing and touches no lock. The child is never a process group leader
+    // at that point (its pid is new), so setsid cannot fail with EPERM.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+    }
+}
+
+/// Waits until `dir` holds a result and returns it, polling. If the
+/// supervisor died without writing one, returns a result with exit code -1
+/// and [`LOST_SUPERVISOR_ERROR`].
+pub async fn wait_result(dir: &Path) -> Result<StepResult, ExecError> {
+    let since = Instant::now();
+    loop {
+        if let Some(result) = read_result(dir)? {
+            return Ok(result);
+        }
+        let liveness = supervisor_liveness(dir)?;
+        if liveness == Liveness::Dead
+            || (liveness == Liveness::Unknown && since.elapsed() >= NO_SUPERVISOR_GRACE)
+        {
+            // It may have written the result just before exiting.
+            if let Some(result) = read_result(dir)? {
+                return Ok(result);
+            }
+            let error = if liveness == Liveness::Dead {
+                LOST_SUPERVISOR_ERROR.to_owned()
+            } else {
+                format!("no supervisor was started for {}", dir.display())
+            };
+            let now = now_ms();
+            let mut lost = StepResult::failed(now, error);
+            lost.ended_at_ms = now;
+            return Ok(lost);
+        }
+        sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Reads `result.json` from `dir`, `None` while the step has none.
+pub fn read_result(dir: &Path) -> Result<Option<StepResult>, ExecError> {
+    let path = dir.join(RESULT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ExecError::Read { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| ExecError::Parse {
+            path,
+            what: "step result",
+            source,
+        })
+}
+
+/// Asks the supervisor of `dir` to kill the step, by creating the `cancel` file.
+pub fn request_cancel(dir: &Path) -> Result<(), ExecError> {
+    let path = dir.join(CANCEL_FILE);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map(drop)
+        .map_err(|source| ExecError::Write { path, source })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Alive,
+    Dead,
+    /// Neither a lock nor a pid file: no supervisor was started yet.
+    Unknown,
+}
+
+fn supervisor_liveness(dir: &Path) -> Result<Liveness, ExecError> {
+    let lock_path = dir.join(LOCK_FILE);
+    match OpenOptions::new().read(true).open(&lock_path) {
+        // Locks vanish with their process, also across reboots and pid
+        // reuse: a free lock is a dead supervisor. Ours is released when
+        // `file` is dropped.
+        Ok(file) => {
+            return match file.try_lock() {
+                Ok(()) => Ok(Liveness::Dead),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(Liveness::Alive),
+                Err(std::fs::TryLockError::Error(source)) => Err(ExecError::Read {
+                    path: lock_path,
+                    source,
+                }),
+            };
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ExecError::Read {
+                path: lock_path,
+                source,
+            });
+        }
+    }
+    // Just spawned, not locked yet: go by the pid.
+    let pid_path = dir.join(PID_FILE);
+    let text = match std::fs::read_to_string(&pid_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Liveness::Unknown),
+        Err(source) => {
+            return Err(ExecError::Read {
+                path: pid_path,
+                source,
+            });
+        }
+    };
+    let pid = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| ExecError::BadPid {
+            path: pid_path,
+            value: text.clone(),
+        })?;
+    Ok(match kill(Pid::from_raw(pid), None) {
+        Err(Errno::ESRCH) => Liveness::Dead,
+        _ => Liveness::Alive,
+    })
+}
+
+/// Creates and locks `supervisor.lock`, held until the returned file is dropped.
+fn take_lock(dir: &Path) -> Result<File, ExecError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| ExecError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ExecError::AlreadySupervised {
+            dir: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(ExecError::Write { path, source }),
+    }
+}
+
+/// What the pump of one output stream found.
+#[derive(Default)]
+struct StreamState {
+    truncated: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl StreamState {
+    fn note_error(&self, error: String) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(error);
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+/// Runs the step and always comes back with a result.
+async fn run_step(dir: &Path) -> StepResult {
+    let started_at_ms = now_ms();
+    let spec = match StepSpec::read(dir) {
+        Ok(spec) => spec,
+        Err(err) => return StepResult::failed(started_at_ms, err.to_string()),
+    };
+    let pid_text = format!("{}\n", std::process::id());
+    if let Err(err) = write_atomic(&dir.join(PID_FILE), pid_text.as_bytes()) {
+        return StepResult::failed(started_at_ms, err.to_string());
+    }
+    // Before the child exists, so that no SIGTERM can orphan it.
+    let mut sigterm = match signal(SignalKind::terminate()) {
+        Ok(sigterm) => Some(sigterm),
+        Err(err) => {
+            tracing::warn!(
+                "could not handle SIGTERM while supervising {}: {err}",
+                dir.display()
+            );
+            None
+        }
+    };
+    if let Some(wd) = &spec.working_directory {
+        match std::fs::metadata(wd) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                let error = format!("working directory {:?} is not a directory", wd.display());
+                return StepResult::failed(started_at_ms, error);
+            }
+            Err(e) => {
+                let error = format!(
+                    "working directory {:?} is not usable: {}",
+                    wd.display(),
+                    io_desc(&e)
+                );
+                return StepResult::failed(started_at_ms, error);
+            }
+        }
+    }
+    let cancel_path = dir.join(CANCEL_FILE);
+    if cancel_path.exists() {
+        let mut result = StepResult::failed(
+            started_at_ms,
+            "cancelled before the step started".to_owned(),
+        );
+        result.cancelled = true;
+        return result;
+    }
+    let out_path = dir.join(STDOUT_FILE);
+    let err_path = dir.join(STDERR_FILE);
+    let (out_file, err_file) = match (
+        tokio::fs::File::create(&out_path).await,
+        tokio::fs::File::create(&err_path).await,
+    ) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(source), _) => {
+            let err = ExecError::Write {
+                path: out_path,
+                source,
+            };
+            return StepResult::failed(started_at_ms, err.to_string());
+        }
+        (_, Err(source)) => {
+            let err = ExecError::Write {
+                path: err_path,
+                source,
+            };
+            return StepResult::failed(started_at_ms, err.to_string());
+        }
+    };
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(wd) = &spec.working_directory {
+        cmd.current_dir(wd);
+    }
+    let started_at_ms = now_ms();
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let error = format!("could not start {:?}: {}", spec.program, io_desc(&e));
+            return StepResult::failed(started_at_ms, error);
+        }
+    };
+    // The child leads its own process group, so the group id is its pid.
+    let pgid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw);
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            match killpg(pgid, Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => tracing::warn!("could not kill process group {pgid}: {e}"),
+            }
+        }
+    };
+
+    let out_state = Arc::new(StreamState::default());
+    let err_state = Arc::new(StreamState::default());
+    let mut pumps = JoinSet::new();
+    if let Some(stdout) = child.stdout.take() {
+        let state = Arc::clone(&out_state);
+        pumps.spawn(pump(
+            stdout,
+            out_file,
+            out_path.clone(),
+            spec.output_cap_bytes,
+            state,
+        ));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let state = Arc::clone(&err_state);
+        pumps.spawn(pump(
+            stderr,
+            err_file,
+            err_path.clone(),
+            spec.output_cap_bytes,
+            state,
+        ));
+    }
+
+    let deadline = (spec.timeout_seconds > 0)
+        .then(|| Instant::now() + Duration::from_secs(u64::from(spec.timeout_seconds)));
+    let mut timed_out = false;
+    let mut cancelled = false;
+    let mut cancel_poll = tokio::time::interval(POLL_INTERVAL);
+    let status = loop {
+        let killed = timed_out || cancelled;
+        tokio::select! {
+            status = child.wait() => break status,
+            () = sleep_until_opt(deadline), if !killed => {
+                timed_out = true;
+                kill_group();
+            }
+            _ = cancel_poll.tick(), if !killed => {
+                if cancel_path.exists() {
+                    cancelled = true;
+                    kill_group();
+                }
+            }
+            received = recv_opt(&mut sigterm), if !killed => {
+                if received {
+                    cancelled = true;
+                    kill_group();
+                } else {
+                    sigterm = None;
+                }
+            }
+        }
+    };
+
+    // The step is over when its main process is; background processes that
+    // still hold the output pipes get a short grace, then the group is killed.
+    if timeout(PIPE_GRACE, drain(&mut pumps)).await.is_err() {
+        kill_group();
+        if timeout(KILL_DRAIN, drain(&mut pumps)).await.is_err() {
+            // Something outside the group still holds a pipe.
+            pumps.abort_all();
+            drain(&mut pumps).await;
+        }
+    }
+    for path in [&out_path, &err_path] {
+        if let Ok(file) = File::open(path) {
+            let _ = file.sync_all();
+        }
+    }
+
+    let mut error = out_state.error().or_else(|| err_state.error());
+    let exit_code = match status {
+        Ok(_) if timed_out => TIMEOUT_EXIT_CODE,
+        Ok(status) => exit_code(status),
+        Err(e) => {
+            error.get_or_insert_with(|| format!("could not wait for {:?}: {e}", spec.program));
+            -1
+        }
+    };
+    StepResult {
+        exit_code,
+        timed_out,
+        cancelled,
+        stdout_truncated: out_state.truncated.load(Ordering::Relaxed),
+        stderr_truncated: err_state.truncated.load(Ordering::Relaxed),
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        error,
+    }
+}
+
+/// Copies `src` to `dst` chunk by chunk, keeping the first `cap` bytes and
+/// draining the rest so that the writer never blocks.
+async fn pump<R: AsyncRead + Unpin>(
+    mut src: R,
+    mut dst: tokio::fs::File,
+    path: PathBuf,
+    cap: u64,
+    state: Arc<StreamState>,
+) {
+    let mut buf = vec![0_u8; CHUNK];
+    let mut kept: u64 = 0;
+    let mut writable = true;
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                state.note_error(format!(
+                    "could not read the output for {}: {e}",
+                    path.display()
+                ));
+                break;
+            }
+        };
+        let room = cap.saturating_sub(kept);
+        let take = usize::try_from(room).map_or(n, |room| room.min(n));
+        if take < n {
+            state.truncated.store(true, Ordering::Relaxed);
+        }
+        if writable && take > 0 {
+            let written = async {
+                dst.write_all(&buf[..take]).await?;
+                dst.flush().await
+            };
+            if let Err(source) = written.await {
+                let err = ExecError::Write {
+                    path: path.clone(),
+                    source,
+                };
+                state.note_error(err.to_string());
+                writable = false;
+            }
+        }
+        kept = kept.saturating_add(take as u64);
+    }
+}
+
+async fn drain(set: &mut JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => pending().await,
+    }
+}
+
+/// Waits for the signal; false if the stream ended. Never ends without one.
+async fn recv_opt(sig: &mut Option<tokio::signal::unix::Signal>) -> bool {
+    match sig {
+        Some(sig) => sig.recv().await.is_some(),
+        None => pending().await,
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signo)) => 128 + signo,
+        (None, None) => -1,
+    }
+}
+
+/// The bare description of an OS error, e.g. "No such file or directory".
+fn io_desc(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), ExecError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ExecError::Write {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, what: &'static str, value: &T) -> Result<(), ExecError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| ExecError::Encode {
+        path: path.to_owned(),
+        what,
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Writes `path` so that readers see either the old file or the whole new
+/// one, and the new one survives a crash: a temporary file beside it,
+/// fsynced, renamed over it, then the directory fsynced.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let wrap = |source| ExecError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(wrap(source));
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(wrap)
+}
+
+#[cfg(test)]
+#[path = "exec/tests.rs"]
+mod tests;

@@ -1,0 +1,662 @@
+//! `tether-agent run`: the daemon. Long-polls the coordinator over mutual TLS,
+//! verifies each envelope, spools it, runs its steps under supervisors, and
+//! reports results until the coordinator has stored them.
+//!
+//! Order of durability: an envelope is written to the spool before it is
+//! acknowledged, a step's outcome is on disk before the invocation's report is
+//! built, and the report is on disk before it is sent; so a crash at any point
+//! either resumes the work or re-sends the result, and the coordinator's
+//! idempotent intake makes a re-send harmless.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tether_documents::{Document, PlatformType, Step, StepAction};
+use tether_proto as pb;
+use tokio::sync::{Notify, RwLock, Semaphore};
+use tonic::transport::Channel;
+use tracing::{debug, error, info, warn};
+
+use crate::envelope::{self, Refusal};
+use crate::exec::{self, StepResult, StepSpec};
+use crate::spool::{Spool, Stage};
+use crate::state::{Registration, StateDir, StateError};
+use crate::{now_ms, register, sysinfo, tls};
+
+/// How the daemon behaves; defaults suit production, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Longest a poll is held by the coordinator.
+    pub poll_wait: Duration,
+    /// Output kept per stream per step.
+    pub output_cap_bytes: u64,
+    /// This executable, re-run as the step supervisor.
+    pub agent_exe: PathBuf,
+    /// PowerShell for aws:runPowerShellScript steps.
+    pub pwsh: String,
+    /// Command run (with `sh -c`) after reporting a step that exited 194.
+    pub reboot_command: String,
+    /// Documents run at once.
+    pub max_concurrent: usize,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            poll_wait: Duration::from_secs(20),
+            output_cap_bytes: 16 * 1024 * 1024,
+            agent_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tether-agent")),
+            pwsh: "pwsh".into(),
+            reboot_command: "shutdown -r +1".into(),
+            max_concurrent: 5,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("registration.json: CommandSigningKey is not hex")]
+    BadSigningKey,
+}
+
+/// Exit codes with a meaning beyond success and failure (as amazon-ssm-agent).
+const EXIT_SUCCESS_AND_SKIP: i32 = 168;
+const EXIT_FAILURE_AND_SKIP: i32 = 169;
+const EXIT_SUCCESS_AND_REBOOT: i32 = 194;
+/// Reported commands are kept this long (replays are refused by expiry after that).
+const SPOOL_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+struct Agent {
+    state: StateDir,
+    reg: Registration,
+    signing_key: Vec<u8>,
+    cfg: AgentConfig,
+    spool: Spool,
+    channel: RwLock<Channel>,
+    /// Coordinator clock minus ours, in ms, from the last reply.
+    skew_ms: AtomicI64,
+    report_bell: Notify,
+    running: Mutex<HashSet<String>>,
+    slots: Semaphore,
+    host: (String, u16),
+}
+
+fn build_channel(state: &StateDir, reg: &Registration) -> Result<Channel, RunError> {
+    let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
+    Ok(tls::channel(&reg.endpoint, cfg)?)
+}
+
+impl Agent {
+    fn client(channel: Channel) -> pb::agent_client::AgentClient<Channel> {
+        pb::agent_client::AgentClient::new(channel)
+            .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(pb::MAX_MESSAGE_BYTES)
+    }
+
+    async fn agent_client(&self) -> pb::agent_client::AgentClient<Channel> {
+        Self::client(self.channel.read().await.clone())
+    }
+
+    fn now(&self) -> i64 {
+        now_ms() + self.skew_ms.load(Ordering::Relaxed)
+    }
+
+    fn note_server_time(&self, server_ms: i64) {
+        if server_ms <= 0 {
+            return;
+        }
+        let skew = server_ms - now_ms();
+        let before = self.skew_ms.swap(skew, Ordering::Relaxed);
+        if skew.abs() > 60_000 && (before - skew).abs() > 30_000 {
+            warn!(
+                skew_seconds = skew / 1000,
+                "this node's clock differs from the coordinator's by {} s; sync the time (chrony, systemd-timesyncd or ntpdate)",
+                skew.abs() / 1000
+            );
+        }
+    }
+
+    fn save_status(&self, last_error: Option<String>) {
+        let mut s = self.state.load_status();
+        if last_error.is_none() {
+            s.last_poll_ms = Some(now_ms());
+        }
+        s.last_error = last_error;
+        s.clock_skew_ms = Some(self.skew_ms.load(Ordering::Relaxed));
+        s.pid = Some(std::process::id());
+        if let Err(e) = self.state.save_status(&s) {
+            debug!(error = %e, "could not save status.json");
+        }
+    }
+
+    // ----- receiving -----
+
+    async fn receive(self: &Arc<Self>, env: pb::CommandEnvelope) {
+        let checked = envelope::verify(&env, &self.signing_key, &self.reg.instance_id, self.now());
+        let cmd = match checked {
+            Ok(cmd) => cmd,
+            Err(refusal) => {
+                let id = envelope::claimed_command_id(&env);
+                self.refuse(id, refusal).await;
+                return;
+            }
+        };
+        let id = cmd.command_id.clone();
+        if let Some(nonce) = self.spool.nonce(&id) {
+            if nonce == cmd.nonce {
+                self.refuse(Some(id.clone()), Refusal::Replayed(id)).await;
+            } else {
+                // A redelivery: our acknowledgement was lost. Say where we are.
+                debug!(command_id = %id, "command delivered again; re-sending its state");
+                match self.spool.stage(&id) {
+                    Stage::Running => self.ack(&id).await,
+                    Stage::Finished | Stage::Reported => {
+                        if let Err(e) = self.spool.unmark_reported(&id) {
+                            warn!(command_id = %id, error = %e, "cannot queue the report again");
+                        }
+                        self.report_bell.notify_one();
+                    }
+                }
+            }
+            return;
+        }
+        if let Err(e) = self.spool.accept(&cmd, &env) {
+            error!(command_id = %id, error = %e, "cannot spool the command; not running it");
+            return;
+        }
+        info!(command_id = %id, document = %cmd.document_name, "command accepted");
+        self.ack(&id).await;
+        self.start(id);
+    }
+
+    async fn refuse(&self, command_id: Option<String>, refusal: Refusal) {
+        error!(command_id = command_id.as_deref().unwrap_or("?"), reason = %refusal, "command envelope refused");
+        let Some(command_id) = command_id else {
+            return;
+        };
+        let report = pb::InvocationReport {
+            command_id,
+            state: pb::InvocationState::Refused as i32,
+            response_code: -1,
+            detail: refusal.to_string(),
+            ..Default::default()
+        };
+        if let Err(s) = self.agent_client().await.report(pb::ReportRequest { reports: vec![report] }).await {
+            warn!(error = %s.message(), "could not send the refusal");
+        }
+    }
+
+    /// Tells the coordinator the command was accepted and is starting.
+    async fn ack(&self, command_id: &str) {
+        let report = pb::InvocationReport {
+            command_id: command_id.to_string(),
+            state: pb::InvocationState::InProgress as i32,
+            started_at_ms: now_ms(),
+            ..Default::default()
+        };
+        match self.agent_client().await.report(pb::ReportRequest { reports: vec![report] }).await {
+            Ok(r) => self.note_server_time(r.into_inner().server_time_ms),
+            Err(s) => debug!(command_id, error = %s.message(), "acknowledgement not sent; the coordinator will deliver again"),
+        }
+    }
+
+    // ----- running -----
+
+    fn start(self: &Arc<Self>, command_id: String) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(command_id.clone()) {
+                return;
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let permit = me.slots.acquire().await;
+            let report = me.execute(&command_id).await;
+            let reboot = report.1;
+            if let Err(e) = me.spool.save_report(&report.0, reboot) {
+                error!(command_id = %command_id, error = %e, "cannot save the report");
+            }
+            drop(permit);
+            me.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&command_id);
+            me.report_bell.notify_one();
+        });
+    }
+
+    /// Runs (or resumes) every step of a spooled command; returns its report
+    /// and whether a step asked for a reboot.
+    async fn execute(&self, command_id: &str) -> (pb::InvocationReport, bool) {
+        let failed = |detail: String| {
+            error!(command_id, %detail, "command failed before running");
+            let now = now_ms();
+            pb::InvocationReport {
+                command_id: command_id.to_string(),
+                state: pb::InvocationState::Failed as i32,
+                response_code: -1,
+                started_at_ms: now,
+                ended_at_ms: now,
+                detail: detail.clone(),
+                plugins: vec![pb::PluginReport {
+                    name: "document".into(),
+                    state: pb::InvocationState::Failed as i32,
+                    response_code: -1,
+                    stderr: detail.into_bytes(),
+                    started_at_ms: now,
+                    ended_at_ms: now,
+                    ..Default::default()
+                }],
+            }
+        };
+        let cmd = match self.spool.command(command_id) {
+            Ok(c) => c,
+            Err(e) => return (failed(e.to_string()), false),
+        };
+        let steps = match plan(&cmd) {
+            Ok(s) => s,
+            Err(e) => return (failed(e), false),
+        };
+        let mut plugins = Vec::new();
+        let mut skip_rest = false;
+        let mut reboot = false;
+        let mut last_code = 0;
+        let started = now_ms();
+        for (i, step) in steps.iter().enumerate() {
+            let dir = self.spool.step_dir(command_id, i);
+            if skip_rest || step.skipped.is_some() {
+                let why = step.skipped.clone().unwrap_or_else(|| {
+                    "Step execution skipped: an earlier step exited 168 or 169".to_string()
+                });
+                let now = now_ms();
+                plugins.push(pb::PluginReport {
+                    name: step.name.clone(),
+                    state: pb::InvocationState::Success as i32,
+                    response_code: 0,
+                    stdout: why.into_bytes(),
+                    started_at_ms: now,
+                    ended_at_ms: now,
+                    ..Default::default()
+                });
+                continue;
+            }
+            let result = match self.run_step(&cmd, step, &dir).await {
+                Ok(r) => r,
+                Err(e) => StepResult {
+                    exit_code: -1,
+                    timed_out: false,
+                    cancelled: false,
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    started_at_ms: now_ms(),
+                    ended_at_ms: now_ms(),
+                    error: Some(e),
+                },
+            };
+            last_code = result.exit_code;
+            let state = if result.cancelled {
+                pb::InvocationState::Cancelled
+            } else if result.timed_out {
+                pb::InvocationState::TimedOut
+            } else {
+                match result.exit_code {
+                    0 | EXIT_SUCCESS_AND_SKIP => pb::InvocationState::Success,
+                    EXIT_SUCCESS_AND_REBOOT => {
+                        reboot = true;
+                        pb::InvocationState::Success
+                    }
+                    _ => pb::InvocationState::Failed,
+                }
+            };
+            if matches!(result.exit_code, EXIT_SUCCESS_AND_SKIP | EXIT_FAILURE_AND_SKIP) {
+                skip_rest = true;
+            }
+            let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
+            let mut stderr = read(exec::STDERR_FILE);
+            if let Some(err) = &result.error {
+                if !stderr.is_empty() {
+                    stderr.push(b'\n');
+                }
+                stderr.extend_from_slice(err.as_bytes());
+            }
+            if result.timed_out {
+                stderr.extend_from_slice(
+                    format!("\nthe step exceeded its executionTimeout of {} s and was killed", step.timeout_seconds)
+                        .as_bytes(),
+                );
+            }
+            plugins.push(pb::PluginReport {
+                name: step.name.clone(),
+                state: state as i32,
+                response_code: result.exit_code,
+                stdout: read(exec::STDOUT_FILE),
+                stderr,
+                stdout_truncated: result.stdout_truncated,
+                stderr_truncated: result.stderr_truncated,
+                started_at_ms: result.started_at_ms,
+                ended_at_ms: result.ended_at_ms,
+            });
+        }
+        let states: Vec<i32> = plugins.iter().map(|p| p.state).collect();
+        let overall = [
+            pb::InvocationState::Cancelled,
+            pb::InvocationState::TimedOut,
+            pb::InvocationState::Failed,
+        ]
+        .into_iter()
+        .find(|s| states.contains(&(*s as i32)))
+        .unwrap_or(pb::InvocationState::Success);
+        info!(command_id, status = ?overall, exit_code = last_code, "command finished");
+        let report = pb::InvocationReport {
+            command_id: command_id.to_string(),
+            state: overall as i32,
+            response_code: last_code,
+            started_at_ms: plugins.first().map_or(started, |p| p.started_at_ms),
+            ended_at_ms: plugins.last().map_or_else(now_ms, |p| p.ended_at_ms),
+            detail: String::new(),
+            plugins,
+        };
+        (report, reboot)
+    }
+
+    /// Runs one step under a supervisor, or picks up one that is already
+    /// running or finished (after an agent restart).
+    async fn run_step(&self, cmd: &pb::SignedCommand, step: &Step, dir: &std::path::Path) -> Result<StepResult, String> {
+        if let Some(r) = exec::read_result(dir).map_err(|e| e.to_string())? {
+            return Ok(r);
+        }
+        if !dir.join(exec::SPEC_FILE).exists() {
+            crate::state::ensure_dir(dir).map_err(|e| e.to_string())?;
+            let (script_name, program, args) = match step.action {
+                StepAction::RunShellScript => ("script.sh", "sh".to_string(), vec![]),
+                StepAction::RunPowerShellScript => (
+                    "script.ps1",
+                    self.cfg.pwsh.clone(),
+                    vec!["-NoProfile".to_string(), "-NonInteractive".to_string(), "-File".to_string()],
+                ),
+            };
+            let script = dir.join(script_name);
+            let mut body = step.commands.join("\n");
+            body.push('\n');
+            write_executable(&script, body.as_bytes()).map_err(|e| format!("{}: {e}", script.display()))?;
+            let mut args = args;
+            args.push(script.display().to_string());
+            let working_directory = if step.working_directory.trim().is_empty() {
+                None
+            } else {
+                Some(PathBuf::from(step.working_directory.trim()))
+            };
+            let id = &self.reg.instance_id;
+            let spec = StepSpec {
+                program,
+                args,
+                working_directory,
+                timeout_seconds: step.timeout_seconds,
+                env: vec![
+                    ("TETHER_COMMAND_ID".into(), cmd.command_id.clone()),
+                    ("TETHER_INSTANCE_ID".into(), id.clone()),
+                    ("SSM_COMMAND_ID".into(), cmd.command_id.clone()),
+                    ("AWS_SSM_INSTANCE_ID".into(), id.clone()),
+                    ("AWS_SSM_PLATFORM_NAME".into(), "Linux".into()),
+                ],
+                output_cap_bytes: self.cfg.output_cap_bytes,
+            };
+            spec.write(dir).map_err(|e| e.to_string())?;
+            exec::spawn_supervisor(&self.cfg.agent_exe, dir).map_err(|e| e.to_string())?;
+        } else {
+            info!(command_id = %cmd.command_id, step = %step.name, "resuming a step started before the agent restarted");
+        }
+        exec::wait_result(dir).await.map_err(|e| e.to_string())
+    }
+
+    // ----- reporting -----
+
+    /// Sends every finished, unreported command; loops until shutdown.
+    async fn reporter(self: Arc<Self>) {
+        let mut backoff = backoff(self.cfg.max_backoff);
+        loop {
+            let pending: Vec<String> = self
+                .spool
+                .unfinished()
+                .into_iter()
+                .filter(|(_, s)| *s == Stage::Finished)
+                .map(|(id, _)| id)
+                .collect();
+            let mut wait = Duration::from_secs(30);
+            if !pending.is_empty() {
+                match self.send_reports(&pending).await {
+                    Ok(()) => backoff = self::backoff(self.cfg.max_backoff),
+                    Err(e) => {
+                        wait = backoff.next().unwrap_or(self.cfg.max_backoff);
+                        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "results not delivered yet; they stay in the spool");
+                    }
+                }
+            }
+            let pruned = self.spool.prune(SPOOL_RETENTION);
+            if pruned > 0 {
+                debug!(pruned, "old reported commands removed from the spool");
+            }
+            tokio::select! {
+                _ = self.report_bell.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn send_reports(&self, ids: &[String]) -> Result<(), String> {
+        // Bounded batches keep each message well under the size limit.
+        for chunk in ids.chunks(4) {
+            let reports = chunk
+                .iter()
+                .filter_map(|id| self.spool.report(id).map_err(|e| error!(error = %e, "unreadable report")).ok())
+                .collect();
+            let r = self
+                .agent_client()
+                .await
+                .report(pb::ReportRequest { reports })
+                .await
+                .map_err(|s| s.message().to_string())?;
+            self.note_server_time(r.into_inner().server_time_ms);
+            for id in chunk {
+                match self.spool.mark_reported(id) {
+                    Ok(true) => self.reboot(id),
+                    Ok(false) => {}
+                    Err(e) => error!(command_id = %id, error = %e, "cannot mark the report sent"),
+                }
+                info!(command_id = %id, "result stored by the coordinator");
+            }
+        }
+        Ok(())
+    }
+
+    fn reboot(&self, command_id: &str) {
+        warn!(command_id, command = %self.cfg.reboot_command, "a step exited 194: rebooting as requested");
+        if let Err(e) = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&self.cfg.reboot_command)
+            .spawn()
+        {
+            error!(error = %e, "the reboot command could not be started");
+        }
+    }
+
+    // ----- polling -----
+
+    async fn poll_loop(self: Arc<Self>) {
+        let mut backoff = backoff(self.cfg.max_backoff);
+        let mut last_info_ms = 0;
+        loop {
+            let info = (now_ms() - last_info_ms > 300_000).then(|| sysinfo::host_info(&self.host.0, self.host.1));
+            let sent_info = info.is_some();
+            let mut req = tonic::Request::new(pb::PollRequest {
+                info,
+                wait_ms: self.cfg.poll_wait.as_millis() as u32,
+            });
+            req.set_timeout(self.cfg.poll_wait + Duration::from_secs(15));
+            match self.agent_client().await.poll(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if sent_info {
+                        last_info_ms = now_ms();
+                    }
+                    backoff = self::backoff(self.cfg.max_backoff);
+                    self.note_server_time(resp.server_time_ms);
+                    self.save_status(None);
+                    for env in resp.envelopes {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.receive(env).await });
+                    }
+                }
+                Err(status) => {
+                    let wait = if status.code() == tonic::Code::PermissionDenied {
+                        error!(error = %status.message(), "the coordinator refuses this agent; re-register it");
+                        self.cfg.max_backoff
+                    } else {
+                        backoff.next().unwrap_or(self.cfg.max_backoff)
+                    };
+                    warn!(error = %tls::error_chain(&status), retry_in_ms = wait.as_millis() as u64, "poll failed");
+                    self.save_status(Some(status.message().to_string()));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Renews the client certificate when less than half its life is left.
+    async fn renew_if_due(&self) {
+        let Ok(pem) = self.state.cert_pem() else {
+            return;
+        };
+        let Some((not_before, not_after)) = cert_validity(&pem) else {
+            return;
+        };
+        let now = now_ms() / 1000;
+        if now < not_before + (not_after - not_before) / 2 {
+            return;
+        }
+        let Ok((key, csr)) = register::new_key_and_csr() else {
+            return;
+        };
+        match self.agent_client().await.renew_certificate(pb::RenewCertificateRequest { csr_pem: csr }).await {
+            Ok(r) => {
+                let cert = r.into_inner().client_certificate_pem;
+                let saved = crate::state::write_private(&self.state.path(crate::state::KEY_FILE), key.serialize_pem().as_bytes())
+                    .and_then(|_| crate::state::write_private(&self.state.path(crate::state::CERT_FILE), cert.as_bytes()));
+                match saved.map_err(RunError::from).and_then(|_| build_channel(&self.state, &self.reg)) {
+                    Ok(ch) => {
+                        *self.channel.write().await = ch;
+                        info!("client certificate renewed");
+                    }
+                    Err(e) => error!(error = %e, "renewed certificate could not be stored"),
+                }
+            }
+            Err(s) => warn!(error = %s.message(), "certificate renewal failed; will retry"),
+        }
+    }
+}
+
+/// (not_before, not_after) of a PEM certificate, in epoch seconds.
+fn cert_validity(pem: &str) -> Option<(i64, i64)> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+}
+
+fn write_executable(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o700)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Jittered exponential backoff from 1 s up to `max`, forever.
+fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// The document's steps for this node, from the signed command.
+fn plan(cmd: &pb::SignedCommand) -> Result<Vec<Step>, String> {
+    let doc = Document::parse(&cmd.document_name, &cmd.document_content).map_err(|e| e.to_string())?;
+    let params: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&cmd.parameters_json).map_err(|e| format!("parameters: {e}"))?;
+    doc.plan(&params, PlatformType::Linux).map_err(|e| e.to_string())
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    state: StateDir,
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let reg = state.load()?;
+    let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
+    let channel = build_channel(&state, &reg)?;
+    let spool = Spool::new(state.spool())?;
+    let host = tls::split_endpoint(&reg.endpoint)?;
+    let agent = Arc::new(Agent {
+        signing_key,
+        spool,
+        channel: RwLock::new(channel),
+        skew_ms: AtomicI64::new(0),
+        report_bell: Notify::new(),
+        running: Mutex::new(HashSet::new()),
+        slots: Semaphore::new(cfg.max_concurrent.max(1)),
+        host,
+        cfg,
+        state,
+        reg,
+    });
+    info!(instance_id = %agent.reg.instance_id, endpoint = %agent.reg.endpoint, version = env!("CARGO_PKG_VERSION"), "agent started");
+
+    // Resume whatever a previous run left unfinished.
+    for (id, stage) in agent.spool.unfinished() {
+        if stage == Stage::Running {
+            info!(command_id = %id, "resuming a command from the spool");
+            agent.start(id);
+        }
+    }
+
+    let reporter = tokio::spawn(agent.clone().reporter());
+    let poller = tokio::spawn(agent.clone().poll_loop());
+    let renewer = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                agent.renew_if_due().await;
+                tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+            }
+        })
+    };
+    shutdown.await;
+    info!("agent stopping; running steps continue under their supervisors");
+    poller.abort();
+    reporter.abort();
+    renewer.abort();
+    Ok(())
+}
+
+/// For `status`: the running and unreported commands in the spool.
+pub fn spool_summary(state: &StateDir) -> Vec<(String, Stage)> {
+    Spool::new(state.spool()).map(|s| s.unfinished()).unwrap_or_default()
+}

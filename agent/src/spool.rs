@@ -1,0 +1,217 @@
+//! The agent's spool: one directory per received command, so that nothing is
+//! lost across a crash, an agent restart or a coordinator outage.
+//!
+//! `spool/<command-id>/` holds the verified envelope and its nonce (written
+//! before anything runs), one step directory per document step (owned by
+//! [`crate::exec`]), the final report once every step is over, and a
+//! `reported` marker once the coordinator has stored it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use tether_proto as pb;
+
+use crate::state::{StateError, write_private};
+
+const ENVELOPE_FILE: &str = "envelope.pb";
+const NONCE_FILE: &str = "nonce";
+const REPORT_FILE: &str = "report.pb";
+const REPORTED_FILE: &str = "reported";
+const REBOOT_FILE: &str = "reboot";
+const STEPS_DIR: &str = "steps";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The spool directory.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// Where one command stands in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Received; steps running or still to run.
+    Running,
+    /// Finished; the report waits to be stored by the coordinator.
+    Finished,
+    /// The coordinator has stored the report.
+    Reported,
+}
+
+impl Spool {
+    pub fn new(root: PathBuf) -> Result<Self, StateError> {
+        crate::state::ensure_dir(&root)?;
+        Ok(Spool { root })
+    }
+
+    pub fn dir(&self, command_id: &str) -> PathBuf {
+        self.root.join(command_id)
+    }
+
+    pub fn step_dir(&self, command_id: &str, index: usize) -> PathBuf {
+        self.dir(command_id).join(STEPS_DIR).join(index.to_string())
+    }
+
+    /// The nonce of the envelope a command arrived in, if it is spooled.
+    pub fn nonce(&self, command_id: &str) -> Option<String> {
+        fs::read_to_string(self.dir(command_id).join(NONCE_FILE)).ok()
+    }
+
+    /// Records a verified envelope before anything runs.
+    pub fn accept(&self, cmd: &pb::SignedCommand, env: &pb::CommandEnvelope) -> Result<(), StateError> {
+        let dir = self.dir(&cmd.command_id);
+        crate::state::ensure_dir(&dir)?;
+        write_private(&dir.join(ENVELOPE_FILE), &env.encode_to_vec())?;
+        write_private(&dir.join(NONCE_FILE), cmd.nonce.as_bytes())
+    }
+
+    /// The signed command as accepted.
+    pub fn command(&self, command_id: &str) -> Result<pb::SignedCommand, StateError> {
+        let path = self.dir(command_id).join(ENVELOPE_FILE);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let env = pb::CommandEnvelope::decode(bytes.as_slice()).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        pb::SignedCommand::decode(env.payload.as_slice()).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn stage(&self, command_id: &str) -> Stage {
+        let dir = self.dir(command_id);
+        if dir.join(REPORTED_FILE).exists() {
+            Stage::Reported
+        } else if dir.join(REPORT_FILE).exists() {
+            Stage::Finished
+        } else {
+            Stage::Running
+        }
+    }
+
+    pub fn save_report(&self, r: &pb::InvocationReport, reboot: bool) -> Result<(), StateError> {
+        let dir = self.dir(&r.command_id);
+        if reboot {
+            write_private(&dir.join(REBOOT_FILE), b"")?;
+        }
+        write_private(&dir.join(REPORT_FILE), &r.encode_to_vec())
+    }
+
+    pub fn report(&self, command_id: &str) -> Result<pb::InvocationReport, StateError> {
+        let path = self.dir(command_id).join(REPORT_FILE);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        pb::InvocationReport::decode(bytes.as_slice()).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Marks a report stored; returns whether the command asked for a reboot.
+    pub fn mark_reported(&self, command_id: &str) -> Result<bool, StateError> {
+        let dir = self.dir(command_id);
+        write_private(&dir.join(REPORTED_FILE), b"")?;
+        Ok(fs::remove_file(dir.join(REBOOT_FILE)).is_ok())
+    }
+
+    /// Queues a stored report to be sent again (the coordinator asked for the command anew).
+    pub fn unmark_reported(&self, command_id: &str) -> Result<(), StateError> {
+        let marker = self.dir(command_id).join(REPORTED_FILE);
+        match fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&marker)(e)),
+        }
+    }
+
+    /// Every spooled command ID (directories named like command IDs only).
+    pub fn command_ids(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| crate::envelope::is_command_id(n))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Commands not yet reported, in a stable order.
+    pub fn unfinished(&self) -> Vec<(String, Stage)> {
+        self.command_ids()
+            .into_iter()
+            .map(|id| {
+                let s = self.stage(&id);
+                (id, s)
+            })
+            .filter(|(_, s)| *s != Stage::Reported)
+            .collect()
+    }
+
+    /// Removes reported commands older than `keep`, so the spool (and the
+    /// inode count) stays bounded.
+    pub fn prune(&self, keep: Duration) -> usize {
+        let mut removed = 0;
+        for id in self.command_ids() {
+            let marker = self.dir(&id).join(REPORTED_FILE);
+            let old = fs::metadata(&marker)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > keep);
+            if old && fs::remove_dir_all(self.dir(&id)).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMD: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
+
+    #[test]
+    fn a_command_moves_through_its_stages_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::new(tmp.path().join("spool")).unwrap();
+        let cmd = pb::SignedCommand {
+            command_id: CMD.into(),
+            nonce: "abc".into(),
+            ..Default::default()
+        };
+        let env = pb::CommandEnvelope {
+            payload: cmd.encode_to_vec(),
+            signature: vec![1],
+        };
+        spool.accept(&cmd, &env).unwrap();
+        assert_eq!(spool.nonce(CMD).as_deref(), Some("abc"));
+        assert_eq!(spool.command(CMD).unwrap(), cmd);
+        assert_eq!(spool.unfinished(), vec![(CMD.to_string(), Stage::Running)]);
+        let report = pb::InvocationReport {
+            command_id: CMD.into(),
+            response_code: 3,
+            ..Default::default()
+        };
+        spool.save_report(&report, true).unwrap();
+        assert_eq!(spool.stage(CMD), Stage::Finished);
+        assert_eq!(spool.report(CMD).unwrap(), report);
+        assert!(spool.mark_reported(CMD).unwrap());
+        assert!(spool.unfinished().is_empty());
+        assert_eq!(spool.prune(Duration::from_secs(3600)), 0);
+        assert_eq!(spool.prune(Duration::ZERO), 1);
+        assert!(spool.command_ids().is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! The agent's registration on disk: `registration.json`, its key, its client
+//! certificate and the coordinator's CA, in a 0700 directory with 0600 files.
+//!
+//! Written once by `register` (and the certificate again on renewal), read by
+//! `run` and `status`. Nothing here talks to the network.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const REGISTRATION_FILE: &str = "registration.json";
+pub const KEY_FILE: &str = "agent.key";
+pub const CERT_FILE: &str = "agent.crt";
+pub const CA_FILE: &str = "ca.pem";
+pub const STATUS_FILE: &str = "status.json";
+pub const SPOOL_DIR: &str = "spool";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("this node is not registered (no {0}); run `tether-agent register` first")]
+    NotRegistered(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What registration established.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Registration {
+    pub instance_id: String,
+    pub endpoint: String,
+    pub activation_id: String,
+    pub ca_pin: String,
+    /// Hex of the raw Ed25519 key that signs command envelopes.
+    pub command_signing_key: String,
+    pub registered_at_ms: i64,
+}
+
+/// What the daemon last saw, for `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunStatus {
+    pub last_poll_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub clock_skew_ms: Option<i64>,
+    pub pid: Option<u32>,
+}
+
+/// Creates the state directory (and parents) with mode 0700.
+pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))
+}
+
+/// Writes a file atomically with mode 0600.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub fn read_text(path: &Path) -> Result<String, StateError> {
+    fs::read_to_string(path).map_err(io(path))
+}
+
+/// The agent's state directory and its files.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: PathBuf) -> Self {
+        StateDir { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.join(SPOOL_DIR)
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.path(REGISTRATION_FILE).exists()
+    }
+
+    pub fn load(&self) -> Result<Registration, StateError> {
+        let p = self.path(REGISTRATION_FILE);
+        if !p.exists() {
+            return Err(StateError::NotRegistered(p));
+        }
+        let text = read_text(&p)?;
+        serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: p,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Saves a registration with its key material; the registration file goes
+    /// last, so a half-written registration is never taken for a whole one.
+    pub fn save(
+        &self,
+        reg: &Registration,
+        key_pem: &str,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), StateError> {
+        ensure_dir(&self.dir)?;
+        write_private(&self.path(KEY_FILE), key_pem.as_bytes())?;
+        write_private(&self.path(CERT_FILE), cert_pem.as_bytes())?;
+        write_private(&self.path(CA_FILE), ca_pem.as_bytes())?;
+        let json = serde_json::to_vec_pretty(reg).map_err(|e| StateError::Corrupt {
+            path: self.path(REGISTRATION_FILE),
+            detail: e.to_string(),
+        })?;
+        write_private(&self.path(REGISTRATION_FILE), &json)
+    }
+
+    pub fn key_pem(&self) -> Result<String, StateError> {
+        read_text(&self.path(KEY_FILE))
+    }
+    pub fn cert_pem(&self) -> Result<String, StateError> {
+        read_text(&self.path(CERT_FILE))
+    }
+    pub fn ca_pem(&self) -> Result<String, StateError> {
+        read_text(&self.path(CA_FILE))
+    }
+
+    pub fn load_status(&self) -> RunStatus {
+        read_text(&self.path(STATUS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_status(&self, s: &RunStatus) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+        write_private(&self.path(STATUS_FILE), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_registration_is_private_and_reloads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("state"));
+        assert!(matches!(s.load(), Err(StateError::NotRegistered(_))));
+        let reg = Registration {
+            instance_id: "mi-0123456789abcdef0".into(),
+            endpoint: "https://127.0.0.1:1".into(),
+            activation_id: "a".into(),
+            ca_pin: "sha256:00".into(),
+            command_signing_key: "00".into(),
+            registered_at_ms: 1,
+        };
+        s.save(&reg, "key", "cert", "ca").unwrap();
+        assert_eq!(s.load().unwrap(), reg);
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.dir.clone()), 0o700);
+        assert_eq!(mode(s.path(KEY_FILE)), 0o600);
+        assert_eq!(mode(s.path(REGISTRATION_FILE)), 0o600);
+    }
+}

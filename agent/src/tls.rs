@@ -1,0 +1,263 @@
+//! TLS for the agent: the pinned-CA verifier used once at registration, the
+//! mutual-TLS configuration used afterwards, and the connector that puts either
+//! under a tonic channel.
+//!
+//! The agent never trusts the system's roots and never trusts on first use: at
+//! registration the coordinator's CA must be in the handshake and hash to the
+//! pin given on the command line; afterwards only the stored CA is trusted.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint};
+
+/// Errors building TLS configuration or connecting.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("--endpoint {0:?} is not an https://HOST:PORT URL")]
+    BadEndpoint(String),
+    #[error("--ca-pin {0:?} is not sha256: followed by 64 hex digits")]
+    BadPin(String),
+    #[error("{what}: {detail}")]
+    BadPem { what: &'static str, detail: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot reach the coordinator at {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses `sha256:<64 hex>`.
+pub fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
+    let hex_part = pin
+        .strip_prefix("sha256:")
+        .ok_or_else(|| TlsError::BadPin(pin.to_string()))?;
+    let bytes = hex::decode(hex_part).map_err(|_| TlsError::BadPin(pin.to_string()))?;
+    bytes.try_into().map_err(|_| TlsError::BadPin(pin.to_string()))
+}
+
+/// `sha256:<hex>` of DER bytes.
+pub fn pin_of(der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(der)))
+}
+
+/// Accepts the server only if its chain carries a CA whose fingerprint is the
+/// pin, and the server certificate verifies against that CA for the name.
+#[derive(Debug)]
+pub struct PinnedCaVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+    /// What the server presented when the pin did not match, for the error message.
+    pub mismatch: Mutex<Option<String>>,
+}
+
+impl PinnedCaVerifier {
+    pub fn new(pin: [u8; 32]) -> Self {
+        PinnedCaVerifier {
+            pin,
+            provider: provider(),
+            mismatch: Mutex::new(None),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates
+            .iter()
+            .find(|c| Sha256::digest(c.as_ref())[..] == self.pin[..])
+        else {
+            let presented: Vec<String> = intermediates.iter().map(|c| pin_of(c)).collect();
+            let msg = format!(
+                "CA pin mismatch: the coordinator presented {}, expected sha256:{}",
+                if presented.is_empty() {
+                    "no CA certificate".to_string()
+                } else {
+                    presented.join(", ")
+                },
+                hex::encode(self.pin)
+            );
+            *self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            return Err(rustls::Error::General(msg));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Client configuration for registration: pinned CA, no client certificate.
+pub fn pinned_config(verifier: Arc<PinnedCaVerifier>) -> Result<ClientConfig, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Client configuration for every call after registration: the stored CA as
+/// the only root, and the agent's certificate and key.
+pub fn mtls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let c = c.map_err(|e| TlsError::BadPem {
+            what: "CA certificate",
+            detail: e.to_string(),
+        })?;
+        roots.add(c)?;
+    }
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            what: "client certificate",
+            detail: e.to_string(),
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::BadPem {
+        what: "agent key",
+        detail: e.to_string(),
+    })?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Host and port of an `https://HOST:PORT` endpoint.
+pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), TlsError> {
+    let bad = || TlsError::BadEndpoint(endpoint.to_string());
+    let uri: http::Uri = endpoint.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad());
+    }
+    let host = uri.host().ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// A lazily connecting channel to `endpoint` over TLS with `config`.
+pub fn channel(endpoint: &str, config: ClientConfig) -> Result<Channel, TlsError> {
+    let (host, port) = split_endpoint(endpoint)?;
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|_| TlsError::BadEndpoint(endpoint.to_string()))?
+        .to_owned();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    // The TLS is ours; the URI only names the authority for HTTP/2.
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| TlsError::BadEndpoint(endpoint.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let svc = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let addr = addr.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(ep.connect_with_connector_lazy(svc))
+}
+
+/// The whole error chain of a failed call, for messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_and_endpoints_parse_strictly() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(parse_pin(&pin).unwrap(), [0xab; 32]);
+        assert!(parse_pin("sha256:abcd").is_err());
+        assert!(parse_pin(&"ab".repeat(32)).is_err());
+        assert_eq!(
+            split_endpoint("https://127.0.0.1:8443").unwrap(),
+            ("127.0.0.1".to_string(), 8443)
+        );
+        assert_eq!(split_endpoint("https://[::1]:9").unwrap(), ("::1".to_string(), 9));
+        assert!(split_endpoint("http://127.0.0.1:8443").is_err());
+        assert!(split_endpoint("127.0.0.1:8443").is_err());
+    }
+}

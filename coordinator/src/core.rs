@@ -1,0 +1,586 @@
+//! The coordinator's shared state and the agent-facing logic: registration,
+//! long-poll dispatch, signed envelopes and result intake.
+//!
+//! The gRPC layer (`grpc.rs`) only translates protobuf to calls here; the SSM
+//! action layer (`api.rs`) uses the same [`Coordinator`] for operator requests.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tether_proto as pb;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::limits;
+use crate::pki::Pki;
+use crate::state::Detail;
+use crate::store::{self, CommandRow, HostInfo, InstanceRow, InvocationResult, PluginResult, Store};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Hex SHA-256 of an activation code under its salt.
+pub fn code_hash(salt: &[u8], code: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(code.as_bytes());
+    h.finalize().to_vec()
+}
+
+/// Deliberately wrong envelopes, for end-to-end tests of the agent's checks.
+/// Set with `TETHER_TEST_ENVELOPE_HOOK`; it can only make delivery fail, never
+/// let anything unsigned through, because the agent verifies regardless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvelopeHook {
+    /// Change the parameters after signing.
+    TamperParameters,
+    /// Sign an envelope addressed to another instance.
+    Misaddress,
+    /// Sign an envelope that has already expired.
+    Expired,
+    /// Send no signature.
+    Unsigned,
+    /// After each invocation finishes, send its envelope again, byte for byte.
+    Replay,
+}
+
+impl EnvelopeHook {
+    pub fn from_env() -> Option<EnvelopeHook> {
+        let v = std::env::var("TETHER_TEST_ENVELOPE_HOOK").ok()?;
+        let hook = match v.as_str() {
+            "tamper-parameters" => EnvelopeHook::TamperParameters,
+            "misaddress" => EnvelopeHook::Misaddress,
+            "expired" => EnvelopeHook::Expired,
+            "unsigned" => EnvelopeHook::Unsigned,
+            "replay" => EnvelopeHook::Replay,
+            _ => return None,
+        };
+        warn!(hook = %v, "TEST HOOK ACTIVE: envelopes are deliberately corrupted");
+        Some(hook)
+    }
+}
+
+/// Counts failed registration attempts per source address.
+#[derive(Debug, Default)]
+struct FailureLimiter {
+    failures: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl FailureLimiter {
+    /// Seconds the source must wait, if it is over its budget.
+    fn blocked_for(&mut self, ip: IpAddr) -> Option<u64> {
+        let window = limits::FAILED_REGISTRATION_WINDOW;
+        match self.failures.get(&ip) {
+            Some((n, since)) if since.elapsed() < window => {
+                (*n >= limits::MAX_FAILED_REGISTRATIONS_PER_SOURCE)
+                    .then(|| (window - since.elapsed()).as_secs().max(1))
+            }
+            Some(_) => {
+                self.failures.remove(&ip);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn record_failure(&mut self, ip: IpAddr) {
+        let window = limits::FAILED_REGISTRATION_WINDOW;
+        let entry = self.failures.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+        if self.failures.len() > 100_000 {
+            self.failures.retain(|_, (_, since)| since.elapsed() < window);
+        }
+    }
+}
+
+/// Why a registration was refused; the message goes to the agent verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("activation {0} does not exist")]
+    UnknownActivation(String),
+    #[error("the activation code is wrong for activation {0}")]
+    WrongCode(String),
+    #[error("activation {id} expired at {at}")]
+    Expired { id: String, at: String },
+    #[error("activation {0} was deleted")]
+    Deleted(String),
+    #[error("activation {id} has reached its registration limit of {limit}")]
+    LimitReached { id: String, limit: i64 },
+    #[error("too many failed registration attempts from {ip}; retry in {secs} s")]
+    RateLimited { ip: IpAddr, secs: u64 },
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why an agent call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("instance {0} is not registered with this coordinator")]
+    UnknownInstance(String),
+    #[error("instance {0} was deregistered")]
+    Deregistered(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<store::StoreError> for AgentError {
+    fn from(e: store::StoreError) -> Self {
+        AgentError::Internal(e.to_string())
+    }
+}
+
+/// The coordinator: storage, keys and the agents' wake-up bells.
+pub struct Coordinator {
+    pub store: Store,
+    pub pki: Arc<Pki>,
+    bells: Mutex<HashMap<String, Arc<Notify>>>,
+    limiter: Mutex<FailureLimiter>,
+    hook: Option<EnvelopeHook>,
+    /// How long a poll is held (shortened in tests through the agent's wait_ms).
+    pub poll_hold: Duration,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+/// The agent is expected to acknowledge a delivered envelope within this time;
+/// otherwise the reply was lost and the invocation is delivered again.
+const REDELIVER_AFTER_MS: i64 = 30_000;
+
+impl Coordinator {
+    pub fn new(store: Store, pki: Arc<Pki>) -> Self {
+        Coordinator {
+            store,
+            pki,
+            bells: Mutex::new(HashMap::new()),
+            limiter: Mutex::new(FailureLimiter::default()),
+            hook: EnvelopeHook::from_env(),
+            poll_hold: limits::LONG_POLL_HOLD,
+        }
+    }
+
+    fn bell(&self, instance_id: &str) -> Arc<Notify> {
+        let mut bells = self.bells.lock().unwrap_or_else(|e| e.into_inner());
+        bells
+            .entry(instance_id.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// Wakes the instance's held poll (or the next one) because work is waiting.
+    pub fn ring(&self, instance_id: &str) {
+        self.bell(instance_id).notify_one();
+    }
+
+    // ----- registration -----
+
+    pub async fn register(
+        &self,
+        source: Option<IpAddr>,
+        req: pb::RegisterRequest,
+    ) -> Result<pb::RegisterResponse, RegisterError> {
+        let ip = source.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Some(secs) = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocked_for(ip)
+        {
+            return Err(RegisterError::RateLimited { ip, secs });
+        }
+        let result = self.try_register(req).await;
+        if let Err(e) = &result {
+            if !matches!(e, RegisterError::Internal(_)) {
+                warn!(%ip, error = %e, "registration refused");
+                self.limiter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_failure(ip);
+            }
+        }
+        result
+    }
+
+    async fn try_register(
+        &self,
+        req: pb::RegisterRequest,
+    ) -> Result<pb::RegisterResponse, RegisterError> {
+        let internal = |e: store::StoreError| RegisterError::Internal(e.to_string());
+        let id = req.activation_id.trim().to_string();
+        let Some(act) = self.store.activation(&id).await.map_err(internal)? else {
+            return Err(RegisterError::UnknownActivation(id));
+        };
+        let expected = code_hash(&act.code_salt, req.activation_code.trim());
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(expected.as_slice(), act.code_hash.as_slice()).into();
+        if !ok {
+            return Err(RegisterError::WrongCode(id));
+        }
+        if act.deleted_ms.is_some() {
+            return Err(RegisterError::Deleted(id));
+        }
+        let now = now_ms();
+        if act.expiration_ms <= now {
+            return Err(RegisterError::Expired {
+                id,
+                at: iso_ms(act.expiration_ms),
+            });
+        }
+        if act.registrations_count >= act.registration_limit {
+            return Err(RegisterError::LimitReached {
+                id,
+                limit: act.registration_limit,
+            });
+        }
+        let instance_id = new_instance_id();
+        let cert = self
+            .pki
+            .issue_client_cert(&instance_id, &req.csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .map_err(|e| RegisterError::BadRequest(e.to_string()))?;
+        let info = req.info.unwrap_or_default();
+        let name = if req.name.trim().is_empty() {
+            act.default_instance_name.clone()
+        } else {
+            req.name.trim().to_string()
+        };
+        let row = InstanceRow {
+            instance_id: instance_id.clone(),
+            activation_id: id.clone(),
+            name,
+            iam_role: act.iam_role.clone(),
+            registration_ms: now,
+            last_ping_ms: Some(now),
+            platform_type: info.platform_type,
+            platform_name: info.platform_name,
+            platform_version: info.platform_version,
+            computer_name: info.computer_name,
+            ip_address: info.ip_address,
+            agent_version: info.agent_version,
+            deregistered_ms: None,
+            tags_json: act.tags_json.clone(),
+        };
+        match self.store.register_instance(&row, now).await {
+            Ok(()) => {}
+            Err(store::StoreError::Registration(_)) => {
+                return Err(RegisterError::LimitReached {
+                    id,
+                    limit: act.registration_limit,
+                });
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        info!(%instance_id, activation_id = %id, "instance registered");
+        Ok(pb::RegisterResponse {
+            instance_id,
+            client_certificate_pem: cert,
+            ca_certificate_pem: self.pki.ca_cert_pem.clone(),
+            command_signing_public_key: self.pki.signing_public_key(),
+            server_time_ms: now_ms(),
+        })
+    }
+
+    // ----- agent calls -----
+
+    /// The registered, live instance behind a client certificate.
+    pub async fn authorize_agent(&self, instance_id: &str) -> Result<InstanceRow, AgentError> {
+        match self.store.instance(instance_id).await? {
+            None => Err(AgentError::UnknownInstance(instance_id.to_string())),
+            Some(i) if i.deregistered_ms.is_some() => {
+                Err(AgentError::Deregistered(instance_id.to_string()))
+            }
+            Some(i) => Ok(i),
+        }
+    }
+
+    /// A long poll: returns at once with whatever is deliverable, else waits
+    /// for the instance's bell or the hold time.
+    pub async fn poll(
+        &self,
+        instance: &InstanceRow,
+        req: pb::PollRequest,
+    ) -> Result<pb::PollResponse, AgentError> {
+        let id = &instance.instance_id;
+        let info = req.info.map(|i| HostInfo {
+            platform_type: i.platform_type,
+            platform_name: i.platform_name,
+            platform_version: i.platform_version,
+            computer_name: i.computer_name,
+            ip_address: i.ip_address,
+            agent_version: i.agent_version,
+        });
+        self.store.ping(id, info.as_ref(), now_ms()).await?;
+        let hold = if req.wait_ms == 0 {
+            self.poll_hold
+        } else {
+            Duration::from_millis(u64::from(req.wait_ms)).min(self.poll_hold)
+        };
+        let deadline = tokio::time::Instant::now() + hold;
+        let bell = self.bell(id);
+        loop {
+            let envelopes = self.envelopes_for(id).await?;
+            if !envelopes.is_empty() || tokio::time::Instant::now() >= deadline {
+                self.store.ping(id, None, now_ms()).await?;
+                return Ok(pb::PollResponse {
+                    envelopes,
+                    server_time_ms: now_ms(),
+                });
+            }
+            // A redelivery may fall due while we wait: look again at least every 10 s.
+            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
+            tokio::select! {
+                _ = bell.notified() => {}
+                _ = tokio::time::sleep_until(nap) => {}
+            }
+        }
+    }
+
+    async fn envelopes_for(&self, instance_id: &str) -> Result<Vec<pb::CommandEnvelope>, AgentError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for cmd in self.store.deliverable(instance_id, now, REDELIVER_AFTER_MS).await? {
+            let env = self.seal(instance_id, &cmd, now);
+            self.store
+                .mark_delivered(&cmd.command_id, instance_id, &env.payload, &env.signature, now)
+                .await?;
+            out.push(env);
+        }
+        if out.is_empty() && self.hook == Some(EnvelopeHook::Replay) {
+            if let Some(cmd) = self.store.last_finished_command(instance_id).await? {
+                if let Some((payload, signature)) = self.store.last_envelope(&cmd, instance_id).await? {
+                    out.push(pb::CommandEnvelope { payload, signature });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds and signs the envelope for one invocation.
+    fn seal(&self, instance_id: &str, cmd: &CommandRow, now: i64) -> pb::CommandEnvelope {
+        let mut signed = pb::SignedCommand {
+            instance_id: instance_id.to_string(),
+            command_id: cmd.command_id.clone(),
+            document_name: cmd.document_name.clone(),
+            document_version: cmd.document_version.clone(),
+            document_content: cmd.document_content.clone(),
+            document_hash: cmd.document_hash.clone(),
+            parameters_json: cmd.resolved_json.clone(),
+            issued_at_ms: now,
+            expires_at_ms: now + limits::ENVELOPE_LIFETIME.as_millis() as i64,
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        match self.hook {
+            Some(EnvelopeHook::Misaddress) => signed.instance_id = "mi-00000000000000000".into(),
+            Some(EnvelopeHook::Expired) => {
+                signed.issued_at_ms = now - 2 * 3_600_000;
+                signed.expires_at_ms = now - 3_600_000;
+            }
+            _ => {}
+        }
+        let payload = signed.encode_to_vec();
+        let signature = self.pki.sign(&payload);
+        match self.hook {
+            Some(EnvelopeHook::TamperParameters) => {
+                signed.parameters_json = r#"{"commands":["echo tampered"]}"#.into();
+                pb::CommandEnvelope {
+                    payload: signed.encode_to_vec(),
+                    signature,
+                }
+            }
+            Some(EnvelopeHook::Unsigned) => pb::CommandEnvelope {
+                payload,
+                signature: Vec::new(),
+            },
+            _ => pb::CommandEnvelope { payload, signature },
+        }
+    }
+
+    /// Stores what an agent reports. Idempotent: a report for an invocation that
+    /// is already terminal changes nothing.
+    pub async fn report(
+        &self,
+        instance: &InstanceRow,
+        req: pb::ReportRequest,
+    ) -> Result<pb::ReportResponse, AgentError> {
+        let id = &instance.instance_id;
+        let now = now_ms();
+        self.store.ping(id, None, now).await?;
+        for r in req.reports {
+            let state = pb::InvocationState::try_from(r.state)
+                .unwrap_or(pb::InvocationState::Unspecified);
+            let start = (r.started_at_ms > 0).then_some(r.started_at_ms);
+            let end = (r.ended_at_ms > 0).then_some(r.ended_at_ms);
+            match state {
+                pb::InvocationState::InProgress => {
+                    self.store.mark_started(&r.command_id, id, start, now).await?;
+                }
+                pb::InvocationState::Refused => {
+                    // Only an invocation the agent never accepted can fail this
+                    // way; a refused replay of a finished one changes nothing.
+                    warn!(instance_id = %id, command_id = %r.command_id, detail = %r.detail,
+                        "agent refused a command envelope");
+                    let result = InvocationResult {
+                        detail: Detail::Failed,
+                        response_code: -1,
+                        start_ms: None,
+                        end_ms: Some(now),
+                        plugins: vec![PluginResult {
+                            name: "envelope".into(),
+                            detail: Detail::Failed,
+                            response_code: -1,
+                            start_ms: None,
+                            end_ms: Some(now),
+                            stdout: Vec::new(),
+                            stderr: format!("the agent refused the command envelope: {}", r.detail)
+                                .into_bytes(),
+                            stdout_truncated: false,
+                            stderr_truncated: false,
+                        }],
+                    };
+                    let pending = self
+                        .store
+                        .invocations(&store::CommandQuery {
+                            command_id: Some(r.command_id.clone()),
+                            instance_id: Some(id.clone()),
+                            limit: 1,
+                            ..Default::default()
+                        })
+                        .await?
+                        .first()
+                        .is_some_and(|(inv, _)| inv.status == "Pending");
+                    if pending {
+                        self.store.finish_invocation(&r.command_id, id, &result, now).await?;
+                    }
+                }
+                pb::InvocationState::Unspecified => {
+                    warn!(instance_id = %id, command_id = %r.command_id, "report without a state ignored");
+                }
+                terminal => {
+                    let detail = detail_of(terminal);
+                    let plugins = r
+                        .plugins
+                        .into_iter()
+                        .map(|p| PluginResult {
+                            name: p.name,
+                            detail: detail_of(
+                                pb::InvocationState::try_from(p.state)
+                                    .unwrap_or(pb::InvocationState::Failed),
+                            ),
+                            response_code: i64::from(p.response_code),
+                            start_ms: (p.started_at_ms > 0).then_some(p.started_at_ms),
+                            end_ms: (p.ended_at_ms > 0).then_some(p.ended_at_ms),
+                            stdout: p.stdout,
+                            stderr: p.stderr,
+                            stdout_truncated: p.stdout_truncated,
+                            stderr_truncated: p.stderr_truncated,
+                        })
+                        .collect();
+                    let result = InvocationResult {
+                        detail,
+                        response_code: i64::from(r.response_code),
+                        start_ms: start,
+                        end_ms: end,
+                        plugins,
+                    };
+                    let stored = self.store.finish_invocation(&r.command_id, id, &result, now).await?;
+                    if stored {
+                        info!(instance_id = %id, command_id = %r.command_id, status = detail.as_str(), "invocation finished");
+                    }
+                }
+            }
+        }
+        Ok(pb::ReportResponse {
+            server_time_ms: now_ms(),
+        })
+    }
+
+    pub async fn renew_certificate(
+        &self,
+        instance: &InstanceRow,
+        req: pb::RenewCertificateRequest,
+    ) -> Result<pb::RenewCertificateResponse, AgentError> {
+        let pem = self
+            .pki
+            .issue_client_cert(&instance.instance_id, &req.csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        Ok(pb::RenewCertificateResponse {
+            client_certificate_pem: pem,
+            server_time_ms: now_ms(),
+        })
+    }
+
+    /// Periodic housekeeping: delivery timeouts.
+    pub async fn sweep(&self) {
+        match self.store.sweep_delivery_timeouts(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "invocations reached their delivery timeout"),
+            Err(e) => warn!(error = %e, "delivery-timeout sweep failed"),
+        }
+    }
+}
+
+fn detail_of(state: pb::InvocationState) -> Detail {
+    match state {
+        pb::InvocationState::Success => Detail::Success,
+        pb::InvocationState::TimedOut => Detail::ExecutionTimedOut,
+        pb::InvocationState::Cancelled => Detail::Cancelled,
+        pb::InvocationState::InProgress => Detail::InProgress,
+        _ => Detail::Failed,
+    }
+}
+
+/// `mi-` followed by 17 lowercase hex digits.
+pub fn new_instance_id() -> String {
+    let bytes: [u8; 9] = rand::random();
+    let hex = hex::encode(bytes);
+    format!("mi-{}", &hex[..17])
+}
+
+/// ISO 8601 (UTC, milliseconds) for messages.
+pub fn iso_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_have_the_ssm_shape() {
+        for _ in 0..100 {
+            let id = new_instance_id();
+            assert_eq!(id.len(), 20);
+            assert!(id.starts_with("mi-"));
+            assert!(id[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn failures_beyond_the_budget_block_the_source_only() {
+        let mut l = FailureLimiter::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        for _ in 0..limits::MAX_FAILED_REGISTRATIONS_PER_SOURCE {
+            assert!(l.blocked_for(a).is_none());
+            l.record_failure(a);
+        }
+        assert!(l.blocked_for(a).is_some());
+        assert!(l.blocked_for(b).is_none());
+    }
+}

@@ -1,0 +1,97 @@
+//! The HTTPS listener (`--http-listen`). Today it serves the CA certificate and
+//! a health document; the SSM-compatible API, agent downloads and the install
+//! script join it in later issues.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::core::now_ms;
+use crate::pki::Pki;
+
+fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = CertificateDer::pem_slice_iter(pki.server_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+async fn handle(pki: Arc<Pki>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/health" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "Status": "ok",
+                "Version": env!("CARGO_PKG_VERSION"),
+                "ServerTimeMs": now_ms(),
+                "CaPin": pki.pin(),
+            })
+            .to_string(),
+        ),
+        "/ca.pem" => (StatusCode::OK, "application/x-pem-file", pki.ca_cert_pem.clone()),
+        other => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("{other}: not found (try /health or /ca.pem)\n"),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Serves HTTPS on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, pki: Arc<Pki>) {
+    let cfg = match tls_config(&pki) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            warn!(error = %e, "HTTPS listener disabled: bad TLS configuration");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let pki = pki.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "HTTPS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let pki = pki.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(pki, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
+                debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
+}

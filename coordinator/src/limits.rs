@@ -1,0 +1,47 @@
+//! Every limit and default of the outside contract, in one place.
+//!
+//! Values follow the SSM API model (botocore `ssm/2014-11-06`) unless a comment
+//! says Tether deliberately does better.
+
+use std::time::Duration;
+
+/// Instance IDs per SendCommand.
+pub const MAX_INSTANCE_IDS_PER_COMMAND: usize = 50;
+/// `--comment` length.
+pub const MAX_COMMENT_CHARS: usize = 100;
+/// Delivery timeout (`--timeout-seconds`): default and range.
+pub const DEFAULT_DELIVERY_TIMEOUT_SECS: i64 = 600;
+pub const MIN_DELIVERY_TIMEOUT_SECS: i64 = 30;
+pub const MAX_DELIVERY_TIMEOUT_SECS: i64 = 2_592_000;
+
+/// Activation registration limit: default and range.
+pub const DEFAULT_REGISTRATION_LIMIT: i64 = 1;
+pub const MAX_REGISTRATION_LIMIT: i64 = 1000;
+/// Activation expiry: default lifetime and the furthest ahead it may be set.
+pub const DEFAULT_ACTIVATION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_ACTIVATION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Length of an activation code and its alphabet (no 0/O, 1/I/l).
+pub const ACTIVATION_CODE_LEN: usize = 20;
+pub const ACTIVATION_CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+/// Failed registration attempts allowed per source address within the window.
+pub const MAX_FAILED_REGISTRATIONS_PER_SOURCE: u32 = 10;
+pub const FAILED_REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long the coordinator holds one agent poll open.
+pub const LONG_POLL_HOLD: Duration = Duration::from_secs(20);
+/// An agent not heard from for this long is shown as ConnectionLost.
+pub const ONLINE_GRACE: Duration = Duration::from_secs(60);
+/// How long a signed envelope stays valid after it is issued.
+pub const ENVELOPE_LIFETIME: Duration = Duration::from_secs(600);
+/// Lifetime of an agent's client certificate (renewed by the agent at half-life).
+pub const CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// GetCommandInvocation output limits and the marker that ends cut output.
+pub const GET_INVOCATION_STDOUT_CHARS: usize = 24_000;
+pub const GET_INVOCATION_STDERR_CHARS: usize = 8_000;
+/// ListCommandInvocations `--details` plugin Output limit.
+pub const LIST_INVOCATIONS_OUTPUT_CHARS: usize = 2_500;
+pub const TRUNCATION_MARKER: &str = "\n--output truncated--";
+
+/// Page sizes of the list verbs.
+pub const DEFAULT_PAGE_SIZE: usize = 50;

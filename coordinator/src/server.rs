@@ -1,0 +1,173 @@
+//! `tether serve`: the coordinator daemon.
+//!
+//! First start creates the data directory's key material, database and
+//! `operator.json`; later starts reuse them. [`run`] binds the listeners, writes
+//! the chosen addresses into `operator.json` before accepting work, and serves
+//! until the shutdown future resolves. Tests call it on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tether_proto as pb;
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::core::{Coordinator, now_ms};
+use crate::grpc::{Services, token_hash};
+use crate::pki::{Pki, write_private};
+use crate::store::Store;
+
+/// What `tether serve` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub http_listen: String,
+    pub advertise: Vec<String>,
+}
+
+/// `operator.json`: everything the CLI needs to reach this coordinator as an administrator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OperatorConfig {
+    pub endpoint: String,
+    pub http_endpoint: String,
+    pub ca_certificate: String,
+    pub ca_pin: String,
+    pub token: String,
+}
+
+/// The URL a local client uses for a bound address (loopback for a wildcard).
+fn local_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("https://{host}:{}", addr.port())
+}
+
+fn server_names(advertise: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Ok(h) = hostname::get() {
+        if let Some(h) = h.to_str() {
+            names.push(h.to_string());
+        }
+    }
+    names.extend(advertise.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Reuses the token in an existing operator.json if the database still knows
+/// it; otherwise makes a new one.
+async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(old) = serde_json::from_str::<OperatorConfig>(&text) {
+            let known = store.operator_token_hashes().await?;
+            if known.contains(&token_hash(&old.token)) {
+                return Ok(old.token);
+            }
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    store.add_operator_token(&token_hash(&token), now_ms()).await?;
+    Ok(token)
+}
+
+/// Runs the coordinator until `shutdown` resolves.
+pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let names = server_names(&cfg.advertise);
+    let pki = Arc::new(
+        Pki::load_or_create(&cfg.data_dir, &names)
+            .with_context(|| format!("preparing key material in {}", cfg.data_dir.display()))?,
+    );
+    let db_path = cfg.data_dir.join("tether.db");
+    let store = Store::open(&db_path)
+        .await
+        .with_context(|| format!("opening database {}", db_path.display()))?;
+
+    let grpc_listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", cfg.listen))?;
+    let http_listener = TcpListener::bind(&cfg.http_listen)
+        .await
+        .with_context(|| format!("binding --http-listen {}", cfg.http_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let operator_path = cfg.data_dir.join("operator.json");
+    let operator = OperatorConfig {
+        endpoint: local_url(grpc_addr),
+        http_endpoint: local_url(http_addr),
+        ca_certificate: pki.ca_cert_pem.clone(),
+        ca_pin: pki.pin(),
+        token: operator_token(&store, &operator_path).await?,
+    };
+    write_private(&operator_path, serde_json::to_string_pretty(&operator)?.as_bytes())?;
+
+    println!("tether coordinator {}", env!("CARGO_PKG_VERSION"));
+    println!("gRPC listening on {grpc_addr} ({})", operator.endpoint);
+    println!("HTTPS listening on {http_addr} ({})", operator.http_endpoint);
+    println!("CA pin: {}", operator.ca_pin);
+    println!("operator config: {}", operator_path.display());
+    info!(grpc = %grpc_addr, https = %http_addr, data_dir = %cfg.data_dir.display(), "coordinator started");
+
+    let core = Arc::new(Coordinator::new(store, pki.clone()));
+
+    let sweeper = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                core.sweep().await;
+            }
+        })
+    };
+
+    let http = tokio::spawn(crate::http::serve(http_listener, pki.clone()));
+
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&pki.server_chain_pem, &pki.server_key_pem))
+        .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
+        .client_auth_optional(true);
+    let services = Services::new(core);
+    let max = pb::MAX_MESSAGE_BYTES;
+    let result = Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(pb::registration_server::RegistrationServer::new(services.clone()))
+        .add_service(
+            pb::agent_server::AgentServer::new(services.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::operator_server::OperatorServer::new(services)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            shutdown,
+        )
+        .await;
+    sweeper.abort();
+    http.abort();
+    if let Err(e) = &result {
+        warn!(error = %e, "gRPC server stopped with an error");
+    }
+    result.context("serving gRPC")?;
+    info!("coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The invocation and command state machines: pure functions, no IO.
+//!
+//! Statuses and their details follow the SSM API (`CommandInvocationStatus`,
+//! `CommandStatus`, `StatusDetails`); this module is the one place that knows
+//! how an invocation's detail maps to its status and how invocations add up to
+//! their command's status and counts.
+
+/// An invocation's `StatusDetails`: the precise state, from which `Status` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    Pending,
+    InProgress,
+    Delayed,
+    Success,
+    DeliveryTimedOut,
+    ExecutionTimedOut,
+    Failed,
+    Cancelled,
+    Undeliverable,
+    Terminated,
+}
+
+impl Detail {
+    pub const ALL: [Detail; 10] = [
+        Detail::Pending,
+        Detail::InProgress,
+        Detail::Delayed,
+        Detail::Success,
+        Detail::DeliveryTimedOut,
+        Detail::ExecutionTimedOut,
+        Detail::Failed,
+        Detail::Cancelled,
+        Detail::Undeliverable,
+        Detail::Terminated,
+    ];
+
+    /// The `StatusDetails` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::Pending => "Pending",
+            Detail::InProgress => "In Progress",
+            Detail::Delayed => "Delayed",
+            Detail::Success => "Success",
+            Detail::DeliveryTimedOut => "Delivery Timed Out",
+            Detail::ExecutionTimedOut => "Execution Timed Out",
+            Detail::Failed => "Failed",
+            Detail::Cancelled => "Cancelled",
+            Detail::Undeliverable => "Undeliverable",
+            Detail::Terminated => "Terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Detail> {
+        Detail::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The invocation `Status` this detail belongs to.
+    pub fn status(self) -> &'static str {
+        match self {
+            Detail::Pending => "Pending",
+            Detail::InProgress => "InProgress",
+            Detail::Delayed => "Delayed",
+            Detail::Success => "Success",
+            Detail::DeliveryTimedOut | Detail::ExecutionTimedOut => "TimedOut",
+            Detail::Failed | Detail::Undeliverable | Detail::Terminated => "Failed",
+            Detail::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Whether nothing more can happen to an invocation in this state.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Detail::Pending | Detail::InProgress | Detail::Delayed)
+    }
+
+    /// Whether this outcome counts against the command's MaxErrors.
+    pub fn is_error(self) -> bool {
+        matches!(self, Detail::Failed | Detail::ExecutionTimedOut)
+    }
+}
+
+/// What a command's invocations add up to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSummary {
+    pub status: &'static str,
+    pub status_details: &'static str,
+    pub target_count: i64,
+    pub completed_count: i64,
+    pub error_count: i64,
+    pub delivery_timed_out_count: i64,
+}
+
+/// Resolves a MaxErrors value (`N` or `N%`) against the number of targets.
+pub fn max_errors_allowed(max_errors: &str, targets: i64) -> i64 {
+    match max_errors.strip_suffix('%') {
+        Some(pct) => pct.parse::<i64>().map_or(0, |p| targets * p / 100),
+        None => max_errors.parse().unwrap_or(0),
+    }
+}
+
+/// The command's status and counts from its invocations' details.
+pub fn summarize(details: &[Detail], max_errors: &str) -> CommandSummary {
+    let n = details.len() as i64;
+    let count = |f: &dyn Fn(Detail) -> bool| details.iter().filter(|d| f(**d)).count() as i64;
+    let completed = count(&|d| d.is_terminal());
+    let errors = count(&|d| d.is_error());
+    let delivery_timed_out = count(&|d| d == Detail::DeliveryTimedOut);
+    let undelivered = count(&|d| matches!(d, Detail::DeliveryTimedOut | Detail::Undeliverable));
+    let (status, status_details) = if completed < n {
+        if completed == 0 && count(&|d| d == Detail::Pending) == n {
+            ("Pending", "Pending")
+        } else {
+            ("InProgress", "In Progress")
+        }
+    } else if count(&|d| d == Detail::Cancelled) > 0 {
+        ("Cancelled", "Cancelled")
+    } else if errors > max_errors_allowed(max_errors, n) {
+        if count(&|d| d == Detail::Failed) > 0 {
+            ("Failed", "Failed")
+        } else {
+            ("TimedOut", "Execution Timed Out")
+        }
+    } else if n > 0 && delivery_timed_out == n {
+        ("TimedOut", "Delivery Timed Out")
+    } else if undelivered > 0 || errors > 0 {
+        // Everything ran that could, within the error budget, but not all succeeded.
+        ("Success", "Incomplete")
+    } else {
+        ("Success", "Success")
+    };
+    CommandSummary {
+        status,
+        status_details,
+        target_count: n,
+        completed_count: completed,
+        error_count: errors,
+        delivery_timed_out_count: delivery_timed_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Detail::*;
+    use super::*;
+
+    #[test]
+    fn details_round_trip_and_map_to_statuses() {
+        for d in Detail::ALL {
+            assert_eq!(Detail::parse(d.as_str()), Some(d));
+        }
+        let table = [
+            (Pending, "Pending", false),
+            (InProgress, "InProgress", false),
+            (Success, "Success", true),
+            (DeliveryTimedOut, "TimedOut", true),
+            (ExecutionTimedOut, "TimedOut", true),
+            (Failed, "Failed", true),
+            (Undeliverable, "Failed", true),
+            (Terminated, "Failed", true),
+            (Cancelled, "Cancelled", true),
+        ];
+        for (d, status, terminal) in table {
+            assert_eq!((d.status(), d.is_terminal()), (status, terminal), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn command_summary_table() {
+        let table: &[(&[Detail], &str, (&str, &str), [i64; 4])] = &[
+            (&[Pending, Pending], "0", ("Pending", "Pending"), [2, 0, 0, 0]),
+            (&[InProgress, Pending], "0", ("InProgress", "In Progress"), [2, 0, 0, 0]),
+            (&[Success, Pending], "0", ("InProgress", "In Progress"), [2, 1, 0, 0]),
+            (&[Success, Success], "0", ("Success", "Success"), [2, 2, 0, 0]),
+            (&[Success, Failed], "0", ("Failed", "Failed"), [2, 2, 1, 0]),
+            (&[Success, Failed], "1", ("Success", "Incomplete"), [2, 2, 1, 0]),
+            (&[Success, Failed], "50%", ("Success", "Incomplete"), [2, 2, 1, 0]),
+            (&[ExecutionTimedOut], "0", ("TimedOut", "Execution Timed Out"), [1, 1, 1, 0]),
+            (&[DeliveryTimedOut], "0", ("TimedOut", "Delivery Timed Out"), [1, 1, 0, 1]),
+            (&[DeliveryTimedOut, Success], "0", ("Success", "Incomplete"), [2, 2, 0, 1]),
+            (&[Cancelled, Success], "0", ("Cancelled", "Cancelled"), [2, 2, 0, 0]),
+        ];
+        for (details, max_errors, (status, status_details), counts) in table {
+            let s = summarize(details, max_errors);
+            assert_eq!((s.status, s.status_details), (*status, *status_details), "{details:?}");
+            assert_eq!(
+                [s.target_count, s.completed_count, s.error_count, s.delivery_timed_out_count],
+                *counts,
+                "{details:?}"
+            );
+        }
+    }
+}

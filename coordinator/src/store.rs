@@ -1,0 +1,860 @@
+//! Durable state in SQLite: activations, managed instances, commands, invocations.
+//!
+//! The store knows SQL and nothing of the SSM JSON shapes; it hands plain rows to
+//! the action layer. Every multi-row change is one transaction, so a coordinator
+//! killed at any instant leaves either the old or the new state, never half.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+
+use crate::state::{self, Detail};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Registration refused; the message is shown to the agent.
+    #[error("{0}")]
+    Registration(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ActivationRow {
+    pub activation_id: String,
+    pub code_salt: Vec<u8>,
+    pub code_hash: Vec<u8>,
+    pub description: String,
+    pub default_instance_name: String,
+    pub iam_role: String,
+    pub registration_limit: i64,
+    pub registrations_count: i64,
+    pub expiration_ms: i64,
+    pub created_ms: i64,
+    pub deleted_ms: Option<i64>,
+    pub tags_json: String,
+}
+
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
+pub struct InstanceRow {
+    pub instance_id: String,
+    pub activation_id: String,
+    pub name: String,
+    pub iam_role: String,
+    pub registration_ms: i64,
+    pub last_ping_ms: Option<i64>,
+    pub platform_type: String,
+    pub platform_name: String,
+    pub platform_version: String,
+    pub computer_name: String,
+    pub ip_address: String,
+    pub agent_version: String,
+    pub deregistered_ms: Option<i64>,
+    pub tags_json: String,
+}
+
+/// What an agent says about its host on every poll.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostInfo {
+    pub platform_type: String,
+    pub platform_name: String,
+    pub platform_version: String,
+    pub computer_name: String,
+    pub ip_address: String,
+    pub agent_version: String,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CommandRow {
+    pub command_id: String,
+    pub document_name: String,
+    pub document_version: String,
+    pub document_hash: String,
+    pub document_content: String,
+    pub parameters_json: String,
+    pub resolved_json: String,
+    pub comment: String,
+    pub requested_ms: i64,
+    pub timeout_seconds: i64,
+    pub max_concurrency: String,
+    pub max_errors: String,
+    pub instance_ids_json: String,
+    pub targets_json: String,
+    pub status: String,
+    pub status_details: String,
+    pub target_count: i64,
+    pub completed_count: i64,
+    pub error_count: i64,
+    pub delivery_timed_out_count: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct InvocationRow {
+    pub command_id: String,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub status: String,
+    pub status_details: String,
+    pub requested_ms: i64,
+    pub delivered_ms: Option<i64>,
+    pub acked_ms: Option<i64>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub response_code: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PluginRow {
+    pub seq: i64,
+    pub name: String,
+    pub status: String,
+    pub status_details: String,
+    pub response_code: i64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// A step's outcome as reported by an agent.
+#[derive(Clone, Debug)]
+pub struct PluginResult {
+    pub name: String,
+    pub detail: Detail,
+    pub response_code: i64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// An invocation's final outcome.
+#[derive(Clone, Debug)]
+pub struct InvocationResult {
+    pub detail: Detail,
+    pub response_code: i64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub plugins: Vec<PluginResult>,
+}
+
+/// Filters of the list verbs, already validated by the action layer.
+#[derive(Clone, Debug, Default)]
+pub struct CommandQuery {
+    pub command_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub invoked_after_ms: Option<i64>,
+    pub invoked_before_ms: Option<i64>,
+    pub status: Option<String>,
+    pub document_name: Option<String>,
+    /// Skip this many rows (the page token).
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// The coordinator's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const ACTIVATION_COLUMNS: &str = "activation_id, code_salt, code_hash, description, \
+    default_instance_name, iam_role, registration_limit, registrations_count, expiration_ms, \
+    created_ms, deleted_ms, tags_json";
+const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, registration_ms, \
+    last_ping_ms, platform_type, platform_name, platform_version, computer_name, ip_address, \
+    agent_version, deregistered_ms, tags_json";
+const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
+    document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
+    max_concurrency, max_errors, instance_ids_json, targets_json, status, status_details, \
+    target_count, completed_count, error_count, delivery_timed_out_count";
+const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
+    i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
+    i.response_code";
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    // ----- operator tokens -----
+
+    pub async fn add_operator_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO operator_tokens (token_hash, created_ms) VALUES (?, ?)")
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn operator_token_hashes(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT token_hash FROM operator_tokens")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    // ----- activations -----
+
+    pub async fn insert_activation(&self, a: &ActivationRow) -> Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO activations ({ACTIVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+        )))
+        .bind(&a.activation_id)
+        .bind(&a.code_salt)
+        .bind(&a.code_hash)
+        .bind(&a.description)
+        .bind(&a.default_instance_name)
+        .bind(&a.iam_role)
+        .bind(a.registration_limit)
+        .bind(a.registrations_count)
+        .bind(a.expiration_ms)
+        .bind(a.created_ms)
+        .bind(a.deleted_ms)
+        .bind(&a.tags_json)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn activation(&self, id: &str) -> Result<Option<ActivationRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE activation_id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Live (not deleted) activations, oldest first.
+    pub async fn activations(&self) -> Result<Vec<ActivationRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE deleted_ms IS NULL ORDER BY created_ms, activation_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks an activation deleted; false if there was no live one.
+    pub async fn delete_activation(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE activations SET deleted_ms = ? WHERE activation_id = ? AND deleted_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Registers a new instance under an activation, counting it against the
+    /// limit in the same transaction so concurrent registrations cannot exceed it.
+    pub async fn register_instance(&self, inst: &InstanceRow, now_ms: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE activations SET registrations_count = registrations_count + 1 \
+             WHERE activation_id = ? AND deleted_ms IS NULL AND expiration_ms > ? \
+             AND registrations_count < registration_limit",
+        )
+        .bind(&inst.activation_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            return Err(StoreError::Registration(format!(
+                "activation {} has reached its registration limit",
+                inst.activation_id
+            )));
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )))
+        .bind(&inst.instance_id)
+        .bind(&inst.activation_id)
+        .bind(&inst.name)
+        .bind(&inst.iam_role)
+        .bind(inst.registration_ms)
+        .bind(inst.last_ping_ms)
+        .bind(&inst.platform_type)
+        .bind(&inst.platform_name)
+        .bind(&inst.platform_version)
+        .bind(&inst.computer_name)
+        .bind(&inst.ip_address)
+        .bind(&inst.agent_version)
+        .bind(inst.deregistered_ms)
+        .bind(&inst.tags_json)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- instances -----
+
+    pub async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Registered (not deregistered) instances, by ID.
+    pub async fn instances(&self) -> Result<Vec<InstanceRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE deregistered_ms IS NULL ORDER BY instance_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records a ping, and the host facts when they are given.
+    pub async fn ping(&self, id: &str, info: Option<&HostInfo>, now_ms: i64) -> Result<()> {
+        match info {
+            Some(h) => {
+                sqlx::query(
+                    "UPDATE instances SET last_ping_ms = ?, platform_type = ?, platform_name = ?, \
+                     platform_version = ?, computer_name = ?, ip_address = ?, agent_version = ? \
+                     WHERE instance_id = ?",
+                )
+                .bind(now_ms)
+                .bind(&h.platform_type)
+                .bind(&h.platform_name)
+                .bind(&h.platform_version)
+                .bind(&h.computer_name)
+                .bind(&h.ip_address)
+                .bind(&h.agent_version)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE instances SET last_ping_ms = ? WHERE instance_id = ?")
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Deregisters an instance; its pending invocations become Undeliverable.
+    pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE instances SET deregistered_ms = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let pending: Vec<String> = sqlx::query_scalar(
+            "SELECT command_id FROM invocations WHERE instance_id = ? AND acked_ms IS NULL AND status = 'Pending'",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for command_id in &pending {
+            set_invocation_detail(&mut tx, command_id, id, Detail::Undeliverable, now_ms).await?;
+            refresh_command(&mut tx, command_id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // ----- commands -----
+
+    /// Stores a command and one Pending invocation per instance, atomically, so
+    /// every invocation exists as soon as SendCommand returns.
+    pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )))
+        .bind(&c.command_id)
+        .bind(&c.document_name)
+        .bind(&c.document_version)
+        .bind(&c.document_hash)
+        .bind(&c.document_content)
+        .bind(&c.parameters_json)
+        .bind(&c.resolved_json)
+        .bind(&c.comment)
+        .bind(c.requested_ms)
+        .bind(c.timeout_seconds)
+        .bind(&c.max_concurrency)
+        .bind(&c.max_errors)
+        .bind(&c.instance_ids_json)
+        .bind(&c.targets_json)
+        .bind(&c.status)
+        .bind(&c.status_details)
+        .bind(c.target_count)
+        .bind(c.completed_count)
+        .bind(c.error_count)
+        .bind(c.delivery_timed_out_count)
+        .execute(&mut *tx)
+        .await?;
+        for (instance_id, instance_name) in targets {
+            sqlx::query(
+                "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, requested_ms) \
+                 VALUES (?, ?, ?, 'Pending', 'Pending', ?)",
+            )
+            .bind(&c.command_id)
+            .bind(instance_id)
+            .bind(instance_name)
+            .bind(c.requested_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn command(&self, id: &str) -> Result<Option<CommandRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Commands, newest first, matching the query.
+    pub async fn commands(&self, q: &CommandQuery) -> Result<Vec<CommandRow>> {
+        let mut sql = format!("SELECT {COMMAND_COLUMNS} FROM commands c WHERE 1=1");
+        if q.command_id.is_some() {
+            sql.push_str(" AND c.command_id = ?");
+        }
+        if q.instance_id.is_some() {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM invocations i WHERE i.command_id = c.command_id AND i.instance_id = ?)",
+            );
+        }
+        push_common_filters(&mut sql, q, "c");
+        sql.push_str(" ORDER BY c.requested_ms DESC, c.command_id LIMIT ? OFFSET ?");
+        let mut query = sqlx::query_as::<_, CommandRow>(AssertSqlSafe(sql.clone()));
+        if let Some(id) = &q.command_id {
+            query = query.bind(id);
+        }
+        if let Some(id) = &q.instance_id {
+            query = query.bind(id);
+        }
+        query = bind_common_filters(query, q);
+        Ok(query.bind(q.limit).bind(q.offset).fetch_all(&self.pool).await?)
+    }
+
+    /// Invocations with their command, newest first, matching the query.
+    pub async fn invocations(&self, q: &CommandQuery) -> Result<Vec<(InvocationRow, CommandRow)>> {
+        let command_cols = COMMAND_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{} AS c_{}", c.trim(), c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = format!(
+            "SELECT {INVOCATION_COLUMNS}, {command_cols} FROM invocations i \
+             JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
+        );
+        if q.command_id.is_some() {
+            sql.push_str(" AND i.command_id = ?");
+        }
+        if q.instance_id.is_some() {
+            sql.push_str(" AND i.instance_id = ?");
+        }
+        push_common_filters(&mut sql, q, "i");
+        sql.push_str(" ORDER BY c.requested_ms DESC, i.command_id, i.instance_id LIMIT ? OFFSET ?");
+        let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+        if let Some(id) = &q.command_id {
+            query = query.bind(id);
+        }
+        if let Some(id) = &q.instance_id {
+            query = query.bind(id);
+        }
+        if let Some(t) = q.invoked_after_ms {
+            query = query.bind(t);
+        }
+        if let Some(t) = q.invoked_before_ms {
+            query = query.bind(t);
+        }
+        if let Some(s) = &q.status {
+            query = query.bind(s);
+        }
+        if let Some(d) = &q.document_name {
+            query = query.bind(d);
+        }
+        let rows = query.bind(q.limit).bind(q.offset).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let inv = <InvocationRow as sqlx::FromRow<_>>::from_row(r)?;
+                let cmd = CommandRow {
+                    command_id: r.try_get("c_command_id")?,
+                    document_name: r.try_get("c_document_name")?,
+                    document_version: r.try_get("c_document_version")?,
+                    document_hash: r.try_get("c_document_hash")?,
+                    document_content: r.try_get("c_document_content")?,
+                    parameters_json: r.try_get("c_parameters_json")?,
+                    resolved_json: r.try_get("c_resolved_json")?,
+                    comment: r.try_get("c_comment")?,
+                    requested_ms: r.try_get("c_requested_ms")?,
+                    timeout_seconds: r.try_get("c_timeout_seconds")?,
+                    max_concurrency: r.try_get("c_max_concurrency")?,
+                    max_errors: r.try_get("c_max_errors")?,
+                    instance_ids_json: r.try_get("c_instance_ids_json")?,
+                    targets_json: r.try_get("c_targets_json")?,
+                    status: r.try_get("c_status")?,
+                    status_details: r.try_get("c_status_details")?,
+                    target_count: r.try_get("c_target_count")?,
+                    completed_count: r.try_get("c_completed_count")?,
+                    error_count: r.try_get("c_error_count")?,
+                    delivery_timed_out_count: r.try_get("c_delivery_timed_out_count")?,
+                };
+                Ok((inv, cmd))
+            })
+            .collect()
+    }
+
+    pub async fn plugins(&self, command_id: &str, instance_id: &str) -> Result<Vec<PluginRow>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, stdout, stderr, \
+             stdout_truncated, stderr_truncated FROM invocation_plugins \
+             WHERE command_id = ? AND instance_id = ? ORDER BY seq",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ----- delivery -----
+
+    /// Invocations this instance should be sent now: Pending ones never
+    /// delivered, or delivered but not acknowledged for `redeliver_after_ms`
+    /// (the reply carrying them may have been lost), within the delivery timeout.
+    pub async fn deliverable(
+        &self,
+        instance_id: &str,
+        now_ms: i64,
+        redeliver_after_ms: i64,
+    ) -> Result<Vec<CommandRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {} FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+             WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
+             AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
+             AND c.requested_ms + c.timeout_seconds * 1000 > ? \
+             ORDER BY c.requested_ms, c.command_id",
+            COMMAND_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+        .bind(instance_id)
+        .bind(now_ms - redeliver_after_ms)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records that a signed envelope was handed to the agent.
+    pub async fn mark_delivered(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        payload: &[u8],
+        signature: &[u8],
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE invocations SET delivered_ms = ?, deliveries = deliveries + 1, \
+             envelope_payload = ?, envelope_signature = ? WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(now_ms)
+        .bind(payload)
+        .bind(signature)
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The last envelope delivered for an invocation (payload, signature).
+    pub async fn last_envelope(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT envelope_payload, envelope_signature FROM invocations \
+             WHERE command_id = ? AND instance_id = ? AND envelope_payload IS NOT NULL",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        })
+    }
+
+    /// The most recently finished invocation of an instance (for the replay test hook).
+    pub async fn last_finished_command(&self, instance_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT command_id FROM invocations WHERE instance_id = ? AND end_ms IS NOT NULL \
+             ORDER BY end_ms DESC LIMIT 1",
+        )
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The agent accepted the envelope and started: Pending becomes InProgress.
+    /// Returns false when the invocation was already past that point.
+    pub async fn mark_started(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        start_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE invocations SET status = 'InProgress', status_details = 'In Progress', \
+             acked_ms = ?, start_ms = COALESCE(?, ?) \
+             WHERE command_id = ? AND instance_id = ? AND status = 'Pending'",
+        )
+        .bind(now_ms)
+        .bind(start_ms)
+        .bind(now_ms)
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            refresh_command(&mut tx, command_id).await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Stores an invocation's final outcome. Idempotent: an invocation that is
+    /// already terminal keeps its first result, and false is returned.
+    pub async fn finish_invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        result: &InvocationResult,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT status_details FROM invocations WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        if Detail::parse(&current).is_none_or(Detail::is_terminal) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
+             start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?) \
+             WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(result.detail.status())
+        .bind(result.detail.as_str())
+        .bind(result.response_code)
+        .bind(result.start_ms)
+        .bind(result.end_ms.unwrap_or(now_ms))
+        .bind(now_ms)
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
+            .bind(command_id)
+            .bind(instance_id)
+            .execute(&mut *tx)
+            .await?;
+        for (seq, p) in result.plugins.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
+                 status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
+                 stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(command_id)
+            .bind(instance_id)
+            .bind(seq as i64)
+            .bind(&p.name)
+            .bind(plugin_status(p.detail))
+            .bind(p.detail.as_str())
+            .bind(p.response_code)
+            .bind(p.start_ms)
+            .bind(p.end_ms)
+            .bind(&p.stdout)
+            .bind(&p.stderr)
+            .bind(p.stdout_truncated)
+            .bind(p.stderr_truncated)
+            .execute(&mut *tx)
+            .await?;
+        }
+        refresh_command(&mut tx, command_id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends every invocation whose delivery timeout passed before its agent
+    /// accepted it (Delivery Timed Out). Returns how many changed.
+    pub async fn sweep_delivery_timeouts(&self, now_ms: i64) -> Result<usize> {
+        let expired: Vec<(String, String)> = sqlx::query_as(
+            "SELECT i.command_id, i.instance_id FROM invocations i JOIN commands c \
+             ON c.command_id = i.command_id WHERE i.status = 'Pending' AND i.acked_ms IS NULL \
+             AND c.requested_ms + c.timeout_seconds * 1000 <= ?",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (command_id, instance_id) in &expired {
+            set_invocation_detail(&mut tx, command_id, instance_id, Detail::DeliveryTimedOut, now_ms)
+                .await?;
+        }
+        let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();
+        commands.dedup();
+        for command_id in commands {
+            refresh_command(&mut tx, command_id).await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len())
+    }
+}
+
+/// A plugin's `Status` (CommandPluginStatus has no Delayed or Cancelling).
+fn plugin_status(d: Detail) -> &'static str {
+    match d {
+        Detail::Delayed => "Pending",
+        other => other.status(),
+    }
+}
+
+fn push_common_filters(sql: &mut String, q: &CommandQuery, alias: &str) {
+    let requested = if alias == "c" { "c.requested_ms" } else { "i.requested_ms" };
+    if q.invoked_after_ms.is_some() {
+        sql.push_str(&format!(" AND {requested} >= ?"));
+    }
+    if q.invoked_before_ms.is_some() {
+        sql.push_str(&format!(" AND {requested} <= ?"));
+    }
+    if q.status.is_some() {
+        sql.push_str(&format!(" AND {alias}.status = ?"));
+    }
+    if q.document_name.is_some() {
+        sql.push_str(" AND c.document_name = ?");
+    }
+}
+
+fn bind_common_filters<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    q: &'q CommandQuery,
+) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments> {
+    if let Some(t) = q.invoked_after_ms {
+        query = query.bind(t);
+    }
+    if let Some(t) = q.invoked_before_ms {
+        query = query.bind(t);
+    }
+    if let Some(s) = &q.status {
+        query = query.bind(s);
+    }
+    if let Some(d) = &q.document_name {
+        query = query.bind(d);
+    }
+    query
+}
+
+async fn set_invocation_detail(
+    tx: &mut sqlx::SqliteConnection,
+    command_id: &str,
+    instance_id: &str,
+    detail: Detail,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
+         WHERE command_id = ? AND instance_id = ?",
+    )
+    .bind(detail.status())
+    .bind(detail.as_str())
+    .bind(now_ms)
+    .bind(command_id)
+    .bind(instance_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes a command's status and counts from its invocations.
+async fn refresh_command(tx: &mut sqlx::SqliteConnection, command_id: &str) -> Result<()> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT status_details FROM invocations WHERE command_id = ?")
+            .bind(command_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let details: Vec<Detail> = rows.iter().filter_map(|s| Detail::parse(s)).collect();
+    let max_errors: String =
+        sqlx::query_scalar("SELECT max_errors FROM commands WHERE command_id = ?")
+            .bind(command_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let s = state::summarize(&details, &max_errors);
+    sqlx::query(
+        "UPDATE commands SET status = ?, status_details = ?, target_count = ?, completed_count = ?, \
+         error_count = ?, delivery_timed_out_count = ? WHERE command_id = ?",
+    )
+    .bind(s.status)
+    .bind(s.status_details)
+    .bind(s.target_count)
+    .bind(s.completed_count)
+    .bind(s.error_count)
+    .bind(s.delivery_timed_out_count)
+    .bind(command_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

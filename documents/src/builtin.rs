@@ -1,0 +1,70 @@
+//! The built-in AWS- documents, embedded in the binary with their real AWS
+//! content so `AWS-RunShellScript` means here what it means in SSM. They are
+//! parsed once, on first use, by the same parser as operators' documents.
+
+use std::sync::LazyLock;
+
+use crate::document::Document;
+
+/// Name and content of every built-in document.
+const BUILTINS: [(&str, &str); 2] = [
+    (
+        "AWS-RunShellScript",
+        include_str!("../builtin/AWS-RunShellScript.json"),
+    ),
+    (
+        "AWS-RunPowerShellScript",
+        include_str!("../builtin/AWS-RunPowerShellScript.json"),
+    ),
+];
+
+const NAMES: [&str; 2] = [BUILTINS[0].0, BUILTINS[1].0];
+
+/// Parsed once; a built-in that failed to parse would be missing here, and
+/// the tests below make sure none does.
+static PARSED: LazyLock<Vec<Document>> = LazyLock::new(|| {
+    BUILTINS
+        .iter()
+        .filter_map(|(name, content)| Document::parse(name, content).ok())
+        .collect()
+});
+
+/// The built-in document `name`, parsed.
+pub fn builtin(name: &str) -> Option<Document> {
+    PARSED.iter().find(|d| d.name == name).cloned()
+}
+
+/// The names of the built-in documents.
+pub fn builtin_names() -> &'static [&'static str] {
+    &NAMES
+}
+
+/// The text of the built-in document `name`, as `GetDocument` returns it.
+pub fn builtin_content(name: &str) -> Option<&'static str> {
+    BUILTINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, content)| *content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_parses() {
+        for (name, content) in BUILTINS {
+            if let Err(e) = Document::parse(name, content) {
+                panic!("built-in {name} does not parse: {e}");
+            }
+            let doc = builtin(name).expect("listed built-in is available");
+            assert_eq!(doc.content, content);
+            assert_eq!(builtin_content(name), Some(content));
+        }
+        assert_eq!(
+            builtin_names(),
+            ["AWS-RunShellScript", "AWS-RunPowerShellScript"]
+        );
+        assert!(builtin("AWS-RunAnsiblePlaybook").is_none());
+    }
+}
