@@ -19,13 +19,17 @@ pub const CLOCK_TOLERANCE_MS: i64 = 60_000;
 pub enum Refusal {
     #[error("envelope is not signed")]
     Unsigned,
-    #[error("envelope signature does not verify with the coordinator's command-signing key (altered in transit?)")]
+    #[error(
+        "envelope signature does not verify with the coordinator's command-signing key (altered in transit?)"
+    )]
     BadSignature,
     #[error("envelope payload is not a signed command: {0}")]
     Malformed(String),
     #[error("envelope is addressed to {to}, not to this instance {me}")]
     Misaddressed { to: String, me: String },
-    #[error("envelope expired at {expired_ms} ms (now {now_ms} ms, after correcting for clock skew)")]
+    #[error(
+        "envelope expired at {expired_ms} ms (now {now_ms} ms, after correcting for clock skew)"
+    )]
     Expired { expired_ms: i64, now_ms: i64 },
     #[error("envelope was issued in the future ({issued_ms} ms, now {now_ms} ms)")]
     FromTheFuture { issued_ms: i64, now_ms: i64 },
@@ -168,20 +172,34 @@ mod tests {
 
         let mut c = command();
         c.instance_id = "mi-00000000000000000".into();
-        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::Misaddressed { .. })));
+        assert!(matches!(
+            verify(&seal(&k, &c), &pk, ME, now),
+            Err(Refusal::Misaddressed { .. })
+        ));
 
         assert!(matches!(
-            verify(&seal(&k, &command()), &pk, ME, 1_600_000 + CLOCK_TOLERANCE_MS + 1),
+            verify(
+                &seal(&k, &command()),
+                &pk,
+                ME,
+                1_600_000 + CLOCK_TOLERANCE_MS + 1
+            ),
             Err(Refusal::Expired { .. })
         ));
 
         let mut c = command();
         c.document_content.push(' ');
-        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::HashMismatch { .. })));
+        assert!(matches!(
+            verify(&seal(&k, &c), &pk, ME, now),
+            Err(Refusal::HashMismatch { .. })
+        ));
 
         let mut c = command();
         c.command_id = "../../etc".into();
-        assert!(matches!(verify(&seal(&k, &c), &pk, ME, now), Err(Refusal::BadCommandId(_))));
+        assert!(matches!(
+            verify(&seal(&k, &c), &pk, ME, now),
+            Err(Refusal::BadCommandId(_))
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The agent's logs: `agent.log` (everything at the configured level) and
 //! `errors.log` (errors only) in the log directory, one plain line per event:
-//! `2006-01-02 15:04:05.0000 LEVEL message key=value`, as amazon-ssm-agent's.
+//! `2006-01-02 15:04:05.000 LEVEL message key=value`, like amazon-ssm-agent's.
 //! Secrets (activation codes, keys) are never passed to the logger.
 
 use std::fs::{File, OpenOptions};
@@ -27,14 +27,18 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.4f";
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
 
 /// Logs to files in `log_dir` (created if needed) and warnings to stderr; if
 /// the directory cannot be used, everything goes to stderr with a warning.
 pub fn init(log_dir: &Path, level_env: &str) {
     let filter = || EnvFilter::try_from_env(level_env).unwrap_or_else(|_| EnvFilter::new("info"));
-    let files = std::fs::create_dir_all(log_dir)
-        .and_then(|_| Ok((open_append(&log_dir.join("agent.log"))?, open_append(&log_dir.join("errors.log"))?)));
+    let files = std::fs::create_dir_all(log_dir).and_then(|_| {
+        Ok((
+            open_append(&log_dir.join("agent.log"))?,
+            open_append(&log_dir.join("errors.log"))?,
+        ))
+    });
     match files {
         Ok((all, errors)) => {
             let all_layer = fmt::layer()

@@ -19,7 +19,11 @@ struct Cli {
 #[derive(clap::Args, Debug)]
 struct StateArg {
     /// State directory (registration, keys, spool).
-    #[arg(long, env = "TETHER_AGENT_STATE_DIR", default_value = "/var/lib/tether-agent")]
+    #[arg(
+        long,
+        env = "TETHER_AGENT_STATE_DIR",
+        default_value = "/var/lib/tether-agent"
+    )]
     state_dir: PathBuf,
 }
 
@@ -59,7 +63,11 @@ enum Command {
         #[arg(long, env = "TETHER_AGENT_PWSH", default_value = "pwsh")]
         pwsh: String,
         /// Command run after reporting a step that exited 194.
-        #[arg(long, env = "TETHER_AGENT_REBOOT_COMMAND", default_value = "shutdown -r +1")]
+        #[arg(
+            long,
+            env = "TETHER_AGENT_REBOOT_COMMAND",
+            default_value = "shutdown -r +1"
+        )]
         reboot_command: String,
         /// Longest wait between reconnection attempts, in seconds.
         #[arg(long, env = "TETHER_AGENT_MAX_BACKOFF_SECS", default_value_t = 60)]
@@ -106,7 +114,9 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Supervise { dir } => ExitCode::from(exec::supervise_main(&dir).clamp(0, 255) as u8),
+        Command::Supervise { dir } => {
+            ExitCode::from(exec::supervise_main(&dir).clamp(0, 255) as u8)
+        }
         Command::Register {
             endpoint,
             id,
@@ -155,7 +165,11 @@ fn main() -> ExitCode {
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
                 ..AgentConfig::default()
             };
-            match rt.block_on(run::run(StateDir::new(state.state_dir), cfg, shutdown_signal())) {
+            match rt.block_on(run::run(
+                StateDir::new(state.state_dir),
+                cfg,
+                shutdown_signal(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "agent stopped");

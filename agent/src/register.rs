@@ -56,8 +56,17 @@ pub fn new_key_and_csr() -> Result<(KeyPair, String), RegisterError> {
     Ok((key, csr))
 }
 
-fn transport_error(endpoint: &str, verifier: &PinnedCaVerifier, e: &dyn std::error::Error) -> RegisterError {
-    if let Some(m) = verifier.mismatch.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+fn transport_error(
+    endpoint: &str,
+    verifier: &PinnedCaVerifier,
+    e: &dyn std::error::Error,
+) -> RegisterError {
+    if let Some(m) = verifier
+        .mismatch
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
         return RegisterError::Refused(m);
     }
     RegisterError::Tls(TlsError::Unreachable {
@@ -67,8 +76,10 @@ fn transport_error(endpoint: &str, verifier: &PinnedCaVerifier, e: &dyn std::err
 }
 
 fn status_error(endpoint: &str, verifier: &PinnedCaVerifier, s: &tonic::Status) -> RegisterError {
-    let transport = matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
-        || (s.code() == tonic::Code::Unknown && s.message().contains("transport"));
+    let transport = matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    ) || (s.code() == tonic::Code::Unknown && s.message().contains("transport"));
     if transport {
         transport_error(endpoint, verifier, s)
     } else {
@@ -78,10 +89,10 @@ fn status_error(endpoint: &str, verifier: &PinnedCaVerifier, s: &tonic::Status) 
 
 /// Registers this node; returns the new instance ID.
 pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<String, RegisterError> {
-    if !args.force {
-        if let Ok(existing) = state.load() {
-            return Err(RegisterError::AlreadyRegistered(existing.instance_id));
-        }
+    if !args.force
+        && let Ok(existing) = state.load()
+    {
+        return Err(RegisterError::AlreadyRegistered(existing.instance_id));
     }
     let pin = tls::parse_pin(&args.ca_pin)?;
     let (host, port) = tls::split_endpoint(&args.endpoint)?;

@@ -192,7 +192,14 @@ impl Agent {
             detail: refusal.to_string(),
             ..Default::default()
         };
-        if let Err(s) = self.agent_client().await.report(pb::ReportRequest { reports: vec![report] }).await {
+        if let Err(s) = self
+            .agent_client()
+            .await
+            .report(pb::ReportRequest {
+                reports: vec![report],
+            })
+            .await
+        {
             warn!(error = %s.message(), "could not send the refusal");
         }
     }
@@ -205,9 +212,18 @@ impl Agent {
             started_at_ms: now_ms(),
             ..Default::default()
         };
-        match self.agent_client().await.report(pb::ReportRequest { reports: vec![report] }).await {
+        match self
+            .agent_client()
+            .await
+            .report(pb::ReportRequest {
+                reports: vec![report],
+            })
+            .await
+        {
             Ok(r) => self.note_server_time(r.into_inner().server_time_ms),
-            Err(s) => debug!(command_id, error = %s.message(), "acknowledgement not sent; the coordinator will deliver again"),
+            Err(s) => {
+                debug!(command_id, error = %s.message(), "acknowledgement not sent; the coordinator will deliver again")
+            }
         }
     }
 
@@ -229,7 +245,10 @@ impl Agent {
                 error!(command_id = %command_id, error = %e, "cannot save the report");
             }
             drop(permit);
-            me.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&command_id);
+            me.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&command_id);
             me.report_bell.notify_one();
         });
     }
@@ -317,7 +336,10 @@ impl Agent {
                     _ => pb::InvocationState::Failed,
                 }
             };
-            if matches!(result.exit_code, EXIT_SUCCESS_AND_SKIP | EXIT_FAILURE_AND_SKIP) {
+            if matches!(
+                result.exit_code,
+                EXIT_SUCCESS_AND_SKIP | EXIT_FAILURE_AND_SKIP
+            ) {
                 skip_rest = true;
             }
             let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
@@ -330,8 +352,11 @@ impl Agent {
             }
             if result.timed_out {
                 stderr.extend_from_slice(
-                    format!("\nthe step exceeded its executionTimeout of {} s and was killed", step.timeout_seconds)
-                        .as_bytes(),
+                    format!(
+                        "\nthe step exceeded its executionTimeout of {} s and was killed",
+                        step.timeout_seconds
+                    )
+                    .as_bytes(),
                 );
             }
             plugins.push(pb::PluginReport {
@@ -370,7 +395,12 @@ impl Agent {
 
     /// Runs one step under a supervisor, or picks up one that is already
     /// running or finished (after an agent restart).
-    async fn run_step(&self, cmd: &pb::SignedCommand, step: &Step, dir: &std::path::Path) -> Result<StepResult, String> {
+    async fn run_step(
+        &self,
+        cmd: &pb::SignedCommand,
+        step: &Step,
+        dir: &std::path::Path,
+    ) -> Result<StepResult, String> {
         if let Some(r) = exec::read_result(dir).map_err(|e| e.to_string())? {
             return Ok(r);
         }
@@ -381,13 +411,18 @@ impl Agent {
                 StepAction::RunPowerShellScript => (
                     "script.ps1",
                     self.cfg.pwsh.clone(),
-                    vec!["-NoProfile".to_string(), "-NonInteractive".to_string(), "-File".to_string()],
+                    vec![
+                        "-NoProfile".to_string(),
+                        "-NonInteractive".to_string(),
+                        "-File".to_string(),
+                    ],
                 ),
             };
             let script = dir.join(script_name);
             let mut body = step.commands.join("\n");
             body.push('\n');
-            write_executable(&script, body.as_bytes()).map_err(|e| format!("{}: {e}", script.display()))?;
+            write_executable(&script, body.as_bytes())
+                .map_err(|e| format!("{}: {e}", script.display()))?;
             let mut args = args;
             args.push(script.display().to_string());
             let working_directory = if step.working_directory.trim().is_empty() {
@@ -457,7 +492,12 @@ impl Agent {
         for chunk in ids.chunks(4) {
             let reports = chunk
                 .iter()
-                .filter_map(|id| self.spool.report(id).map_err(|e| error!(error = %e, "unreadable report")).ok())
+                .filter_map(|id| {
+                    self.spool
+                        .report(id)
+                        .map_err(|e| error!(error = %e, "unreadable report"))
+                        .ok()
+                })
                 .collect();
             let r = self
                 .agent_client()
@@ -495,7 +535,8 @@ impl Agent {
         let mut backoff = backoff(self.cfg.max_backoff);
         let mut last_info_ms = 0;
         loop {
-            let info = (now_ms() - last_info_ms > 300_000).then(|| sysinfo::host_info(&self.host.0, self.host.1));
+            let info = (now_ms() - last_info_ms > 300_000)
+                .then(|| sysinfo::host_info(&self.host.0, self.host.1));
             let sent_info = info.is_some();
             let mut req = tonic::Request::new(pb::PollRequest {
                 info,
@@ -546,12 +587,28 @@ impl Agent {
         let Ok((key, csr)) = register::new_key_and_csr() else {
             return;
         };
-        match self.agent_client().await.renew_certificate(pb::RenewCertificateRequest { csr_pem: csr }).await {
+        match self
+            .agent_client()
+            .await
+            .renew_certificate(pb::RenewCertificateRequest { csr_pem: csr })
+            .await
+        {
             Ok(r) => {
                 let cert = r.into_inner().client_certificate_pem;
-                let saved = crate::state::write_private(&self.state.path(crate::state::KEY_FILE), key.serialize_pem().as_bytes())
-                    .and_then(|_| crate::state::write_private(&self.state.path(crate::state::CERT_FILE), cert.as_bytes()));
-                match saved.map_err(RunError::from).and_then(|_| build_channel(&self.state, &self.reg)) {
+                let saved = crate::state::write_private(
+                    &self.state.path(crate::state::KEY_FILE),
+                    key.serialize_pem().as_bytes(),
+                )
+                .and_then(|_| {
+                    crate::state::write_private(
+                        &self.state.path(crate::state::CERT_FILE),
+                        cert.as_bytes(),
+                    )
+                });
+                match saved
+                    .map_err(RunError::from)
+                    .and_then(|_| build_channel(&self.state, &self.reg))
+                {
                     Ok(ch) => {
                         *self.channel.write().await = ch;
                         info!("client certificate renewed");
@@ -569,7 +626,10 @@ fn cert_validity(pem: &str) -> Option<(i64, i64)> {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+    Some((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
 }
 
 fn write_executable(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
@@ -597,10 +657,12 @@ fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
 
 /// The document's steps for this node, from the signed command.
 fn plan(cmd: &pb::SignedCommand) -> Result<Vec<Step>, String> {
-    let doc = Document::parse(&cmd.document_name, &cmd.document_content).map_err(|e| e.to_string())?;
+    let doc =
+        Document::parse(&cmd.document_name, &cmd.document_content).map_err(|e| e.to_string())?;
     let params: BTreeMap<String, Vec<String>> =
         serde_json::from_str(&cmd.parameters_json).map_err(|e| format!("parameters: {e}"))?;
-    doc.plan(&params, PlatformType::Linux).map_err(|e| e.to_string())
+    doc.plan(&params, PlatformType::Linux)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -658,5 +720,7 @@ pub async fn run(
 
 /// For `status`: the running and unreported commands in the spool.
 pub fn spool_summary(state: &StateDir) -> Vec<(String, Stage)> {
-    Spool::new(state.spool()).map(|s| s.unfinished()).unwrap_or_default()
+    Spool::new(state.spool())
+        .map(|s| s.unfinished())
+        .unwrap_or_default()
 }

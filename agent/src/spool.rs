@@ -66,7 +66,11 @@ impl Spool {
     }
 
     /// Records a verified envelope before anything runs.
-    pub fn accept(&self, cmd: &pb::SignedCommand, env: &pb::CommandEnvelope) -> Result<(), StateError> {
+    pub fn accept(
+        &self,
+        cmd: &pb::SignedCommand,
+        env: &pb::CommandEnvelope,
+    ) -> Result<(), StateError> {
         let dir = self.dir(&cmd.command_id);
         crate::state::ensure_dir(&dir)?;
         write_private(&dir.join(ENVELOPE_FILE), &env.encode_to_vec())?;
@@ -77,10 +81,11 @@ impl Spool {
     pub fn command(&self, command_id: &str) -> Result<pb::SignedCommand, StateError> {
         let path = self.dir(command_id).join(ENVELOPE_FILE);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let env = pb::CommandEnvelope::decode(bytes.as_slice()).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        let env =
+            pb::CommandEnvelope::decode(bytes.as_slice()).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
         pb::SignedCommand::decode(env.payload.as_slice()).map_err(|e| StateError::Corrupt {
             path,
             detail: e.to_string(),

@@ -43,7 +43,10 @@ pub async fn status(state: &StateDir) -> i32 {
         let t0 = now_ms();
         let mut req = tonic::Request::new(pb::PingRequest {});
         req.set_timeout(Duration::from_secs(10));
-        let r = client.ping(req).await.map_err(|s| anyhow::anyhow!(tls::error_chain(&s)))?;
+        let r = client
+            .ping(req)
+            .await
+            .map_err(|s| anyhow::anyhow!(tls::error_chain(&s)))?;
         let mid = (t0 + now_ms()) / 2;
         Ok::<_, anyhow::Error>(r.into_inner().server_time_ms - mid)
     };
@@ -75,12 +78,20 @@ pub async fn status(state: &StateDir) -> i32 {
         println!("Last error:    {e}");
     }
     let spool = run::spool_summary(state);
-    let running: Vec<&str> = spool.iter().filter(|(_, s)| *s == Stage::Running).map(|(id, _)| id.as_str()).collect();
+    let running: Vec<&str> = spool
+        .iter()
+        .filter(|(_, s)| *s == Stage::Running)
+        .map(|(id, _)| id.as_str())
+        .collect();
     let unreported = spool.iter().filter(|(_, s)| *s == Stage::Finished).count();
     println!(
         "Running:       {}{}",
         running.len(),
-        if running.is_empty() { String::new() } else { format!(" ({})", running.join(", ")) }
+        if running.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", running.join(", "))
+        }
     );
     println!("Unreported:    {unreported}");
     if healthy { 0 } else { 1 }

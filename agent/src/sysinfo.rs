@@ -30,7 +30,11 @@ pub fn source_ip_towards(host: &str, port: u16) -> Option<String> {
     } else {
         format!("{host}:{port}")
     };
-    let bind = if host.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+    let bind = if host.contains(':') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let sock = UdpSocket::bind(bind).ok()?;
     sock.connect(target).ok()?;
     Some(sock.local_addr().ok()?.ip().to_string())
@@ -63,11 +67,17 @@ mod tests {
     #[test]
     fn os_release_fields() {
         let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\n";
-        assert_eq!(parse_os_release(text), ("Debian GNU/Linux".into(), "12".into()));
+        assert_eq!(
+            parse_os_release(text),
+            ("Debian GNU/Linux".into(), "12".into())
+        );
     }
 
     #[test]
     fn loopback_source_ip() {
-        assert_eq!(source_ip_towards("127.0.0.1", 9).as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            source_ip_towards("127.0.0.1", 9).as_deref(),
+            Some("127.0.0.1")
+        );
     }
 }

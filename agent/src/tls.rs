@@ -42,7 +42,9 @@ pub fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
         .strip_prefix("sha256:")
         .ok_or_else(|| TlsError::BadPin(pin.to_string()))?;
     let bytes = hex::decode(hex_part).map_err(|_| TlsError::BadPin(pin.to_string()))?;
-    bytes.try_into().map_err(|_| TlsError::BadPin(pin.to_string()))
+    bytes
+        .try_into()
+        .map_err(|_| TlsError::BadPin(pin.to_string()))
 }
 
 /// `sha256:<hex>` of DER bytes.
@@ -190,7 +192,10 @@ pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), TlsError> {
         return Err(bad());
     }
     let host = uri.host().ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     Ok((host, uri.port_u16().unwrap_or(443)))
 }
 
@@ -256,7 +261,10 @@ mod tests {
             split_endpoint("https://127.0.0.1:8443").unwrap(),
             ("127.0.0.1".to_string(), 8443)
         );
-        assert_eq!(split_endpoint("https://[::1]:9").unwrap(), ("::1".to_string(), 9));
+        assert_eq!(
+            split_endpoint("https://[::1]:9").unwrap(),
+            ("::1".to_string(), 9)
+        );
         assert!(split_endpoint("http://127.0.0.1:8443").is_err());
         assert!(split_endpoint("127.0.0.1:8443").is_err());
     }

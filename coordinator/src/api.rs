@@ -188,7 +188,10 @@ impl<'a> Req<'a> {
         let offset = match self.str("NextToken")? {
             None | Some("") => 0,
             Some(t) => decode_token(t).ok_or_else(|| {
-                ApiError::new("InvalidNextToken", format!("{}: NextToken {t:?} is not valid", self.op))
+                ApiError::new(
+                    "InvalidNextToken",
+                    format!("{}: NextToken {t:?} is not valid", self.op),
+                )
             })?,
         };
         Ok((offset, size))
@@ -210,7 +213,9 @@ fn parse_time_ms(s: &str) -> Option<i64> {
         return Some(t.and_utc().timestamp_millis());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis());
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis());
     }
     s.parse::<f64>().ok().map(|secs| (secs * 1000.0) as i64)
 }
@@ -377,10 +382,15 @@ async fn describe_activations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         if !["ActivationIds", "DefaultInstanceName", "IamRole"].contains(&key) {
             return Err(ApiError::new(
                 "InvalidFilter",
-                format!("DescribeActivations: FilterKey {key:?} is not one of ActivationIds, DefaultInstanceName, IamRole"),
+                format!(
+                    "DescribeActivations: FilterKey {key:?} is not one of ActivationIds, DefaultInstanceName, IamRole"
+                ),
             ));
         }
-        let values = f.get("FilterValues").and_then(str_list_of).unwrap_or_default();
+        let values = f
+            .get("FilterValues")
+            .and_then(str_list_of)
+            .unwrap_or_default();
         filters.push((key, values));
     }
     let now = now_ms();
@@ -401,7 +411,12 @@ async fn describe_activations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         })
         .map(|a| activation_json(a, now))
         .collect();
-    let page: Vec<Value> = all.iter().skip(offset as usize).take(size as usize).cloned().collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset as usize)
+        .take(size as usize)
+        .cloned()
+        .collect();
     let more = (offset + size) < all.len() as i64;
     let mut out = json!({"ActivationList": page});
     if more {
@@ -522,7 +537,12 @@ async fn describe_instance_information(c: &Coordinator, req: &Req<'_>) -> ApiRes
         })
         .map(|(_, v, _)| v)
         .collect();
-    let page: Vec<Value> = all.iter().skip(offset as usize).take(size as usize).cloned().collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset as usize)
+        .take(size as usize)
+        .cloned()
+        .collect();
     let mut out = json!({"InstanceInformationList": page});
     if offset + size < all.len() as i64 {
         out["NextToken"] = json!(encode_token(offset + size));
@@ -548,7 +568,9 @@ async fn deregister_managed_instance(c: &Coordinator, req: &Req<'_>) -> ApiResul
     if !id.starts_with("mi-") || !is_instance_id(id) {
         return Err(ApiError::new(
             "InvalidInstanceId",
-            format!("DeregisterManagedInstance: {id:?} is not a managed instance ID (mi- and 17 hex digits)"),
+            format!(
+                "DeregisterManagedInstance: {id:?} is not a managed instance ID (mi- and 17 hex digits)"
+            ),
         ));
     }
     if !c.store.deregister_instance(id, now_ms()).await? {
@@ -563,9 +585,18 @@ async fn deregister_managed_instance(c: &Coordinator, req: &Req<'_>) -> ApiResul
 // ----- Run Command -----
 
 const UNSUPPORTED_SEND_MEMBERS: [(&str, &str); 6] = [
-    ("OutputS3BucketName", "output is kept in the coordinator's history"),
-    ("OutputS3KeyPrefix", "output is kept in the coordinator's history"),
-    ("OutputS3Region", "output is kept in the coordinator's history"),
+    (
+        "OutputS3BucketName",
+        "output is kept in the coordinator's history",
+    ),
+    (
+        "OutputS3KeyPrefix",
+        "output is kept in the coordinator's history",
+    ),
+    (
+        "OutputS3Region",
+        "output is kept in the coordinator's history",
+    ),
     ("ServiceRoleArn", "notifications are not supported"),
     ("NotificationConfig", "notifications are not supported"),
     ("AlarmConfiguration", "alarms are not supported"),
@@ -598,13 +629,19 @@ async fn resolve_targets(
                 }
             } else if key == "tag-key" {
                 for i in &instances {
-                    if tag_pairs(&i.tags_json).iter().any(|(k, _)| values.contains(k)) {
+                    if tag_pairs(&i.tags_json)
+                        .iter()
+                        .any(|(k, _)| values.contains(k))
+                    {
                         push(i.instance_id.clone(), Some(i.clone()));
                     }
                 }
             } else if let Some(tag) = key.strip_prefix("tag:") {
                 for i in &instances {
-                    if tag_pairs(&i.tags_json).iter().any(|(k, v)| k == tag && values.contains(v)) {
+                    if tag_pairs(&i.tags_json)
+                        .iter()
+                        .any(|(k, v)| k == tag && values.contains(v))
+                    {
                         push(i.instance_id.clone(), Some(i.clone()));
                     }
                 }
@@ -630,7 +667,9 @@ fn validate_targets(targets: &[Value]) -> Result<(), ApiError> {
         if !key_ok {
             return Err(ApiError::new(
                 "InvalidTarget",
-                format!("SendCommand: target key {key:?} must be InstanceIds, tag:<name> or tag-key"),
+                format!(
+                    "SendCommand: target key {key:?} must be InstanceIds, tag:<name> or tag-key"
+                ),
             ));
         }
         match values {
@@ -657,7 +696,10 @@ fn parameters_of(req: &Req<'_>) -> Result<BTreeMap<String, Vec<String>>, ApiErro
                     other => str_list_of(other).ok_or_else(|| {
                         ApiError::new(
                             "InvalidParameters",
-                            format!("{}: parameter {k:?} must be a list of strings, got {other}", req.op),
+                            format!(
+                                "{}: parameter {k:?} must be a list of strings, got {other}",
+                                req.op
+                            ),
                         )
                     })?,
                 };
@@ -667,7 +709,10 @@ fn parameters_of(req: &Req<'_>) -> Result<BTreeMap<String, Vec<String>>, ApiErro
         Some(other) => {
             return Err(ApiError::new(
                 "InvalidParameters",
-                format!("{}: Parameters must be a map of name to list of strings, got {other}", req.op),
+                format!(
+                    "{}: Parameters must be a map of name to list of strings, got {other}",
+                    req.op
+                ),
             ));
         }
     }
@@ -687,7 +732,9 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     if !matches!(version, "$LATEST" | "$DEFAULT" | "1") {
         return Err(ApiError::new(
             "InvalidDocumentVersion",
-            format!("SendCommand: document {doc_name} has no version {version:?} (it has version 1)"),
+            format!(
+                "SendCommand: document {doc_name} has no version {version:?} (it has version 1)"
+            ),
         ));
     }
     let doc = tether_documents::builtin(doc_name).ok_or_else(|| {
@@ -802,7 +849,14 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     };
     let pairs: Vec<(String, String)> = targets_resolved
         .iter()
-        .map(|(id, r)| (id.clone(), r.as_ref().map(|r| r.computer_name.clone()).unwrap_or_default()))
+        .map(|(id, r)| {
+            (
+                id.clone(),
+                r.as_ref()
+                    .map(|r| r.computer_name.clone())
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     c.store.insert_command(&row, &pairs).await?;
     // Unknown or deregistered instances can never receive it.
@@ -815,7 +869,9 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
                 end_ms: Some(now),
                 plugins: Vec::new(),
             };
-            c.store.finish_invocation(&command_id, id, &result, now).await?;
+            c.store
+                .finish_invocation(&command_id, id, &result, now)
+                .await?;
         } else {
             c.ring(id);
         }
@@ -892,17 +948,24 @@ fn command_query(req: &Req<'_>) -> Result<CommandQuery, ApiError> {
     }
     let filters = req.list("Filters")?;
     if filters.len() > 5 {
-        return Err(ApiError::validation(format!("{}: at most 5 Filters", req.op)));
+        return Err(ApiError::validation(format!(
+            "{}: at most 5 Filters",
+            req.op
+        )));
     }
     for f in filters {
         let key = f.get("key").and_then(Value::as_str).unwrap_or("");
         let value = f.get("value").and_then(Value::as_str).unwrap_or("");
         let bad = |why: &str| {
-            ApiError::new("InvalidFilterKey", format!("{}: filter {key}={value:?}: {why}", req.op))
+            ApiError::new(
+                "InvalidFilterKey",
+                format!("{}: filter {key}={value:?}: {why}", req.op),
+            )
         };
         match key {
             "InvokedAfter" => {
-                q.invoked_after_ms = Some(parse_time_ms(value).ok_or_else(|| bad("not a timestamp"))?)
+                q.invoked_after_ms =
+                    Some(parse_time_ms(value).ok_or_else(|| bad("not a timestamp"))?)
             }
             "InvokedBefore" => {
                 q.invoked_before_ms =
@@ -910,11 +973,20 @@ fn command_query(req: &Req<'_>) -> Result<CommandQuery, ApiError> {
             }
             "Status" => {
                 const STATUSES: [&str; 8] = [
-                    "Pending", "InProgress", "Delayed", "Success", "Cancelled", "TimedOut",
-                    "Failed", "Cancelling",
+                    "Pending",
+                    "InProgress",
+                    "Delayed",
+                    "Success",
+                    "Cancelled",
+                    "TimedOut",
+                    "Failed",
+                    "Cancelling",
                 ];
                 if !STATUSES.contains(&value) {
-                    return Err(bad(&format!("status must be one of {}", STATUSES.join(", "))));
+                    return Err(bad(&format!(
+                        "status must be one of {}",
+                        STATUSES.join(", ")
+                    )));
                 }
                 q.status = Some(value.to_string());
             }
@@ -939,13 +1011,13 @@ fn command_query(req: &Req<'_>) -> Result<CommandQuery, ApiError> {
 async fn list_commands(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     let (offset, size) = req.page(1, 50)?;
     let mut q = command_query(req)?;
-    if let Some(id) = &q.command_id {
-        if c.store.command(id).await?.is_none() {
-            return Err(ApiError::new(
-                "InvalidCommandId",
-                format!("ListCommands: command {id} does not exist"),
-            ));
-        }
+    if let Some(id) = &q.command_id
+        && c.store.command(id).await?.is_none()
+    {
+        return Err(ApiError::new(
+            "InvalidCommandId",
+            format!("ListCommands: command {id} does not exist"),
+        ));
     }
     q.offset = offset;
     q.limit = size;
@@ -1016,13 +1088,13 @@ fn plugin_json(p: &PluginRow) -> Value {
 async fn list_command_invocations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     let (offset, size) = req.page(1, 50)?;
     let mut q = command_query(req)?;
-    if let Some(id) = &q.command_id {
-        if c.store.command(id).await?.is_none() {
-            return Err(ApiError::new(
-                "InvalidCommandId",
-                format!("ListCommandInvocations: command {id} does not exist"),
-            ));
-        }
+    if let Some(id) = &q.command_id
+        && c.store.command(id).await?.is_none()
+    {
+        return Err(ApiError::new(
+            "InvalidCommandId",
+            format!("ListCommandInvocations: command {id} does not exist"),
+        ));
     }
     let details = req.bool("Details")?;
     q.offset = offset;
@@ -1052,7 +1124,12 @@ async fn list_command_invocations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         out.push(v);
     }
     let n = out.len();
-    Ok(with_next_token(json!({"CommandInvocations": out}), n, offset, size))
+    Ok(with_next_token(
+        json!({"CommandInvocations": out}),
+        n,
+        offset,
+        size,
+    ))
 }
 
 fn invocation_json(inv: &InvocationRow, cmd: &CommandRow) -> Value {
@@ -1107,7 +1184,9 @@ async fn get_command_invocation(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     let Some((inv, cmd)) = rows.first() else {
         return Err(ApiError::new(
             "InvocationDoesNotExist",
-            format!("GetCommandInvocation: command {command_id} has no invocation on {instance_id}"),
+            format!(
+                "GetCommandInvocation: command {command_id} has no invocation on {instance_id}"
+            ),
         ));
     };
     let plugins = c.store.plugins(command_id, instance_id).await?;
@@ -1147,14 +1226,34 @@ async fn get_command_invocation(c: &Coordinator, req: &Req<'_>) -> ApiResult {
             String::from_utf8_lossy(&p.stderr).into_owned(),
         ),
         Some(p) => (
-            truncate_output(&p.stdout, limits::GET_INVOCATION_STDOUT_CHARS, p.stdout_truncated),
-            truncate_output(&p.stderr, limits::GET_INVOCATION_STDERR_CHARS, p.stderr_truncated),
+            truncate_output(
+                &p.stdout,
+                limits::GET_INVOCATION_STDOUT_CHARS,
+                p.stdout_truncated,
+            ),
+            truncate_output(
+                &p.stderr,
+                limits::GET_INVOCATION_STDERR_CHARS,
+                p.stderr_truncated,
+            ),
         ),
         None => (String::new(), String::new()),
     };
     let (status, details, code, start, end) = match plugin {
-        Some(p) => (p.status.clone(), p.status_details.clone(), p.response_code, p.start_ms, p.end_ms),
-        None => (inv.status.clone(), inv.status_details.clone(), inv.response_code, inv.start_ms, inv.end_ms),
+        Some(p) => (
+            p.status.clone(),
+            p.status_details.clone(),
+            p.response_code,
+            p.start_ms,
+            p.end_ms,
+        ),
+        None => (
+            inv.status.clone(),
+            inv.status_details.clone(),
+            inv.response_code,
+            inv.start_ms,
+            inv.end_ms,
+        ),
     };
     let elapsed = match (start, end) {
         (Some(s), Some(e)) if e >= s => format!("PT{:.3}S", (e - s) as f64 / 1000.0),
@@ -1224,6 +1323,9 @@ mod tests {
         assert!(!is_instance_id("x-0123456789abcdef0"));
         assert_eq!(decode_token(&encode_token(150)), Some(150));
         assert_eq!(decode_token("garbage"), None);
-        assert_eq!(parse_time_ms("2017-01-10T20:30:00.000Z"), Some(1_484_080_200_000));
+        assert_eq!(
+            parse_time_ms("2017-01-10T20:30:00.000Z"),
+            Some(1_484_080_200_000)
+        );
     }
 }

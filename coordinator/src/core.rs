@@ -18,7 +18,9 @@ use tracing::{info, warn};
 use crate::limits;
 use crate::pki::Pki;
 use crate::state::Detail;
-use crate::store::{self, CommandRow, HostInfo, InstanceRow, InvocationResult, PluginResult, Store};
+use crate::store::{
+    self, CommandRow, HostInfo, InstanceRow, InvocationResult, PluginResult, Store,
+};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -79,10 +81,9 @@ impl FailureLimiter {
     fn blocked_for(&mut self, ip: IpAddr) -> Option<u64> {
         let window = limits::FAILED_REGISTRATION_WINDOW;
         match self.failures.get(&ip) {
-            Some((n, since)) if since.elapsed() < window => {
-                (*n >= limits::MAX_FAILED_REGISTRATIONS_PER_SOURCE)
-                    .then(|| (window - since.elapsed()).as_secs().max(1))
-            }
+            Some((n, since)) if since.elapsed() < window => (*n
+                >= limits::MAX_FAILED_REGISTRATIONS_PER_SOURCE)
+                .then(|| (window - since.elapsed()).as_secs().max(1)),
             Some(_) => {
                 self.failures.remove(&ip);
                 None
@@ -99,7 +100,8 @@ impl FailureLimiter {
         }
         entry.0 += 1;
         if self.failures.len() > 100_000 {
-            self.failures.retain(|_, (_, since)| since.elapsed() < window);
+            self.failures
+                .retain(|_, (_, since)| since.elapsed() < window);
         }
     }
 }
@@ -205,14 +207,14 @@ impl Coordinator {
             return Err(RegisterError::RateLimited { ip, secs });
         }
         let result = self.try_register(req).await;
-        if let Err(e) = &result {
-            if !matches!(e, RegisterError::Internal(_)) {
-                warn!(%ip, error = %e, "registration refused");
-                self.limiter
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record_failure(ip);
-            }
+        if let Err(e) = &result
+            && !matches!(e, RegisterError::Internal(_))
+        {
+            warn!(%ip, error = %e, "registration refused");
+            self.limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_failure(ip);
         }
         result
     }
@@ -227,7 +229,8 @@ impl Coordinator {
             return Err(RegisterError::UnknownActivation(id));
         };
         let expected = code_hash(&act.code_salt, req.activation_code.trim());
-        let ok: bool = subtle::ConstantTimeEq::ct_eq(expected.as_slice(), act.code_hash.as_slice()).into();
+        let ok: bool =
+            subtle::ConstantTimeEq::ct_eq(expected.as_slice(), act.code_hash.as_slice()).into();
         if !ok {
             return Err(RegisterError::WrongCode(id));
         }
@@ -349,22 +352,35 @@ impl Coordinator {
         }
     }
 
-    async fn envelopes_for(&self, instance_id: &str) -> Result<Vec<pb::CommandEnvelope>, AgentError> {
+    async fn envelopes_for(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<pb::CommandEnvelope>, AgentError> {
         let now = now_ms();
         let mut out = Vec::new();
-        for cmd in self.store.deliverable(instance_id, now, REDELIVER_AFTER_MS).await? {
+        for cmd in self
+            .store
+            .deliverable(instance_id, now, REDELIVER_AFTER_MS)
+            .await?
+        {
             let env = self.seal(instance_id, &cmd, now);
             self.store
-                .mark_delivered(&cmd.command_id, instance_id, &env.payload, &env.signature, now)
+                .mark_delivered(
+                    &cmd.command_id,
+                    instance_id,
+                    &env.payload,
+                    &env.signature,
+                    now,
+                )
                 .await?;
             out.push(env);
         }
-        if out.is_empty() && self.hook == Some(EnvelopeHook::Replay) {
-            if let Some(cmd) = self.store.last_finished_command(instance_id).await? {
-                if let Some((payload, signature)) = self.store.last_envelope(&cmd, instance_id).await? {
-                    out.push(pb::CommandEnvelope { payload, signature });
-                }
-            }
+        if out.is_empty()
+            && self.hook == Some(EnvelopeHook::Replay)
+            && let Some(cmd) = self.store.last_finished_command(instance_id).await?
+            && let Some((payload, signature)) = self.store.last_envelope(&cmd, instance_id).await?
+        {
+            out.push(pb::CommandEnvelope { payload, signature });
         }
         Ok(out)
     }
@@ -420,13 +436,15 @@ impl Coordinator {
         let now = now_ms();
         self.store.ping(id, None, now).await?;
         for r in req.reports {
-            let state = pb::InvocationState::try_from(r.state)
-                .unwrap_or(pb::InvocationState::Unspecified);
+            let state =
+                pb::InvocationState::try_from(r.state).unwrap_or(pb::InvocationState::Unspecified);
             let start = (r.started_at_ms > 0).then_some(r.started_at_ms);
             let end = (r.ended_at_ms > 0).then_some(r.ended_at_ms);
             match state {
                 pb::InvocationState::InProgress => {
-                    self.store.mark_started(&r.command_id, id, start, now).await?;
+                    self.store
+                        .mark_started(&r.command_id, id, start, now)
+                        .await?;
                 }
                 pb::InvocationState::Refused => {
                     // Only an invocation the agent never accepted can fail this
@@ -463,7 +481,9 @@ impl Coordinator {
                         .first()
                         .is_some_and(|(inv, _)| inv.status == "Pending");
                     if pending {
-                        self.store.finish_invocation(&r.command_id, id, &result, now).await?;
+                        self.store
+                            .finish_invocation(&r.command_id, id, &result, now)
+                            .await?;
                     }
                 }
                 pb::InvocationState::Unspecified => {
@@ -496,7 +516,10 @@ impl Coordinator {
                         end_ms: end,
                         plugins,
                     };
-                    let stored = self.store.finish_invocation(&r.command_id, id, &result, now).await?;
+                    let stored = self
+                        .store
+                        .finish_invocation(&r.command_id, id, &result, now)
+                        .await?;
                     if stored {
                         info!(instance_id = %id, command_id = %r.command_id, status = detail.as_str(), "invocation finished");
                     }
@@ -515,7 +538,11 @@ impl Coordinator {
     ) -> Result<pb::RenewCertificateResponse, AgentError> {
         let pem = self
             .pki
-            .issue_client_cert(&instance.instance_id, &req.csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .issue_client_cert(
+                &instance.instance_id,
+                &req.csr_pem,
+                limits::CLIENT_CERT_LIFETIME,
+            )
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         Ok(pb::RenewCertificateResponse {
             client_certificate_pem: pem,
@@ -567,7 +594,11 @@ mod tests {
             let id = new_instance_id();
             assert_eq!(id.len(), 20);
             assert!(id.starts_with("mi-"));
-            assert!(id[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(
+                id[3..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
         }
     }
 

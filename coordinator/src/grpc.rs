@@ -90,7 +90,11 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::PollRequest>,
     ) -> Result<Response<pb::PollResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = self.core.poll(&inst, req.into_inner()).await.map_err(agent_status)?;
+        let r = self
+            .core
+            .poll(&inst, req.into_inner())
+            .await
+            .map_err(agent_status)?;
         Ok(Response::new(r))
     }
 
@@ -99,7 +103,11 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = self.core.report(&inst, req.into_inner()).await.map_err(agent_status)?;
+        let r = self
+            .core
+            .report(&inst, req.into_inner())
+            .await
+            .map_err(agent_status)?;
         Ok(Response::new(r))
     }
 
@@ -139,7 +147,9 @@ impl pb::operator_server::Operator for Services {
             .get(pb::OPERATOR_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing operator token (authorization: Bearer ...)"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("missing operator token (authorization: Bearer ...)")
+            })?;
         let presented = token_hash(token);
         let known = self
             .core
@@ -152,7 +162,9 @@ impl pb::operator_server::Operator for Services {
             acc | eq
         });
         if !ok {
-            return Err(Status::unauthenticated("the operator token is not valid for this coordinator"));
+            return Err(Status::unauthenticated(
+                "the operator token is not valid for this coordinator",
+            ));
         }
         let call = req.into_inner();
         let body: serde_json::Value = if call.request_json.trim().is_empty() {

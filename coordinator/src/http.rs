@@ -42,7 +42,11 @@ async fn handle(pki: Arc<Pki>, req: Request<hyper::body::Incoming>) -> Response<
             })
             .to_string(),
         ),
-        "/ca.pem" => (StatusCode::OK, "application/x-pem-file", pki.ca_cert_pem.clone()),
+        "/ca.pem" => (
+            StatusCode::OK,
+            "application/x-pem-file",
+            pki.ca_cert_pem.clone(),
+        ),
         other => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -74,7 +78,12 @@ pub async fn serve(listener: TcpListener, pki: Arc<Pki>) {
         let acceptor = acceptor.clone();
         let pki = pki.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "HTTPS handshake failed");

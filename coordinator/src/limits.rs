@@ -22,7 +22,8 @@ pub const DEFAULT_ACTIVATION_LIFETIME: Duration = Duration::from_secs(24 * 3600)
 pub const MAX_ACTIVATION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Length of an activation code and its alphabet (no 0/O, 1/I/l).
 pub const ACTIVATION_CODE_LEN: usize = 20;
-pub const ACTIVATION_CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+pub const ACTIVATION_CODE_ALPHABET: &[u8] =
+    b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 /// Failed registration attempts allowed per source address within the window.
 pub const MAX_FAILED_REGISTRATIONS_PER_SOURCE: u32 = 10;
 pub const FAILED_REGISTRATION_WINDOW: Duration = Duration::from_secs(60);

@@ -8,7 +8,11 @@ use tether_coordinator::cli;
 use tether_coordinator::server::{self, ServeConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "tether", version, about = "Tether coordinator and operator CLI (aws ssm verbs)")]
+#[command(
+    name = "tether",
+    version,
+    about = "Tether coordinator and operator CLI (aws ssm verbs)"
+)]
 struct Cli {
     #[command(flatten)]
     global: cli::Global,
@@ -16,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the coordinator.
@@ -67,7 +73,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tether: cannot start the async runtime: {e}");

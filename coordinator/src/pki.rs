@@ -13,8 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sha2::{Digest, Sha256};
@@ -142,7 +141,10 @@ impl Pki {
         let (ca_cert_pem, ca_key) = if p.ca_cert.exists() && p.ca_key.exists() {
             let key_pem = fs::read_to_string(&p.ca_key).map_err(io_err(&p.ca_key))?;
             let cert_pem = fs::read_to_string(&p.ca_cert).map_err(io_err(&p.ca_cert))?;
-            (cert_pem, KeyPair::from_pem(&key_pem).map_err(cert_err("CA key"))?)
+            (
+                cert_pem,
+                KeyPair::from_pem(&key_pem).map_err(cert_err("CA key"))?,
+            )
         } else {
             let key = KeyPair::generate().map_err(cert_err("CA key"))?;
             let mut params = CertificateParams::default();
@@ -165,8 +167,9 @@ impl Pki {
             write_private(&p.ca_cert, cert.pem().as_bytes())?;
             (cert.pem(), key)
         };
-        let ca_cert_der = pem_to_der(&ca_cert_pem)
-            .ok_or_else(|| PkiError::Csr(format!("{}: not a PEM certificate", p.ca_cert.display())))?;
+        let ca_cert_der = pem_to_der(&ca_cert_pem).ok_or_else(|| {
+            PkiError::Csr(format!("{}: not a PEM certificate", p.ca_cert.display()))
+        })?;
 
         let names_file = dir.join("server.names");
         let names_line = server_names.join(",");
@@ -200,9 +203,11 @@ impl Pki {
                 params.not_before = to_offset(now - Duration::from_secs(3600));
                 params.not_after = to_offset(now + Duration::from_secs(5 * 365 * 24 * 3600));
                 params.serial_number = Some(random_serial());
-                let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
-                    .map_err(cert_err("CA"))?;
-                let cert = params.signed_by(&key, &issuer).map_err(cert_err("server"))?;
+                let issuer =
+                    Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key).map_err(cert_err("CA"))?;
+                let cert = params
+                    .signed_by(&key, &issuer)
+                    .map_err(cert_err("server"))?;
                 write_private(&p.server_key, key.serialize_pem().as_bytes())?;
                 write_private(&p.server_cert, cert.pem().as_bytes())?;
                 write_private(&names_file, names_line.as_bytes())?;
@@ -308,7 +313,10 @@ mod tests {
         assert_eq!(a.pin(), b.pin());
         assert_eq!(a.signing_public_key(), b.signing_public_key());
         assert!(a.pin().starts_with("sha256:") && a.pin().len() == 7 + 64);
-        let mode = fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -318,13 +326,18 @@ mod tests {
         let pki = Pki::load_or_create(dir.path(), &["localhost".to_string()]).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "mi-00000000000000000");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mi-00000000000000000");
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let pem = pki
             .issue_client_cert("mi-0123456789abcdef0", &csr, Duration::from_secs(60))
             .unwrap();
         let der = pem_to_der(&pem).unwrap();
-        assert_eq!(subject_common_name(&der).as_deref(), Some("mi-0123456789abcdef0"));
+        assert_eq!(
+            subject_common_name(&der).as_deref(),
+            Some("mi-0123456789abcdef0")
+        );
     }
 
     #[test]

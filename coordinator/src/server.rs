@@ -55,11 +55,15 @@ fn local_url(addr: SocketAddr) -> String {
 }
 
 fn server_names(advertise: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    if let Ok(h) = hostname::get() {
-        if let Some(h) = h.to_str() {
-            names.push(h.to_string());
-        }
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(h) = hostname::get()
+        && let Some(h) = h.to_str()
+    {
+        names.push(h.to_string());
     }
     names.extend(advertise.iter().cloned());
     names.sort();
@@ -70,21 +74,26 @@ fn server_names(advertise: &[String]) -> Vec<String> {
 /// Reuses the token in an existing operator.json if the database still knows
 /// it; otherwise makes a new one.
 async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(old) = serde_json::from_str::<OperatorConfig>(&text) {
-            let known = store.operator_token_hashes().await?;
-            if known.contains(&token_hash(&old.token)) {
-                return Ok(old.token);
-            }
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(old) = serde_json::from_str::<OperatorConfig>(&text)
+    {
+        let known = store.operator_token_hashes().await?;
+        if known.contains(&token_hash(&old.token)) {
+            return Ok(old.token);
         }
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
-    store.add_operator_token(&token_hash(&token), now_ms()).await?;
+    store
+        .add_operator_token(&token_hash(&token), now_ms())
+        .await?;
     Ok(token)
 }
 
 /// Runs the coordinator until `shutdown` resolves.
-pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let names = server_names(&cfg.advertise);
     let pki = Arc::new(
         Pki::load_or_create(&cfg.data_dir, &names)
@@ -112,11 +121,17 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         ca_pin: pki.pin(),
         token: operator_token(&store, &operator_path).await?,
     };
-    write_private(&operator_path, serde_json::to_string_pretty(&operator)?.as_bytes())?;
+    write_private(
+        &operator_path,
+        serde_json::to_string_pretty(&operator)?.as_bytes(),
+    )?;
 
     println!("tether coordinator {}", env!("CARGO_PKG_VERSION"));
     println!("gRPC listening on {grpc_addr} ({})", operator.endpoint);
-    println!("HTTPS listening on {http_addr} ({})", operator.http_endpoint);
+    println!(
+        "HTTPS listening on {http_addr} ({})",
+        operator.http_endpoint
+    );
     println!("CA pin: {}", operator.ca_pin);
     println!("operator config: {}", operator_path.display());
     info!(grpc = %grpc_addr, https = %http_addr, data_dir = %cfg.data_dir.display(), "coordinator started");
@@ -137,7 +152,10 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
     let http = tokio::spawn(crate::http::serve(http_listener, pki.clone()));
 
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&pki.server_chain_pem, &pki.server_key_pem))
+        .identity(Identity::from_pem(
+            &pki.server_chain_pem,
+            &pki.server_key_pem,
+        ))
         .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
         .client_auth_optional(true);
     let services = Services::new(core);
@@ -146,7 +164,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()> + Send + '
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(pb::registration_server::RegistrationServer::new(services.clone()))
+        .add_service(pb::registration_server::RegistrationServer::new(
+            services.clone(),
+        ))
         .add_service(
             pb::agent_server::AgentServer::new(services.clone())
                 .max_decoding_message_size(max)

@@ -163,26 +163,88 @@ mod tests {
         }
     }
 
+    /// Invocation details, MaxErrors, expected (Status, StatusDetails), expected counts.
+    type Case<'a> = (&'a [Detail], &'a str, (&'a str, &'a str), [i64; 4]);
+
     #[test]
     fn command_summary_table() {
-        let table: &[(&[Detail], &str, (&str, &str), [i64; 4])] = &[
-            (&[Pending, Pending], "0", ("Pending", "Pending"), [2, 0, 0, 0]),
-            (&[InProgress, Pending], "0", ("InProgress", "In Progress"), [2, 0, 0, 0]),
-            (&[Success, Pending], "0", ("InProgress", "In Progress"), [2, 1, 0, 0]),
-            (&[Success, Success], "0", ("Success", "Success"), [2, 2, 0, 0]),
+        let table: &[Case] = &[
+            (
+                &[Pending, Pending],
+                "0",
+                ("Pending", "Pending"),
+                [2, 0, 0, 0],
+            ),
+            (
+                &[InProgress, Pending],
+                "0",
+                ("InProgress", "In Progress"),
+                [2, 0, 0, 0],
+            ),
+            (
+                &[Success, Pending],
+                "0",
+                ("InProgress", "In Progress"),
+                [2, 1, 0, 0],
+            ),
+            (
+                &[Success, Success],
+                "0",
+                ("Success", "Success"),
+                [2, 2, 0, 0],
+            ),
             (&[Success, Failed], "0", ("Failed", "Failed"), [2, 2, 1, 0]),
-            (&[Success, Failed], "1", ("Success", "Incomplete"), [2, 2, 1, 0]),
-            (&[Success, Failed], "50%", ("Success", "Incomplete"), [2, 2, 1, 0]),
-            (&[ExecutionTimedOut], "0", ("TimedOut", "Execution Timed Out"), [1, 1, 1, 0]),
-            (&[DeliveryTimedOut], "0", ("TimedOut", "Delivery Timed Out"), [1, 1, 0, 1]),
-            (&[DeliveryTimedOut, Success], "0", ("Success", "Incomplete"), [2, 2, 0, 1]),
-            (&[Cancelled, Success], "0", ("Cancelled", "Cancelled"), [2, 2, 0, 0]),
+            (
+                &[Success, Failed],
+                "1",
+                ("Success", "Incomplete"),
+                [2, 2, 1, 0],
+            ),
+            (
+                &[Success, Failed],
+                "50%",
+                ("Success", "Incomplete"),
+                [2, 2, 1, 0],
+            ),
+            (
+                &[ExecutionTimedOut],
+                "0",
+                ("TimedOut", "Execution Timed Out"),
+                [1, 1, 1, 0],
+            ),
+            (
+                &[DeliveryTimedOut],
+                "0",
+                ("TimedOut", "Delivery Timed Out"),
+                [1, 1, 0, 1],
+            ),
+            (
+                &[DeliveryTimedOut, Success],
+                "0",
+                ("Success", "Incomplete"),
+                [2, 2, 0, 1],
+            ),
+            (
+                &[Cancelled, Success],
+                "0",
+                ("Cancelled", "Cancelled"),
+                [2, 2, 0, 0],
+            ),
         ];
         for (details, max_errors, (status, status_details), counts) in table {
             let s = summarize(details, max_errors);
-            assert_eq!((s.status, s.status_details), (*status, *status_details), "{details:?}");
             assert_eq!(
-                [s.target_count, s.completed_count, s.error_count, s.delivery_timed_out_count],
+                (s.status, s.status_details),
+                (*status, *status_details),
+                "{details:?}"
+            );
+            assert_eq!(
+                [
+                    s.target_count,
+                    s.completed_count,
+                    s.error_count,
+                    s.delivery_timed_out_count
+                ],
                 *counts,
                 "{details:?}"
             );

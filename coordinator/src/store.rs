@@ -469,7 +469,11 @@ impl Store {
             query = query.bind(id);
         }
         query = bind_common_filters(query, q);
-        Ok(query.bind(q.limit).bind(q.offset).fetch_all(&self.pool).await?)
+        Ok(query
+            .bind(q.limit)
+            .bind(q.offset)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Invocations with their command, newest first, matching the query.
@@ -510,7 +514,11 @@ impl Store {
         if let Some(d) = &q.document_name {
             query = query.bind(d);
         }
-        let rows = query.bind(q.limit).bind(q.offset).fetch_all(&self.pool).await?;
+        let rows = query
+            .bind(q.limit)
+            .bind(q.offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let inv = <InvocationRow as sqlx::FromRow<_>>::from_row(r)?;
@@ -752,8 +760,14 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for (command_id, instance_id) in &expired {
-            set_invocation_detail(&mut tx, command_id, instance_id, Detail::DeliveryTimedOut, now_ms)
-                .await?;
+            set_invocation_detail(
+                &mut tx,
+                command_id,
+                instance_id,
+                Detail::DeliveryTimedOut,
+                now_ms,
+            )
+            .await?;
         }
         let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();
         commands.dedup();
@@ -774,7 +788,11 @@ fn plugin_status(d: Detail) -> &'static str {
 }
 
 fn push_common_filters(sql: &mut String, q: &CommandQuery, alias: &str) {
-    let requested = if alias == "c" { "c.requested_ms" } else { "i.requested_ms" };
+    let requested = if alias == "c" {
+        "c.requested_ms"
+    } else {
+        "i.requested_ms"
+    };
     if q.invoked_after_ms.is_some() {
         sql.push_str(&format!(" AND {requested} >= ?"));
     }

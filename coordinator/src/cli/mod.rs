@@ -36,6 +36,8 @@ pub struct Global {
     pub output: String,
 }
 
+// One Verb exists per process run; boxing its variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug, Clone)]
 pub enum Verb {
     /// Create an activation: an ID and code that register agents.
@@ -261,7 +263,13 @@ impl Body {
         }
         Ok(self)
     }
-    fn list(mut self, member: &str, flag: &str, raws: &[String], shape: &Shape) -> Result<Self, CliError> {
+    fn list(
+        mut self,
+        member: &str,
+        flag: &str,
+        raws: &[String],
+        shape: &Shape,
+    ) -> Result<Self, CliError> {
         if !raws.is_empty() {
             let v = shorthand::parse_list_arg(raws, shape)
                 .map_err(|e| CliError::usage(format!("Error parsing parameter '--{flag}': {e}")))?;
@@ -269,7 +277,13 @@ impl Body {
         }
         Ok(self)
     }
-    fn value(mut self, member: &str, flag: &str, raw: &Option<String>, shape: &Shape) -> Result<Self, CliError> {
+    fn value(
+        mut self,
+        member: &str,
+        flag: &str,
+        raw: &Option<String>,
+        shape: &Shape,
+    ) -> Result<Self, CliError> {
         if let Some(raw) = raw {
             let v = shorthand::parse_value(raw, shape)
                 .map_err(|e| CliError::usage(format!("Error parsing parameter '--{flag}': {e}")))?;
@@ -315,7 +329,11 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
                 .str("Description", &a.description)
                 .str("DefaultInstanceName", &a.default_instance_name)
                 .str("IamRole", &Some(a.iam_role.clone()))
-                .int("RegistrationLimit", "registration-limit", &a.registration_limit)?
+                .int(
+                    "RegistrationLimit",
+                    "registration-limit",
+                    &a.registration_limit,
+                )?
                 .list("Tags", "tags", &a.tags, &tag_shape())?;
             if let Some(t) = expiration {
                 body.map.insert("ExpirationDate".into(), json!(t));
@@ -338,10 +356,7 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
                 .str("NextToken", &p.next_token)
                 .done(),
         ),
-        Verb::DeleteActivation(a) => (
-            "DeleteActivation",
-            json!({"ActivationId": a.activation_id}),
-        ),
+        Verb::DeleteActivation(a) => ("DeleteActivation", json!({"ActivationId": a.activation_id})),
         Verb::DescribeInstanceInformation(d) => (
             "DescribeInstanceInformation",
             Body::new()
@@ -366,7 +381,8 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
         Verb::SendCommand(s) => {
             let mut body = Body::new();
             if !s.instance_ids.is_empty() {
-                body.map.insert("InstanceIds".into(), json!(split_ids(&s.instance_ids)));
+                body.map
+                    .insert("InstanceIds".into(), json!(split_ids(&s.instance_ids)));
             }
             let body = body
                 .list("Targets", "targets", &s.targets, &targets_shape())?
@@ -413,13 +429,13 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
 
 /// `--instance-ids a b` and `--instance-ids a,b` (and a JSON list) all work, as in the aws CLI.
 fn split_ids(raw: &[String]) -> Vec<String> {
-    if let [one] = raw {
-        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(one) {
-            return items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-        }
+    if let [one] = raw
+        && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(one)
+    {
+        return items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
     }
     raw.iter()
         .flat_map(|r| r.split(','))
@@ -463,23 +479,41 @@ pub fn config_path(flag: Option<&PathBuf>) -> Result<PathBuf, CliError> {
     tried.push(p);
     Err(CliError::service(format!(
         "no operator config found (tried {}); pass --config or set TETHER_CONFIG to the operator.json that `tether serve` wrote",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
 fn load_config(path: &PathBuf) -> Result<OperatorConfig, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::service(format!("cannot read operator config {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| CliError::service(format!("operator config {} is not valid: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::service(format!(
+            "cannot read operator config {}: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::service(format!(
+            "operator config {} is not valid: {e}",
+            path.display()
+        ))
+    })
 }
 
 async fn connect(cfg: &OperatorConfig) -> Result<Channel, CliError> {
-    let uri: http::Uri = cfg
-        .endpoint
-        .parse()
-        .map_err(|e| CliError::service(format!("Endpoint {:?} in operator config is not a URL: {e}", cfg.endpoint)))?;
-    let host = uri.host().unwrap_or("localhost").trim_matches(|c| c == '[' || c == ']').to_string();
+    let uri: http::Uri = cfg.endpoint.parse().map_err(|e| {
+        CliError::service(format!(
+            "Endpoint {:?} in operator config is not a URL: {e}",
+            cfg.endpoint
+        ))
+    })?;
+    let host = uri
+        .host()
+        .unwrap_or("localhost")
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&cfg.ca_certificate))
         .domain_name(host);
@@ -488,7 +522,10 @@ async fn connect(cfg: &OperatorConfig) -> Result<Channel, CliError> {
         .map_err(|e| CliError::service(format!("TLS configuration: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(10));
     endpoint.connect().await.map_err(|e| {
-        let mut msg = format!("Could not connect to the endpoint URL: \"{}\"", cfg.endpoint);
+        let mut msg = format!(
+            "Could not connect to the endpoint URL: \"{}\"",
+            cfg.endpoint
+        );
         let mut src: Option<&dyn std::error::Error> = Some(&e);
         while let Some(s) = src {
             msg.push_str(&format!(": {s}"));
@@ -499,7 +536,12 @@ async fn connect(cfg: &OperatorConfig) -> Result<Channel, CliError> {
 }
 
 /// Calls one operation and returns its response JSON.
-pub async fn call(channel: Channel, token: &str, operation: &str, body: &Value) -> Result<Value, CliError> {
+pub async fn call(
+    channel: Channel,
+    token: &str,
+    operation: &str,
+    body: &Value,
+) -> Result<Value, CliError> {
     let mut client = pb::operator_client::OperatorClient::new(channel)
         .max_decoding_message_size(pb::MAX_MESSAGE_BYTES);
     let mut req = tonic::Request::new(pb::OperatorCall {
@@ -548,10 +590,12 @@ pub async fn run(global: &Global, verb: &Verb) -> ExitCode {
 }
 
 async fn run_inner(global: &Global, verb: &Verb) -> Result<String, CliError> {
-    let format: OutputFormat = global
-        .output
-        .parse()
-        .map_err(|_| CliError::usage(format!("--output: {:?} is not one of json, text, table", global.output)))?;
+    let format: OutputFormat = global.output.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--output: {:?} is not one of json, text, table",
+            global.output
+        ))
+    })?;
     let (operation, body) = request(verb)?;
     let path = config_path(global.config.as_ref())?;
     let cfg = load_config(&path)?;
@@ -559,7 +603,11 @@ async fn run_inner(global: &Global, verb: &Verb) -> Result<String, CliError> {
     let explicit_page = body.get("MaxResults").is_some() || body.get("NextToken").is_some();
     let mut response = call(channel.clone(), &cfg.token, operation, &body).await?;
     if let (Some(member), false) = (paged_member(operation), explicit_page) {
-        while let Some(token) = response.get("NextToken").and_then(Value::as_str).map(str::to_owned) {
+        while let Some(token) = response
+            .get("NextToken")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        {
             let mut next_body = body.clone();
             next_body["NextToken"] = json!(token);
             let next = call(channel.clone(), &cfg.token, operation, &next_body).await?;
@@ -646,7 +694,11 @@ mod tests {
         });
         let err = request(&verb).unwrap_err();
         assert_eq!(err.exit, EXIT_USAGE);
-        assert!(err.message.contains("--registration-limit"), "{}", err.message);
+        assert!(
+            err.message.contains("--registration-limit"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
