@@ -1,1 +1,391 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts the real `tether` and
+//! `tether-agent` binaries on loopback in temporary directories, drives the CLI
+//! as a user would, and kills every process it started when dropped.
+//!
+//! The binaries are looked up next to the test executable's `deps/` directory
+//! (`target/debug/`), so build them first: `cargo build --workspace`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of a workspace binary built beside the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, signal);
+    let _ = child.wait();
+}
+
+/// A running `tether serve`.
+pub struct Coordinator {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub http_port: u16,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub stdout: Vec<String>,
+}
+
+impl Coordinator {
+    /// Starts a coordinator with its data in `dir/coord`, on fixed free ports
+    /// (so that it can be restarted where its agents expect it).
+    pub fn start(dir: &Path) -> Coordinator {
+        Self::start_with_env(dir, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Coordinator {
+        let mut c = Coordinator {
+            dir: dir.join("coord"),
+            port: free_port(),
+            http_port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            stdout: Vec::new(),
+        };
+        c.launch();
+        c
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new(bin("tether"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.with_extension("log"))
+                    .expect("coordinator log file"),
+            ));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tether serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.starts_with("operator config:");
+                    lines.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => panic!(
+                    "tether serve did not start; stdout so far: {lines:?}; log: {}",
+                    std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+                ),
+            }
+        }
+        self.stdout = lines;
+        self.child = Some(child);
+    }
+
+    /// Stops the coordinator (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Kills the coordinator without warning (SIGKILL).
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Starts it again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn operator_json(&self) -> PathBuf {
+        self.dir.join("operator.json")
+    }
+
+    fn operator(&self) -> Value {
+        let text = std::fs::read_to_string(self.operator_json()).expect("operator.json");
+        serde_json::from_str(&text).expect("operator.json is JSON")
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.operator()["Endpoint"]
+            .as_str()
+            .expect("Endpoint")
+            .to_string()
+    }
+
+    pub fn ca_pin(&self) -> String {
+        self.operator()["CaPin"]
+            .as_str()
+            .expect("CaPin")
+            .to_string()
+    }
+
+    /// Runs `tether --config operator.json ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("tether"))
+            .arg("--config")
+            .arg(self.operator_json())
+            .args(args)
+            .output()
+            .expect("run tether")
+    }
+
+    /// Runs a CLI verb that must succeed and returns its JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tether {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.stdout.is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "tether {args:?} printed invalid JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Creates an activation; returns (id, code).
+    pub fn activation(&self, limit: u32) -> (String, String) {
+        let v = self.json(&[
+            "create-activation",
+            "--iam-role",
+            "SSMServiceRole",
+            "--default-instance-name",
+            "testnode",
+            "--registration-limit",
+            &limit.to_string(),
+        ]);
+        (
+            v["ActivationId"]
+                .as_str()
+                .expect("ActivationId")
+                .to_string(),
+            v["ActivationCode"]
+                .as_str()
+                .expect("ActivationCode")
+                .to_string(),
+        )
+    }
+
+    /// Sends AWS-RunShellScript with these commands; returns the command ID.
+    pub fn send(&self, instance_ids: &[&str], parameters: &Value) -> String {
+        let params = parameters.to_string();
+        let mut args = vec![
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            &params,
+            "--instance-ids",
+        ];
+        args.extend_from_slice(instance_ids);
+        let v = self.json(&args);
+        v["Command"]["CommandId"]
+            .as_str()
+            .expect("CommandId")
+            .to_string()
+    }
+
+    pub fn invocation(&self, command_id: &str, instance_id: &str) -> Value {
+        self.json(&[
+            "get-command-invocation",
+            "--command-id",
+            command_id,
+            "--instance-id",
+            instance_id,
+        ])
+    }
+
+    /// Waits until the invocation reaches a terminal status and returns it.
+    pub fn wait_invocation(&self, command_id: &str, instance_id: &str, timeout: Duration) -> Value {
+        wait_for(
+            &format!("invocation {command_id} on {instance_id} to finish"),
+            timeout,
+            || {
+                let v = self.invocation(command_id, instance_id);
+                let s = v["Status"].as_str().unwrap_or("");
+                (!matches!(s, "Pending" | "InProgress" | "Delayed" | "Cancelling")).then_some(v)
+            },
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// A registered node: state and log directories, and its daemon when running.
+pub struct Agent {
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub instance_id: String,
+    child: Option<Child>,
+}
+
+/// Runs `tether-agent register` and returns its output.
+pub fn register(state_dir: &Path, endpoint: &str, id: &str, code: &str, pin: &str) -> Output {
+    Command::new(bin("tether-agent"))
+        .args([
+            "register",
+            "--endpoint",
+            endpoint,
+            "--id",
+            id,
+            "--code",
+            code,
+            "--ca-pin",
+            pin,
+        ])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .output()
+        .expect("run tether-agent register")
+}
+
+impl Agent {
+    /// Registers a node in `dir/<name>` with a fresh activation and starts its daemon.
+    pub fn start(dir: &Path, name: &str, coord: &Coordinator) -> Agent {
+        let (id, code) = coord.activation(1);
+        let state_dir = dir.join(name);
+        let out = register(&state_dir, &coord.endpoint(), &id, &code, &coord.ca_pin());
+        assert!(
+            out.status.success(),
+            "register failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let instance_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut a = Agent {
+            log_dir: dir.join(format!("{name}-log")),
+            state_dir,
+            instance_id,
+            child: None,
+        };
+        a.run();
+        let iid = a.instance_id.clone();
+        wait_for("the agent to come Online", Duration::from_secs(20), || {
+            let v = coord.json(&["describe-instance-information"]);
+            v["InstanceInformationList"]
+                .as_array()?
+                .iter()
+                .any(|i| i["InstanceId"] == iid.as_str() && i["PingStatus"] == "Online")
+                .then_some(())
+        });
+        a
+    }
+
+    /// Starts (or restarts) the daemon.
+    pub fn run(&mut self) {
+        let child = Command::new(bin("tether-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")
+            .env("TETHER_AGENT_REBOOT_COMMAND", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tether-agent run");
+        self.child = Some(child);
+    }
+
+    /// Kills the daemon without warning (SIGKILL); its running steps go on.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn errors_log(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join("errors.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}

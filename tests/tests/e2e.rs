@@ -1,0 +1,10 @@
+//! End-to-end suites: the real binaries on loopback. Each test starts its own
+//! coordinator and agents in a temporary directory.
+
+mod e2e {
+    pub mod cli;
+    pub mod recovery;
+    pub mod registration;
+    pub mod run_command;
+    pub mod security;
+}

@@ -1,0 +1,273 @@
+//! The operator CLI's contract: aws-style flags and outputs, exit statuses 255
+//! (service error) and 2 (usage), nothing on stdout on error.
+
+use serde_json::json;
+use tether_tests::{Agent, Coordinator};
+
+fn fails_with(coord: &Coordinator, args: &[&str], code: i32, needle: &str) {
+    let out = coord.cli(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_aws_exit_statuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let agent = Agent::start(tmp.path(), "a", &coord);
+    let me = agent.instance_id.as_str();
+    let unknown = "00000000-0000-4000-8000-000000000000";
+
+    fails_with(
+        &coord,
+        &[
+            "get-command-invocation",
+            "--command-id",
+            unknown,
+            "--instance-id",
+            me,
+        ],
+        255,
+        "(InvocationDoesNotExist)",
+    );
+    fails_with(
+        &coord,
+        &["list-commands", "--command-id", unknown],
+        255,
+        "(InvalidCommandId)",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            "executionTimeout=0,commands=true",
+        ],
+        255,
+        "executionTimeout",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            "executionTimeout=172801,commands=true",
+        ],
+        255,
+        "executionTimeout",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "AWS-RunShellScript",
+        ],
+        255,
+        "(InvalidParameters)",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            "command=true",
+        ],
+        255,
+        "command",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "No-Such-Doc",
+            "--parameters",
+            "commands=true",
+        ],
+        255,
+        "(InvalidDocument)",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            "bogus",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            "commands=true",
+        ],
+        255,
+        "(InvalidInstanceId)",
+    );
+    fails_with(
+        &coord,
+        &[
+            "send-command",
+            "--instance-ids",
+            me,
+            "--document-name",
+            "AWS-RunShellScript",
+            "--parameters",
+            "commands=true",
+            "--timeout-seconds",
+            "5",
+        ],
+        255,
+        "TimeoutSeconds",
+    );
+    let many: Vec<String> = (0..51).map(|i| format!("mi-{i:017x}")).collect();
+    let mut args = vec![
+        "send-command",
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        "commands=true",
+        "--instance-ids",
+    ];
+    args.extend(many.iter().map(String::as_str));
+    fails_with(&coord, &args, 255, "at most 50 InstanceIds");
+    fails_with(
+        &coord,
+        &[
+            "create-activation",
+            "--iam-role",
+            "r",
+            "--registration-limit",
+            "1001",
+        ],
+        255,
+        "RegistrationLimit",
+    );
+    fails_with(
+        &coord,
+        &[
+            "create-activation",
+            "--iam-role",
+            "r",
+            "--expiration-date",
+            "2020-01-01T00:00:00Z",
+        ],
+        255,
+        "ExpirationDate",
+    );
+    fails_with(
+        &coord,
+        &["delete-activation", "--activation-id", unknown],
+        255,
+        "(InvalidActivationId)",
+    );
+    fails_with(
+        &coord,
+        &["send-command", "--instance-ids", me],
+        2,
+        "--document-name",
+    );
+    fails_with(
+        &coord,
+        &[
+            "create-activation",
+            "--iam-role",
+            "r",
+            "--registration-limit",
+            "ten",
+        ],
+        2,
+        "--registration-limit",
+    );
+    fails_with(&coord, &["no-such-verb"], 2, "no-such-verb");
+    // Nothing was stored by the refused requests.
+    assert_eq!(coord.json(&["list-commands"])["Commands"], json!([]));
+}
+
+#[test]
+fn shorthand_text_and_file_parameters_work_like_the_aws_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let agent = Agent::start(tmp.path(), "a", &coord);
+    let me = agent.instance_id.as_str();
+    // The tutorial's form, with --output text.
+    let out = coord.cli(&[
+        "send-command",
+        "--instance-ids",
+        me,
+        "--document-name",
+        "AWS-RunShellScript",
+        "--comment",
+        "IP config",
+        "--parameters",
+        "commands=uname",
+        "--output",
+        "text",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("COMMAND\t"), "{text}");
+    let id = first
+        .split('\t')
+        .find(|f| f.len() == 36 && f.matches('-').count() == 4)
+        .unwrap()
+        .to_string();
+    let inv = coord.wait_invocation(&id, me, std::time::Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("Linux\n"));
+
+    let file = tmp.path().join("params.json");
+    std::fs::write(&file, r#"{"commands": ["echo from-file"]}"#).unwrap();
+    let v = coord.json(&[
+        "send-command",
+        "--instance-ids",
+        me,
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        &format!("file://{}", file.display()),
+    ]);
+    let id = v["Command"]["CommandId"].as_str().unwrap();
+    let inv = coord.wait_invocation(id, me, std::time::Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("from-file\n"));
+
+    let act = coord.cli(&[
+        "create-activation",
+        "--iam-role",
+        "SSMServiceRole",
+        "--tags",
+        "Key=Env,Value=lab",
+        "--output",
+        "text",
+    ]);
+    let text = String::from_utf8_lossy(&act.stdout);
+    assert!(
+        text.contains("tether-agent register --endpoint https://127.0.0.1:"),
+        "{text}"
+    );
+    let table = coord.cli(&["describe-activations", "--output", "table"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("DescribeActivations"));
+}

@@ -1,0 +1,173 @@
+//! Registration: success, and each refusal with its message.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tether_tests::{Coordinator, free_port, register};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn registers_and_refuses_each_bad_attempt_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let (ep, pin) = (coord.endpoint(), coord.ca_pin());
+    assert!(
+        coord.stdout.iter().any(|l| l == &format!("CA pin: {pin}")),
+        "{:?}",
+        coord.stdout
+    );
+    let (id, code) = coord.activation(1);
+
+    // Wrong code, then the right one.
+    let out = register(
+        &tmp.path().join("n0"),
+        &ep,
+        &id,
+        "ABCDEFGHJKLMNPQRSTUV",
+        &pin,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("activation code is wrong"),
+        "{}",
+        stderr(&out)
+    );
+
+    let state = tmp.path().join("n1");
+    let out = register(&state, &ep, &id, &code, &pin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let instance_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        instance_id.starts_with("mi-") && instance_id.len() == 20,
+        "{instance_id}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(state.clone()), 0o700);
+    assert_eq!(mode(state.join("agent.key")), 0o600);
+    assert_eq!(mode(state.join("registration.json")), 0o600);
+
+    // The activation's limit of 1 is used up.
+    let out = register(&tmp.path().join("n2"), &ep, &id, &code, &pin);
+    assert!(
+        stderr(&out).contains("reached its registration limit of 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Unknown activation.
+    let out = register(
+        &tmp.path().join("n3"),
+        &ep,
+        "00000000-0000-4000-8000-000000000000",
+        &code,
+        &pin,
+    );
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // Deleted activation.
+    let (id2, code2) = coord.activation(5);
+    coord.json(&["delete-activation", "--activation-id", &id2]);
+    let out = register(&tmp.path().join("n4"), &ep, &id2, &code2, &pin);
+    assert!(stderr(&out).contains("was deleted"), "{}", stderr(&out));
+
+    // Expired activation.
+    let soon = chrono_like_now_plus(2);
+    let v = coord.json(&[
+        "create-activation",
+        "--iam-role",
+        "r",
+        "--expiration-date",
+        &soon,
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = register(
+        &tmp.path().join("n5"),
+        &ep,
+        v["ActivationId"].as_str().unwrap(),
+        v["ActivationCode"].as_str().unwrap(),
+        &pin,
+    );
+    assert!(stderr(&out).contains("expired at"), "{}", stderr(&out));
+
+    // Pin mismatch: nothing is sent to a coordinator we cannot authenticate.
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    let (id3, code3) = coord.activation(1);
+    let out = register(&tmp.path().join("n6"), &ep, &id3, &code3, &wrong_pin);
+    assert!(stderr(&out).contains("CA pin mismatch"), "{}", stderr(&out));
+    // ... and the activation was not consumed.
+    let acts = coord.json(&[
+        "describe-activations",
+        "--filters",
+        &format!("FilterKey=ActivationIds,FilterValues={id3}"),
+    ]);
+    assert_eq!(acts["ActivationList"][0]["RegistrationsCount"], json!(0));
+
+    // Malformed pin and unreachable coordinator.
+    let out = register(&tmp.path().join("n7"), &ep, &id3, &code3, "sha256:1234");
+    assert!(stderr(&out).contains("--ca-pin"), "{}", stderr(&out));
+    let nowhere = format!("https://127.0.0.1:{}", free_port());
+    let out = register(&tmp.path().join("n8"), &nowhere, &id3, &code3, &pin);
+    assert!(
+        stderr(&out).contains("cannot reach the coordinator"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Registering a registered node again needs --force.
+    let out = register(&state, &ep, &id3, &code3, &pin);
+    assert!(
+        stderr(&out).contains("already registered"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The registered instance is listed with its activation.
+    let info = coord.json(&["describe-instance-information"]);
+    let list = info["InstanceInformationList"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["InstanceId"], json!(instance_id));
+    assert_eq!(list[0]["ActivationId"], json!(id));
+    assert_eq!(list[0]["Name"], json!("testnode"));
+    assert_eq!(list[0]["ResourceType"], json!("ManagedInstance"));
+    assert_eq!(list[0]["PlatformType"], json!("Linux"));
+}
+
+/// ISO 8601 for now + `secs`, as an operator would type it.
+fn chrono_like_now_plus(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[test]
+fn repeated_failures_from_one_source_are_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let (ep, pin) = (coord.endpoint(), coord.ca_pin());
+    let (id, code) = coord.activation(1);
+    for i in 0..10 {
+        let out = register(
+            &tmp.path().join(format!("x{i}")),
+            &ep,
+            &id,
+            "ABCDEFGHJKLMNPQRSTUV",
+            &pin,
+        );
+        assert!(
+            stderr(&out).contains("activation code is wrong"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Even the right code is refused while the source is blocked.
+    let out = register(&tmp.path().join("ok"), &ep, &id, &code, &pin);
+    assert!(
+        stderr(&out).contains("too many failed registration attempts"),
+        "{}",
+        stderr(&out)
+    );
+}

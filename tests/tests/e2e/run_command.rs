@@ -1,0 +1,201 @@
+//! Run Command end to end: output, exit codes, failures, timeouts, history.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tether_tests::{Agent, Coordinator, wait_for};
+
+#[test]
+fn a_command_on_two_agents_returns_each_ones_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start(tmp.path(), "a", &coord);
+    let b = Agent::start(tmp.path(), "b", &coord);
+    let v = coord.json(&[
+        "send-command",
+        "--instance-ids", &a.instance_id, &b.instance_id,
+        "--document-name", "AWS-RunShellScript",
+        "--comment", "IP config",
+        "--parameters", r#"{"commands":["echo out-$TETHER_INSTANCE_ID", "echo err-$SSM_COMMAND_ID >&2", "pwd"],"workingDirectory":["/tmp"]}"#,
+    ]);
+    let cmd = &v["Command"];
+    let id = cmd["CommandId"].as_str().unwrap().to_string();
+    assert_eq!(cmd["TargetCount"], json!(2));
+    assert_eq!(cmd["Comment"], json!("IP config"));
+    assert_eq!(cmd["DocumentName"], json!("AWS-RunShellScript"));
+    // Every invocation exists as soon as SendCommand returns.
+    for agent in [&a, &b] {
+        let inv = coord.invocation(&id, &agent.instance_id);
+        assert!(
+            inv["Status"] == "Pending"
+                || inv["Status"] == "InProgress"
+                || inv["Status"] == "Success",
+            "{inv}"
+        );
+    }
+    for agent in [&a, &b] {
+        let inv = coord.wait_invocation(&id, &agent.instance_id, Duration::from_secs(30));
+        assert_eq!(inv["Status"], json!("Success"), "{inv}");
+        assert_eq!(inv["StatusDetails"], json!("Success"));
+        assert_eq!(inv["ResponseCode"], json!(0));
+        assert_eq!(inv["PluginName"], json!("0.aws:runShellScript"));
+        assert_eq!(
+            inv["StandardOutputContent"],
+            json!(format!("out-{}\n/tmp\n", agent.instance_id))
+        );
+        assert_eq!(inv["StandardErrorContent"], json!(format!("err-{id}\n")));
+        assert!(
+            inv["ExecutionStartDateTime"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        assert!(
+            inv["ExecutionElapsedTime"]
+                .as_str()
+                .unwrap()
+                .starts_with("PT")
+        );
+    }
+    let cmds = coord.json(&["list-commands", "--command-id", &id]);
+    let c = &cmds["Commands"][0];
+    assert_eq!(
+        (
+            c["Status"].clone(),
+            c["CompletedCount"].clone(),
+            c["ErrorCount"].clone()
+        ),
+        (json!("Success"), json!(2), json!(0))
+    );
+    assert!(
+        c["RequestedDateTime"].as_str().unwrap().contains('T'),
+        "timestamps print as ISO 8601: {c}"
+    );
+
+    let invs = coord.json(&["list-command-invocations", "--command-id", &id, "--details"]);
+    let list = invs["CommandInvocations"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for inv in list {
+        let plugin = &inv["CommandPlugins"][0];
+        assert_eq!(plugin["Name"], json!("0.aws:runShellScript"));
+        assert_eq!(plugin["Status"], json!("Success"));
+        let output = plugin["Output"].as_str().unwrap();
+        assert!(
+            output.starts_with("out-mi-") && output.contains("----------ERROR-------\nerr-"),
+            "{output}"
+        );
+    }
+    let brief = coord.json(&["list-command-invocations", "--command-id", &id]);
+    assert_eq!(brief["CommandInvocations"][0]["CommandPlugins"], json!([]));
+}
+
+#[test]
+fn failing_and_timed_out_commands_end_with_their_statuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start(tmp.path(), "a", &coord);
+    let me = a.instance_id.as_str();
+
+    let failing = coord.send(&[me], &json!({"commands": ["echo before", "exit 3"]}));
+    let inv = coord.wait_invocation(&failing, me, Duration::from_secs(30));
+    assert_eq!(
+        (inv["Status"].clone(), inv["StatusDetails"].clone()),
+        (json!("Failed"), json!("Failed"))
+    );
+    assert_eq!(inv["ResponseCode"], json!(3));
+    assert_eq!(inv["StandardOutputContent"], json!("before\n"));
+    let c = &coord.json(&["list-commands", "--command-id", &failing])["Commands"][0];
+    assert_eq!(
+        (c["Status"].clone(), c["ErrorCount"].clone()),
+        (json!("Failed"), json!(1))
+    );
+
+    let started = std::time::Instant::now();
+    let slow = coord.send(
+        &[me],
+        &json!({"commands": ["echo started", "sleep 60 & sleep 60"], "executionTimeout": ["2"]}),
+    );
+    let inv = coord.wait_invocation(&slow, me, Duration::from_secs(30));
+    assert_eq!(
+        (inv["Status"].clone(), inv["StatusDetails"].clone()),
+        (json!("TimedOut"), json!("Execution Timed Out"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout was enforced"
+    );
+    assert_eq!(inv["StandardOutputContent"], json!("started\n"));
+    let c = &coord.json(&["list-commands", "--command-id", &slow])["Commands"][0];
+    assert_eq!(
+        (c["Status"].clone(), c["StatusDetails"].clone()),
+        (json!("TimedOut"), json!("Execution Timed Out"))
+    );
+
+    // The step's whole process group was killed: no `sleep 60` is left.
+    let ps = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ps -eo args | grep -c '^sleep 60$' || true")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "0");
+}
+
+#[test]
+fn long_and_binary_output_is_kept_and_cut_like_ssm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start(tmp.path(), "a", &coord);
+    let me = a.instance_id.as_str();
+    let id = coord.send(
+        &[me],
+        &json!({"commands": [
+            "head -c 30000 /dev/zero | tr '\\0' x",
+            "printf '\\377\\376 not utf-8' >&2"
+        ]}),
+    );
+    let inv = coord.wait_invocation(&id, me, Duration::from_secs(30));
+    let out = inv["StandardOutputContent"].as_str().unwrap();
+    assert_eq!(out.chars().count(), 24_000);
+    assert!(out.ends_with("--output truncated--"));
+    assert_eq!(
+        inv["StandardErrorContent"],
+        json!("\u{fffd}\u{fffd} not utf-8")
+    );
+    let full = coord.json(&[
+        "get-command-invocation",
+        "--command-id",
+        &id,
+        "--instance-id",
+        me,
+        "--full-output",
+    ]);
+    assert_eq!(
+        full["StandardOutputContent"].as_str().unwrap().len(),
+        30_000
+    );
+    let listed = coord.json(&["list-command-invocations", "--command-id", &id, "--details"]);
+    let output = listed["CommandInvocations"][0]["CommandPlugins"][0]["Output"]
+        .as_str()
+        .unwrap();
+    assert_eq!(output.chars().count(), 2_500);
+}
+
+#[test]
+fn an_offline_agent_gets_queued_work_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let mut a = Agent::start(tmp.path(), "a", &coord);
+    a.crash();
+    let me = a.instance_id.clone();
+    let id = coord.send(&[&me], &json!({"commands": ["echo queued"]}));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(coord.invocation(&id, &me)["Status"], json!("Pending"));
+    a.run();
+    let inv = coord.wait_invocation(&id, &me, Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("queued\n"));
+    wait_for(
+        "the agent to log the command",
+        Duration::from_secs(5),
+        || a.log().contains("command accepted").then_some(()),
+    );
+}
