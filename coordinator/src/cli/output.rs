@@ -1591,7 +1591,8 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(py_float(f), want, "{f:e}");
         }
-        let value = json!({"Ratio": 1e-5, "Big": 1e16, "Count": 3, "Flag": true, "None": null});
+        // JSON keeps the order the response has (the server's, which follows the model).
+        let value = json!({"Big": 1e16, "Count": 3, "Flag": true, "None": null, "Ratio": 1e-5});
         assert_eq!(
             render("Op", &value, OutputFormat::Text),
             "1e+16\t3\tTrue\tNone\t1e-05\n"
