@@ -1008,7 +1008,8 @@ fn command_query(req: &Req<'_>) -> Result<CommandQuery, ApiError> {
     Ok(q)
 }
 
-async fn list_commands(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+/// The filters and page of a list verb; a named command must exist.
+async fn command_page(c: &Coordinator, req: &Req<'_>) -> Result<CommandQuery, ApiError> {
     let (offset, size) = req.page(1, 50)?;
     let mut q = command_query(req)?;
     if let Some(id) = &q.command_id
@@ -1016,11 +1017,17 @@ async fn list_commands(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     {
         return Err(ApiError::new(
             "InvalidCommandId",
-            format!("ListCommands: command {id} does not exist"),
+            format!("{}: command {id} does not exist", req.op),
         ));
     }
     q.offset = offset;
     q.limit = size;
+    Ok(q)
+}
+
+async fn list_commands(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+    let q = command_page(c, req).await?;
+    let (offset, size) = (q.offset, q.limit);
     let rows = c.store.commands(&q).await?;
     let n = rows.len();
     Ok(with_next_token(
@@ -1086,19 +1093,9 @@ fn plugin_json(p: &PluginRow) -> Value {
 }
 
 async fn list_command_invocations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let (offset, size) = req.page(1, 50)?;
-    let mut q = command_query(req)?;
-    if let Some(id) = &q.command_id
-        && c.store.command(id).await?.is_none()
-    {
-        return Err(ApiError::new(
-            "InvalidCommandId",
-            format!("ListCommandInvocations: command {id} does not exist"),
-        ));
-    }
+    let q = command_page(c, req).await?;
+    let (offset, size) = (q.offset, q.limit);
     let details = req.bool("Details")?;
-    q.offset = offset;
-    q.limit = size;
     let rows = c.store.invocations(&q).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (inv, cmd) in &rows {

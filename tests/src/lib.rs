@@ -297,6 +297,8 @@ pub struct Agent {
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
     pub instance_id: String,
+    /// Extra environment for the daemon (set before `run`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -323,6 +325,16 @@ pub fn register(state_dir: &Path, endpoint: &str, id: &str, code: &str, pin: &st
 impl Agent {
     /// Registers a node in `dir/<name>` with a fresh activation and starts its daemon.
     pub fn start(dir: &Path, name: &str, coord: &Coordinator) -> Agent {
+        Self::start_with_env(dir, name, coord, &[])
+    }
+
+    /// As [`Agent::start`], with extra environment for the daemon.
+    pub fn start_with_env(
+        dir: &Path,
+        name: &str,
+        coord: &Coordinator,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let (id, code) = coord.activation(1);
         let state_dir = dir.join(name);
         let out = register(&state_dir, &coord.endpoint(), &id, &code, &coord.ca_pin());
@@ -336,6 +348,10 @@ impl Agent {
             log_dir: dir.join(format!("{name}-log")),
             state_dir,
             instance_id,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         a.run();
@@ -353,7 +369,9 @@ impl Agent {
 
     /// Starts (or restarts) the daemon.
     pub fn run(&mut self) {
-        let child = Command::new(bin("tether-agent"))
+        let mut cmd = Command::new(bin("tether-agent"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let child = cmd
             .arg("run")
             .arg("--state-dir")
             .arg(&self.state_dir)

@@ -199,3 +199,88 @@ fn an_offline_agent_gets_queued_work_when_it_returns() {
         || a.log().contains("command accepted").then_some(()),
     );
 }
+
+/// PowerShell cannot be installed here: a stand-in `pwsh` records how it was
+/// invoked and runs the script with sh, which checks the invocation contract
+/// (`pwsh -NoProfile -NonInteractive -File script.ps1`).
+#[test]
+fn powershell_steps_run_through_pwsh_with_a_stand_in_executable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let fake = tmp.path().join("pwsh");
+    let args_file = tmp.path().join("pwsh-args");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\nfor last; do :; done\nexec sh \"$last\"\n",
+            args_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = Agent::start_with_env(
+        tmp.path(),
+        "a",
+        &coord,
+        &[("TETHER_AGENT_PWSH", fake.to_str().unwrap())],
+    );
+    let v = coord.json(&[
+        "send-command",
+        "--instance-ids",
+        &agent.instance_id,
+        "--document-name",
+        "AWS-RunPowerShellScript",
+        "--parameters",
+        "commands=echo from-ps",
+    ]);
+    let id = v["Command"]["CommandId"].as_str().unwrap();
+    let inv = coord.wait_invocation(id, &agent.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["Status"], json!("Success"), "{inv}");
+    assert_eq!(inv["PluginName"], json!("0.aws:runPowerShellScript"));
+    assert_eq!(inv["StandardOutputContent"], json!("from-ps\n"));
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(
+        args.starts_with("-NoProfile -NonInteractive -File /")
+            && args.trim_end().ends_with("script.ps1"),
+        "{args}"
+    );
+}
+
+#[test]
+fn a_command_never_picked_up_ends_as_delivery_timed_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let mut a = Agent::start(tmp.path(), "a", &coord);
+    a.crash();
+    let v = coord.json(&[
+        "send-command",
+        "--instance-ids",
+        &a.instance_id,
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        "commands=true",
+        "--timeout-seconds",
+        "30",
+    ]);
+    let id = v["Command"]["CommandId"].as_str().unwrap();
+    let inv = coord.wait_invocation(id, &a.instance_id, Duration::from_secs(45));
+    assert_eq!(
+        (inv["Status"].clone(), inv["StatusDetails"].clone()),
+        (json!("TimedOut"), json!("Delivery Timed Out"))
+    );
+    let c = &coord.json(&["list-commands", "--command-id", id])["Commands"][0];
+    assert_eq!(
+        (
+            c["Status"].clone(),
+            c["DeliveryTimedOutCount"].clone(),
+            c["ErrorCount"].clone()
+        ),
+        (json!("TimedOut"), json!(1), json!(0))
+    );
+    // The agent, back later, does not run it.
+    a.run();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!a.log().contains("command accepted"), "{}", a.log());
+}
