@@ -151,6 +151,8 @@ pub struct Coordinator {
     bells: Mutex<HashMap<String, Arc<Notify>>>,
     limiter: Mutex<FailureLimiter>,
     hook: Option<EnvelopeHook>,
+    /// Set when the server is stopping: held polls return at once.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// How long a poll is held (shortened in tests through the agent's wait_ms).
     pub poll_hold: Duration,
 }
@@ -173,6 +175,7 @@ impl Coordinator {
             bells: Mutex::new(HashMap::new()),
             limiter: Mutex::new(FailureLimiter::default()),
             hook: EnvelopeHook::from_env(),
+            stopping: tokio::sync::watch::Sender::new(false),
             poll_hold: limits::LONG_POLL_HOLD,
         }
     }
@@ -183,6 +186,12 @@ impl Coordinator {
             .entry(instance_id.to_string())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone()
+    }
+
+    /// Releases every held poll so that a graceful shutdown does not wait out
+    /// the hold time; agents simply poll again (and reconnect to the next run).
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Wakes the instance's held poll (or the next one) because work is waiting.
@@ -334,9 +343,13 @@ impl Coordinator {
         };
         let deadline = tokio::time::Instant::now() + hold;
         let bell = self.bell(id);
+        let mut stopping = self.stopping.subscribe();
         loop {
             let envelopes = self.envelopes_for(id).await?;
-            if !envelopes.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !envelopes.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || *stopping.borrow()
+            {
                 self.store.ping(id, None, now_ms()).await?;
                 return Ok(pb::PollResponse {
                     envelopes,
@@ -348,6 +361,7 @@ impl Coordinator {
             tokio::select! {
                 _ = bell.notified() => {}
                 _ = tokio::time::sleep_until(nap) => {}
+                _ = stopping.changed() => {}
             }
         }
     }

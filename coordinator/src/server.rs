@@ -158,7 +158,12 @@ pub async fn run(
         ))
         .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
         .client_auth_optional(true);
-    let services = Services::new(core);
+    let services = Services::new(core.clone());
+    let shutdown = async move {
+        shutdown.await;
+        info!("stopping: releasing held polls");
+        core.begin_shutdown();
+    };
     let max = pb::MAX_MESSAGE_BYTES;
     let result = Server::builder()
         .tls_config(tls)?

@@ -876,3 +876,192 @@ async fn refresh_command(tx: &mut sqlx::SqliteConnection, command_id: &str) -> R
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {
+        ActivationRow {
+            activation_id: id.into(),
+            code_salt: vec![1],
+            code_hash: vec![2],
+            description: String::new(),
+            default_instance_name: String::new(),
+            iam_role: "r".into(),
+            registration_limit: limit,
+            registrations_count: 0,
+            expiration_ms,
+            created_ms: 0,
+            deleted_ms: None,
+            tags_json: "[]".into(),
+        }
+    }
+
+    fn command(id: &str) -> CommandRow {
+        CommandRow {
+            command_id: id.into(),
+            document_name: "AWS-RunShellScript".into(),
+            document_version: "1".into(),
+            document_hash: "h".into(),
+            document_content: "{}".into(),
+            parameters_json: "{}".into(),
+            resolved_json: "{}".into(),
+            comment: String::new(),
+            requested_ms: 1_000,
+            timeout_seconds: 60,
+            max_concurrency: "50".into(),
+            max_errors: "0".into(),
+            instance_ids_json: "[]".into(),
+            targets_json: "[]".into(),
+            status: "Pending".into(),
+            status_details: "Pending".into(),
+            target_count: 2,
+            completed_count: 0,
+            error_count: 0,
+            delivery_timed_out_count: 0,
+        }
+    }
+
+    fn result(detail: Detail, out: &str) -> InvocationResult {
+        InvocationResult {
+            detail,
+            response_code: 0,
+            start_ms: Some(2_000),
+            end_ms: Some(3_000),
+            plugins: vec![PluginResult {
+                name: "0.aws:runShellScript".into(),
+                detail,
+                response_code: 0,
+                start_ms: Some(2_000),
+                end_ms: Some(3_000),
+                stdout: out.as_bytes().to_vec(),
+                stderr: Vec::new(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn registrations_stop_at_the_limit() {
+        let (_d, s) = store().await;
+        s.insert_activation(&activation("a", 2, 10_000))
+            .await
+            .unwrap();
+        let inst = |n: &str| InstanceRow {
+            instance_id: n.into(),
+            activation_id: "a".into(),
+            ..Default::default()
+        };
+        s.register_instance(&inst("mi-1"), 5_000).await.unwrap();
+        s.register_instance(&inst("mi-2"), 5_000).await.unwrap();
+        assert!(matches!(
+            s.register_instance(&inst("mi-3"), 5_000).await,
+            Err(StoreError::Registration(_))
+        ));
+        assert!(s.instance("mi-3").await.unwrap().is_none());
+        // An expired activation registers nothing, even under its limit.
+        s.insert_activation(&activation("b", 5, 1_000))
+            .await
+            .unwrap();
+        let late = InstanceRow {
+            instance_id: "mi-4".into(),
+            activation_id: "b".into(),
+            ..Default::default()
+        };
+        assert!(s.register_instance(&late, 5_000).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn results_are_stored_once_and_add_up_to_the_command() {
+        let (_d, s) = store().await;
+        let targets = vec![
+            ("mi-1".to_string(), String::new()),
+            ("mi-2".to_string(), String::new()),
+        ];
+        s.insert_command(&command("c"), &targets).await.unwrap();
+        assert!(s.mark_started("c", "mi-1", None, 1_500).await.unwrap());
+        assert!(
+            !s.mark_started("c", "mi-1", None, 1_600).await.unwrap(),
+            "second ack is a no-op"
+        );
+        assert_eq!(s.command("c").await.unwrap().unwrap().status, "InProgress");
+
+        assert!(
+            s.finish_invocation("c", "mi-1", &result(Detail::Success, "first"), 3_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.finish_invocation("c", "mi-1", &result(Detail::Failed, "second"), 4_000)
+                .await
+                .unwrap(),
+            "a repeated report changes nothing"
+        );
+        let plugins = s.plugins("c", "mi-1").await.unwrap();
+        assert_eq!(plugins.len(), 1);
+        assert_eq!(plugins[0].stdout, b"first");
+
+        // mi-2 never picks it up: the sweep ends it at its delivery timeout.
+        assert_eq!(s.sweep_delivery_timeouts(1_000 + 59_000).await.unwrap(), 0);
+        assert_eq!(s.sweep_delivery_timeouts(1_000 + 60_000).await.unwrap(), 1);
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                c.status.as_str(),
+                c.status_details.as_str(),
+                c.completed_count,
+                c.delivery_timed_out_count
+            ),
+            ("Success", "Incomplete", 2, 1)
+        );
+        // A late report for the timed-out invocation is ignored too.
+        assert!(
+            !s.finish_invocation("c", "mi-2", &result(Detail::Success, "late"), 70_000)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn deliverable_work_respects_acks_redelivery_and_timeouts() {
+        let (_d, s) = store().await;
+        s.insert_command(&command("c"), &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
+        s.mark_delivered("c", "mi-1", b"p", b"s", 1_100)
+            .await
+            .unwrap();
+        assert!(
+            s.deliverable("mi-1", 1_200, 30_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "awaiting the ack"
+        );
+        assert_eq!(
+            s.deliverable("mi-1", 31_100, 30_000).await.unwrap().len(),
+            1,
+            "ack lost: deliver again"
+        );
+        assert!(
+            s.deliverable("mi-1", 61_000, 30_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "past the delivery timeout"
+        );
+        assert_eq!(
+            s.last_envelope("c", "mi-1").await.unwrap(),
+            Some((b"p".to_vec(), b"s".to_vec()))
+        );
+    }
+}

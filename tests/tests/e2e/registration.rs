@@ -171,3 +171,48 @@ fn repeated_failures_from_one_source_are_rate_limited() {
         stderr(&out)
     );
 }
+
+#[test]
+fn status_diagnoses_registration_reachability_and_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut coord = tether_tests::Coordinator::start(tmp.path());
+    let agent = tether_tests::Agent::start(tmp.path(), "a", &coord);
+    let status = |dir: &std::path::Path| {
+        std::process::Command::new(tether_tests::bin("tether-agent"))
+            .arg("status")
+            .arg("--state-dir")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = status(&agent.state_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&agent.instance_id), "{text}");
+    assert!(
+        text.contains("reachable (TLS and client certificate accepted)"),
+        "{text}"
+    );
+    assert!(text.contains("(ok)"), "clock skew line: {text}");
+
+    coord.stop();
+    let out = status(&agent.state_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("UNREACHABLE"), "{text}");
+
+    let out = status(&tmp.path().join("never-registered"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT REGISTERED"));
+
+    // The daemon's log has the SSM-style line format.
+    let log = agent.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.len() > 24
+            && first.as_bytes()[4] == b'-'
+            && first[19..].starts_with('.')
+            && first.contains(" INFO "),
+        "{first}"
+    );
+}
