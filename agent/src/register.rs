@@ -25,6 +25,9 @@ pub enum RegisterError {
     AlreadyRegistered(String),
     #[error("registration refused by the coordinator: {0}")]
     Refused(String),
+    /// The coordinator could not be trusted (pin mismatch, clock).
+    #[error("{0}")]
+    Untrusted(String),
     #[error(
         "clock skew: this node's clock is {secs} s {direction} the coordinator's; sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
     )]
@@ -62,12 +65,12 @@ fn transport_error(
     e: &dyn std::error::Error,
 ) -> RegisterError {
     if let Some(m) = verifier
-        .mismatch
+        .problem
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
     {
-        return RegisterError::Refused(m);
+        return RegisterError::Untrusted(m);
     }
     RegisterError::Tls(TlsError::Unreachable {
         endpoint: endpoint.to_string(),

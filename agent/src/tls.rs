@@ -58,8 +58,9 @@ pub fn pin_of(der: &[u8]) -> String {
 pub struct PinnedCaVerifier {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
-    /// What the server presented when the pin did not match, for the error message.
-    pub mismatch: Mutex<Option<String>>,
+    /// Why the handshake was refused (pin mismatch, a clock that makes the
+    /// certificate look not yet valid or expired), for the error message.
+    pub problem: Mutex<Option<String>>,
 }
 
 impl PinnedCaVerifier {
@@ -67,7 +68,7 @@ impl PinnedCaVerifier {
         PinnedCaVerifier {
             pin,
             provider: provider(),
-            mismatch: Mutex::new(None),
+            problem: Mutex::new(None),
         }
     }
 }
@@ -95,7 +96,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 },
                 hex::encode(self.pin)
             );
-            *self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
             return Err(rustls::Error::General(msg));
         };
         let mut roots = RootCertStore::empty();
@@ -106,7 +107,25 @@ impl ServerCertVerifier for PinnedCaVerifier {
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        let verified = inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now);
+        if let Err(rustls::Error::InvalidCertificate(e)) = &verified {
+            use rustls::CertificateError as E;
+            let clock = match e {
+                E::NotValidYet | E::NotValidYetContext { .. } => Some("not valid yet"),
+                E::Expired | E::ExpiredContext { .. } => Some("expired"),
+                _ => None,
+            };
+            if let Some(what) = clock {
+                let now_text = chrono::DateTime::from_timestamp(now.as_secs() as i64, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "clock skew: by this node's clock ({now_text}) the coordinator's certificate is {what}; \
+                     sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
+                ));
+            }
+        }
+        verified
     }
 
     fn verify_tls12_signature(

@@ -216,3 +216,47 @@ fn status_diagnoses_registration_reachability_and_clock() {
         "{first}"
     );
 }
+
+/// A node whose clock is two hours off, either way, is told so plainly instead
+/// of failing on a certificate error (libfaketime shifts only the agent's clock).
+#[test]
+fn a_skewed_clock_is_refused_with_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = tether_tests::Coordinator::start(tmp.path());
+    let (id, code) = coord.activation(1);
+    for (shift, word) in [("-2h", "clock skew"), ("+2h", "ahead of")] {
+        let out = std::process::Command::new("faketime")
+            .arg("-f")
+            .arg(shift)
+            .arg(tether_tests::bin("tether-agent"))
+            .args([
+                "register",
+                "--endpoint",
+                &coord.endpoint(),
+                "--id",
+                &id,
+                "--code",
+                &code,
+            ])
+            .args(["--ca-pin", &coord.ca_pin()])
+            .arg("--state-dir")
+            .arg(tmp.path().join("skewed"))
+            .output()
+            .expect("faketime is installed (Debian package faketime; .ci/run installs it)");
+        let err = stderr(&out);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("clock skew") && err.contains(word) && err.contains("sync the time"),
+            "{shift}: {err}"
+        );
+    }
+    // Nothing was registered.
+    let acts = coord.json(&["describe-activations"]);
+    assert!(
+        acts["ActivationList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["RegistrationsCount"] == 0)
+    );
+}
