@@ -91,9 +91,12 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
 
 /// Runs the coordinator until `shutdown` resolves.
 pub async fn run(
-    cfg: ServeConfig,
+    mut cfg: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if cfg.data_dir.is_relative() {
+        cfg.data_dir = std::env::current_dir()?.join(&cfg.data_dir);
+    }
     let names = server_names(&cfg.advertise);
     let pki = Arc::new(
         Pki::load_or_create(&cfg.data_dir, &names)
