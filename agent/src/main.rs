@@ -69,6 +69,9 @@ enum Command {
             default_value = "shutdown -r +1"
         )]
         reboot_command: String,
+        /// Output kept per stream per step, in bytes (the rest is counted and dropped).
+        #[arg(long, env = "TETHER_AGENT_OUTPUT_CAP_BYTES", default_value_t = 16 * 1024 * 1024)]
+        output_cap_bytes: u64,
         /// Longest wait between reconnection attempts, in seconds.
         #[arg(long, env = "TETHER_AGENT_MAX_BACKOFF_SECS", default_value_t = 60)]
         max_backoff_secs: u64,
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             log_dir,
             pwsh,
             reboot_command,
+            output_cap_bytes,
             max_backoff_secs,
         } => {
             logging::init(&log_dir, "TETHER_AGENT_LOG");
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             let cfg = AgentConfig {
                 pwsh,
                 reboot_command,
+                output_cap_bytes,
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
                 ..AgentConfig::default()
             };

@@ -74,6 +74,9 @@ pub enum RunError {
 const EXIT_SUCCESS_AND_SKIP: i32 = 168;
 const EXIT_FAILURE_AND_SKIP: i32 = 169;
 const EXIT_SUCCESS_AND_REBOOT: i32 = 194;
+/// Largest report batch sent in one call: half the message limit, so one
+/// report with every stream at its cap still goes through after [`fit_report`].
+const REPORT_BUDGET_BYTES: usize = pb::MAX_MESSAGE_BYTES / 2;
 /// Reported commands are kept this long (replays are refused by expiry after that).
 const SPOOL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -487,33 +490,57 @@ impl Agent {
         }
     }
 
+    /// Sends the stored reports of `ids`, in batches that stay under the
+    /// message limit. A report that cannot be read from the spool is sent as a
+    /// failure naming why, so that its invocation still ends.
     async fn send_reports(&self, ids: &[String]) -> Result<(), String> {
-        // Bounded batches keep each message well under the size limit.
-        for chunk in ids.chunks(4) {
-            let reports = chunk
-                .iter()
-                .filter_map(|id| {
-                    self.spool
-                        .report(id)
-                        .map_err(|e| error!(error = %e, "unreadable report"))
-                        .ok()
-                })
-                .collect();
-            let r = self
-                .agent_client()
-                .await
-                .report(pb::ReportRequest { reports })
-                .await
-                .map_err(|s| s.message().to_string())?;
-            self.note_server_time(r.into_inner().server_time_ms);
-            for id in chunk {
-                match self.spool.mark_reported(id) {
-                    Ok(true) => self.reboot(id),
-                    Ok(false) => {}
-                    Err(e) => error!(command_id = %id, error = %e, "cannot mark the report sent"),
+        let mut batch: Vec<(String, pb::InvocationReport)> = Vec::new();
+        let mut size = 0;
+        for id in ids {
+            let report = match self.spool.report(id) {
+                Ok(r) => fit_report(r, REPORT_BUDGET_BYTES),
+                Err(e) => {
+                    error!(command_id = %id, error = %e, "stored report unreadable; reporting a failure");
+                    pb::InvocationReport {
+                        command_id: id.clone(),
+                        state: pb::InvocationState::Failed as i32,
+                        response_code: -1,
+                        ended_at_ms: now_ms(),
+                        detail: format!("the agent could not read its stored result: {e}"),
+                        ..Default::default()
+                    }
                 }
-                info!(command_id = %id, "result stored by the coordinator");
+            };
+            let len = prost::Message::encoded_len(&report);
+            if !batch.is_empty() && size + len > REPORT_BUDGET_BYTES {
+                self.send_batch(std::mem::take(&mut batch)).await?;
+                size = 0;
             }
+            size += len;
+            batch.push((id.clone(), report));
+        }
+        if !batch.is_empty() {
+            self.send_batch(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&self, batch: Vec<(String, pb::InvocationReport)>) -> Result<(), String> {
+        let (ids, reports): (Vec<String>, Vec<pb::InvocationReport>) = batch.into_iter().unzip();
+        let r = self
+            .agent_client()
+            .await
+            .report(pb::ReportRequest { reports })
+            .await
+            .map_err(|s| s.message().to_string())?;
+        self.note_server_time(r.into_inner().server_time_ms);
+        for id in &ids {
+            match self.spool.mark_reported(id) {
+                Ok(true) => self.reboot(id),
+                Ok(false) => {}
+                Err(e) => error!(command_id = %id, error = %e, "cannot mark the report sent"),
+            }
+            info!(command_id = %id, "result stored by the coordinator");
         }
         Ok(())
     }
@@ -621,6 +648,28 @@ impl Agent {
     }
 }
 
+/// Shrinks a report's outputs so that its encoding fits in `max` bytes,
+/// marking what was cut; the full output stays in the spool.
+pub fn fit_report(mut r: pb::InvocationReport, max: usize) -> pb::InvocationReport {
+    use prost::Message;
+    if r.encoded_len() <= max {
+        return r;
+    }
+    let streams = (r.plugins.len() * 2).max(1);
+    let per_stream = max.saturating_sub(64 * 1024) / streams;
+    for p in &mut r.plugins {
+        if p.stdout.len() > per_stream {
+            p.stdout.truncate(per_stream);
+            p.stdout_truncated = true;
+        }
+        if p.stderr.len() > per_stream {
+            p.stderr.truncate(per_stream);
+            p.stderr_truncated = true;
+        }
+    }
+    r
+}
+
 /// (not_before, not_after) of a PEM certificate, in epoch seconds.
 fn cert_validity(pem: &str) -> Option<(i64, i64)> {
     use rustls_pki_types::pem::PemObject;
@@ -723,4 +772,38 @@ pub fn spool_summary(state: &StateDir) -> Vec<(String, Stage)> {
     Spool::new(state.spool())
         .map(|s| s.unfinished())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn oversized_reports_are_cut_to_fit_and_marked() {
+        let plugin = |n: usize| pb::PluginReport {
+            name: "s".into(),
+            stdout: vec![b'o'; n],
+            stderr: vec![b'e'; 10],
+            ..Default::default()
+        };
+        let small = pb::InvocationReport {
+            plugins: vec![plugin(1000)],
+            ..Default::default()
+        };
+        assert_eq!(fit_report(small.clone(), 1 << 20), small);
+        let big = pb::InvocationReport {
+            plugins: vec![plugin(3 << 20), plugin(3 << 20)],
+            ..Default::default()
+        };
+        let fitted = fit_report(big, 2 << 20);
+        assert!(fitted.encoded_len() <= 2 << 20);
+        assert!(
+            fitted
+                .plugins
+                .iter()
+                .all(|p| p.stdout_truncated && !p.stderr_truncated)
+        );
+        assert!(fitted.plugins.iter().all(|p| p.stderr.len() == 10));
+    }
 }

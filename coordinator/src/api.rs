@@ -1053,6 +1053,15 @@ pub fn truncate_output(bytes: &[u8], limit: usize, already_truncated: bool) -> S
     out
 }
 
+/// Everything stored, with the marker when the agent's cap cut the stream.
+fn full_output(bytes: &[u8], truncated: bool) -> String {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    if truncated {
+        s.push_str(limits::TRUNCATION_MARKER);
+    }
+    s
+}
+
 fn step_names(cmd: &CommandRow) -> Vec<String> {
     let Ok(doc) = Document::parse(&cmd.document_name, &cmd.document_content) else {
         return Vec::new();
@@ -1219,8 +1228,8 @@ async fn get_command_invocation(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     let plugin = plugins.iter().find(|p| p.name == plugin_name);
     let (stdout, stderr) = match plugin {
         Some(p) if full => (
-            String::from_utf8_lossy(&p.stdout).into_owned(),
-            String::from_utf8_lossy(&p.stderr).into_owned(),
+            full_output(&p.stdout, p.stdout_truncated),
+            full_output(&p.stderr, p.stderr_truncated),
         ),
         Some(p) => (
             truncate_output(

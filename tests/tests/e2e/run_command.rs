@@ -284,3 +284,58 @@ fn a_command_never_picked_up_ends_as_delivery_timed_out() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!a.log().contains("command accepted"), "{}", a.log());
 }
+
+#[test]
+fn huge_output_is_capped_per_stream_and_the_result_still_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start(tmp.path(), "a", &coord);
+    let me = a.instance_id.as_str();
+    // 20 MB on stdout against the default 16 MiB cap.
+    let id = coord.send(
+        &[me],
+        &json!({"commands": ["head -c 20000000 /dev/zero | tr '\\0' y", "echo tail >&2"]}),
+    );
+    let inv = coord.wait_invocation(&id, me, Duration::from_secs(60));
+    assert_eq!(inv["Status"], json!("Success"));
+    assert_eq!(inv["StandardErrorContent"], json!("tail\n"));
+    let full = coord.json(&[
+        "get-command-invocation",
+        "--command-id",
+        &id,
+        "--instance-id",
+        me,
+        "--full-output",
+    ]);
+    let out = full["StandardOutputContent"].as_str().unwrap();
+    assert!(out.ends_with("--output truncated--"));
+    assert_eq!(out.len(), 16 * 1024 * 1024 + "\n--output truncated--".len());
+}
+
+#[test]
+fn the_output_cap_is_configurable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start_with_env(
+        tmp.path(),
+        "a",
+        &coord,
+        &[("TETHER_AGENT_OUTPUT_CAP_BYTES", "1000")],
+    );
+    let me = a.instance_id.as_str();
+    let id = coord.send(
+        &[me],
+        &json!({"commands": ["seq 1 10000", "echo exit-code-kept", "exit 4"]}),
+    );
+    let inv = coord.wait_invocation(&id, me, Duration::from_secs(30));
+    assert_eq!(
+        (inv["Status"].clone(), inv["ResponseCode"].clone()),
+        (json!("Failed"), json!(4))
+    );
+    let out = inv["StandardOutputContent"].as_str().unwrap();
+    assert!(
+        out.starts_with("1\n2\n3\n") && out.ends_with("--output truncated--"),
+        "{out}"
+    );
+    assert_eq!(out.len(), 1000 + "\n--output truncated--".len());
+}
