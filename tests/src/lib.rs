@@ -336,8 +336,19 @@ impl Agent {
         env: &[(&str, &str)],
     ) -> Agent {
         let (id, code) = coord.activation(1);
+        Self::start_with_activation(dir, name, coord, (&id, &code), env)
+    }
+
+    /// Registers a node with the given activation (ID, code) and starts its daemon.
+    pub fn start_with_activation(
+        dir: &Path,
+        name: &str,
+        coord: &Coordinator,
+        (id, code): (&str, &str),
+        env: &[(&str, &str)],
+    ) -> Agent {
         let state_dir = dir.join(name);
-        let out = register(&state_dir, &coord.endpoint(), &id, &code, &coord.ca_pin());
+        let out = register(&state_dir, &coord.endpoint(), id, code, &coord.ca_pin());
         assert!(
             out.status.success(),
             "register failed: {}",

@@ -7,4 +7,5 @@ mod e2e {
     pub mod registration;
     pub mod run_command;
     pub mod security;
+    pub mod tutorial;
 }
