@@ -573,11 +573,15 @@ async fn deregister_managed_instance(c: &Coordinator, req: &Req<'_>) -> ApiResul
             ),
         ));
     }
-    if !c.store.deregister_instance(id, now_ms()).await? {
+    let Some(commands) = c.store.deregister_instance(id, now_ms()).await? else {
         return Err(ApiError::new(
             "InvalidInstanceId",
             format!("DeregisterManagedInstance: instance {id} is not registered"),
         ));
+    };
+    // Slots its invocations held are free for the others.
+    for command_id in commands {
+        c.ring_waiting(&command_id).await?;
     }
     Ok(json!({}))
 }
@@ -838,6 +842,7 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         timeout_seconds: timeout,
         max_concurrency: max_concurrency.to_string(),
         max_errors: max_errors.to_string(),
+        concurrency_limit: concurrency_limit(max_concurrency, targets_resolved.len() as i64),
         instance_ids_json: serde_json::to_string(&instance_ids).unwrap_or_default(),
         targets_json: Value::Array(targets.to_vec()).to_string(),
         status: "Pending".into(),
@@ -878,6 +883,18 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     }
     let row = c.store.command(&command_id).await?.unwrap_or(row);
     Ok(json!({"Command": command_json(&row)}))
+}
+
+/// MaxConcurrency (`N` or `N%`, already validated) as a number of invocations,
+/// at least 1; a percentage rounds up, as SSM's does.
+fn concurrency_limit(max_concurrency: &str, targets: i64) -> i64 {
+    match max_concurrency.strip_suffix('%') {
+        Some(pct) => {
+            let p: i64 = pct.parse().unwrap_or(100);
+            ((targets * p + 99) / 100).max(1)
+        }
+        None => max_concurrency.parse().unwrap_or(50).max(1),
+    }
 }
 
 /// `N` or `N%`; MaxErrors also allows 0 and 0%.
@@ -992,11 +1009,11 @@ fn command_query(req: &Req<'_>) -> Result<CommandQuery, ApiError> {
             }
             "DocumentName" => q.document_name = Some(value.to_string()),
             "ExecutionStage" => {
-                if value != "Executing" && value != "Complete" {
-                    return Err(bad("ExecutionStage must be Executing or Complete"));
-                }
-                // Folded into Status: Executing = not terminal, Complete = terminal.
-                q.status = None;
+                q.complete = Some(match value {
+                    "Executing" => false,
+                    "Complete" => true,
+                    _ => return Err(bad("ExecutionStage must be Executing or Complete")),
+                });
             }
             _ => {
                 return Err(bad(

@@ -194,6 +194,14 @@ impl Coordinator {
         self.stopping.send_replace(true);
     }
 
+    /// Wakes the instances whose invocation of `command_id` waits for a slot.
+    pub async fn ring_waiting(&self, command_id: &str) -> Result<(), store::StoreError> {
+        for instance_id in self.store.waiting_instances(command_id).await? {
+            self.ring(&instance_id);
+        }
+        Ok(())
+    }
+
     /// Wakes the instance's held poll (or the next one) because work is waiting.
     pub fn ring(&self, instance_id: &str) {
         self.bell(instance_id).notify_one();
@@ -377,15 +385,18 @@ impl Coordinator {
             .deliverable(instance_id, now, REDELIVER_AFTER_MS)
             .await?
         {
+            // MaxConcurrency: without a free slot it waits; a finishing
+            // invocation rings the waiting instances.
+            if !self
+                .store
+                .claim_delivery(&cmd.command_id, instance_id, now, REDELIVER_AFTER_MS)
+                .await?
+            {
+                continue;
+            }
             let env = self.seal(instance_id, &cmd, now);
             self.store
-                .mark_delivered(
-                    &cmd.command_id,
-                    instance_id,
-                    &env.payload,
-                    &env.signature,
-                    now,
-                )
+                .record_envelope(&cmd.command_id, instance_id, &env.payload, &env.signature)
                 .await?;
             out.push(env);
         }
@@ -535,6 +546,7 @@ impl Coordinator {
                         .finish_invocation(&r.command_id, id, &result, now)
                         .await?;
                     if stored {
+                        self.ring_waiting(&r.command_id).await?;
                         info!(instance_id = %id, command_id = %r.command_id, status = detail.as_str(), "invocation finished");
                     }
                 }

@@ -86,6 +86,8 @@ pub struct CommandRow {
     pub timeout_seconds: i64,
     pub max_concurrency: String,
     pub max_errors: String,
+    /// MaxConcurrency resolved against the target count: invocations delivered at once.
+    pub concurrency_limit: i64,
     pub instance_ids_json: String,
     pub targets_json: String,
     pub status: String,
@@ -159,6 +161,8 @@ pub struct CommandQuery {
     pub invoked_before_ms: Option<i64>,
     pub status: Option<String>,
     pub document_name: Option<String>,
+    /// ExecutionStage: Some(true) only terminal, Some(false) only still executing.
+    pub complete: Option<bool>,
     /// Skip this many rows (the page token).
     pub offset: i64,
     pub limit: i64,
@@ -178,7 +182,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
     agent_version, deregistered_ms, tags_json";
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
-    max_concurrency, max_errors, instance_ids_json, targets_json, status, status_details, \
+    max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
     target_count, completed_count, error_count, delivery_timed_out_count";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
@@ -366,7 +370,8 @@ impl Store {
     }
 
     /// Deregisters an instance; its pending invocations become Undeliverable.
-    pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<bool> {
+    /// Returns the commands those belonged to, or None if it was not registered.
+    pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<Option<Vec<String>>> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE instances SET deregistered_ms = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
@@ -376,7 +381,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
         let pending: Vec<String> = sqlx::query_scalar(
             "SELECT command_id FROM invocations WHERE instance_id = ? AND acked_ms IS NULL AND status = 'Pending'",
@@ -386,10 +391,10 @@ impl Store {
         .await?;
         for command_id in &pending {
             set_invocation_detail(&mut tx, command_id, id, Detail::Undeliverable, now_ms).await?;
-            refresh_command(&mut tx, command_id).await?;
+            refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(pending))
     }
 
     // ----- commands -----
@@ -399,7 +404,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -413,6 +418,7 @@ impl Store {
         .bind(c.timeout_seconds)
         .bind(&c.max_concurrency)
         .bind(&c.max_errors)
+        .bind(c.concurrency_limit)
         .bind(&c.instance_ids_json)
         .bind(&c.targets_json)
         .bind(&c.status)
@@ -535,6 +541,7 @@ impl Store {
                     timeout_seconds: r.try_get("c_timeout_seconds")?,
                     max_concurrency: r.try_get("c_max_concurrency")?,
                     max_errors: r.try_get("c_max_errors")?,
+                    concurrency_limit: r.try_get("c_concurrency_limit")?,
                     instance_ids_json: r.try_get("c_instance_ids_json")?,
                     targets_json: r.try_get("c_targets_json")?,
                     status: r.try_get("c_status")?,
@@ -591,20 +598,47 @@ impl Store {
         .await?)
     }
 
-    /// Records that a signed envelope was handed to the agent.
-    pub async fn mark_delivered(
+    /// Claims the right to deliver an invocation now. Atomic, so concurrent
+    /// polls never exceed the command's concurrency limit: a first delivery
+    /// needs a free slot (fewer delivered, unfinished invocations than the
+    /// limit); a redelivery (acknowledgement lost) already holds one.
+    pub async fn claim_delivery(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        now_ms: i64,
+        redeliver_after_ms: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1 \
+             WHERE command_id = ?2 AND instance_id = ?3 AND status = 'Pending' AND acked_ms IS NULL \
+             AND (delivered_ms IS NULL OR delivered_ms <= ?1 - ?4) \
+             AND (delivered_ms IS NOT NULL OR \
+                  (SELECT COUNT(*) FROM invocations j WHERE j.command_id = ?2 \
+                     AND j.delivered_ms IS NOT NULL AND j.status IN ('Pending', 'InProgress', 'Cancelling')) \
+                  < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))",
+        )
+        .bind(now_ms)
+        .bind(command_id)
+        .bind(instance_id)
+        .bind(redeliver_after_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Keeps the signed envelope handed to the agent, for audit.
+    pub async fn record_envelope(
         &self,
         command_id: &str,
         instance_id: &str,
         payload: &[u8],
         signature: &[u8],
-        now_ms: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE invocations SET delivered_ms = ?, deliveries = deliveries + 1, \
-             envelope_payload = ?, envelope_signature = ? WHERE command_id = ? AND instance_id = ?",
+            "UPDATE invocations SET envelope_payload = ?, envelope_signature = ? \
+             WHERE command_id = ? AND instance_id = ?",
         )
-        .bind(now_ms)
         .bind(payload)
         .bind(signature)
         .bind(command_id)
@@ -612,6 +646,17 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Instances whose invocation of the command waits for a free slot.
+    pub async fn waiting_instances(&self, command_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT instance_id FROM invocations WHERE command_id = ? AND status = 'Pending' \
+             AND delivered_ms IS NULL",
+        )
+        .bind(command_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The last envelope delivered for an invocation (payload, signature).
@@ -668,7 +713,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            refresh_command(&mut tx, command_id).await?;
+            refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
@@ -739,7 +784,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        refresh_command(&mut tx, command_id).await?;
+        refresh_command(&mut tx, command_id, now_ms).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -772,7 +817,7 @@ impl Store {
         let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();
         commands.dedup();
         for command_id in commands {
-            refresh_command(&mut tx, command_id).await?;
+            refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
         Ok(expired.len())
@@ -804,6 +849,12 @@ fn push_common_filters(sql: &mut String, q: &CommandQuery, alias: &str) {
     }
     if q.document_name.is_some() {
         sql.push_str(" AND c.document_name = ?");
+    }
+    if let Some(complete) = q.complete {
+        let not = if complete { "NOT " } else { "" };
+        sql.push_str(&format!(
+            " AND {alias}.status {not}IN ('Pending', 'InProgress', 'Delayed', 'Cancelling')"
+        ));
     }
 }
 
@@ -847,20 +898,44 @@ async fn set_invocation_detail(
     Ok(())
 }
 
-/// Recomputes a command's status and counts from its invocations.
-async fn refresh_command(tx: &mut sqlx::SqliteConnection, command_id: &str) -> Result<()> {
-    let rows: Vec<String> =
-        sqlx::query_scalar("SELECT status_details FROM invocations WHERE command_id = ?")
-            .bind(command_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let details: Vec<Detail> = rows.iter().filter_map(|s| Detail::parse(s)).collect();
+/// Recomputes a command's status and counts from its invocations. Once the
+/// errors exceed MaxErrors, invocations not yet delivered will never be:
+/// they end as Terminated (which does not count as an error).
+async fn refresh_command(
+    tx: &mut sqlx::SqliteConnection,
+    command_id: &str,
+    now_ms: i64,
+) -> Result<()> {
     let max_errors: String =
         sqlx::query_scalar("SELECT max_errors FROM commands WHERE command_id = ?")
             .bind(command_id)
             .fetch_one(&mut *tx)
             .await?;
-    let s = state::summarize(&details, &max_errors);
+    let summarize = async |tx: &mut sqlx::SqliteConnection| -> Result<state::CommandSummary> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT status_details FROM invocations WHERE command_id = ?")
+                .bind(command_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let details: Vec<Detail> = rows.iter().filter_map(|s| Detail::parse(s)).collect();
+        Ok(state::summarize(&details, &max_errors))
+    };
+    let mut s = summarize(&mut *tx).await?;
+    if s.error_count > state::max_errors_allowed(&max_errors, s.target_count) {
+        let terminated = sqlx::query(
+            "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
+             WHERE command_id = ? AND status = 'Pending' AND delivered_ms IS NULL",
+        )
+        .bind(Detail::Terminated.status())
+        .bind(Detail::Terminated.as_str())
+        .bind(now_ms)
+        .bind(command_id)
+        .execute(&mut *tx)
+        .await?;
+        if terminated.rows_affected() > 0 {
+            s = summarize(&mut *tx).await?;
+        }
+    }
     sqlx::query(
         "UPDATE commands SET status = ?, status_details = ?, target_count = ?, completed_count = ?, \
          error_count = ?, delivery_timed_out_count = ? WHERE command_id = ?",
@@ -918,6 +993,7 @@ mod tests {
             timeout_seconds: 60,
             max_concurrency: "50".into(),
             max_errors: "0".into(),
+            concurrency_limit: 50,
             instance_ids_json: "[]".into(),
             targets_json: "[]".into(),
             status: "Pending".into(),
@@ -1031,15 +1107,97 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn list_filters_by_execution_stage_and_status() {
+        let (_d, s) = store().await;
+        s.insert_command(&command("c1"), &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        let mut c2 = command("c2");
+        c2.requested_ms = 2_000;
+        s.insert_command(&c2, &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        s.finish_invocation("c2", "mi-1", &result(Detail::Success, "x"), 3_000)
+            .await
+            .unwrap();
+        let ids =
+            |rows: Vec<CommandRow>| rows.into_iter().map(|c| c.command_id).collect::<Vec<_>>();
+        let q = |complete: Option<bool>, status: Option<&str>| CommandQuery {
+            complete,
+            status: status.map(str::to_owned),
+            limit: 50,
+            ..Default::default()
+        };
+        assert_eq!(ids(s.commands(&q(None, None)).await.unwrap()), ["c2", "c1"]);
+        assert_eq!(ids(s.commands(&q(Some(true), None)).await.unwrap()), ["c2"]);
+        assert_eq!(
+            ids(s.commands(&q(Some(false), None)).await.unwrap()),
+            ["c1"]
+        );
+        assert_eq!(
+            ids(s.commands(&q(Some(false), Some("Success"))).await.unwrap()),
+            Vec::<String>::new()
+        );
+        let invs = s.invocations(&q(Some(false), None)).await.unwrap();
+        assert_eq!(invs.len(), 1);
+        assert_eq!(invs[0].0.command_id, "c1");
+    }
+
+    #[tokio::test]
+    async fn concurrency_limit_and_error_budget() {
+        let (_d, s) = store().await;
+        let mut c = command("c");
+        c.concurrency_limit = 1;
+        let targets: Vec<(String, String)> = ["mi-1", "mi-2", "mi-3"]
+            .iter()
+            .map(|i| (i.to_string(), String::new()))
+            .collect();
+        s.insert_command(&c, &targets).await.unwrap();
+        assert!(s.claim_delivery("c", "mi-1", 1_100, 30_000).await.unwrap());
+        assert!(
+            !s.claim_delivery("c", "mi-2", 1_100, 30_000).await.unwrap(),
+            "the one slot is taken"
+        );
+        assert_eq!(s.waiting_instances("c").await.unwrap(), ["mi-2", "mi-3"]);
+        // mi-1 fails: MaxErrors 0 is exceeded, so the undelivered rest is Terminated.
+        s.finish_invocation("c", "mi-1", &result(Detail::Failed, "boom"), 2_000)
+            .await
+            .unwrap();
+        assert!(s.waiting_instances("c").await.unwrap().is_empty());
+        assert!(!s.claim_delivery("c", "mi-2", 2_100, 30_000).await.unwrap());
+        let rows = s
+            .invocations(&CommandQuery {
+                command_id: Some("c".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let details: Vec<&str> = rows
+            .iter()
+            .map(|(i, _)| i.status_details.as_str())
+            .collect();
+        assert_eq!(details, ["Failed", "Terminated", "Terminated"]);
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.completed_count, c.error_count),
+            ("Failed", 3, 1)
+        );
+    }
+
+    #[tokio::test]
     async fn deliverable_work_respects_acks_redelivery_and_timeouts() {
         let (_d, s) = store().await;
         s.insert_command(&command("c"), &[("mi-1".to_string(), String::new())])
             .await
             .unwrap();
         assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
-        s.mark_delivered("c", "mi-1", b"p", b"s", 1_100)
-            .await
-            .unwrap();
+        assert!(s.claim_delivery("c", "mi-1", 1_100, 30_000).await.unwrap());
+        assert!(
+            !s.claim_delivery("c", "mi-1", 1_150, 30_000).await.unwrap(),
+            "claimed once"
+        );
+        s.record_envelope("c", "mi-1", b"p", b"s").await.unwrap();
         assert!(
             s.deliverable("mi-1", 1_200, 30_000)
                 .await

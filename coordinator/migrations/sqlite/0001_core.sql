@@ -51,6 +51,7 @@ CREATE TABLE commands (
     timeout_seconds     INTEGER NOT NULL,
     max_concurrency     TEXT NOT NULL,
     max_errors          TEXT NOT NULL,
+    concurrency_limit   INTEGER NOT NULL,  -- MaxConcurrency resolved against the target count
     instance_ids_json   TEXT NOT NULL,
     targets_json        TEXT NOT NULL DEFAULT '[]',
     status              TEXT NOT NULL,

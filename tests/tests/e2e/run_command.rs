@@ -339,3 +339,80 @@ fn the_output_cap_is_configurable() {
     );
     assert_eq!(out.len(), 1000 + "\n--output truncated--".len());
 }
+
+#[test]
+fn max_concurrency_and_max_errors_follow_ssm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let agents: Vec<Agent> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Agent::start(tmp.path(), n, &coord))
+        .collect();
+    let ids: Vec<&str> = agents.iter().map(|a| a.instance_id.as_str()).collect();
+    let log = tmp.path().join("order");
+    let script = format!(
+        "echo start >> {0}; sleep 0.5; echo end >> {0}",
+        log.display()
+    );
+    let params = json!({"commands": [script]}).to_string();
+    let mut args = vec![
+        "send-command",
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        &params,
+        "--max-concurrency",
+        "1",
+        "--instance-ids",
+    ];
+    args.extend(&ids);
+    let v = coord.json(&args);
+    let id = v["Command"]["CommandId"].as_str().unwrap().to_string();
+    assert_eq!(v["Command"]["MaxConcurrency"], json!("1"));
+    for i in &ids {
+        let inv = coord.wait_invocation(&id, i, Duration::from_secs(30));
+        assert_eq!(inv["Status"], json!("Success"));
+    }
+    // One at a time: the steps never overlapped.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "start\nend\n".repeat(3)
+    );
+
+    // With MaxErrors 0, the first failure stops the rest: they end Terminated.
+    let mut args = vec![
+        "send-command",
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        "commands=exit 7",
+        "--max-concurrency",
+        "1",
+        "--max-errors",
+        "0",
+        "--instance-ids",
+    ];
+    args.extend(&ids);
+    let v = coord.json(&args);
+    let id = v["Command"]["CommandId"].as_str().unwrap().to_string();
+    let mut details: Vec<String> = ids
+        .iter()
+        .map(|i| {
+            coord.wait_invocation(&id, i, Duration::from_secs(30))["StatusDetails"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    details.sort();
+    assert_eq!(details, ["Failed", "Terminated", "Terminated"]);
+    let c = &coord.json(&["list-commands", "--command-id", &id])["Commands"][0];
+    assert_eq!(
+        (
+            c["Status"].clone(),
+            c["ErrorCount"].clone(),
+            c["CompletedCount"].clone()
+        ),
+        (json!("Failed"), json!(1), json!(3))
+    );
+}
