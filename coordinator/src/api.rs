@@ -731,6 +731,17 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
             )));
         }
     }
+    if req
+        .body
+        .get("CloudWatchOutputConfig")
+        .and_then(|c| c.get("CloudWatchOutputEnabled"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(ApiError::validation(
+            "SendCommand: CloudWatchOutputConfig is not supported by Tether (output is kept in the coordinator's history)",
+        ));
+    }
     let doc_name = req.required_str("DocumentName")?;
     let version = req.str("DocumentVersion")?.unwrap_or("$DEFAULT");
     if !matches!(version, "$LATEST" | "$DEFAULT" | "1") {
