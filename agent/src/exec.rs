@@ -415,25 +415,52 @@ fn supervisor_liveness(dir: &Path) -> Result<Liveness, ExecError> {
     })
 }
 
-/// Creates and locks `supervisor.lock`, held until the returned file is dropped.
+/// Takes the supervisor lock so that `supervisor.lock` never exists unlocked
+/// while its supervisor lives: the lock is taken on a private file first, which
+/// is then hard-linked into place (failing if another one is already there).
+/// Otherwise an agent checking liveness between the lock file's creation and
+/// its locking would take the supervisor for dead, and its probe could even
+/// make the supervisor fail to lock.
 fn take_lock(dir: &Path) -> Result<File, ExecError> {
     let path = dir.join(LOCK_FILE);
+    let private = dir.join(format!("{LOCK_FILE}.{}", std::process::id()));
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExecError::Write { path, source }
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| ExecError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
+        .truncate(true)
+        .open(&private)
+        .map_err(write_err(&private))?;
+    let locked = file.try_lock();
+    let linked = locked
+        .map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => io::Error::from(ErrorKind::WouldBlock),
+            std::fs::TryLockError::Error(e) => e,
+        })
+        .and_then(|()| std::fs::hard_link(&private, &path));
+    let _ = std::fs::remove_file(&private);
+    match linked {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ExecError::AlreadySupervised {
-            dir: dir.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(ExecError::Write { path, source }),
+        // Left by an earlier supervisor: ours if its owner is gone.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let existing = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(write_err(&path))?;
+            match existing.try_lock() {
+                Ok(()) => Ok(existing),
+                Err(std::fs::TryLockError::WouldBlock) => Err(ExecError::AlreadySupervised {
+                    dir: dir.to_owned(),
+                }),
+                Err(std::fs::TryLockError::Error(source)) => Err(ExecError::Write { path, source }),
+            }
+        }
+        Err(source) => Err(ExecError::Write { path, source }),
     }
 }
 

@@ -371,7 +371,7 @@ fn max_concurrency_and_max_errors_follow_ssm() {
     assert_eq!(v["Command"]["MaxConcurrency"], json!("1"));
     for i in &ids {
         let inv = coord.wait_invocation(&id, i, Duration::from_secs(30));
-        assert_eq!(inv["Status"], json!("Success"));
+        assert_eq!(inv["Status"], json!("Success"), "{inv}");
     }
     // One at a time: the steps never overlapped.
     assert_eq!(
