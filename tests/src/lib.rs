@@ -6,7 +6,6 @@
 //! (`target/debug/`), so build them first: `cargo build --workspace`.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -29,14 +28,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` with `what`.
@@ -71,8 +62,9 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts a coordinator with its data in `dir/coord`, on fixed free ports
-    /// (so that it can be restarted where its agents expect it).
+    /// Starts a coordinator with its data in `dir/coord`. The first start lets
+    /// the kernel pick the ports (no race with other tests); restarts reuse
+    /// them, where the agents expect the coordinator.
     pub fn start(dir: &Path) -> Coordinator {
         Self::start_with_env(dir, &[])
     }
@@ -80,8 +72,8 @@ impl Coordinator {
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Coordinator {
         let mut c = Coordinator {
             dir: dir.join("coord"),
-            port: free_port(),
-            http_port: free_port(),
+            port: 0,
+            http_port: 0,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -139,6 +131,17 @@ impl Coordinator {
                 ),
             }
         }
+        let bound = |prefix: &str| -> u16 {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+        };
+        self.port = bound("gRPC listening on ");
+        self.http_port = bound("HTTPS listening on ");
         self.stdout = lines;
         self.child = Some(child);
     }
