@@ -4,6 +4,21 @@
 # line totalling every test binary's results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Tools the end-to-end tests use: ps (procps) and faketime (a skewed agent clock).
+need=()
+command -v ps >/dev/null 2>&1 || need+=(procps)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "scripts/test.sh: install the Debian packages ${need[*]} first (as root: apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+fi
+
 cargo build --workspace --bins --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
