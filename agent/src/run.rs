@@ -95,7 +95,8 @@ struct Agent {
     host: (String, u16),
 }
 
-fn build_channel(state: &StateDir, reg: &Registration) -> Result<Channel, RunError> {
+/// A mutual-TLS channel to the registered coordinator, from the stored key material.
+pub fn build_channel(state: &StateDir, reg: &Registration) -> Result<Channel, RunError> {
     let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
     Ok(tls::channel(&reg.endpoint, cfg)?)
 }

@@ -37,8 +37,7 @@ pub async fn status(state: &StateDir) -> i32 {
     let mut healthy = true;
 
     let reach = async {
-        let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
-        let channel = tls::channel(&reg.endpoint, cfg)?;
+        let channel = run::build_channel(state, &reg)?;
         let mut client = pb::agent_client::AgentClient::new(channel);
         let t0 = now_ms();
         let mut req = tonic::Request::new(pb::PingRequest {});

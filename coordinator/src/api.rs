@@ -241,6 +241,21 @@ fn ts(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
+/// One page of a list held in memory, as `{member: [...], NextToken?}`.
+fn page_of(member: &str, all: Vec<Value>, offset: i64, size: i64) -> Value {
+    let total = all.len() as i64;
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(offset as usize)
+        .take(size as usize)
+        .collect();
+    let mut out = json!({ member: page });
+    if offset + size < total {
+        out["NextToken"] = json!(encode_token(offset + size));
+    }
+    out
+}
+
 /// Adds `NextToken` when a page came back full (there may be more).
 fn with_next_token(mut v: Value, got: usize, offset: i64, size: i64) -> Value {
     if got as i64 >= size {
@@ -411,18 +426,7 @@ async fn describe_activations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         })
         .map(|a| activation_json(a, now))
         .collect();
-    let page: Vec<Value> = all
-        .iter()
-        .skip(offset as usize)
-        .take(size as usize)
-        .cloned()
-        .collect();
-    let more = (offset + size) < all.len() as i64;
-    let mut out = json!({"ActivationList": page});
-    if more {
-        out["NextToken"] = json!(encode_token(offset + size));
-    }
-    Ok(out)
+    Ok(page_of("ActivationList", all, offset, size))
 }
 
 async fn delete_activation(c: &Coordinator, req: &Req<'_>) -> ApiResult {
@@ -537,17 +541,7 @@ async fn describe_instance_information(c: &Coordinator, req: &Req<'_>) -> ApiRes
         })
         .map(|(_, v, _)| v)
         .collect();
-    let page: Vec<Value> = all
-        .iter()
-        .skip(offset as usize)
-        .take(size as usize)
-        .cloned()
-        .collect();
-    let mut out = json!({"InstanceInformationList": page});
-    if offset + size < all.len() as i64 {
-        out["NextToken"] = json!(encode_token(offset + size));
-    }
-    Ok(out)
+    Ok(page_of("InstanceInformationList", all, offset, size))
 }
 
 fn tag_pairs(tags_json: &str) -> Vec<(String, String)> {

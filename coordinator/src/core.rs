@@ -496,15 +496,9 @@ impl Coordinator {
                     };
                     let pending = self
                         .store
-                        .invocations(&store::CommandQuery {
-                            command_id: Some(r.command_id.clone()),
-                            instance_id: Some(id.clone()),
-                            limit: 1,
-                            ..Default::default()
-                        })
+                        .invocation_status(&r.command_id, id)
                         .await?
-                        .first()
-                        .is_some_and(|(inv, _)| inv.status == "Pending");
+                        .is_some_and(|status| status == "Pending");
                     if pending {
                         self.store
                             .finish_invocation(&r.command_id, id, &result, now)

@@ -556,6 +556,21 @@ impl Store {
             .collect()
     }
 
+    /// An invocation's `Status`, if it exists.
+    pub async fn invocation_status(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT status FROM invocations WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn plugins(&self, command_id: &str, instance_id: &str) -> Result<Vec<PluginRow>> {
         Ok(sqlx::query_as(
             "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, stdout, stderr, \

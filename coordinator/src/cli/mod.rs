@@ -47,13 +47,13 @@ pub enum Verb {
     /// Delete an activation (registered instances stay).
     DeleteActivation(ActivationId),
     /// List managed instances with their ping status and platform.
-    DescribeInstanceInformation(DescribeInstanceInformation),
+    DescribeInstanceInformation(ListPage<InstanceFilters>),
     /// Deregister a managed instance.
     DeregisterManagedInstance(InstanceIdArg),
     /// Run a command document on instances.
     SendCommand(SendCommand),
     /// List commands, newest first.
-    ListCommands(ListCommands),
+    ListCommands(ListPage<CommandFilters>),
     /// List command invocations, one per instance.
     ListCommandInvocations(ListCommandInvocations),
     /// Show one invocation's status and output.
@@ -106,15 +106,11 @@ pub struct InstanceIdArg {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct DescribeInstanceInformation {
+pub struct InstanceFilters {
     #[arg(long, num_args = 1..)]
     pub instance_information_filter_list: Vec<String>,
     #[arg(long, num_args = 1..)]
     pub filters: Vec<String>,
-    #[arg(long)]
-    pub max_results: Option<String>,
-    #[arg(long)]
-    pub next_token: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -152,23 +148,19 @@ pub struct SendCommand {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ListCommands {
+pub struct CommandFilters {
     #[arg(long)]
     pub command_id: Option<String>,
     #[arg(long)]
     pub instance_id: Option<String>,
     #[arg(long, num_args = 1..)]
     pub filters: Vec<String>,
-    #[arg(long)]
-    pub max_results: Option<String>,
-    #[arg(long)]
-    pub next_token: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ListCommandInvocations {
     #[command(flatten)]
-    pub list: ListCommands,
+    pub list: ListPage<CommandFilters>,
     /// Include each step's output (CommandPlugins).
     #[arg(long, overrides_with = "no_details")]
     pub details: bool,
@@ -234,16 +226,12 @@ fn command_filter_shape() -> Shape {
 
 /// Builds a request object, leaving out members that were not given.
 struct Body {
-    flag_prefix: &'static str,
     map: Map<String, Value>,
 }
 
 impl Body {
     fn new() -> Self {
-        Body {
-            flag_prefix: "--",
-            map: Map::new(),
-        }
+        Body { map: Map::new() }
     }
     fn str(mut self, member: &str, v: &Option<String>) -> Self {
         if let Some(v) = v {
@@ -255,8 +243,7 @@ impl Body {
         if let Some(v) = v {
             let n: i64 = v.trim().parse().map_err(|_| {
                 CliError::usage(format!(
-                    "{}{flag}: invalid literal for int(): {v:?} (expected an integer)",
-                    self.flag_prefix
+                    "--{flag}: invalid literal for int(): {v:?} (expected an integer)"
                 ))
             })?;
             self.map.insert(member.into(), json!(n));
@@ -291,18 +278,28 @@ impl Body {
         }
         Ok(self)
     }
+    /// MaxResults and NextToken of a list verb.
+    fn page<T: Args>(self, p: &ListPage<T>) -> Result<Self, CliError> {
+        Ok(self
+            .int("MaxResults", "max-results", &p.max_results)?
+            .str("NextToken", &p.next_token))
+    }
     fn done(self) -> Value {
         Value::Object(self.map)
     }
 }
 
-fn list_commands_body(l: &ListCommands) -> Result<Body, CliError> {
-    Ok(Body::new()
-        .str("CommandId", &l.command_id)
-        .str("InstanceId", &l.instance_id)
-        .list("Filters", "filters", &l.filters, &command_filter_shape())?
-        .int("MaxResults", "max-results", &l.max_results)?
-        .str("NextToken", &l.next_token))
+fn list_commands_body(l: &ListPage<CommandFilters>) -> Result<Body, CliError> {
+    Body::new()
+        .str("CommandId", &l.inner.command_id)
+        .str("InstanceId", &l.inner.instance_id)
+        .list(
+            "Filters",
+            "filters",
+            &l.inner.filters,
+            &command_filter_shape(),
+        )?
+        .page(l)
 }
 
 /// The SSM operation and request body for a verb.
@@ -352,8 +349,7 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
                         ("FilterValues", Shape::List(Box::new(Shape::String))),
                     ]))),
                 )?
-                .int("MaxResults", "max-results", &p.max_results)?
-                .str("NextToken", &p.next_token)
+                .page(p)?
                 .done(),
         ),
         Verb::DeleteActivation(a) => ("DeleteActivation", json!({"ActivationId": a.activation_id})),
@@ -363,15 +359,14 @@ pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
                 .list(
                     "InstanceInformationFilterList",
                     "instance-information-filter-list",
-                    &d.instance_information_filter_list,
+                    &d.inner.instance_information_filter_list,
                     &Shape::List(Box::new(Shape::Structure(vec![
                         ("key", Shape::String),
                         ("valueSet", Shape::List(Box::new(Shape::String))),
                     ]))),
                 )?
-                .list("Filters", "filters", &d.filters, &targets_shape())?
-                .int("MaxResults", "max-results", &d.max_results)?
-                .str("NextToken", &d.next_token)
+                .list("Filters", "filters", &d.inner.filters, &targets_shape())?
+                .page(d)?
                 .done(),
         ),
         Verb::DeregisterManagedInstance(i) => (
