@@ -50,6 +50,21 @@ impl From<store::StoreError> for ApiError {
 
 type ApiResult = Result<Value, ApiError>;
 
+/// Every SSM operation this coordinator implements, as named in the SSM model.
+/// The operator CLI offers exactly these as `aws ssm` verbs; keep it in step
+/// with the match in [`invoke`].
+pub const OPERATIONS: &[&str] = &[
+    "CreateActivation",
+    "DescribeActivations",
+    "DeleteActivation",
+    "DescribeInstanceInformation",
+    "DeregisterManagedInstance",
+    "SendCommand",
+    "ListCommands",
+    "ListCommandInvocations",
+    "GetCommandInvocation",
+];
+
 /// Runs one SSM operation.
 pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> ApiResult {
     let req = Req::new(operation, request)?;

@@ -10,7 +10,8 @@
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
 //! - [`http`]: the HTTPS listener.
 //! - [`server`]: `tether serve`.
-//! - [`cli`]: the operator CLI verbs.
+//! - [`model`]: botocore's SSM API model, embedded (operations, shapes, paginators).
+//! - [`cli`]: the operator CLI: `aws ssm` verbs and flags built from [`model`].
 
 pub mod api;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod core;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod model;
 pub mod pki;
 pub mod server;
 pub mod state;

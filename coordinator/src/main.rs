@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tether_coordinator::cli;
 use tether_coordinator::server::{self, ServeConfig};
 
@@ -11,7 +11,8 @@ use tether_coordinator::server::{self, ServeConfig};
 #[command(
     name = "tether",
     version,
-    about = "Tether coordinator and operator CLI (aws ssm verbs)"
+    about = "Tether coordinator and operator CLI (aws ssm verbs)",
+    subcommand_required = true
 )]
 struct Cli {
     #[command(flatten)]
@@ -20,14 +21,12 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once per process; the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
+/// The verbs that are not SSM operations; the SSM verbs are added from the
+/// model by [`cli::verbs`].
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the coordinator.
     Serve(Serve),
-    #[command(flatten)]
-    Verb(cli::Verb),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +71,11 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let matches = Cli::command().subcommands(cli::verbs()).get_matches();
+    let global = match cli::Global::from_arg_matches(&matches) {
+        Ok(g) => g,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,6 +85,16 @@ fn main() -> ExitCode {
             eprintln!("tether: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let Some((verb, verb_matches)) = matches.subcommand() else {
+        return ExitCode::from(cli::EXIT_USAGE);
+    };
+    if verb != "serve" {
+        return runtime.block_on(cli::run(&global, verb, verb_matches));
+    }
+    let args = match Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
     };
     match args.command {
         Command::Serve(s) => {
@@ -100,6 +113,5 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verb(verb) => runtime.block_on(cli::run(&args.global, &verb)),
     }
 }

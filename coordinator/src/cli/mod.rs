@@ -2,8 +2,11 @@
 //! to the coordinator's operator service, with the response printed as the aws
 //! CLI prints it.
 //!
-//! This module owns flag parsing and printing only; what each operation means
-//! is decided by the coordinator's action layer on the other side of the wire.
+//! The verbs are built from botocore's SSM model ([`crate::model`]): one per
+//! operation in [`api::OPERATIONS`], one flag per input member, named and
+//! parsed as the aws CLI does, plus its paging flags. This module owns flag
+//! parsing and printing only; what each operation means is decided by the
+//! coordinator's action layer on the other side of the wire.
 
 pub mod output;
 pub mod shorthand;
@@ -11,14 +14,15 @@ pub mod shorthand;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use base64::Engine as _;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command};
 use serde_json::{Map, Value, json};
 use tether_proto as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::server::OperatorConfig;
+use crate::{api, model};
 use output::OutputFormat;
-use shorthand::Shape;
 
 /// Exit status for service-side errors, as the aws CLI.
 pub const EXIT_SERVICE_ERROR: u8 = 255;
@@ -34,151 +38,6 @@ pub struct Global {
     /// Output format: json, text or table
     #[arg(long, global = true, default_value = "json")]
     pub output: String,
-}
-
-// One Verb exists per process run; boxing its variants would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Subcommand, Debug, Clone)]
-pub enum Verb {
-    /// Create an activation: an ID and code that register agents.
-    CreateActivation(CreateActivation),
-    /// List activations.
-    DescribeActivations(ListPage<DescribeActivationsFilters>),
-    /// Delete an activation (registered instances stay).
-    DeleteActivation(ActivationId),
-    /// List managed instances with their ping status and platform.
-    DescribeInstanceInformation(ListPage<InstanceFilters>),
-    /// Deregister a managed instance.
-    DeregisterManagedInstance(InstanceIdArg),
-    /// Run a command document on instances.
-    SendCommand(SendCommand),
-    /// List commands, newest first.
-    ListCommands(ListPage<CommandFilters>),
-    /// List command invocations, one per instance.
-    ListCommandInvocations(ListCommandInvocations),
-    /// Show one invocation's status and output.
-    GetCommandInvocation(GetCommandInvocation),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct CreateActivation {
-    #[arg(long)]
-    pub description: Option<String>,
-    #[arg(long)]
-    pub default_instance_name: Option<String>,
-    #[arg(long, required = true)]
-    pub iam_role: String,
-    #[arg(long)]
-    pub registration_limit: Option<String>,
-    #[arg(long)]
-    pub expiration_date: Option<String>,
-    #[arg(long, num_args = 1..)]
-    pub tags: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DescribeActivationsFilters {
-    #[arg(long, num_args = 1..)]
-    pub filters: Vec<String>,
-}
-
-/// A list verb's paging flags plus its own.
-#[derive(Args, Debug, Clone)]
-pub struct ListPage<T: Args> {
-    #[command(flatten)]
-    pub inner: T,
-    #[arg(long)]
-    pub max_results: Option<String>,
-    #[arg(long)]
-    pub next_token: Option<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ActivationId {
-    #[arg(long, required = true)]
-    pub activation_id: String,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct InstanceIdArg {
-    #[arg(long, required = true)]
-    pub instance_id: String,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct InstanceFilters {
-    #[arg(long, num_args = 1..)]
-    pub instance_information_filter_list: Vec<String>,
-    #[arg(long, num_args = 1..)]
-    pub filters: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct SendCommand {
-    #[arg(long, num_args = 1..)]
-    pub instance_ids: Vec<String>,
-    #[arg(long, num_args = 1..)]
-    pub targets: Vec<String>,
-    #[arg(long, required = true)]
-    pub document_name: String,
-    #[arg(long)]
-    pub document_version: Option<String>,
-    #[arg(long)]
-    pub document_hash: Option<String>,
-    #[arg(long)]
-    pub document_hash_type: Option<String>,
-    #[arg(long)]
-    pub timeout_seconds: Option<String>,
-    #[arg(long)]
-    pub comment: Option<String>,
-    #[arg(long)]
-    pub parameters: Option<String>,
-    #[arg(long)]
-    pub max_concurrency: Option<String>,
-    #[arg(long)]
-    pub max_errors: Option<String>,
-    #[arg(long)]
-    pub output_s3_region: Option<String>,
-    #[arg(long)]
-    pub output_s3_bucket_name: Option<String>,
-    #[arg(long)]
-    pub output_s3_key_prefix: Option<String>,
-    #[arg(long)]
-    pub service_role_arn: Option<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct CommandFilters {
-    #[arg(long)]
-    pub command_id: Option<String>,
-    #[arg(long)]
-    pub instance_id: Option<String>,
-    #[arg(long, num_args = 1..)]
-    pub filters: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ListCommandInvocations {
-    #[command(flatten)]
-    pub list: ListPage<CommandFilters>,
-    /// Include each step's output (CommandPlugins).
-    #[arg(long, overrides_with = "no_details")]
-    pub details: bool,
-    #[arg(long, overrides_with = "details")]
-    pub no_details: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct GetCommandInvocation {
-    #[arg(long, required = true)]
-    pub command_id: String,
-    #[arg(long, required = true)]
-    pub instance_id: String,
-    #[arg(long)]
-    pub plugin_name: Option<String>,
-    /// Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.
-    #[arg(long)]
-    pub full_output: bool,
 }
 
 /// A failure the CLI reports on stderr, with its exit status.
@@ -203,252 +62,352 @@ impl CliError {
     }
 }
 
-fn tag_shape() -> Shape {
-    Shape::List(Box::new(Shape::Structure(vec![
-        ("Key", Shape::String),
-        ("Value", Shape::String),
-    ])))
+/// Tether's own flags on SSM verbs: boolean request members the coordinator
+/// understands beyond the SSM model, as (operation, flag, member, help).
+const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[(
+    "GetCommandInvocation",
+    "full-output",
+    "FullOutput",
+    "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
+)];
+
+/// The flags the aws CLI adds to verbs whose results come in pages.
+const PAGING_FLAGS: [(&str, &str); 4] = [
+    (
+        "max-items",
+        "The total number of items to print; a NextToken is printed when there are more.",
+    ),
+    (
+        "starting-token",
+        "Where to start: the NextToken printed by an earlier call with --max-items.",
+    ),
+    (
+        "page-size",
+        "How many items to ask for in each call (all are still fetched).",
+    ),
+    ("no-paginate", "Make one call only and print its NextToken."),
+];
+
+/// The `aws ssm` verbs this coordinator serves, one per operation it
+/// implements, with the flags of the SSM model's input members.
+pub fn verbs() -> Vec<Command> {
+    api::OPERATIONS.iter().map(|op| verb(op)).collect()
 }
 
-fn targets_shape() -> Shape {
-    Shape::List(Box::new(Shape::Structure(vec![
-        ("Key", Shape::String),
-        ("Values", Shape::List(Box::new(Shape::String))),
-    ])))
-}
-
-fn command_filter_shape() -> Shape {
-    Shape::List(Box::new(Shape::Structure(vec![
-        ("key", Shape::String),
-        ("value", Shape::String),
-    ])))
-}
-
-/// Builds a request object, leaving out members that were not given.
-struct Body {
-    map: Map<String, Value>,
-}
-
-impl Body {
-    fn new() -> Self {
-        Body { map: Map::new() }
+fn verb(operation: &str) -> Command {
+    let m = model::model();
+    let mut cmd = Command::new(model::cli_name(operation))
+        .about(m.operation_help(operation))
+        .args_override_self(true);
+    for member in m.input_members(operation) {
+        let flag = model::cli_name(member.name);
+        let arg = Arg::new(flag.clone()).long(flag.clone()).help(member.help);
+        cmd = match m.shape_type(member.shape) {
+            "boolean" => {
+                let no = format!("no-{flag}");
+                cmd.arg(arg.action(ArgAction::SetTrue).overrides_with(no.clone()))
+                    .arg(
+                        Arg::new(no.clone())
+                            .long(no)
+                            .action(ArgAction::SetTrue)
+                            .hide(true)
+                            .overrides_with(flag),
+                    )
+            }
+            "list" => cmd.arg(
+                arg.required(member.required)
+                    .num_args(1..)
+                    .action(ArgAction::Set),
+            ),
+            "integer" | "long" => cmd.arg(
+                arg.required(member.required)
+                    .num_args(1)
+                    .allow_negative_numbers(true),
+            ),
+            _ => cmd.arg(arg.required(member.required).num_args(1)),
+        };
     }
-    fn str(mut self, member: &str, v: &Option<String>) -> Self {
-        if let Some(v) = v {
-            self.map.insert(member.into(), json!(v));
+    for (_, flag, _, help) in EXTRA_FLAGS.iter().filter(|e| e.0 == operation) {
+        cmd = cmd.arg(
+            Arg::new(*flag)
+                .long(*flag)
+                .help(*help)
+                .action(ArgAction::SetTrue),
+        );
+    }
+    if m.paginator(operation).is_some() {
+        for (flag, help) in PAGING_FLAGS {
+            let arg = Arg::new(flag).long(flag).help(help);
+            cmd = cmd.arg(if flag == "no-paginate" {
+                arg.action(ArgAction::SetTrue)
+            } else {
+                arg.num_args(1)
+            });
         }
-        self
     }
-    fn int(mut self, member: &str, flag: &str, v: &Option<String>) -> Result<Self, CliError> {
-        if let Some(v) = v {
-            let n: i64 = v.trim().parse().map_err(|_| {
-                CliError::usage(format!(
-                    "--{flag}: invalid literal for int(): {v:?} (expected an integer)"
-                ))
-            })?;
-            self.map.insert(member.into(), json!(n));
-        }
-        Ok(self)
-    }
-    fn list(
-        mut self,
-        member: &str,
-        flag: &str,
-        raws: &[String],
-        shape: &Shape,
-    ) -> Result<Self, CliError> {
-        if !raws.is_empty() {
-            let v = shorthand::parse_list_arg(raws, shape)
-                .map_err(|e| CliError::usage(format!("Error parsing parameter '--{flag}': {e}")))?;
-            self.map.insert(member.into(), v);
-        }
-        Ok(self)
-    }
-    fn value(
-        mut self,
-        member: &str,
-        flag: &str,
-        raw: &Option<String>,
-        shape: &Shape,
-    ) -> Result<Self, CliError> {
-        if let Some(raw) = raw {
-            let v = shorthand::parse_value(raw, shape)
-                .map_err(|e| CliError::usage(format!("Error parsing parameter '--{flag}': {e}")))?;
-            self.map.insert(member.into(), v);
-        }
-        Ok(self)
-    }
-    /// MaxResults and NextToken of a list verb.
-    fn page<T: Args>(self, p: &ListPage<T>) -> Result<Self, CliError> {
-        Ok(self
-            .int("MaxResults", "max-results", &p.max_results)?
-            .str("NextToken", &p.next_token))
-    }
-    fn done(self) -> Value {
-        Value::Object(self.map)
-    }
+    cmd
 }
 
-fn list_commands_body(l: &ListPage<CommandFilters>) -> Result<Body, CliError> {
-    Body::new()
-        .str("CommandId", &l.inner.command_id)
-        .str("InstanceId", &l.inner.instance_id)
-        .list(
-            "Filters",
-            "filters",
-            &l.inner.filters,
-            &command_filter_shape(),
-        )?
-        .page(l)
+/// The operation a verb name stands for, if this coordinator serves it.
+pub fn operation_of(verb: &str) -> Option<&'static str> {
+    api::OPERATIONS
+        .iter()
+        .copied()
+        .find(|op| model::cli_name(op) == verb)
 }
 
-/// The SSM operation and request body for a verb.
-pub fn request(verb: &Verb) -> Result<(&'static str, Value), CliError> {
-    Ok(match verb {
-        Verb::CreateActivation(a) => {
-            let expiration = match &a.expiration_date {
-                Some(s) => Some(
-                    chrono::DateTime::parse_from_rfc3339(s)
-                        .map(|t| t.timestamp_millis() as f64 / 1000.0)
-                        .or_else(|_| {
-                            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                                .map(|t| t.and_utc().timestamp_millis() as f64 / 1000.0)
-                        })
-                        .map_err(|_| {
-                            CliError::usage(format!(
-                                "--expiration-date: {s:?} is not an ISO 8601 timestamp (e.g. 2030-01-10T20:30:00.000Z)"
-                            ))
-                        })?,
+fn parse_error(flag: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::usage(format!("Error parsing parameter '--{flag}': {e}"))
+}
+
+/// The SSM request body for a verb's parsed flags, members in model order.
+pub fn request(operation: &str, matches: &ArgMatches) -> Result<Value, CliError> {
+    let m = model::model();
+    let mut body = Map::new();
+    for member in m.input_members(operation) {
+        let flag = model::cli_name(member.name);
+        let value = match m.shape_type(member.shape) {
+            "boolean" => {
+                if matches.get_flag(&flag) {
+                    Some(Value::Bool(true))
+                } else if matches.get_flag(&format!("no-{flag}")) {
+                    Some(Value::Bool(false))
+                } else {
+                    None
+                }
+            }
+            "list" => match matches.get_many::<String>(&flag) {
+                Some(raws) => {
+                    let raws: Vec<String> = raws.cloned().collect();
+                    Some(
+                        shorthand::parse_list_arg(&raws, &m.cli_shape(member.shape))
+                            .map_err(|e| parse_error(&flag, e))?,
+                    )
+                }
+                None => None,
+            },
+            "timestamp" => match matches.get_one::<String>(&flag) {
+                Some(raw) => Some(json!(
+                    parse_timestamp(raw).ok_or_else(|| parse_error(
+                        &flag,
+                        format!(
+                            "{raw:?} is not a timestamp (ISO 8601 such as 2030-01-10T20:30:00Z, or epoch seconds)"
+                        )
+                    ))?
+                )),
+                None => None,
+            },
+            _ => match matches.get_one::<String>(&flag) {
+                Some(raw) => Some(
+                    shorthand::parse_value(raw, &m.cli_shape(member.shape))
+                        .map_err(|e| parse_error(&flag, e))?,
                 ),
                 None => None,
-            };
-            let mut body = Body::new()
-                .str("Description", &a.description)
-                .str("DefaultInstanceName", &a.default_instance_name)
-                .str("IamRole", &Some(a.iam_role.clone()))
-                .int(
-                    "RegistrationLimit",
-                    "registration-limit",
-                    &a.registration_limit,
-                )?
-                .list("Tags", "tags", &a.tags, &tag_shape())?;
-            if let Some(t) = expiration {
-                body.map.insert("ExpirationDate".into(), json!(t));
-            }
-            ("CreateActivation", body.done())
+            },
+        };
+        if let Some(v) = value {
+            body.insert(member.name.to_owned(), v);
         }
-        Verb::DescribeActivations(p) => (
-            "DescribeActivations",
-            Body::new()
-                .list(
-                    "Filters",
-                    "filters",
-                    &p.inner.filters,
-                    &Shape::List(Box::new(Shape::Structure(vec![
-                        ("FilterKey", Shape::String),
-                        ("FilterValues", Shape::List(Box::new(Shape::String))),
-                    ]))),
-                )?
-                .page(p)?
-                .done(),
-        ),
-        Verb::DeleteActivation(a) => ("DeleteActivation", json!({"ActivationId": a.activation_id})),
-        Verb::DescribeInstanceInformation(d) => (
-            "DescribeInstanceInformation",
-            Body::new()
-                .list(
-                    "InstanceInformationFilterList",
-                    "instance-information-filter-list",
-                    &d.inner.instance_information_filter_list,
-                    &Shape::List(Box::new(Shape::Structure(vec![
-                        ("key", Shape::String),
-                        ("valueSet", Shape::List(Box::new(Shape::String))),
-                    ]))),
-                )?
-                .list("Filters", "filters", &d.inner.filters, &targets_shape())?
-                .page(d)?
-                .done(),
-        ),
-        Verb::DeregisterManagedInstance(i) => (
-            "DeregisterManagedInstance",
-            json!({"InstanceId": i.instance_id}),
-        ),
-        Verb::SendCommand(s) => {
-            let mut body = Body::new();
-            if !s.instance_ids.is_empty() {
-                body.map
-                    .insert("InstanceIds".into(), json!(split_ids(&s.instance_ids)));
-            }
-            let body = body
-                .list("Targets", "targets", &s.targets, &targets_shape())?
-                .str("DocumentName", &Some(s.document_name.clone()))
-                .str("DocumentVersion", &s.document_version)
-                .str("DocumentHash", &s.document_hash)
-                .str("DocumentHashType", &s.document_hash_type)
-                .int("TimeoutSeconds", "timeout-seconds", &s.timeout_seconds)?
-                .str("Comment", &s.comment)
-                .value(
-                    "Parameters",
-                    "parameters",
-                    &s.parameters,
-                    &Shape::Map(Box::new(Shape::List(Box::new(Shape::String)))),
-                )?
-                .str("MaxConcurrency", &s.max_concurrency)
-                .str("MaxErrors", &s.max_errors)
-                .str("OutputS3Region", &s.output_s3_region)
-                .str("OutputS3BucketName", &s.output_s3_bucket_name)
-                .str("OutputS3KeyPrefix", &s.output_s3_key_prefix)
-                .str("ServiceRoleArn", &s.service_role_arn);
-            ("SendCommand", body.done())
-        }
-        Verb::ListCommands(l) => ("ListCommands", list_commands_body(l)?.done()),
-        Verb::ListCommandInvocations(l) => {
-            let mut body = list_commands_body(&l.list)?;
-            if l.details {
-                body.map.insert("Details".into(), json!(true));
-            }
-            ("ListCommandInvocations", body.done())
-        }
-        Verb::GetCommandInvocation(g) => {
-            let mut body = Body::new()
-                .str("CommandId", &Some(g.command_id.clone()))
-                .str("InstanceId", &Some(g.instance_id.clone()))
-                .str("PluginName", &g.plugin_name);
-            if g.full_output {
-                body.map.insert("FullOutput".into(), json!(true));
-            }
-            ("GetCommandInvocation", body.done())
-        }
-    })
-}
-
-/// `--instance-ids a b` and `--instance-ids a,b` (and a JSON list) all work, as in the aws CLI.
-fn split_ids(raw: &[String]) -> Vec<String> {
-    if let [one] = raw
-        && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(one)
-    {
-        return items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
     }
-    raw.iter()
-        .flat_map(|r| r.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    for (_, flag, member, _) in EXTRA_FLAGS.iter().filter(|e| e.0 == operation) {
+        if matches.get_flag(flag) {
+            body.insert((*member).to_owned(), Value::Bool(true));
+        }
+    }
+    Ok(Value::Object(body))
 }
 
-/// The list member that auto-pagination merges, per operation.
-fn paged_member(operation: &str) -> Option<&'static str> {
-    Some(match operation {
-        "DescribeActivations" => "ActivationList",
-        "DescribeInstanceInformation" => "InstanceInformationList",
-        "ListCommands" => "Commands",
-        "ListCommandInvocations" => "CommandInvocations",
-        _ => return None,
-    })
+/// A timestamp flag as epoch seconds: ISO 8601 (with or without zone, or a
+/// date alone, taken as UTC) or a number of seconds, as the aws CLI accepts.
+fn parse_timestamp(raw: &str) -> Option<f64> {
+    let s = raw.trim();
+    if let Ok(n) = s.parse::<f64>() {
+        return Some(n);
+    }
+    let ms = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| {
+                d.and_time(chrono::NaiveTime::MIN)
+                    .and_utc()
+                    .timestamp_millis()
+            })
+        })
+        .ok()?;
+    Some(ms as f64 / 1000.0)
+}
+
+/// The aws CLI's paging flags, as given.
+#[derive(Debug, Default)]
+struct Paging {
+    max_items: Option<usize>,
+    starting_token: Option<String>,
+    page_size: Option<i64>,
+    no_paginate: bool,
+}
+
+impl Paging {
+    fn of(matches: &ArgMatches) -> Result<Self, CliError> {
+        let number = |flag: &str| -> Result<Option<i64>, CliError> {
+            matches
+                .get_one::<String>(flag)
+                .map(|v| {
+                    v.trim()
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            parse_error(flag, format!("{v:?} is not a positive integer"))
+                        })
+                })
+                .transpose()
+        };
+        Ok(Paging {
+            max_items: number("max-items")?.map(|n| n as usize),
+            starting_token: matches.get_one::<String>("starting-token").cloned(),
+            page_size: number("page-size")?,
+            no_paginate: matches.get_flag("no-paginate"),
+        })
+    }
+}
+
+/// The aws CLI's resume token: base64 of `{"NextToken": …, "boto_truncate_amount": n}`.
+fn encode_resume(input_token: &str, token: Option<&str>, skip: usize) -> String {
+    let mut t = Map::new();
+    if let Some(token) = token {
+        t.insert(input_token.to_owned(), json!(token));
+    }
+    if skip > 0 {
+        t.insert("boto_truncate_amount".into(), json!(skip));
+    }
+    base64::engine::general_purpose::STANDARD.encode(Value::Object(t).to_string())
+}
+
+/// Reads a resume token; a token that is not one of ours is the service's own.
+fn decode_resume(input_token: &str, raw: &str) -> (Option<String>, usize) {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(Value::is_object);
+    match decoded {
+        Some(t) => (
+            t.get(input_token)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            t.get("boto_truncate_amount")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize,
+        ),
+        None => (Some(raw.to_owned()), 0),
+    }
+}
+
+/// Calls a paged operation as the aws CLI does: every page merged into one
+/// response unless the request names a page itself or `--no-paginate` is
+/// given, `--max-items` cut with a resume token, `--page-size` per call.
+async fn paginate(
+    channel: &Channel,
+    token: &str,
+    operation: &str,
+    mut body: Value,
+    p: &model::Paginator,
+    paging: Paging,
+) -> Result<Value, CliError> {
+    let explicit =
+        body.get(p.input_token).is_some() || p.limit_key.is_some_and(|k| body.get(k).is_some());
+    if explicit || paging.no_paginate {
+        return call(channel.clone(), token, operation, &body).await;
+    }
+    if let (Some(n), Some(k)) = (paging.page_size, p.limit_key) {
+        body[k] = json!(n);
+    }
+    let (mut page_token, mut skip) = match &paging.starting_token {
+        Some(raw) => decode_resume(p.input_token, raw),
+        None => (None, 0),
+    };
+    let primary = p.result_keys.first().copied().unwrap_or("");
+    let mut merged: Option<Value> = None;
+    loop {
+        let mut req = body.clone();
+        if let Some(t) = &page_token {
+            req[p.input_token] = json!(t);
+        }
+        let mut page = call(channel.clone(), token, operation, &req).await?;
+        for key in &p.result_keys {
+            if let Some(items) = page.get_mut(*key).and_then(Value::as_array_mut) {
+                items.drain(..skip.min(items.len()));
+            }
+        }
+        let next = page
+            .get(p.output_token)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let in_page = page[primary].as_array().map_or(0, Vec::len);
+        let before = match &mut merged {
+            None => {
+                merged = Some(page);
+                0
+            }
+            Some(all) => {
+                let before = all[primary].as_array().map_or(0, Vec::len);
+                for key in &p.result_keys {
+                    if let (Some(Value::Array(items)), Some(Value::Array(more))) =
+                        (all.get_mut(*key), page.get_mut(*key))
+                    {
+                        items.append(more);
+                    }
+                }
+                before
+            }
+        };
+        let Some(all) = merged.as_mut() else {
+            break;
+        };
+        if let Some(max) = paging.max_items
+            && before + in_page >= max
+        {
+            let taken = max - before;
+            for key in &p.result_keys {
+                if let Some(items) = all.get_mut(*key).and_then(Value::as_array_mut) {
+                    items.truncate(max);
+                }
+            }
+            let resume = if taken < in_page {
+                Some(encode_resume(
+                    p.input_token,
+                    page_token.as_deref(),
+                    skip + taken,
+                ))
+            } else {
+                next.as_deref()
+                    .map(|n| encode_resume(p.input_token, Some(n), 0))
+            };
+            if let Some(obj) = all.as_object_mut() {
+                obj.remove(p.output_token);
+                if let Some(r) = resume {
+                    obj.insert("NextToken".into(), json!(r));
+                }
+            }
+            return Ok(merged.unwrap_or(Value::Null));
+        }
+        match next {
+            Some(t) => {
+                page_token = Some(t);
+                skip = 0;
+            }
+            None => break,
+        }
+    }
+    let mut all = merged.unwrap_or_else(|| json!({}));
+    if let Some(obj) = all.as_object_mut() {
+        obj.remove(p.output_token);
+    }
+    Ok(all)
 }
 
 /// Finds operator.json: --config, $TETHER_CONFIG, ~/.config/tether, /var/lib/tether.
@@ -569,10 +528,10 @@ pub async fn call(
     }
 }
 
-/// Runs a verb: builds the request, calls the coordinator (following NextToken
-/// when the user asked for no particular page), prints the response.
-pub async fn run(global: &Global, verb: &Verb) -> ExitCode {
-    match run_inner(global, verb).await {
+/// Runs a verb: builds the request from its flags, calls the coordinator
+/// (following pages as the aws CLI does), prints the response.
+pub async fn run(global: &Global, verb: &str, matches: &ArgMatches) -> ExitCode {
+    match run_inner(global, verb, matches).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -584,46 +543,29 @@ pub async fn run(global: &Global, verb: &Verb) -> ExitCode {
     }
 }
 
-async fn run_inner(global: &Global, verb: &Verb) -> Result<String, CliError> {
+async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<String, CliError> {
     let format: OutputFormat = global.output.parse().map_err(|_| {
         CliError::usage(format!(
             "--output: {:?} is not one of json, text, table",
             global.output
         ))
     })?;
-    let (operation, body) = request(verb)?;
+    let operation =
+        operation_of(verb).ok_or_else(|| CliError::usage(format!("unknown verb {verb:?}")))?;
+    let body = request(operation, matches)?;
     let path = config_path(global.config.as_ref())?;
     let cfg = load_config(&path)?;
     let channel = connect(&cfg).await?;
-    let explicit_page = body.get("MaxResults").is_some() || body.get("NextToken").is_some();
-    let mut response = call(channel.clone(), &cfg.token, operation, &body).await?;
-    if let (Some(member), false) = (paged_member(operation), explicit_page) {
-        while let Some(token) = response
-            .get("NextToken")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        {
-            let mut next_body = body.clone();
-            next_body["NextToken"] = json!(token);
-            let next = call(channel.clone(), &cfg.token, operation, &next_body).await?;
-            if let (Some(Value::Array(all)), Some(Value::Array(more))) =
-                (response.get_mut(member), next.get(member))
-            {
-                all.extend(more.iter().cloned());
-            }
-            match next.get("NextToken") {
-                Some(t) => response["NextToken"] = t.clone(),
-                None => {
-                    if let Some(m) = response.as_object_mut() {
-                        m.remove("NextToken");
-                    }
-                }
-            }
+    let mut response = match model::model().paginator(operation) {
+        Some(p) => {
+            let paging = Paging::of(matches)?;
+            paginate(&channel, &cfg.token, operation, body, &p, paging).await?
         }
-    }
+        None => call(channel, &cfg.token, operation, &body).await?,
+    };
     output::timestamps_to_iso(&mut response);
     let mut out = output::render(operation, &response, format);
-    if let (Verb::CreateActivation(_), OutputFormat::Text) = (verb, format) {
+    if operation == "CreateActivation" && format == OutputFormat::Text {
         out.push_str(&install_snippet(&cfg, &response));
     }
     Ok(out)
@@ -644,31 +586,52 @@ fn install_snippet(cfg: &OperatorConfig, activation: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn parse(operation: &str, args: &[&str]) -> Result<Value, CliError> {
+        let name = model::cli_name(operation);
+        let matches = verb(operation)
+            .try_get_matches_from(std::iter::once(name.as_str()).chain(args.iter().copied()))
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        request(operation, &matches)
+    }
+
+    #[test]
+    fn every_operation_is_in_the_model() {
+        for op in api::OPERATIONS {
+            assert!(model::model().operation(op).is_some(), "{op}");
+            assert_eq!(operation_of(&model::cli_name(op)), Some(*op));
+        }
+        // clap's own consistency checks on every generated verb.
+        for v in verbs() {
+            v.debug_assert();
+        }
+    }
+
     #[test]
     fn send_command_request_from_aws_style_flags() {
-        let verb = Verb::SendCommand(SendCommand {
-            instance_ids: vec!["mi-0123456789abcdef0".into(), "mi-0123456789abcdef1".into()],
-            targets: vec![],
-            document_name: "AWS-RunShellScript".into(),
-            document_version: None,
-            document_hash: None,
-            document_hash_type: None,
-            timeout_seconds: Some("60".into()),
-            comment: Some("IP config".into()),
-            parameters: Some("commands=ifconfig".into()),
-            max_concurrency: None,
-            max_errors: None,
-            output_s3_region: None,
-            output_s3_bucket_name: None,
-            output_s3_key_prefix: None,
-            service_role_arn: None,
-        });
-        let (op, body) = request(&verb).unwrap();
-        assert_eq!(op, "SendCommand");
+        let body = parse(
+            "SendCommand",
+            &[
+                "--instance-ids",
+                "mi-0123456789abcdef0",
+                "mi-0123456789abcdef1",
+                "--document-name",
+                "AWS-RunShellScript",
+                "--timeout-seconds",
+                "60",
+                "--comment",
+                "IP config",
+                "--parameters",
+                "commands=ifconfig",
+                "--targets",
+                "Key=tag:Env,Values=lab,prod",
+            ],
+        )
+        .unwrap();
         assert_eq!(
             body,
             json!({
                 "InstanceIds": ["mi-0123456789abcdef0", "mi-0123456789abcdef1"],
+                "Targets": [{"Key": "tag:Env", "Values": ["lab", "prod"]}],
                 "DocumentName": "AWS-RunShellScript",
                 "TimeoutSeconds": 60,
                 "Comment": "IP config",
@@ -678,27 +641,100 @@ mod tests {
     }
 
     #[test]
-    fn integer_flags_are_checked_before_sending() {
-        let verb = Verb::CreateActivation(CreateActivation {
-            description: None,
-            default_instance_name: None,
-            iam_role: "r".into(),
-            registration_limit: Some("ten".into()),
-            expiration_date: None,
-            tags: vec![],
-        });
-        let err = request(&verb).unwrap_err();
+    fn flags_are_checked_before_sending() {
+        let err = parse(
+            "CreateActivation",
+            &["--iam-role", "r", "--registration-limit", "ten"],
+        )
+        .unwrap_err();
         assert_eq!(err.exit, EXIT_USAGE);
         assert!(
             err.message.contains("--registration-limit"),
             "{}",
             err.message
         );
+        let err = parse("CreateActivation", &["--description", "x"]).unwrap_err();
+        assert!(err.message.contains("--iam-role"), "{}", err.message);
+        let err = parse(
+            "CreateActivation",
+            &["--iam-role", "r", "--expiration-date", "soon"],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("--expiration-date"), "{}", err.message);
     }
 
     #[test]
-    fn instance_ids_split_like_the_aws_cli() {
-        assert_eq!(split_ids(&["a,b".into(), "c".into()]), vec!["a", "b", "c"]);
-        assert_eq!(split_ids(&[r#"["a","b"]"#.into()]), vec!["a", "b"]);
+    fn booleans_timestamps_and_extras() {
+        let body = parse(
+            "ListCommandInvocations",
+            &["--command-id", "c", "--details"],
+        )
+        .unwrap();
+        assert_eq!(body, json!({"CommandId": "c", "Details": true}));
+        let body = parse("ListCommandInvocations", &["--no-details"]).unwrap();
+        assert_eq!(body, json!({"Details": false}));
+        let body = parse(
+            "CreateActivation",
+            &[
+                "--iam-role",
+                "r",
+                "--expiration-date",
+                "2030-01-10T20:30:00Z",
+            ],
+        )
+        .unwrap();
+        assert_eq!(body["ExpirationDate"], json!(1894307400.0));
+        let body = parse(
+            "GetCommandInvocation",
+            &[
+                "--command-id",
+                "c",
+                "--instance-id",
+                "mi-1",
+                "--full-output",
+            ],
+        )
+        .unwrap();
+        assert_eq!(body["FullOutput"], json!(true));
+    }
+
+    #[test]
+    fn list_flags_take_words_as_the_aws_cli() {
+        // awscli: a list of scalars takes each word as one element (no comma
+        // splitting), a single JSON list as the whole list, and a repeated
+        // flag's last occurrence wins (argparse).
+        for (args, want) in [
+            (&["--instance-ids", "a,b", "c"][..], json!(["a,b", "c"])),
+            (
+                &["--instance-ids", r#"["a","b","c"]"#],
+                json!(["a", "b", "c"]),
+            ),
+            (
+                &["--instance-ids", "a", "--instance-ids", "b", "c"],
+                json!(["b", "c"]),
+            ),
+        ] {
+            let mut all = vec!["--document-name", "d"];
+            all.extend_from_slice(args);
+            let body = parse("SendCommand", &all).unwrap();
+            assert_eq!(body["InstanceIds"], want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn resume_tokens_round_trip() {
+        let t = encode_resume("NextToken", Some("b2Zmc2V0OjUw"), 3);
+        assert_eq!(
+            decode_resume("NextToken", &t),
+            (Some("b2Zmc2V0OjUw".into()), 3)
+        );
+        assert_eq!(
+            decode_resume("NextToken", "raw-token"),
+            (Some("raw-token".into()), 0)
+        );
+        assert_eq!(
+            decode_resume("NextToken", &encode_resume("NextToken", None, 2)),
+            (None, 2)
+        );
     }
 }

@@ -26,6 +26,8 @@ pub enum Shape {
     Map(Box<Shape>),
     /// A structure with the given members, in model order.
     Structure(Vec<(&'static str, Shape)>),
+    /// Anything, taken as given (a recursive shape's deepest levels).
+    Any,
 }
 
 impl Shape {
@@ -37,6 +39,7 @@ impl Shape {
             Shape::List(_) => "list",
             Shape::Map(_) => "map",
             Shape::Structure(_) => "structure",
+            Shape::Any => "value",
         }
     }
 
@@ -217,6 +220,14 @@ fn value_from_text(text: &str, shape: &Shape) -> Result<Value, ShorthandError> {
             conform(Value::String(text.to_owned()), shape, ROOT, Mode::Shorthand)
         }
         Shape::List(member) => list_from_words(&[text], member),
+        Shape::Any => {
+            let trimmed = text.trim_start();
+            if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                parse_json(text)
+            } else {
+                parse_shorthand(text)
+            }
+        }
         Shape::Map(_) | Shape::Structure(_) => {
             let trimmed = text.trim_start();
             if trimmed.starts_with('{') {
@@ -306,6 +317,7 @@ fn conform(
         expected: shape.kind(),
     };
     match shape {
+        Shape::Any => Ok(value),
         Shape::String => match value {
             Value::String(_) => Ok(value),
             other => Err(invalid_type(&other)),
