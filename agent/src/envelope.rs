@@ -104,6 +104,43 @@ pub fn verify(
     Ok(cmd)
 }
 
+/// Verifies a signed cancellation for `instance_id` at `now_ms`: the
+/// signature covers [`pb::CANCEL_SIGNING_CONTEXT`] followed by the payload, so
+/// no command signature can pass for a cancellation or the reverse.
+pub fn verify_cancel(
+    env: &pb::CommandEnvelope,
+    signing_key: &[u8],
+    instance_id: &str,
+    now_ms: i64,
+) -> Result<pb::SignedCancel, Refusal> {
+    if env.signature.is_empty() {
+        return Err(Refusal::Unsigned);
+    }
+    let mut signed = pb::CANCEL_SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(&env.payload);
+    UnparsedPublicKey::new(&ED25519, signing_key)
+        .verify(&signed, &env.signature)
+        .map_err(|_| Refusal::BadSignature)?;
+    let cancel = pb::SignedCancel::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if cancel.instance_id != instance_id {
+        return Err(Refusal::Misaddressed {
+            to: cancel.instance_id,
+            me: instance_id.to_string(),
+        });
+    }
+    if !is_command_id(&cancel.command_id) {
+        return Err(Refusal::BadCommandId(cancel.command_id));
+    }
+    if cancel.expires_at_ms + CLOCK_TOLERANCE_MS < now_ms {
+        return Err(Refusal::Expired {
+            expired_ms: cancel.expires_at_ms,
+            now_ms,
+        });
+    }
+    Ok(cancel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +236,49 @@ mod tests {
         assert!(matches!(
             verify(&seal(&k, &c), &pk, ME, now),
             Err(Refusal::BadCommandId(_))
+        ));
+    }
+
+    #[test]
+    fn cancellations_verify_only_with_their_own_context() {
+        let k = key();
+        let pk = k.public_key().as_ref().to_vec();
+        let cancel = pb::SignedCancel {
+            instance_id: ME.into(),
+            command_id: CMD.into(),
+            issued_at_ms: 1_000_000,
+            expires_at_ms: 1_600_000,
+        };
+        let payload = cancel.encode_to_vec();
+        let mut signed = pb::CANCEL_SIGNING_CONTEXT.to_vec();
+        signed.extend_from_slice(&payload);
+        let good = pb::CommandEnvelope {
+            signature: k.sign(&signed).as_ref().to_vec(),
+            payload: payload.clone(),
+        };
+        assert_eq!(verify_cancel(&good, &pk, ME, 1_100_000), Ok(cancel));
+        // Signed without the context (as a command would be): refused.
+        let bare = pb::CommandEnvelope {
+            signature: k.sign(&payload).as_ref().to_vec(),
+            payload,
+        };
+        assert_eq!(
+            verify_cancel(&bare, &pk, ME, 1_100_000),
+            Err(Refusal::BadSignature)
+        );
+        // And a command envelope never verifies as a cancellation.
+        let cmd = seal(&k, &command());
+        assert_eq!(
+            verify_cancel(&cmd, &pk, ME, 1_100_000),
+            Err(Refusal::BadSignature)
+        );
+        assert!(matches!(
+            verify_cancel(&good, &pk, "mi-00000000000000000", 1_100_000),
+            Err(Refusal::Misaddressed { .. })
+        ));
+        assert!(matches!(
+            verify_cancel(&good, &pk, ME, 1_600_000 + CLOCK_TOLERANCE_MS + 1),
+            Err(Refusal::Expired { .. })
         ));
     }
 

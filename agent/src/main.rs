@@ -75,6 +75,10 @@ enum Command {
         /// Longest wait between reconnection attempts, in seconds.
         #[arg(long, env = "TETHER_AGENT_MAX_BACKOFF_SECS", default_value_t = 60)]
         max_backoff_secs: u64,
+        /// Commands run at once; more wait for a free slot.
+        #[arg(long, env = "TETHER_AGENT_MAX_CONCURRENT_COMMANDS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        max_concurrent_commands: u64,
     },
     /// Diagnose registration, connectivity, clock skew and running commands.
     Status {
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             reboot_command,
             output_cap_bytes,
             max_backoff_secs,
+            max_concurrent_commands,
         } => {
             logging::init(&log_dir, "TETHER_AGENT_LOG");
             let Some(rt) = runtime() else {
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
                 reboot_command,
                 output_cap_bytes,
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
+                max_concurrent: max_concurrent_commands as usize,
                 ..AgentConfig::default()
             };
             match rt.block_on(run::run(

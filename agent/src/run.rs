@@ -77,6 +77,12 @@ const EXIT_SUCCESS_AND_REBOOT: i32 = 194;
 /// Largest report batch sent in one call: half the message limit, so one
 /// report with every stream at its cap still goes through after [`fit_report`].
 const REPORT_BUDGET_BYTES: usize = pb::MAX_MESSAGE_BYTES / 2;
+/// How often a running step's new output is sent to the coordinator, the most
+/// sent at once, and how much of each stream is sent live (the final report
+/// carries all of it, up to the output cap).
+const LIVE_OUTPUT_INTERVAL: Duration = Duration::from_secs(1);
+const LIVE_OUTPUT_CHUNK_BYTES: u64 = 256 * 1024;
+const LIVE_OUTPUT_CAP_BYTES: u64 = 4 * 1024 * 1024;
 /// Reported commands are kept this long (replays are refused by expiry after that).
 const SPOOL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -91,6 +97,8 @@ struct Agent {
     skew_ms: AtomicI64,
     report_bell: Notify,
     running: Mutex<HashSet<String>>,
+    /// Commands cancelled before their envelope reached us: never run them.
+    cancelled_unseen: Mutex<HashSet<String>>,
     slots: Semaphore,
     host: (String, u16),
 }
@@ -146,6 +154,19 @@ impl Agent {
 
     // ----- receiving -----
 
+    /// Sends one report at once (acknowledgements, refusals, cancellations, live output).
+    async fn send_one(
+        &self,
+        report: pb::InvocationReport,
+    ) -> Result<tonic::Response<pb::ReportResponse>, tonic::Status> {
+        self.agent_client()
+            .await
+            .report(pb::ReportRequest {
+                reports: vec![report],
+            })
+            .await
+    }
+
     async fn receive(self: &Arc<Self>, env: pb::CommandEnvelope) {
         let checked = envelope::verify(&env, &self.signing_key, &self.reg.instance_id, self.now());
         let cmd = match checked {
@@ -157,6 +178,15 @@ impl Agent {
             }
         };
         let id = cmd.command_id.clone();
+        if self
+            .cancelled_unseen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
+            info!(command_id = %id, "command was cancelled before it arrived; not running it");
+            return;
+        }
         if let Some(nonce) = self.spool.nonce(&id) {
             if nonce == cmd.nonce {
                 self.refuse(Some(id.clone()), Refusal::Replayed(id)).await;
@@ -184,6 +214,59 @@ impl Agent {
         self.start(id);
     }
 
+    /// A signed cancellation: stops the command's running step (its whole
+    /// process group) and keeps later steps from starting; a command we never
+    /// received is reported Cancelled at once and will not run if it arrives.
+    async fn cancel(self: &Arc<Self>, env: pb::CommandEnvelope) {
+        let cancel = match envelope::verify_cancel(
+            &env,
+            &self.signing_key,
+            &self.reg.instance_id,
+            self.now(),
+        ) {
+            Ok(c) => c,
+            Err(refusal) => {
+                error!(reason = %refusal, "cancellation refused");
+                return;
+            }
+        };
+        let id = cancel.command_id;
+        if !self.spool.has(&id) {
+            info!(command_id = %id, "cancelled before it reached this agent");
+            self.cancelled_unseen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+            let report = pb::InvocationReport {
+                command_id: id.clone(),
+                state: pb::InvocationState::Cancelled as i32,
+                response_code: -1,
+                ended_at_ms: now_ms(),
+                detail: "cancelled before it reached the agent".into(),
+                ..Default::default()
+            };
+            if let Err(s) = self.send_one(report).await {
+                warn!(command_id = %id, error = %s.message(), "could not report the cancellation; the coordinator will ask again");
+            }
+            return;
+        }
+        if self.spool.stage(&id) != Stage::Running {
+            debug!(command_id = %id, "cancellation for a command that already finished; its result stands");
+            return;
+        }
+        info!(command_id = %id, "cancelling the command");
+        if let Err(e) = self.spool.mark_cancelled(&id) {
+            error!(command_id = %id, error = %e, "cannot record the cancellation");
+        }
+        for dir in self.spool.step_dirs(&id) {
+            if matches!(exec::read_result(&dir), Ok(None))
+                && let Err(e) = exec::request_cancel(&dir)
+            {
+                error!(command_id = %id, error = %e, "cannot ask the step to stop");
+            }
+        }
+    }
+
     async fn refuse(&self, command_id: Option<String>, refusal: Refusal) {
         error!(command_id = command_id.as_deref().unwrap_or("?"), reason = %refusal, "command envelope refused");
         let Some(command_id) = command_id else {
@@ -196,14 +279,7 @@ impl Agent {
             detail: refusal.to_string(),
             ..Default::default()
         };
-        if let Err(s) = self
-            .agent_client()
-            .await
-            .report(pb::ReportRequest {
-                reports: vec![report],
-            })
-            .await
-        {
+        if let Err(s) = self.send_one(report).await {
             warn!(error = %s.message(), "could not send the refusal");
         }
     }
@@ -216,14 +292,7 @@ impl Agent {
             started_at_ms: now_ms(),
             ..Default::default()
         };
-        match self
-            .agent_client()
-            .await
-            .report(pb::ReportRequest {
-                reports: vec![report],
-            })
-            .await
-        {
+        match self.send_one(report).await {
             Ok(r) => self.note_server_time(r.into_inner().server_time_ms),
             Err(s) => {
                 debug!(command_id, error = %s.message(), "acknowledgement not sent; the coordinator will deliver again")
@@ -296,6 +365,19 @@ impl Agent {
         let started = now_ms();
         for (i, step) in steps.iter().enumerate() {
             let dir = self.spool.step_dir(command_id, i);
+            if self.spool.is_cancelled(command_id) && !dir.join(exec::SPEC_FILE).exists() {
+                let now = now_ms();
+                plugins.push(pb::PluginReport {
+                    name: step.name.clone(),
+                    state: pb::InvocationState::Cancelled as i32,
+                    response_code: -1,
+                    stderr: b"the command was cancelled before this step started".to_vec(),
+                    started_at_ms: now,
+                    ended_at_ms: now,
+                    ..Default::default()
+                });
+                continue;
+            }
             if skip_rest || step.skipped.is_some() {
                 let why = step.skipped.clone().unwrap_or_else(|| {
                     "Step execution skipped: an earlier step exited 168 or 169".to_string()
@@ -312,7 +394,7 @@ impl Agent {
                 });
                 continue;
             }
-            let result = match self.run_step(&cmd, step, &dir).await {
+            let result = match self.run_step(&cmd, i, step, &dir).await {
                 Ok(r) => r,
                 Err(e) => StepResult {
                     exit_code: -1,
@@ -354,6 +436,11 @@ impl Agent {
                 }
                 stderr.extend_from_slice(err.as_bytes());
             }
+            if result.cancelled {
+                stderr.extend_from_slice(
+                    b"\nthe command was cancelled; the step's processes were killed",
+                );
+            }
             if result.timed_out {
                 stderr.extend_from_slice(
                     format!(
@@ -373,6 +460,8 @@ impl Agent {
                 stderr_truncated: result.stderr_truncated,
                 started_at_ms: result.started_at_ms,
                 ended_at_ms: result.ended_at_ms,
+                step_index: i as u32,
+                ..Default::default()
             });
         }
         let states: Vec<i32> = plugins.iter().map(|p| p.state).collect();
@@ -402,6 +491,7 @@ impl Agent {
     async fn run_step(
         &self,
         cmd: &pb::SignedCommand,
+        index: usize,
         step: &Step,
         dir: &std::path::Path,
     ) -> Result<StepResult, String> {
@@ -451,10 +541,72 @@ impl Agent {
             };
             spec.write(dir).map_err(|e| e.to_string())?;
             exec::spawn_supervisor(&self.cfg.agent_exe, dir).map_err(|e| e.to_string())?;
+            // A cancellation that came in while the step was being set up.
+            if self.spool.is_cancelled(&cmd.command_id) {
+                exec::request_cancel(dir).map_err(|e| e.to_string())?;
+            }
         } else {
             info!(command_id = %cmd.command_id, step = %step.name, "resuming a step started before the agent restarted");
         }
-        exec::wait_result(dir).await.map_err(|e| e.to_string())
+        tokio::select! {
+            r = exec::wait_result(dir) => r.map_err(|e| e.to_string()),
+            never = self.stream_output(&cmd.command_id, index, &step.name, dir) => match never {},
+        }
+    }
+
+    /// Sends a running step's new output to the coordinator every
+    /// [`LIVE_OUTPUT_INTERVAL`], so `get-command-invocation --follow` shows it
+    /// as it is produced. Best effort: what fails to go now goes next time,
+    /// and the final report carries everything. Never returns.
+    async fn stream_output(
+        &self,
+        command_id: &str,
+        index: usize,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> std::convert::Infallible {
+        let mut sent = [0u64; 2];
+        let mut ticker = tokio::time::interval(LIVE_OUTPUT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let mut chunks = [Vec::new(), Vec::new()];
+            for (k, file) in [exec::STDOUT_FILE, exec::STDERR_FILE].iter().enumerate() {
+                let room = LIVE_OUTPUT_CAP_BYTES.saturating_sub(sent[k]);
+                chunks[k] =
+                    read_from(&dir.join(file), sent[k], room.min(LIVE_OUTPUT_CHUNK_BYTES)).await;
+            }
+            if chunks.iter().all(Vec::is_empty) {
+                continue;
+            }
+            let lens = [chunks[0].len() as u64, chunks[1].len() as u64];
+            let [stdout, stderr] = chunks;
+            let report = pb::InvocationReport {
+                command_id: command_id.to_string(),
+                state: pb::InvocationState::InProgress as i32,
+                plugins: vec![pb::PluginReport {
+                    name: name.to_string(),
+                    state: pb::InvocationState::InProgress as i32,
+                    step_index: index as u32,
+                    stdout_offset: sent[0] as i64,
+                    stdout,
+                    stderr_offset: sent[1] as i64,
+                    stderr,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let sent_ok = self.send_one(report).await;
+            match sent_ok {
+                Ok(_) => {
+                    sent[0] += lens[0];
+                    sent[1] += lens[1];
+                }
+                Err(s) => {
+                    debug!(command_id, error = %s.message(), "live output not sent; will retry")
+                }
+            }
+        }
     }
 
     // ----- reporting -----
@@ -584,6 +736,10 @@ impl Agent {
                         let me = self.clone();
                         tokio::spawn(async move { me.receive(env).await });
                     }
+                    for env in resp.cancels {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.cancel(env).await });
+                    }
                 }
                 Err(status) => {
                     let wait = if status.code() == tonic::Code::PermissionDenied {
@@ -671,6 +827,21 @@ pub fn fit_report(mut r: pb::InvocationReport, max: usize) -> pb::InvocationRepo
     r
 }
 
+/// Up to `max` bytes of a file from `offset` (nothing if it is not there yet).
+async fn read_from(path: &std::path::Path, offset: u64, max: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut out = Vec::new();
+    if max == 0 {
+        return out;
+    }
+    if let Ok(mut f) = tokio::fs::File::open(path).await
+        && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+    {
+        let _ = f.take(max).read_to_end(&mut out).await;
+    }
+    out
+}
+
 /// (not_before, not_after) of a PEM certificate, in epoch seconds.
 fn cert_validity(pem: &str) -> Option<(i64, i64)> {
     use rustls_pki_types::pem::PemObject;
@@ -733,6 +904,7 @@ pub async fn run(
         skew_ms: AtomicI64::new(0),
         report_bell: Notify::new(),
         running: Mutex::new(HashSet::new()),
+        cancelled_unseen: Mutex::new(HashSet::new()),
         slots: Semaphore::new(cfg.max_concurrent.max(1)),
         host,
         cfg,

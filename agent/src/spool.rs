@@ -21,6 +21,7 @@ const REPORT_FILE: &str = "report.pb";
 const REPORTED_FILE: &str = "reported";
 const REBOOT_FILE: &str = "reboot";
 const STEPS_DIR: &str = "steps";
+const CANCEL_FILE: &str = "cancel";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
@@ -58,6 +59,28 @@ impl Spool {
 
     pub fn step_dir(&self, command_id: &str, index: usize) -> PathBuf {
         self.dir(command_id).join(STEPS_DIR).join(index.to_string())
+    }
+
+    /// Whether the command is spooled here (received and verified).
+    pub fn has(&self, command_id: &str) -> bool {
+        self.dir(command_id).join(NONCE_FILE).exists()
+    }
+
+    /// Records that the coordinator cancelled the command: steps not started
+    /// yet never start, also after an agent restart.
+    pub fn mark_cancelled(&self, command_id: &str) -> Result<(), StateError> {
+        write_private(&self.dir(command_id).join(CANCEL_FILE), b"")
+    }
+
+    pub fn is_cancelled(&self, command_id: &str) -> bool {
+        self.dir(command_id).join(CANCEL_FILE).exists()
+    }
+
+    /// The step directories of a command that exist so far.
+    pub fn step_dirs(&self, command_id: &str) -> Vec<PathBuf> {
+        fs::read_dir(self.dir(command_id).join(STEPS_DIR))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
     }
 
     /// The nonce of the envelope a command arrived in, if it is spooled.

@@ -15,6 +15,9 @@ use tether_documents::{Document, PlatformType};
 use crate::core::{Coordinator, code_hash, iso_ms, now_ms};
 use crate::limits;
 use crate::state::Detail;
+mod documents;
+mod tags;
+
 use crate::store::{self, ActivationRow, CommandQuery, CommandRow, InvocationRow, PluginRow};
 
 /// An SSM error: `__type` and message.
@@ -63,6 +66,18 @@ pub const OPERATIONS: &[&str] = &[
     "ListCommands",
     "ListCommandInvocations",
     "GetCommandInvocation",
+    "CreateDocument",
+    "UpdateDocument",
+    "DeleteDocument",
+    "GetDocument",
+    "DescribeDocument",
+    "ListDocuments",
+    "ListDocumentVersions",
+    "UpdateDocumentDefaultVersion",
+    "AddTagsToResource",
+    "RemoveTagsFromResource",
+    "ListTagsForResource",
+    "CancelCommand",
 ];
 
 /// Runs one SSM operation.
@@ -78,6 +93,18 @@ pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> ApiRes
         "ListCommands" => list_commands(c, &req).await,
         "ListCommandInvocations" => list_command_invocations(c, &req).await,
         "GetCommandInvocation" => get_command_invocation(c, &req).await,
+        "CreateDocument" => documents::create_document(c, &req).await,
+        "UpdateDocument" => documents::update_document(c, &req).await,
+        "DeleteDocument" => documents::delete_document(c, &req).await,
+        "GetDocument" => documents::get_document(c, &req).await,
+        "DescribeDocument" => documents::describe_document(c, &req).await,
+        "ListDocuments" => documents::list_documents(c, &req).await,
+        "ListDocumentVersions" => documents::list_document_versions(c, &req).await,
+        "UpdateDocumentDefaultVersion" => documents::update_document_default_version(c, &req).await,
+        "CancelCommand" => cancel_command(c, &req).await,
+        "AddTagsToResource" => tags::add_tags_to_resource(c, &req).await,
+        "RemoveTagsFromResource" => tags::remove_tags_from_resource(c, &req).await,
+        "ListTagsForResource" => tags::list_tags_for_resource(c, &req).await,
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("operation {other} is not supported by this coordinator"),
@@ -752,24 +779,20 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         ));
     }
     let doc_name = req.required_str("DocumentName")?;
-    let version = req.str("DocumentVersion")?.unwrap_or("$DEFAULT");
-    if !matches!(version, "$LATEST" | "$DEFAULT" | "1") {
-        return Err(ApiError::new(
-            "InvalidDocumentVersion",
-            format!(
-                "SendCommand: document {doc_name} has no version {version:?} (it has version 1)"
+    let found = documents::find(c, req.op, doc_name, req.str("DocumentVersion")?, None)
+        .await
+        .map_err(|e| match e.kind {
+            // SendCommand reports a missing document as InvalidDocument, naming what exists.
+            "InvalidDocument" => ApiError::new(
+                "InvalidDocument",
+                format!(
+                    "{} (see ListDocuments for the documents available)",
+                    e.message
+                ),
             ),
-        ));
-    }
-    let doc = tether_documents::builtin(doc_name).ok_or_else(|| {
-        ApiError::new(
-            "InvalidDocument",
-            format!(
-                "SendCommand: document {doc_name:?} does not exist (available: {})",
-                tether_documents::builtin_names().join(", ")
-            ),
-        )
-    })?;
+            _ => e,
+        })?;
+    let doc = found.doc;
     if let Some(hash) = req.str("DocumentHash")? {
         let hash_type = req.str("DocumentHashType")?.unwrap_or("Sha256");
         if hash_type != "Sha256" || !hash.eq_ignore_ascii_case(&doc.hash()) {
@@ -852,7 +875,7 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     let row = CommandRow {
         command_id: command_id.clone(),
         document_name: doc_name.to_string(),
-        document_version: "1".to_string(),
+        document_version: found.version.to_string(),
         document_hash: doc.hash(),
         document_content: doc.content.clone(),
         parameters_json: serde_json::to_string(&given).unwrap_or_default(),
@@ -903,6 +926,62 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
     }
     let row = c.store.command(&command_id).await?.unwrap_or(row);
     Ok(json!({"Command": command_json(&row)}))
+}
+
+/// CancelCommand: invocations not yet handed to their agent end Cancelled at
+/// once; delivered ones become Cancelling, and their agents are sent a signed
+/// cancellation (the step's whole process group is killed) and report Cancelled.
+async fn cancel_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+    let command_id = req.required_str("CommandId")?;
+    let unknown = || {
+        ApiError::new(
+            "InvalidCommandId",
+            format!("CancelCommand: command {command_id:?} does not exist"),
+        )
+    };
+    if !is_uuid(command_id) {
+        return Err(unknown());
+    }
+    c.store.command(command_id).await?.ok_or_else(unknown)?;
+    let instance_ids = req.str_list("InstanceIds")?;
+    if !instance_ids.is_empty() {
+        let q = CommandQuery {
+            command_id: Some(command_id.to_string()),
+            limit: i64::MAX,
+            ..CommandQuery::default()
+        };
+        let targeted: Vec<String> = c
+            .store
+            .invocations(&q)
+            .await?
+            .into_iter()
+            .map(|(i, _)| i.instance_id)
+            .collect();
+        for (n, id) in instance_ids.iter().enumerate() {
+            if instance_ids[..n].contains(id) {
+                return Err(ApiError::new(
+                    "DuplicateInstanceId",
+                    format!("CancelCommand: instance {id} is listed twice"),
+                ));
+            }
+            if !targeted.contains(id) {
+                return Err(ApiError::new(
+                    "InvalidInstanceId",
+                    format!("CancelCommand: command {command_id} was not sent to instance {id:?}"),
+                ));
+            }
+        }
+    }
+    for outcome in c
+        .store
+        .cancel_invocations(command_id, &instance_ids, now_ms())
+        .await?
+    {
+        if let store::CancelOutcome::Cancelling(id) = outcome {
+            c.ring(&id);
+        }
+    }
+    Ok(json!({}))
 }
 
 /// MaxConcurrency (`N` or `N%`, already validated) as a number of invocations,

@@ -19,7 +19,7 @@ use crate::limits;
 use crate::pki::Pki;
 use crate::state::Detail;
 use crate::store::{
-    self, CommandRow, HostInfo, InstanceRow, InvocationResult, PluginResult, Store,
+    self, CommandRow, HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult, Store,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -149,13 +149,79 @@ pub struct Coordinator {
     pub store: Store,
     pub pki: Arc<Pki>,
     bells: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Instances with a poll held open right now, and how many: they are
+    /// connected even when their last ping is old.
+    polling: Mutex<HashMap<String, usize>>,
     limiter: Mutex<FailureLimiter>,
     hook: Option<EnvelopeHook>,
     /// Set when the server is stopping: held polls return at once.
     stopping: tokio::sync::watch::Sender<bool>,
     /// How long a poll is held (shortened in tests through the agent's wait_ms).
     pub poll_hold: Duration,
+    /// When the coordinator stops waiting for agents, and how long history is kept.
+    pub timeouts: Timeouts,
+    last_prune_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long the coordinator waits on agents before deciding for them, and how
+/// long it keeps history (`tether serve` flags; defaults in [`limits`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A cancellation the agent has not confirmed in this time ends as Cancelled.
+    pub cancel_confirm: Duration,
+    /// A running invocation whose agent is silent this long ends as Failed,
+    /// presumed lost (a later report from the agent still replaces it).
+    pub agent_silent: Duration,
+    /// Commands older than this are pruned with their invocations.
+    pub history_retention: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            cancel_confirm: limits::CANCEL_CONFIRM_TIMEOUT,
+            agent_silent: limits::AGENT_SILENT_TIMEOUT,
+            history_retention: limits::HISTORY_RETENTION,
+        }
+    }
+}
+
+/// Counts a poll as held while it lives.
+struct HeldPoll<'a> {
+    polling: &'a Mutex<HashMap<String, usize>>,
+    id: String,
+}
+
+impl<'a> HeldPoll<'a> {
+    fn new(polling: &'a Mutex<HashMap<String, usize>>, id: &str) -> Self {
+        *polling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default() += 1;
+        HeldPoll {
+            polling,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        let mut p = self.polling.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = p.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// How often history past its retention is looked for, and how many commands
+/// one pruning transaction removes (so pruning never stalls the server).
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+const PRUNE_BATCH: i64 = 500;
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,10 +239,13 @@ impl Coordinator {
             store,
             pki,
             bells: Mutex::new(HashMap::new()),
+            polling: Mutex::new(HashMap::new()),
             limiter: Mutex::new(FailureLimiter::default()),
             hook: EnvelopeHook::from_env(),
             stopping: tokio::sync::watch::Sender::new(false),
             poll_hold: limits::LONG_POLL_HOLD,
+            timeouts: Timeouts::default(),
+            last_prune_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -351,10 +420,13 @@ impl Coordinator {
         };
         let deadline = tokio::time::Instant::now() + hold;
         let bell = self.bell(id);
+        let _held = HeldPoll::new(&self.polling, id);
         let mut stopping = self.stopping.subscribe();
         loop {
             let envelopes = self.envelopes_for(id).await?;
+            let cancels = self.cancels_for(id).await?;
             if !envelopes.is_empty()
+                || !cancels.is_empty()
                 || tokio::time::Instant::now() >= deadline
                 || *stopping.borrow()
             {
@@ -362,6 +434,7 @@ impl Coordinator {
                 return Ok(pb::PollResponse {
                     envelopes,
                     server_time_ms: now_ms(),
+                    cancels,
                 });
             }
             // A redelivery may fall due while we wait: look again at least every 10 s.
@@ -405,6 +478,34 @@ impl Coordinator {
             && let Some(cmd) = self.store.last_finished_command(instance_id).await?
             && let Some((payload, signature)) = self.store.last_envelope(&cmd, instance_id).await?
         {
+            out.push(pb::CommandEnvelope { payload, signature });
+        }
+        Ok(out)
+    }
+
+    /// Signed cancellations due for this instance (resent until its agent
+    /// reports the invocation, at most every [`REDELIVER_AFTER_MS`]).
+    async fn cancels_for(&self, instance_id: &str) -> Result<Vec<pb::CommandEnvelope>, AgentError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for command_id in self
+            .store
+            .cancels_due(instance_id, now, REDELIVER_AFTER_MS)
+            .await?
+        {
+            let payload = pb::SignedCancel {
+                instance_id: instance_id.to_string(),
+                command_id: command_id.clone(),
+                issued_at_ms: now,
+                expires_at_ms: now + limits::ENVELOPE_LIFETIME.as_millis() as i64,
+            }
+            .encode_to_vec();
+            let mut signed = pb::CANCEL_SIGNING_CONTEXT.to_vec();
+            signed.extend_from_slice(&payload);
+            let signature = self.pki.sign(&signed);
+            self.store
+                .mark_cancel_sent(&command_id, instance_id, now)
+                .await?;
             out.push(pb::CommandEnvelope { payload, signature });
         }
         Ok(out)
@@ -470,6 +571,19 @@ impl Coordinator {
                     self.store
                         .mark_started(&r.command_id, id, start, now)
                         .await?;
+                    // Live output of the running step, if the report carries any.
+                    for p in r.plugins {
+                        let chunk = OutputChunk {
+                            step_index: i64::from(p.step_index),
+                            name: p.name,
+                            start_ms: (p.started_at_ms > 0).then_some(p.started_at_ms),
+                            stdout_offset: p.stdout_offset,
+                            stdout: p.stdout,
+                            stderr_offset: p.stderr_offset,
+                            stderr: p.stderr,
+                        };
+                        self.store.append_output(&r.command_id, id, &chunk).await?;
+                    }
                 }
                 pb::InvocationState::Refused => {
                     // Only an invocation the agent never accepted can fail this
@@ -570,12 +684,54 @@ impl Coordinator {
         })
     }
 
-    /// Periodic housekeeping: delivery timeouts.
+    /// Periodic housekeeping: delivery timeouts, cancellations nobody
+    /// confirmed, invocations whose agent fell silent, and old history.
     pub async fn sweep(&self) {
-        match self.store.sweep_delivery_timeouts(now_ms()).await {
+        let now = now_ms();
+        match self.store.sweep_delivery_timeouts(now).await {
             Ok(0) => {}
             Ok(n) => info!(count = n, "invocations reached their delivery timeout"),
             Err(e) => warn!(error = %e, "delivery-timeout sweep failed"),
+        }
+        let connected: Vec<String> = self
+            .polling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        match self
+            .store
+            .sweep_unconfirmed(
+                now,
+                self.timeouts.cancel_confirm.as_millis() as i64,
+                self.timeouts.agent_silent.as_millis() as i64,
+                &connected,
+            )
+            .await
+        {
+            Ok(ended) => {
+                for (command_id, instance_id, detail) in ended {
+                    warn!(%command_id, %instance_id, status = detail.as_str(),
+                        "invocation ended by the coordinator: its agent did not answer");
+                }
+            }
+            Err(e) => warn!(error = %e, "unconfirmed-invocation sweep failed"),
+        }
+        if now
+            - self
+                .last_prune_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+            >= PRUNE_EVERY_MS
+        {
+            self.last_prune_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            let before = now - self.timeouts.history_retention.as_millis() as i64;
+            match self.store.prune_history(before, PRUNE_BATCH).await {
+                Ok(0) => {}
+                Ok(n) => info!(commands = n, "command history past its retention pruned"),
+                Err(e) => warn!(error = %e, "history pruning failed"),
+            }
         }
     }
 }

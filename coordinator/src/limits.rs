@@ -46,3 +46,20 @@ pub const TRUNCATION_MARKER: &str = "\n--output truncated--";
 
 /// Page sizes of the list verbs.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Largest document content accepted (SSM's quota for Command documents).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+/// `CreatedDate` shown for the built-in documents (2026-01-01T00:00:00Z).
+pub const BUILTIN_DOCUMENTS_CREATED_MS: i64 = 1_767_225_600_000;
+/// Tags on one resource (SSM's quota).
+pub const MAX_TAGS_PER_RESOURCE: usize = 50;
+
+/// A cancellation its agent has not confirmed in this time (the agent is
+/// offline) ends as Cancelled without it.
+pub const CANCEL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(600);
+/// A running invocation whose agent has been silent this long ends as Failed,
+/// presumed lost; a result the agent sends later still replaces that. Longer
+/// than SSM's longest executionTimeout (48 h), so no honest step is cut short.
+pub const AGENT_SILENT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+/// Command history is kept this long (contract: 30 days by default), then pruned.
+pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);

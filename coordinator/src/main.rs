@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tether_coordinator::cli;
@@ -43,6 +44,17 @@ struct Serve {
     /// Extra name or IP for the server certificate (repeatable).
     #[arg(long)]
     advertise: Vec<String>,
+    /// Days of command history kept; older commands are pruned.
+    #[arg(long, env = "TETHER_HISTORY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    history_retention_days: u64,
+    /// Seconds a running invocation's agent may stay silent before the
+    /// invocation ends as Failed, presumed lost (a later result still counts).
+    #[arg(long, env = "TETHER_AGENT_SILENT_TIMEOUT_SECS", default_value_t = tether_coordinator::limits::AGENT_SILENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    agent_silent_timeout: u64,
+    /// Seconds to wait for an agent to confirm a cancellation before the
+    /// invocation ends as Cancelled without it.
+    #[arg(long, env = "TETHER_CANCEL_CONFIRM_TIMEOUT_SECS", default_value_t = tether_coordinator::limits::CANCEL_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    cancel_confirm_timeout: u64,
 }
 
 fn init_logging() {
@@ -104,6 +116,11 @@ fn main() -> ExitCode {
                 listen: s.listen,
                 http_listen: s.http_listen,
                 advertise: s.advertise,
+                timeouts: tether_coordinator::core::Timeouts {
+                    cancel_confirm: Duration::from_secs(s.cancel_confirm_timeout),
+                    agent_silent: Duration::from_secs(s.agent_silent_timeout),
+                    history_retention: Duration::from_secs(s.history_retention_days * 24 * 3600),
+                },
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

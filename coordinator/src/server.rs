@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub listen: String,
     pub http_listen: String,
     pub advertise: Vec<String>,
+    /// When the coordinator stops waiting for agents, and how long history is kept.
+    pub timeouts: crate::core::Timeouts,
 }
 
 /// `operator.json`: everything the CLI needs to reach this coordinator as an administrator.
@@ -139,7 +141,9 @@ pub async fn run(
     println!("operator config: {}", operator_path.display());
     info!(grpc = %grpc_addr, https = %http_addr, data_dir = %cfg.data_dir.display(), "coordinator started");
 
-    let core = Arc::new(Coordinator::new(store, pki.clone()));
+    let mut coordinator = Coordinator::new(store, pki.clone());
+    coordinator.timeouts = cfg.timeouts;
+    let core = Arc::new(coordinator);
 
     let sweeper = {
         let core = core.clone();

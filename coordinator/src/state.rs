@@ -18,10 +18,12 @@ pub enum Detail {
     Cancelled,
     Undeliverable,
     Terminated,
+    /// CancelCommand reached a delivered invocation; its agent has yet to stop it.
+    Cancelling,
 }
 
 impl Detail {
-    pub const ALL: [Detail; 10] = [
+    pub const ALL: [Detail; 11] = [
         Detail::Pending,
         Detail::InProgress,
         Detail::Delayed,
@@ -32,6 +34,7 @@ impl Detail {
         Detail::Cancelled,
         Detail::Undeliverable,
         Detail::Terminated,
+        Detail::Cancelling,
     ];
 
     /// The `StatusDetails` string.
@@ -47,6 +50,7 @@ impl Detail {
             Detail::Cancelled => "Cancelled",
             Detail::Undeliverable => "Undeliverable",
             Detail::Terminated => "Terminated",
+            Detail::Cancelling => "Cancelling",
         }
     }
 
@@ -64,12 +68,16 @@ impl Detail {
             Detail::DeliveryTimedOut | Detail::ExecutionTimedOut => "TimedOut",
             Detail::Failed | Detail::Undeliverable | Detail::Terminated => "Failed",
             Detail::Cancelled => "Cancelled",
+            Detail::Cancelling => "Cancelling",
         }
     }
 
     /// Whether nothing more can happen to an invocation in this state.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Detail::Pending | Detail::InProgress | Detail::Delayed)
+        !matches!(
+            self,
+            Detail::Pending | Detail::InProgress | Detail::Delayed | Detail::Cancelling
+        )
     }
 
     /// Whether this outcome counts against the command's MaxErrors.
@@ -108,6 +116,8 @@ pub fn summarize(details: &[Detail], max_errors: &str) -> CommandSummary {
     let (status, status_details) = if completed < n {
         if completed == 0 && count(&|d| d == Detail::Pending) == n {
             ("Pending", "Pending")
+        } else if count(&|d| d == Detail::Cancelling) > 0 {
+            ("Cancelling", "Cancelling")
         } else {
             ("InProgress", "In Progress")
         }
@@ -157,6 +167,7 @@ mod tests {
             (Undeliverable, "Failed", true),
             (Terminated, "Failed", true),
             (Cancelled, "Cancelled", true),
+            (Cancelling, "Cancelling", false),
         ];
         for (d, status, terminal) in table {
             assert_eq!((d.status(), d.is_terminal()), (status, terminal), "{d:?}");
@@ -223,6 +234,12 @@ mod tests {
                 "0",
                 ("Success", "Incomplete"),
                 [2, 2, 0, 1],
+            ),
+            (
+                &[Cancelling, Cancelled],
+                "0",
+                ("Cancelling", "Cancelling"),
+                [2, 1, 0, 0],
             ),
             (
                 &[Cancelled, Success],

@@ -13,6 +13,11 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::state::{self, Detail};
 
+mod documents;
+mod run_control;
+pub use documents::{DocumentRow, DocumentVersionRow, VersionConflict};
+pub use run_control::{CancelOutcome, OutputChunk};
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -339,6 +344,18 @@ impl Store {
     }
 
     /// Records a ping, and the host facts when they are given.
+    /// Replaces a live instance's tags; false if it is not registered.
+    pub async fn set_instance_tags(&self, id: &str, tags_json: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE instances SET tags_json = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
+        )
+        .bind(tags_json)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn ping(&self, id: &str, info: Option<&HostInfo>, now_ms: i64) -> Result<()> {
         match info {
             Some(h) => {
@@ -744,23 +761,25 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT status_details FROM invocations WHERE command_id = ? AND instance_id = ?",
+        let current: Option<(String, bool)> = sqlx::query_as(
+            "SELECT status_details, presumed_lost FROM invocations WHERE command_id = ? AND instance_id = ?",
         )
         .bind(command_id)
         .bind(instance_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(current) = current else {
+        let Some((current, presumed_lost)) = current else {
             return Ok(false);
         };
-        if Detail::parse(&current).is_none_or(Detail::is_terminal) {
+        // The first result wins, except over the coordinator's own guess that
+        // a silent agent was lost: the agent's real result replaces that.
+        if !presumed_lost && Detail::parse(&current).is_none_or(Detail::is_terminal) {
             return Ok(false);
         }
         sqlx::query(
             "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
-             start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?) \
-             WHERE command_id = ? AND instance_id = ?",
+             start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
+             presumed_lost = 0 WHERE command_id = ? AND instance_id = ?",
         )
         .bind(result.detail.status())
         .bind(result.detail.as_str())

@@ -121,6 +121,26 @@ impl Document {
         })
     }
 
+    /// The document text in `format`, as `GetDocument --document-format`
+    /// returns it: the stored text when it is already in that format, else
+    /// the same tree written in the other one (member order kept).
+    pub fn content_as(&self, format: DocumentFormat) -> String {
+        if format == self.format {
+            return self.content.clone();
+        }
+        // The content parsed when the document was accepted, so it loads again.
+        let tree: serde_json::Value = match self.format {
+            DocumentFormat::Json => serde_json::from_str(&self.content),
+            DocumentFormat::Yaml => serde_yaml_ng::from_str(&self.content)
+                .map_err(|e| <serde_json::Error as serde::de::Error>::custom(e.to_string())),
+        }
+        .unwrap_or(serde_json::Value::Null);
+        match format {
+            DocumentFormat::Json => serde_json::to_string_pretty(&tree).unwrap_or_default(),
+            DocumentFormat::Yaml => serde_yaml_ng::to_string(&tree).unwrap_or_default(),
+        }
+    }
+
     /// Lowercase hex SHA-256 of `content` (SSM's `Hash`, `HashType` Sha256).
     pub fn hash(&self) -> String {
         hex::encode(Sha256::digest(self.content.as_bytes()))

@@ -19,3 +19,7 @@ pub const OPERATOR_TOKEN_HEADER: &str = "authorization";
 pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
 /// Largest message either side accepts: full step output (16 MiB per stream by default) plus headroom.
 pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+/// Prefix of the bytes signed for a `SignedCancel` (commands are signed over
+/// their payload alone), keeping the two kinds of signature apart.
+pub const CANCEL_SIGNING_CONTEXT: &[u8] = b"tether-cancel-v1\0";

@@ -384,15 +384,16 @@ impl Agent {
     /// Starts (or restarts) the daemon.
     pub fn run(&mut self) {
         let mut cmd = Command::new(bin("tether-agent"));
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // Test defaults first, so that a test's own environment overrides them.
+        cmd.env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")
+            .env("TETHER_AGENT_REBOOT_COMMAND", "true")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .arg("run")
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--log-dir")
             .arg(&self.log_dir)
-            .env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")
-            .env("TETHER_AGENT_REBOOT_COMMAND", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

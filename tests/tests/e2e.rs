@@ -3,6 +3,8 @@
 
 mod e2e {
     pub mod cli;
+    pub mod control;
+    pub mod documents;
     pub mod recovery;
     pub mod registration;
     pub mod run_command;

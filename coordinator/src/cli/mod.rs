@@ -71,6 +71,17 @@ const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[(
     "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
 )];
 
+/// Tether's own flags on SSM verbs that change what the CLI does rather than
+/// the request: (operation, flag, help).
+const CLIENT_FLAGS: &[(&str, &str, &str)] = &[(
+    "GetCommandInvocation",
+    "follow",
+    "Tether: stream the invocation's output as it is produced, step by step, until it ends; exit 0 if it succeeded, 1 if not.",
+)];
+
+/// How often `--follow` looks for new output.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The flags the aws CLI adds to verbs whose results come in pages.
 const PAGING_FLAGS: [(&str, &str); 4] = [
     (
@@ -128,6 +139,14 @@ fn verb(operation: &str) -> Command {
         };
     }
     for (_, flag, _, help) in EXTRA_FLAGS.iter().filter(|e| e.0 == operation) {
+        cmd = cmd.arg(
+            Arg::new(*flag)
+                .long(*flag)
+                .help(*help)
+                .action(ArgAction::SetTrue),
+        );
+    }
+    for (_, flag, help) in CLIENT_FLAGS.iter().filter(|e| e.0 == operation) {
         cmd = cmd.arg(
             Arg::new(*flag)
                 .long(*flag)
@@ -556,6 +575,9 @@ async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<
     let path = config_path(global.config.as_ref())?;
     let cfg = load_config(&path)?;
     let channel = connect(&cfg).await?;
+    if operation == "GetCommandInvocation" && matches.get_flag("follow") {
+        return follow(&channel, &cfg.token, &body).await;
+    }
     let mut response = match model::model().paginator(operation) {
         Some(p) => {
             let paging = Paging::of(matches)?;
@@ -569,6 +591,105 @@ async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<
         out.push_str(&install_snippet(&cfg, &response));
     }
     Ok(out)
+}
+
+/// `get-command-invocation --follow`: prints each step's output as it grows
+/// (stdout to stdout, stderr to stderr) until the invocation ends.
+async fn follow(channel: &Channel, token: &str, request: &Value) -> Result<String, CliError> {
+    use std::io::Write as _;
+    let command_id = request["CommandId"].clone();
+    let instance_id = request["InstanceId"].clone();
+    let only = request.get("PluginName").and_then(Value::as_str);
+    // Per step: what has been printed of (stdout, stderr).
+    let mut printed: Vec<(String, String, String)> = Vec::new();
+    loop {
+        let listed = call(
+            channel.clone(),
+            token,
+            "ListCommandInvocations",
+            &json!({"CommandId": command_id, "InstanceId": instance_id, "Details": true}),
+        )
+        .await?;
+        let Some(inv) = listed["CommandInvocations"].get(0).cloned() else {
+            return Err(CliError::service(format!(
+                "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation: command {command_id} has no invocation on instance {instance_id}"
+            )));
+        };
+        let status = inv["Status"].as_str().unwrap_or("").to_owned();
+        let done = matches!(
+            status.as_str(),
+            "Success" | "Failed" | "TimedOut" | "Cancelled"
+        );
+        let steps: Vec<String> = inv["CommandPlugins"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["Name"].as_str().map(str::to_owned))
+                    .filter(|n| only.is_none_or(|o| o == n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &steps {
+            let step = call(
+                channel.clone(),
+                token,
+                "GetCommandInvocation",
+                &json!({"CommandId": command_id, "InstanceId": instance_id,
+                        "PluginName": name, "FullOutput": true}),
+            )
+            .await?;
+            let i = match printed.iter().position(|(n, _, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    if steps.len() > 1 {
+                        eprintln!("--- step {name} ---");
+                    }
+                    printed.push((name.clone(), String::new(), String::new()));
+                    printed.len() - 1
+                }
+            };
+            let entry = &mut printed[i];
+            let out = step["StandardOutputContent"].as_str().unwrap_or("");
+            let err = step["StandardErrorContent"].as_str().unwrap_or("");
+            let mut so = std::io::stdout().lock();
+            let _ = so.write_all(new_part(&entry.1, out).as_bytes());
+            let _ = so.flush();
+            let mut se = std::io::stderr().lock();
+            let _ = se.write_all(new_part(&entry.2, err).as_bytes());
+            let _ = se.flush();
+            entry.1 = out.to_owned();
+            entry.2 = err.to_owned();
+        }
+        if done {
+            let code = inv["CommandPlugins"]
+                .as_array()
+                .and_then(|ps| ps.last())
+                .and_then(|p| p["ResponseCode"].as_i64())
+                .unwrap_or(-1);
+            return if status == "Success" {
+                Ok(String::new())
+            } else {
+                Err(CliError {
+                    message: format!(
+                        "the invocation ended {status} ({}, response code {code})",
+                        inv["StatusDetails"].as_str().unwrap_or("")
+                    ),
+                    exit: 1,
+                })
+            };
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
+/// What `now` adds to what was printed: the part after their common prefix.
+fn new_part<'a>(printed: &str, now: &'a str) -> &'a str {
+    let common = printed
+        .char_indices()
+        .zip(now.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(printed.len().min(now.len()), |((i, _), _)| i);
+    now.get(common..).unwrap_or("")
 }
 
 /// A ready-to-paste user-data snippet for a new activation.
@@ -719,6 +840,15 @@ mod tests {
             let body = parse("SendCommand", &all).unwrap();
             assert_eq!(body["InstanceIds"], want, "{args:?}");
         }
+    }
+
+    #[test]
+    fn follow_prints_only_what_is_new() {
+        assert_eq!(new_part("", "abc"), "abc");
+        assert_eq!(new_part("abc", "abcdef"), "def");
+        assert_eq!(new_part("abc", "abc"), "");
+        // A partial character shown as U+FFFD is completed later.
+        assert_eq!(new_part("ab\u{fffd}", "abé!"), "é!");
     }
 
     #[test]

@@ -626,3 +626,24 @@ fn invalid_documents_are_refused() {
         }
     }
 }
+
+#[test]
+fn content_converts_between_json_and_yaml() {
+    let json = r#"{"schemaVersion":"2.2","description":"d","mainSteps":[{"action":"aws:runShellScript","name":"a","inputs":{"runCommand":["echo hi"]}}]}"#;
+    let doc = Document::parse("c", json).unwrap();
+    assert_eq!(doc.content_as(DocumentFormat::Json), json);
+    let yaml = doc.content_as(DocumentFormat::Yaml);
+    assert!(
+        yaml.starts_with("schemaVersion: '2.2'\ndescription: d\n"),
+        "{yaml}"
+    );
+    let back = Document::parse("c", &yaml).unwrap();
+    assert_eq!(back.format, DocumentFormat::Yaml);
+    assert_eq!(back.step_names(), vec!["a"]);
+    let again: serde_json::Value =
+        serde_json::from_str(&back.content_as(DocumentFormat::Json)).unwrap();
+    assert_eq!(
+        again,
+        serde_json::from_str::<serde_json::Value>(json).unwrap()
+    );
+}

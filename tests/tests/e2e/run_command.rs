@@ -111,9 +111,11 @@ fn failing_and_timed_out_commands_end_with_their_statuses() {
     );
 
     let started = std::time::Instant::now();
+    // A sleep no other test (or other checkout's test run) uses.
+    let sleeper = format!("sleep 60.{}", std::process::id());
     let slow = coord.send(
         &[me],
-        &json!({"commands": ["echo started", "sleep 60 & sleep 60"], "executionTimeout": ["2"]}),
+        &json!({"commands": ["echo started", format!("{sleeper} & {sleeper}")], "executionTimeout": ["2"]}),
     );
     let inv = coord.wait_invocation(&slow, me, Duration::from_secs(30));
     assert_eq!(
@@ -131,10 +133,10 @@ fn failing_and_timed_out_commands_end_with_their_statuses() {
         (json!("TimedOut"), json!("Execution Timed Out"))
     );
 
-    // The step's whole process group was killed: no `sleep 60` is left.
+    // The step's whole process group was killed: none of its sleeps is left.
     let ps = std::process::Command::new("sh")
         .arg("-c")
-        .arg("ps -eo args | grep -c '^sleep 60$' || true")
+        .arg(format!("ps -eo args | grep -c '^{sleeper}$' || true"))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "0");
