@@ -44,6 +44,18 @@ pub struct AgentConfig {
     pub max_concurrent: usize,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// How steps run.
+    pub executor: Executor,
+}
+
+/// How steps run: under a detached supervisor with their real interpreter
+/// (`sh`, `pwsh`), or not at all — every step succeeds at once with no output,
+/// which lets `tether-bench` measure everything but the steps themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Executor {
+    #[default]
+    Supervised,
+    NoOp,
 }
 
 impl Default for AgentConfig {
@@ -56,6 +68,7 @@ impl Default for AgentConfig {
             reboot_command: "shutdown -r +1".into(),
             max_concurrent: 5,
             max_backoff: Duration::from_secs(60),
+            executor: Executor::default(),
         }
     }
 }
@@ -495,6 +508,19 @@ impl Agent {
         step: &Step,
         dir: &std::path::Path,
     ) -> Result<StepResult, String> {
+        if self.cfg.executor == Executor::NoOp {
+            let now = now_ms();
+            return Ok(StepResult {
+                exit_code: 0,
+                timed_out: false,
+                cancelled: false,
+                stdout_truncated: false,
+                stderr_truncated: false,
+                started_at_ms: now,
+                ended_at_ms: now,
+                error: None,
+            });
+        }
         if let Some(r) = exec::read_result(dir).map_err(|e| e.to_string())? {
             return Ok(r);
         }

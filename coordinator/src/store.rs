@@ -211,6 +211,14 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// A write transaction. It takes SQLite's write lock at BEGIN
+    /// (IMMEDIATE): a deferred transaction that reads first and writes later
+    /// fails with SQLITE_BUSY_SNAPSHOT when another writer got in between,
+    /// and busy_timeout cannot retry that. Every multi-statement write uses this.
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     // ----- operator tokens -----
 
     pub async fn add_operator_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
@@ -284,7 +292,7 @@ impl Store {
     /// Registers a new instance under an activation, counting it against the
     /// limit in the same transaction so concurrent registrations cannot exceed it.
     pub async fn register_instance(&self, inst: &InstanceRow, now_ms: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let claimed = sqlx::query(
             "UPDATE activations SET registrations_count = registrations_count + 1 \
              WHERE activation_id = ? AND deleted_ms IS NULL AND expiration_ms > ? \
@@ -389,7 +397,7 @@ impl Store {
     /// Deregisters an instance; its pending invocations become Undeliverable.
     /// Returns the commands those belonged to, or None if it was not registered.
     pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let r = sqlx::query(
             "UPDATE instances SET deregistered_ms = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
         )
@@ -419,7 +427,7 @@ impl Store {
     /// Stores a command and one Pending invocation per instance, atomically, so
     /// every invocation exists as soon as SendCommand returns.
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
@@ -517,7 +525,7 @@ impl Store {
             sql.push_str(" AND i.instance_id = ?");
         }
         push_common_filters(&mut sql, q, "i");
-        sql.push_str(" ORDER BY c.requested_ms DESC, i.command_id, i.instance_id LIMIT ? OFFSET ?");
+        sql.push_str(" ORDER BY i.requested_ms DESC, i.command_id, i.instance_id LIMIT ? OFFSET ?");
         let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
         if let Some(id) = &q.command_id {
             query = query.bind(id);
@@ -731,7 +739,7 @@ impl Store {
         start_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let r = sqlx::query(
             "UPDATE invocations SET status = 'InProgress', status_details = 'In Progress', \
              acked_ms = ?, start_ms = COALESCE(?, ?) \
@@ -760,7 +768,7 @@ impl Store {
         result: &InvocationResult,
         now_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let current: Option<(String, bool)> = sqlx::query_as(
             "SELECT status_details, presumed_lost FROM invocations WHERE command_id = ? AND instance_id = ?",
         )
@@ -837,7 +845,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         for (command_id, instance_id) in &expired {
             set_invocation_detail(
                 &mut tx,

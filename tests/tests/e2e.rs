@@ -2,6 +2,7 @@
 //! coordinator and agents in a temporary directory.
 
 mod e2e {
+    pub mod bench;
     pub mod cli;
     pub mod control;
     pub mod documents;

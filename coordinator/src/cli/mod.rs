@@ -460,7 +460,7 @@ pub fn config_path(flag: Option<&PathBuf>) -> Result<PathBuf, CliError> {
     )))
 }
 
-fn load_config(path: &PathBuf) -> Result<OperatorConfig, CliError> {
+pub fn load_config(path: &PathBuf) -> Result<OperatorConfig, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::service(format!(
             "cannot read operator config {}: {e}",
@@ -475,7 +475,7 @@ fn load_config(path: &PathBuf) -> Result<OperatorConfig, CliError> {
     })
 }
 
-async fn connect(cfg: &OperatorConfig) -> Result<Channel, CliError> {
+pub async fn connect(cfg: &OperatorConfig) -> Result<Channel, CliError> {
     let uri: http::Uri = cfg.endpoint.parse().map_err(|e| {
         CliError::service(format!(
             "Endpoint {:?} in operator config is not a URL: {e}",

@@ -48,7 +48,7 @@ pub enum VersionConflict {
 impl Store {
     /// Creates a document with its version 1; false if the name is taken.
     pub async fn create_document(&self, v: &DocumentVersionRow, tags_json: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let created = sqlx::query(
             "INSERT OR IGNORE INTO documents (name, default_version, latest_version, created_ms, tags_json) \
              VALUES (?, 1, 1, ?, ?)",
@@ -74,7 +74,7 @@ impl Store {
         v: &DocumentVersionRow,
         expected_latest: i64,
     ) -> Result<Result<(), VersionConflict>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT latest_version FROM documents WHERE name = ?")
                 .bind(&v.name)
@@ -192,7 +192,7 @@ impl Store {
 
     /// Deletes a document and all its versions; false if it did not exist.
     pub async fn delete_document(&self, name: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM document_versions WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -207,7 +207,7 @@ impl Store {
 
     /// Deletes one version that is not the default; false if it did not exist.
     pub async fn delete_document_version(&self, name: &str, version: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let r = sqlx::query(
             "DELETE FROM document_versions WHERE name = ? AND version = ? \
              AND version <> (SELECT default_version FROM documents WHERE name = ?)",

@@ -45,7 +45,7 @@ impl Store {
         instance_ids: &[String],
         now_ms: i64,
     ) -> Result<Vec<CancelOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
             "SELECT instance_id, delivered_ms FROM invocations WHERE command_id = ? \
              AND status IN ('Pending', 'InProgress', 'Delayed')",
@@ -125,7 +125,7 @@ impl Store {
         instance_id: &str,
         chunk: &OutputChunk,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status_details FROM invocations WHERE command_id = ? AND instance_id = ?",
         )
@@ -210,7 +210,7 @@ impl Store {
         if cancels.is_empty() && silent.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut ended = Vec::new();
         for ((command_id, instance_id), detail, lost) in cancels
             .into_iter()
@@ -240,7 +240,7 @@ impl Store {
     pub async fn prune_history(&self, before_ms: i64, batch: i64) -> Result<usize> {
         let mut total = 0;
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write().await?;
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT command_id FROM commands WHERE requested_ms < ? ORDER BY requested_ms LIMIT ?",
             )
