@@ -152,6 +152,9 @@ pub struct Coordinator {
     /// Instances with a poll held open right now, and how many: they are
     /// connected even when their last ping is old.
     polling: Mutex<HashMap<String, usize>>,
+    /// When each agent was last heard from, not yet written: pings are
+    /// stored in one transaction per sweep instead of one write per call.
+    seen: Mutex<HashMap<String, i64>>,
     limiter: Mutex<FailureLimiter>,
     hook: Option<EnvelopeHook>,
     /// Set when the server is stopping: held polls return at once.
@@ -240,6 +243,7 @@ impl Coordinator {
             pki,
             bells: Mutex::new(HashMap::new()),
             polling: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             limiter: Mutex::new(FailureLimiter::default()),
             hook: EnvelopeHook::from_env(),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -412,7 +416,11 @@ impl Coordinator {
             ip_address: i.ip_address,
             agent_version: i.agent_version,
         });
-        self.store.ping(id, info.as_ref(), now_ms()).await?;
+        match &info {
+            // Host facts (sent every few minutes) are written at once.
+            Some(h) => self.store.ping(id, Some(h), now_ms()).await?,
+            None => self.seen(id),
+        }
         let hold = if req.wait_ms == 0 {
             self.poll_hold
         } else {
@@ -430,7 +438,7 @@ impl Coordinator {
                 || tokio::time::Instant::now() >= deadline
                 || *stopping.borrow()
             {
-                self.store.ping(id, None, now_ms()).await?;
+                self.seen(id);
                 return Ok(pb::PollResponse {
                     envelopes,
                     server_time_ms: now_ms(),
@@ -460,18 +468,22 @@ impl Coordinator {
         {
             // MaxConcurrency: without a free slot it waits; a finishing
             // invocation rings the waiting instances.
-            if !self
+            let env = self.seal(instance_id, &cmd, now);
+            if self
                 .store
-                .claim_delivery(&cmd.command_id, instance_id, now, REDELIVER_AFTER_MS)
+                .claim_delivery(
+                    &cmd.command_id,
+                    instance_id,
+                    now,
+                    REDELIVER_AFTER_MS,
+                    cmd.concurrency_limit >= cmd.target_count,
+                    &env.payload,
+                    &env.signature,
+                )
                 .await?
             {
-                continue;
+                out.push(env);
             }
-            let env = self.seal(instance_id, &cmd, now);
-            self.store
-                .record_envelope(&cmd.command_id, instance_id, &env.payload, &env.signature)
-                .await?;
-            out.push(env);
         }
         if out.is_empty()
             && self.hook == Some(EnvelopeHook::Replay)
@@ -560,7 +572,7 @@ impl Coordinator {
     ) -> Result<pb::ReportResponse, AgentError> {
         let id = &instance.instance_id;
         let now = now_ms();
-        self.store.ping(id, None, now).await?;
+        self.seen(id);
         for r in req.reports {
             let state =
                 pb::InvocationState::try_from(r.state).unwrap_or(pb::InvocationState::Unspecified);
@@ -684,9 +696,29 @@ impl Coordinator {
         })
     }
 
-    /// Periodic housekeeping: delivery timeouts, cancellations nobody
+    /// Notes that an agent was heard from now (written by the next sweep).
+    fn seen(&self, instance_id: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(instance_id.to_string(), now_ms());
+    }
+
+    /// Writes the pings noted since the last flush, in one transaction.
+    pub async fn flush_pings(&self) {
+        let batch: Vec<(String, i64)> =
+            std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        if let Err(e) = self.store.pings(&batch).await {
+            warn!(error = %e, count = batch.len(), "pings not stored; they will be noted again");
+        }
+    }
+
+    /// Periodic housekeeping: pings, delivery timeouts, cancellations nobody
     /// confirmed, invocations whose agent fell silent, and old history.
     pub async fn sweep(&self) {
+        self.flush_pings().await;
         let now = now_ms();
         match self.store.sweep_delivery_timeouts(now).await {
             Ok(0) => {}

@@ -166,10 +166,11 @@ pub async fn run(
         .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
         .client_auth_optional(true);
     let services = Services::new(core.clone());
+    let stopping = core.clone();
     let shutdown = async move {
         shutdown.await;
         info!("stopping: releasing held polls");
-        core.begin_shutdown();
+        stopping.begin_shutdown();
     };
     let max = pb::MAX_MESSAGE_BYTES;
     let result = Server::builder()
@@ -201,6 +202,8 @@ pub async fn run(
         .await;
     sweeper.abort();
     http.abort();
+    // Pings noted since the last sweep.
+    core.flush_pings().await;
     if let Err(e) = &result {
         warn!(error = %e, "gRPC server stopped with an error");
     }

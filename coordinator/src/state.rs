@@ -107,8 +107,22 @@ pub fn max_errors_allowed(max_errors: &str, targets: i64) -> i64 {
 
 /// The command's status and counts from its invocations' details.
 pub fn summarize(details: &[Detail], max_errors: &str) -> CommandSummary {
-    let n = details.len() as i64;
-    let count = |f: &dyn Fn(Detail) -> bool| details.iter().filter(|d| f(**d)).count() as i64;
+    let mut counts: Vec<(Detail, i64)> = Vec::new();
+    for d in details {
+        match counts.iter_mut().find(|(x, _)| x == d) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*d, 1)),
+        }
+    }
+    summarize_counts(&counts, max_errors)
+}
+
+/// [`summarize`] from how many invocations are in each state.
+pub fn summarize_counts(counts: &[(Detail, i64)], max_errors: &str) -> CommandSummary {
+    let n: i64 = counts.iter().map(|(_, k)| k).sum();
+    let count = |f: &dyn Fn(Detail) -> bool| -> i64 {
+        counts.iter().filter(|(d, _)| f(*d)).map(|(_, k)| k).sum()
+    };
     let completed = count(&|d| d.is_terminal());
     let errors = count(&|d| d.is_error());
     let delivery_timed_out = count(&|d| d == Detail::DeliveryTimedOut);

@@ -394,6 +394,25 @@ impl Store {
         Ok(())
     }
 
+    /// Stores many agents' last-heard times at once (never moving one back).
+    pub async fn pings(&self, seen: &[(String, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for (id, at) in seen {
+            sqlx::query(
+                "UPDATE instances SET last_ping_ms = MAX(COALESCE(last_ping_ms, 0), ?) WHERE instance_id = ?",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Deregisters an instance; its pending invocations become Undeliverable.
     /// Returns the commands those belonged to, or None if it was not registered.
     pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<Option<Vec<String>>> {
@@ -638,22 +657,29 @@ impl Store {
         .await?)
     }
 
-    /// Claims the right to deliver an invocation now. Atomic, so concurrent
-    /// polls never exceed the command's concurrency limit: a first delivery
-    /// needs a free slot (fewer delivered, unfinished invocations than the
-    /// limit); a redelivery (acknowledgement lost) already holds one.
+    /// Claims the right to deliver an invocation now, recording the signed
+    /// envelope handed over (for audit). Atomic, so concurrent polls never
+    /// exceed the command's concurrency limit: a first delivery needs a free
+    /// slot (fewer delivered, unfinished invocations than the limit) unless
+    /// the limit covers every target (`unlimited`, which spares the count); a
+    /// redelivery (acknowledgement lost) already holds one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_delivery(
         &self,
         command_id: &str,
         instance_id: &str,
         now_ms: i64,
         redeliver_after_ms: i64,
+        unlimited: bool,
+        payload: &[u8],
+        signature: &[u8],
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1 \
+            "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
+             envelope_payload = ?6, envelope_signature = ?7 \
              WHERE command_id = ?2 AND instance_id = ?3 AND status = 'Pending' AND acked_ms IS NULL \
              AND (delivered_ms IS NULL OR delivered_ms <= ?1 - ?4) \
-             AND (delivered_ms IS NOT NULL OR \
+             AND (delivered_ms IS NOT NULL OR ?5 OR \
                   (SELECT COUNT(*) FROM invocations j WHERE j.command_id = ?2 \
                      AND j.delivered_ms IS NOT NULL AND j.status IN ('Pending', 'InProgress', 'Cancelling')) \
                   < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))",
@@ -662,30 +688,12 @@ impl Store {
         .bind(command_id)
         .bind(instance_id)
         .bind(redeliver_after_ms)
+        .bind(unlimited)
+        .bind(payload)
+        .bind(signature)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    /// Keeps the signed envelope handed to the agent, for audit.
-    pub async fn record_envelope(
-        &self,
-        command_id: &str,
-        instance_id: &str,
-        payload: &[u8],
-        signature: &[u8],
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE invocations SET envelope_payload = ?, envelope_signature = ? \
-             WHERE command_id = ? AND instance_id = ?",
-        )
-        .bind(payload)
-        .bind(signature)
-        .bind(command_id)
-        .bind(instance_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Instances whose invocation of the command waits for a free slot.
@@ -768,67 +776,84 @@ impl Store {
         result: &InvocationResult,
         now_ms: i64,
     ) -> Result<bool> {
+        let stored = self
+            .finish_invocations(&[(command_id, instance_id, result)], now_ms)
+            .await?;
+        Ok(stored.first().copied().unwrap_or(false))
+    }
+
+    /// Stores many outcomes in one transaction (the result intake batches
+    /// what arrives together), each command's counts recomputed once.
+    /// Returns, per outcome, whether it was stored (false: already terminal).
+    pub async fn finish_invocations(
+        &self,
+        results: &[(&str, &str, &InvocationResult)],
+        now_ms: i64,
+    ) -> Result<Vec<bool>> {
         let mut tx = self.write().await?;
-        let current: Option<(String, bool)> = sqlx::query_as(
-            "SELECT status_details, presumed_lost FROM invocations WHERE command_id = ? AND instance_id = ?",
-        )
-        .bind(command_id)
-        .bind(instance_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((current, presumed_lost)) = current else {
-            return Ok(false);
-        };
-        // The first result wins, except over the coordinator's own guess that
-        // a silent agent was lost: the agent's real result replaces that.
-        if !presumed_lost && Detail::parse(&current).is_none_or(Detail::is_terminal) {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
-             start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
-             presumed_lost = 0 WHERE command_id = ? AND instance_id = ?",
-        )
-        .bind(result.detail.status())
-        .bind(result.detail.as_str())
-        .bind(result.response_code)
-        .bind(result.start_ms)
-        .bind(result.end_ms.unwrap_or(now_ms))
-        .bind(now_ms)
-        .bind(command_id)
-        .bind(instance_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
+        let mut stored = Vec::with_capacity(results.len());
+        let mut touched: Vec<&str> = Vec::new();
+        for (command_id, instance_id, result) in results {
+            // The first result wins, except over the coordinator's own guess
+            // that a silent agent was lost: the agent's real result replaces that.
+            let r = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
+                 start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
+                 presumed_lost = 0 WHERE command_id = ? AND instance_id = ? \
+                 AND (presumed_lost = 1 OR status_details IN ({}))",
+                unfinished_details()
+            )))
+            .bind(result.detail.status())
+            .bind(result.detail.as_str())
+            .bind(result.response_code)
+            .bind(result.start_ms)
+            .bind(result.end_ms.unwrap_or(now_ms))
+            .bind(now_ms)
             .bind(command_id)
             .bind(instance_id)
             .execute(&mut *tx)
             .await?;
-        for (seq, p) in result.plugins.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
-                 status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
-                 stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            )
-            .bind(command_id)
-            .bind(instance_id)
-            .bind(seq as i64)
-            .bind(&p.name)
-            .bind(plugin_status(p.detail))
-            .bind(p.detail.as_str())
-            .bind(p.response_code)
-            .bind(p.start_ms)
-            .bind(p.end_ms)
-            .bind(&p.stdout)
-            .bind(&p.stderr)
-            .bind(p.stdout_truncated)
-            .bind(p.stderr_truncated)
-            .execute(&mut *tx)
-            .await?;
+            if r.rows_affected() != 1 {
+                stored.push(false);
+                continue;
+            }
+            sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
+                .bind(command_id)
+                .bind(instance_id)
+                .execute(&mut *tx)
+                .await?;
+            for (seq, p) in result.plugins.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
+                     status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
+                     stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                )
+                .bind(command_id)
+                .bind(instance_id)
+                .bind(seq as i64)
+                .bind(&p.name)
+                .bind(plugin_status(p.detail))
+                .bind(p.detail.as_str())
+                .bind(p.response_code)
+                .bind(p.start_ms)
+                .bind(p.end_ms)
+                .bind(&p.stdout)
+                .bind(&p.stderr)
+                .bind(p.stdout_truncated)
+                .bind(p.stderr_truncated)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !touched.contains(command_id) {
+                touched.push(command_id);
+            }
+            stored.push(true);
         }
-        refresh_command(&mut tx, command_id, now_ms).await?;
+        for command_id in touched {
+            refresh_command(&mut tx, command_id, now_ms).await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(stored)
     }
 
     /// Ends every invocation whose delivery timeout passed before its agent
@@ -864,6 +889,20 @@ impl Store {
         tx.commit().await?;
         Ok(expired.len())
     }
+}
+
+/// The `StatusDetails` of unfinished invocations, as an SQL list, from
+/// [`Detail::is_terminal`] (the one place that decides it).
+fn unfinished_details() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        Detail::ALL
+            .iter()
+            .filter(|d| !d.is_terminal())
+            .map(|d| format!("'{}'", d.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    &LIST
 }
 
 /// A plugin's `Status` (CommandPluginStatus has no Delayed or Cancelling).
@@ -954,13 +993,17 @@ async fn refresh_command(
             .fetch_one(&mut *tx)
             .await?;
     let summarize = async |tx: &mut sqlx::SqliteConnection| -> Result<state::CommandSummary> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT status_details FROM invocations WHERE command_id = ?")
-                .bind(command_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let details: Vec<Detail> = rows.iter().filter_map(|s| Detail::parse(s)).collect();
-        Ok(state::summarize(&details, &max_errors))
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status_details, n FROM command_counts WHERE command_id = ? AND n > 0",
+        )
+        .bind(command_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let counts: Vec<(Detail, i64)> = rows
+            .iter()
+            .filter_map(|(s, n)| Some((Detail::parse(s)?, *n)))
+            .collect();
+        Ok(state::summarize_counts(&counts, &max_errors))
     };
     let mut s = summarize(&mut *tx).await?;
     if s.error_count > state::max_errors_allowed(&max_errors, s.target_count) {
@@ -1195,9 +1238,15 @@ mod tests {
             .map(|i| (i.to_string(), String::new()))
             .collect();
         s.insert_command(&c, &targets).await.unwrap();
-        assert!(s.claim_delivery("c", "mi-1", 1_100, 30_000).await.unwrap());
         assert!(
-            !s.claim_delivery("c", "mi-2", 1_100, 30_000).await.unwrap(),
+            s.claim_delivery("c", "mi-1", 1_100, 30_000, false, b"p", b"s")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.claim_delivery("c", "mi-2", 1_100, 30_000, false, b"p", b"s")
+                .await
+                .unwrap(),
             "the one slot is taken"
         );
         assert_eq!(s.waiting_instances("c").await.unwrap(), ["mi-2", "mi-3"]);
@@ -1206,7 +1255,11 @@ mod tests {
             .await
             .unwrap();
         assert!(s.waiting_instances("c").await.unwrap().is_empty());
-        assert!(!s.claim_delivery("c", "mi-2", 2_100, 30_000).await.unwrap());
+        assert!(
+            !s.claim_delivery("c", "mi-2", 2_100, 30_000, false, b"p", b"s")
+                .await
+                .unwrap()
+        );
         let rows = s
             .invocations(&CommandQuery {
                 command_id: Some("c".into()),
@@ -1234,12 +1287,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
-        assert!(s.claim_delivery("c", "mi-1", 1_100, 30_000).await.unwrap());
         assert!(
-            !s.claim_delivery("c", "mi-1", 1_150, 30_000).await.unwrap(),
+            s.claim_delivery("c", "mi-1", 1_100, 30_000, false, b"p", b"s")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.claim_delivery("c", "mi-1", 1_150, 30_000, false, b"p", b"s")
+                .await
+                .unwrap(),
             "claimed once"
         );
-        s.record_envelope("c", "mi-1", b"p", b"s").await.unwrap();
         assert!(
             s.deliverable("mi-1", 1_200, 30_000)
                 .await

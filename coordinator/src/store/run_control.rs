@@ -249,7 +249,12 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             for id in &ids {
-                for table in ["invocation_plugins", "invocations", "commands"] {
+                for table in [
+                    "invocation_plugins",
+                    "invocations",
+                    "command_counts",
+                    "commands",
+                ] {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DELETE FROM {table} WHERE command_id = ?"
                     )))
