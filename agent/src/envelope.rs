@@ -58,6 +58,15 @@ pub fn is_command_id(id: &str) -> bool {
         })
 }
 
+fn check_signature(payload: &[u8], signature: &[u8], key: &[u8]) -> Result<(), Refusal> {
+    if signature.is_empty() {
+        return Err(Refusal::Unsigned);
+    }
+    UnparsedPublicKey::new(&ED25519, key)
+        .verify(payload, signature)
+        .map_err(|_| Refusal::BadSignature)
+}
+
 /// Verifies `env` for `instance_id` at `now_ms` (already corrected for skew).
 pub fn verify(
     env: &pb::CommandEnvelope,
@@ -65,12 +74,7 @@ pub fn verify(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<pb::SignedCommand, Refusal> {
-    if env.signature.is_empty() {
-        return Err(Refusal::Unsigned);
-    }
-    UnparsedPublicKey::new(&ED25519, signing_key)
-        .verify(&env.payload, &env.signature)
-        .map_err(|_| Refusal::BadSignature)?;
+    check_signature(&env.payload, &env.signature, signing_key)?;
     let cmd = pb::SignedCommand::decode(env.payload.as_slice())
         .map_err(|e| Refusal::Malformed(e.to_string()))?;
     if cmd.instance_id != instance_id {
@@ -113,14 +117,9 @@ pub fn verify_cancel(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<pb::SignedCancel, Refusal> {
-    if env.signature.is_empty() {
-        return Err(Refusal::Unsigned);
-    }
     let mut signed = pb::CANCEL_SIGNING_CONTEXT.to_vec();
     signed.extend_from_slice(&env.payload);
-    UnparsedPublicKey::new(&ED25519, signing_key)
-        .verify(&signed, &env.signature)
-        .map_err(|_| Refusal::BadSignature)?;
+    check_signature(&signed, &env.signature, signing_key)?;
     let cancel = pb::SignedCancel::decode(env.payload.as_slice())
         .map_err(|e| Refusal::Malformed(e.to_string()))?;
     if cancel.instance_id != instance_id {
@@ -139,6 +138,38 @@ pub fn verify_cancel(
         });
     }
     Ok(cancel)
+}
+
+/// Verifies a signed association for `instance_id`. Associations carry no
+/// expiry (they run on schedule while the coordinator is unreachable); the
+/// signature, the address, the document hash and the ID's form are checked.
+pub fn verify_association(
+    env: &pb::AssociationEnvelope,
+    signing_key: &[u8],
+    instance_id: &str,
+) -> Result<pb::SignedAssociation, Refusal> {
+    let mut signed = pb::ASSOCIATION_SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(&env.payload);
+    check_signature(&signed, &env.signature, signing_key)?;
+    let a = pb::SignedAssociation::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if a.instance_id != instance_id {
+        return Err(Refusal::Misaddressed {
+            to: a.instance_id,
+            me: instance_id.to_string(),
+        });
+    }
+    if !is_command_id(&a.association_id) {
+        return Err(Refusal::BadCommandId(a.association_id));
+    }
+    let actual = hex::encode(Sha256::digest(a.document_content.as_bytes()));
+    if actual != a.document_hash {
+        return Err(Refusal::HashMismatch {
+            claimed: a.document_hash,
+            actual,
+        });
+    }
+    Ok(a)
 }
 
 #[cfg(test)]

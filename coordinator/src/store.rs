@@ -17,6 +17,8 @@ mod documents;
 mod run_control;
 pub use documents::{DocumentRow, DocumentVersionRow, VersionConflict};
 pub use run_control::{CancelOutcome, OutputChunk};
+mod inventory;
+pub use inventory::{AssociationRow, AssociationStatusRow, InventoryPut, InventoryRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
