@@ -321,3 +321,84 @@ mod tests {
         assert!(!is_command_id("0b1c2d3e/4f50-4617-8293-a4b5c6d7e8f9"));
     }
 }
+
+#[cfg(test)]
+mod association_tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    const ME: &str = "mi-0123456789abcdef0";
+
+    fn key() -> Ed25519KeyPair {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
+    }
+
+    fn association() -> pb::SignedAssociation {
+        let content = r#"{"schemaVersion":"2.0"}"#.to_string();
+        pb::SignedAssociation {
+            instance_id: ME.into(),
+            association_id: "6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b".into(),
+            association_version: "1".into(),
+            document_name: "AWS-GatherSoftwareInventory".into(),
+            document_hash: hex::encode(Sha256::digest(content.as_bytes())),
+            document_content: content,
+            schedule_expression: "rate(30 minutes)".into(),
+            ..Default::default()
+        }
+    }
+
+    fn seal(
+        k: &Ed25519KeyPair,
+        a: &pb::SignedAssociation,
+        context: &[u8],
+    ) -> pb::AssociationEnvelope {
+        let payload = a.encode_to_vec();
+        let mut covered = context.to_vec();
+        covered.extend_from_slice(&payload);
+        pb::AssociationEnvelope {
+            signature: k.sign(&covered).as_ref().to_vec(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn associations_verify_only_when_signed_for_this_instance_as_associations() {
+        let k = key();
+        let public = k.public_key().as_ref().to_vec();
+        let good = seal(&k, &association(), pb::ASSOCIATION_SIGNING_CONTEXT);
+        assert_eq!(
+            verify_association(&good, &public, ME).unwrap(),
+            association()
+        );
+        // A signature made for another kind of message does not pass.
+        let as_cancel = seal(&k, &association(), pb::CANCEL_SIGNING_CONTEXT);
+        assert_eq!(
+            verify_association(&as_cancel, &public, ME),
+            Err(Refusal::BadSignature)
+        );
+        let bare = seal(&k, &association(), b"");
+        assert_eq!(
+            verify_association(&bare, &public, ME),
+            Err(Refusal::BadSignature)
+        );
+        let mut unsigned = good.clone();
+        unsigned.signature.clear();
+        assert_eq!(
+            verify_association(&unsigned, &public, ME),
+            Err(Refusal::Unsigned)
+        );
+        assert!(matches!(
+            verify_association(&good, &public, "mi-00000000000000000"),
+            Err(Refusal::Misaddressed { .. })
+        ));
+        let mut altered = association();
+        altered.document_content.push(' ');
+        let altered = seal(&k, &altered, pb::ASSOCIATION_SIGNING_CONTEXT);
+        assert!(matches!(
+            verify_association(&altered, &public, ME),
+            Err(Refusal::HashMismatch { .. })
+        ));
+    }
+}

@@ -452,3 +452,87 @@ pub(super) async fn list_inventory_changes(c: &Coordinator, req: &Req<'_>) -> Ap
         "Changes": changes,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pairs: &[(&str, &str)]) -> Entry {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn diffs_name_packages_added_removed_and_upgraded() {
+        let before = vec![
+            e(&[
+                ("Name", "openssl"),
+                ("Architecture", "x86_64"),
+                ("Version", "3.0.11"),
+                ("InstalledTime", "a"),
+            ]),
+            e(&[
+                ("Name", "telnet"),
+                ("Architecture", "x86_64"),
+                ("Version", "0.17"),
+            ]),
+        ];
+        let after = vec![
+            e(&[
+                ("Name", "openssl"),
+                ("Architecture", "x86_64"),
+                ("Version", "3.0.15"),
+                ("InstalledTime", "b"),
+            ]),
+            e(&[
+                ("Name", "curl"),
+                ("Architecture", "x86_64"),
+                ("Version", "7.88"),
+            ]),
+        ];
+        let d = diff("AWS:Application", &before, &after);
+        assert_eq!(d["Added"][0]["Name"], "curl");
+        assert_eq!(d["Removed"][0]["Name"], "telnet");
+        assert_eq!(d["Changed"][0]["Attributes"], json!(["Version"]));
+        assert_eq!(d["Changed"][0]["Before"]["Version"], "3.0.11");
+        // An address change on an interface.
+        let d = diff(
+            "AWS:Network",
+            &[e(&[("Name", "eth0"), ("IPV4", "10.0.0.5")])],
+            &[e(&[("Name", "eth0"), ("IPV4", "10.0.0.5,10.0.0.6")])],
+        );
+        assert_eq!(d["Changed"][0]["After"]["IPV4"], "10.0.0.5,10.0.0.6");
+        // Nothing changed: nothing reported.
+        let d = diff("Custom:X", &before, &before);
+        assert_eq!(
+            (
+                d["Added"].as_array().unwrap().len(),
+                d["Removed"].as_array().unwrap().len()
+            ),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn filters_follow_the_ssm_types() {
+        let f = |kind: &str, values: &[&str]| Filter {
+            type_name: None,
+            attribute: "Version".into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            kind: kind.into(),
+        };
+        let v = e(&[("Name", "x"), ("Version", "10")]);
+        assert!(f("Equal", &["9", "10"]).matches(&v));
+        assert!(!f("NotEqual", &["10"]).matches(&v));
+        assert!(f("BeginWith", &["1"]).matches(&v));
+        assert!(
+            f("GreaterThan", &["9"]).matches(&v),
+            "numbers compare as numbers"
+        );
+        assert!(f("LessThan", &["11"]).matches(&v));
+        assert!(f("Exists", &[]).matches(&v));
+        assert!(!f("Exists", &[]).matches(&e(&[("Name", "x")])));
+    }
+}

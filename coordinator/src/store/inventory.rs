@@ -360,3 +360,142 @@ impl Store {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn content(t: &str, hash: &str, at: i64, json: &str) -> InventoryPut {
+        InventoryPut::Content(InventoryRow {
+            instance_id: "mi-1".into(),
+            type_name: t.into(),
+            schema_version: "1.0".into(),
+            content_hash: hash.into(),
+            capture_ms: at,
+            content_json: json.into(),
+        })
+    }
+
+    fn unchanged(t: &str, hash: &str, at: i64) -> InventoryPut {
+        InventoryPut::Unchanged {
+            type_name: t.into(),
+            content_hash: hash.into(),
+            capture_ms: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn inventory_keeps_each_distinct_content_once_and_asks_for_what_it_lacks() {
+        let (_d, s) = store().await;
+        let missing = s
+            .put_inventory(
+                "mi-1",
+                &[content("Custom:A", "h1", 1_000, r#"[{"V":"1"}]"#)],
+            )
+            .await
+            .unwrap();
+        assert!(missing.is_empty());
+        // Same content again, and hash-only: no new history, newer capture time.
+        s.put_inventory(
+            "mi-1",
+            &[content("Custom:A", "h1", 2_000, r#"[{"V":"1"}]"#)],
+        )
+        .await
+        .unwrap();
+        let missing = s
+            .put_inventory("mi-1", &[unchanged("Custom:A", "h1", 3_000)])
+            .await
+            .unwrap();
+        assert!(missing.is_empty());
+        assert_eq!(s.inventory_versions("mi-1", "Custom:A").await.unwrap(), 1);
+        assert_eq!(
+            s.inventory(Some("mi-1"), None).await.unwrap()[0].capture_ms,
+            3_000
+        );
+        // A hash the store does not hold, or a type it never saw: ask for them.
+        let missing = s
+            .put_inventory(
+                "mi-1",
+                &[
+                    unchanged("Custom:A", "h-other", 4_000),
+                    unchanged("Custom:B", "x", 4_000),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(missing, ["Custom:A", "Custom:B"]);
+        // A change is kept; an older capture arriving late changes nothing.
+        s.put_inventory(
+            "mi-1",
+            &[content("Custom:A", "h2", 5_000, r#"[{"V":"2"}]"#)],
+        )
+        .await
+        .unwrap();
+        s.put_inventory("mi-1", &[content("Custom:A", "h0", 900, r#"[{"V":"0"}]"#)])
+            .await
+            .unwrap();
+        assert_eq!(s.inventory_versions("mi-1", "Custom:A").await.unwrap(), 2);
+        let now = s.inventory(Some("mi-1"), Some("Custom:A")).await.unwrap();
+        assert_eq!(now[0].content_hash, "h2");
+        // The content at a time is the last capture at or before it.
+        assert_eq!(
+            s.inventory_at("mi-1", 4_999).await.unwrap()[0].content_hash,
+            "h1"
+        );
+        assert_eq!(
+            s.inventory_at("mi-1", 5_000).await.unwrap()[0].content_hash,
+            "h2"
+        );
+        assert!(s.inventory_at("mi-1", 999).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn association_runs_keep_the_latest_and_vanish_with_the_association() {
+        let (_d, s) = store().await;
+        let a = AssociationRow {
+            association_id: "a1".into(),
+            document_name: "AWS-GatherSoftwareInventory".into(),
+            ..Default::default()
+        };
+        s.insert_association(&a).await.unwrap();
+        let run = |status: &str, at: i64| AssociationStatusRow {
+            association_id: "a1".into(),
+            instance_id: "mi-1".into(),
+            association_version: "1".into(),
+            status: status.into(),
+            detail: String::new(),
+            output: String::new(),
+            execution_ms: at,
+        };
+        assert!(
+            s.record_association_run(&run("Failed", 2_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.record_association_run(&run("Success", 1_000))
+                .await
+                .unwrap()
+        );
+        let st = s.association_statuses("a1").await.unwrap();
+        assert_eq!(st[0].status, "Failed", "a late, older run does not win");
+        let a = s.association("a1").await.unwrap().unwrap();
+        assert_eq!(
+            (a.last_execution_ms, a.last_success_ms),
+            (Some(2_000), Some(1_000))
+        );
+        assert!(s.delete_association("a1").await.unwrap());
+        assert!(s.association_statuses("a1").await.unwrap().is_empty());
+        assert!(
+            !s.record_association_run(&run("Success", 3_000))
+                .await
+                .unwrap()
+        );
+    }
+}

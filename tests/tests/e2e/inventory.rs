@@ -423,6 +423,34 @@ fn associations_update_delete_and_follow_tags() {
         .to_string();
     wait_success(&coord, &assoc, 1);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\n");
+    // Tag targets: an instance tagged after the association exists picks it up.
+    let tagged = coord.json(&[
+        "create-association",
+        "--name",
+        "AWS-RunShellScript",
+        "--targets",
+        "Key=tag:Env,Values=lab",
+        "--parameters",
+        &format!("commands=touch {}", tmp.path().join("tagged").display()),
+    ]);
+    let tagged_id = tagged["AssociationDescription"]["AssociationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!tmp.path().join("tagged").exists());
+    coord.json(&[
+        "add-tags-to-resource",
+        "--resource-type",
+        "ManagedInstance",
+        "--resource-id",
+        &n1.instance_id,
+        "--tags",
+        "Key=Env,Value=lab",
+    ]);
+    wait_success(&coord, &tagged_id, 1);
+    assert!(tmp.path().join("tagged").exists());
+    coord.json(&["delete-association", "--association-id", &tagged_id]);
     // An association that applies only at its cron interval does not run now.
     let later = coord.json(&[
         "create-association",
