@@ -177,10 +177,10 @@ mod tests {
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
-    const ME: &str = "mi-0123456789abcdef0";
+    pub(super) const ME: &str = "mi-0123456789abcdef0";
     const CMD: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
 
-    fn key() -> Ed25519KeyPair {
+    pub(super) fn key() -> Ed25519KeyPair {
         let rng = ring::rand::SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
@@ -324,16 +324,9 @@ mod tests {
 
 #[cfg(test)]
 mod association_tests {
+    use super::tests::{ME, key};
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
-
-    const ME: &str = "mi-0123456789abcdef0";
-
-    fn key() -> Ed25519KeyPair {
-        let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
-    }
 
     fn association() -> pb::SignedAssociation {
         let content = r#"{"schemaVersion":"2.0"}"#.to_string();

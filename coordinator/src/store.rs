@@ -1000,7 +1000,7 @@ async fn refresh_command(
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    pub(super) async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("t.db")).await.unwrap();
         (dir, s)

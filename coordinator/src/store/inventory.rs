@@ -364,12 +364,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db")).await.unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
 
     fn content(t: &str, hash: &str, at: i64, json: &str) -> InventoryPut {
         InventoryPut::Content(InventoryRow {
