@@ -618,3 +618,60 @@ fn offline_runs_are_uploaded_later_and_unchanged_types_travel_as_hashes() {
     ]);
     assert_eq!(none["Changes"], serde_json::json!([]));
 }
+
+#[test]
+fn the_coordinator_asks_again_for_content_it_does_not_hold() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let (id, code) = coord.activation(1);
+    let dir = custom_dir(
+        tmp.path(),
+        "n1",
+        &[(
+            "m.json",
+            r#"{"TypeName":"Custom:Marker","Content":{"Value":"one"}}"#,
+        )],
+    );
+    let mut n1 = agent_with_custom(tmp.path(), "n1", &coord, (&id, &code), &dir);
+    // The agent believes the coordinator already holds this content (as after
+    // a coordinator restored from an older backup): it sends the hash alone.
+    n1.crash();
+    let hash = hex::encode(sha2::Sha256::digest(br#"[{"Value":"one"}]"#));
+    std::fs::create_dir_all(n1.state_dir.join("inventory")).unwrap();
+    std::fs::write(
+        n1.state_dir.join("inventory/acked.json"),
+        format!(r#"{{"Custom:Marker":"{hash}"}}"#),
+    )
+    .unwrap();
+    n1.run();
+    let created = coord.json(&[
+        "create-association",
+        "--name",
+        "AWS-GatherSoftwareInventory",
+        "--instance-id",
+        &n1.instance_id,
+        "--parameters",
+        "applications=Disabled,networkConfig=Disabled,awsComponents=Disabled,services=Disabled,instanceDetailedInformation=Disabled",
+    ]);
+    let assoc = created["AssociationDescription"]["AssociationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_success(&coord, &assoc, 1);
+    let v = wait_for(
+        "the content re-sent in full",
+        Duration::from_secs(30),
+        || {
+            let v = entries(&coord, &n1.instance_id, "Custom:Marker", &[]);
+            (v["Entries"][0]["Value"] == "one").then_some(v)
+        },
+    );
+    assert_eq!(v["Entries"].as_array().unwrap().len(), 1);
+    assert!(
+        n1.log()
+            .contains("the coordinator asks for full inventory content"),
+        "{}",
+        n1.log()
+    );
+}
