@@ -58,6 +58,15 @@ pub fn is_command_id(id: &str) -> bool {
         })
 }
 
+fn check_signature(payload: &[u8], signature: &[u8], key: &[u8]) -> Result<(), Refusal> {
+    if signature.is_empty() {
+        return Err(Refusal::Unsigned);
+    }
+    UnparsedPublicKey::new(&ED25519, key)
+        .verify(payload, signature)
+        .map_err(|_| Refusal::BadSignature)
+}
+
 /// Verifies `env` for `instance_id` at `now_ms` (already corrected for skew).
 pub fn verify(
     env: &pb::CommandEnvelope,
@@ -65,12 +74,7 @@ pub fn verify(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<pb::SignedCommand, Refusal> {
-    if env.signature.is_empty() {
-        return Err(Refusal::Unsigned);
-    }
-    UnparsedPublicKey::new(&ED25519, signing_key)
-        .verify(&env.payload, &env.signature)
-        .map_err(|_| Refusal::BadSignature)?;
+    check_signature(&env.payload, &env.signature, signing_key)?;
     let cmd = pb::SignedCommand::decode(env.payload.as_slice())
         .map_err(|e| Refusal::Malformed(e.to_string()))?;
     if cmd.instance_id != instance_id {
@@ -113,14 +117,9 @@ pub fn verify_cancel(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<pb::SignedCancel, Refusal> {
-    if env.signature.is_empty() {
-        return Err(Refusal::Unsigned);
-    }
     let mut signed = pb::CANCEL_SIGNING_CONTEXT.to_vec();
     signed.extend_from_slice(&env.payload);
-    UnparsedPublicKey::new(&ED25519, signing_key)
-        .verify(&signed, &env.signature)
-        .map_err(|_| Refusal::BadSignature)?;
+    check_signature(&signed, &env.signature, signing_key)?;
     let cancel = pb::SignedCancel::decode(env.payload.as_slice())
         .map_err(|e| Refusal::Malformed(e.to_string()))?;
     if cancel.instance_id != instance_id {
@@ -141,15 +140,47 @@ pub fn verify_cancel(
     Ok(cancel)
 }
 
+/// Verifies a signed association for `instance_id`. Associations carry no
+/// expiry (they run on schedule while the coordinator is unreachable); the
+/// signature, the address, the document hash and the ID's form are checked.
+pub fn verify_association(
+    env: &pb::AssociationEnvelope,
+    signing_key: &[u8],
+    instance_id: &str,
+) -> Result<pb::SignedAssociation, Refusal> {
+    let mut signed = pb::ASSOCIATION_SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(&env.payload);
+    check_signature(&signed, &env.signature, signing_key)?;
+    let a = pb::SignedAssociation::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if a.instance_id != instance_id {
+        return Err(Refusal::Misaddressed {
+            to: a.instance_id,
+            me: instance_id.to_string(),
+        });
+    }
+    if !is_command_id(&a.association_id) {
+        return Err(Refusal::BadCommandId(a.association_id));
+    }
+    let actual = hex::encode(Sha256::digest(a.document_content.as_bytes()));
+    if actual != a.document_hash {
+        return Err(Refusal::HashMismatch {
+            claimed: a.document_hash,
+            actual,
+        });
+    }
+    Ok(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
-    const ME: &str = "mi-0123456789abcdef0";
+    pub(super) const ME: &str = "mi-0123456789abcdef0";
     const CMD: &str = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
 
-    fn key() -> Ed25519KeyPair {
+    pub(super) fn key() -> Ed25519KeyPair {
         let rng = ring::rand::SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
@@ -288,5 +319,79 @@ mod tests {
         assert!(!is_command_id(&CMD.to_uppercase()));
         assert!(!is_command_id("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f"));
         assert!(!is_command_id("0b1c2d3e/4f50-4617-8293-a4b5c6d7e8f9"));
+    }
+}
+
+#[cfg(test)]
+mod association_tests {
+    use super::tests::{ME, key};
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn association() -> pb::SignedAssociation {
+        let content = r#"{"schemaVersion":"2.0"}"#.to_string();
+        pb::SignedAssociation {
+            instance_id: ME.into(),
+            association_id: "6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b".into(),
+            association_version: "1".into(),
+            document_name: "AWS-GatherSoftwareInventory".into(),
+            document_hash: hex::encode(Sha256::digest(content.as_bytes())),
+            document_content: content,
+            schedule_expression: "rate(30 minutes)".into(),
+            ..Default::default()
+        }
+    }
+
+    fn seal(
+        k: &Ed25519KeyPair,
+        a: &pb::SignedAssociation,
+        context: &[u8],
+    ) -> pb::AssociationEnvelope {
+        let payload = a.encode_to_vec();
+        let mut covered = context.to_vec();
+        covered.extend_from_slice(&payload);
+        pb::AssociationEnvelope {
+            signature: k.sign(&covered).as_ref().to_vec(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn associations_verify_only_when_signed_for_this_instance_as_associations() {
+        let k = key();
+        let public = k.public_key().as_ref().to_vec();
+        let good = seal(&k, &association(), pb::ASSOCIATION_SIGNING_CONTEXT);
+        assert_eq!(
+            verify_association(&good, &public, ME).unwrap(),
+            association()
+        );
+        // A signature made for another kind of message does not pass.
+        let as_cancel = seal(&k, &association(), pb::CANCEL_SIGNING_CONTEXT);
+        assert_eq!(
+            verify_association(&as_cancel, &public, ME),
+            Err(Refusal::BadSignature)
+        );
+        let bare = seal(&k, &association(), b"");
+        assert_eq!(
+            verify_association(&bare, &public, ME),
+            Err(Refusal::BadSignature)
+        );
+        let mut unsigned = good.clone();
+        unsigned.signature.clear();
+        assert_eq!(
+            verify_association(&unsigned, &public, ME),
+            Err(Refusal::Unsigned)
+        );
+        assert!(matches!(
+            verify_association(&good, &public, "mi-00000000000000000"),
+            Err(Refusal::Misaddressed { .. })
+        ));
+        let mut altered = association();
+        altered.document_content.push(' ');
+        let altered = seal(&k, &altered, pb::ASSOCIATION_SIGNING_CONTEXT);
+        assert!(matches!(
+            verify_association(&altered, &public, ME),
+            Err(Refusal::HashMismatch { .. })
+        ));
     }
 }

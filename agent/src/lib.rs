@@ -8,10 +8,12 @@
 //! - [`state`]: the registration on disk.
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
 //! - [`status`]: the `status` diagnosis.
+//! - [`inventory`]: the inventory gatherers (packages, network, services, custom).
 //! - [`sysinfo`], [`logging`]: host facts, log files.
 
 pub mod envelope;
 pub mod exec;
+pub mod inventory;
 pub mod logging;
 pub mod register;
 pub mod run;

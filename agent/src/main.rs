@@ -79,6 +79,12 @@ enum Command {
         #[arg(long, env = "TETHER_AGENT_MAX_CONCURRENT_COMMANDS", default_value_t = 5,
               value_parser = clap::value_parser!(u64).range(1..=1000))]
         max_concurrent_commands: u64,
+        /// Directory of Custom:* inventory files (*.json in the SSM custom inventory format).
+        #[arg(long, env = "TETHER_AGENT_CUSTOM_INVENTORY_DIR", default_value = tether_agent::inventory::DEFAULT_CUSTOM_DIR)]
+        custom_inventory_dir: PathBuf,
+        /// Inventory uploads wait a random time up to this many seconds (spreads a fleet's uploads).
+        #[arg(long, env = "TETHER_AGENT_UPLOAD_JITTER_SECS", default_value_t = tether_agent::run::DEFAULT_UPLOAD_JITTER.as_secs())]
+        upload_jitter_secs: u64,
     },
     /// Diagnose registration, connectivity, clock skew and running commands.
     Status {
@@ -163,6 +169,8 @@ fn main() -> ExitCode {
             output_cap_bytes,
             max_backoff_secs,
             max_concurrent_commands,
+            custom_inventory_dir,
+            upload_jitter_secs,
         } => {
             logging::init(&log_dir, "TETHER_AGENT_LOG");
             let Some(rt) = runtime() else {
@@ -174,6 +182,11 @@ fn main() -> ExitCode {
                 output_cap_bytes,
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
                 max_concurrent: max_concurrent_commands as usize,
+                upload_jitter: Duration::from_secs(upload_jitter_secs),
+                inventory_sources: tether_agent::inventory::Sources {
+                    custom_dir: custom_inventory_dir,
+                    ..Default::default()
+                },
                 ..AgentConfig::default()
             };
             match rt.block_on(run::run(

@@ -25,7 +25,9 @@ use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
-use crate::{now_ms, register, sysinfo, tls};
+use crate::{inventory, now_ms, register, sysinfo, tls};
+
+mod associations;
 
 /// How the daemon behaves; defaults suit production, tests shorten them.
 #[derive(Clone, Debug)]
@@ -46,6 +48,11 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// How steps run.
     pub executor: Executor,
+    /// Inventory uploads wait a random time up to this, so a fleet on one
+    /// schedule does not upload in the same second.
+    pub upload_jitter: Duration,
+    /// Where the inventory gatherers read.
+    pub inventory_sources: inventory::Sources,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -69,6 +76,8 @@ impl Default for AgentConfig {
             max_concurrent: 5,
             max_backoff: Duration::from_secs(60),
             executor: Executor::default(),
+            upload_jitter: DEFAULT_UPLOAD_JITTER,
+            inventory_sources: inventory::Sources::default(),
         }
     }
 }
@@ -82,6 +91,9 @@ pub enum RunError {
     #[error("registration.json: CommandSigningKey is not hex")]
     BadSigningKey,
 }
+
+/// Default upper bound of the random delay before an inventory upload.
+pub const DEFAULT_UPLOAD_JITTER: Duration = Duration::from_secs(30);
 
 /// Exit codes with a meaning beyond success and failure (as amazon-ssm-agent).
 const EXIT_SUCCESS_AND_SKIP: i32 = 168;
@@ -114,6 +126,7 @@ struct Agent {
     cancelled_unseen: Mutex<HashSet<String>>,
     slots: Semaphore,
     host: (String, u16),
+    assoc: associations::Local,
 }
 
 /// A mutual-TLS channel to the registered coordinator, from the stored key material.
@@ -528,6 +541,12 @@ impl Agent {
             crate::state::ensure_dir(dir).map_err(|e| e.to_string())?;
             let (script_name, program, args) = match step.action {
                 StepAction::RunShellScript => ("script.sh", "sh".to_string(), vec![]),
+                StepAction::SoftwareInventory => {
+                    return Err(
+                        "aws:softwareInventory runs from an association (create-association), not as a command"
+                            .into(),
+                    );
+                }
                 StepAction::RunPowerShellScript => (
                     "script.ps1",
                     self.cfg.pwsh.clone(),
@@ -591,6 +610,10 @@ impl Agent {
         name: &str,
         dir: &std::path::Path,
     ) -> std::convert::Infallible {
+        // Association runs are not commands: their outcome goes with the inventory upload.
+        if self.spool.nonce(command_id).is_none() {
+            return std::future::pending().await;
+        }
         let mut sent = [0u64; 2];
         let mut ticker = tokio::time::interval(LIVE_OUTPUT_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -747,6 +770,7 @@ impl Agent {
             let mut req = tonic::Request::new(pb::PollRequest {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
+                associations_digest: self.assoc.digest(),
             });
             req.set_timeout(self.cfg.poll_wait + Duration::from_secs(15));
             match self.agent_client().await.poll(req).await {
@@ -758,6 +782,10 @@ impl Agent {
                     backoff = self::backoff(self.cfg.max_backoff);
                     self.note_server_time(resp.server_time_ms);
                     self.save_status(None);
+                    if let Some(set) = resp.associations {
+                        self.assoc
+                            .replace(set, &self.signing_key, &self.reg.instance_id);
+                    }
                     for env in resp.envelopes {
                         let me = self.clone();
                         tokio::spawn(async move { me.receive(env).await });
@@ -923,7 +951,14 @@ pub async fn run(
     let channel = build_channel(&state, &reg)?;
     let spool = Spool::new(state.spool())?;
     let host = tls::split_endpoint(&reg.endpoint)?;
+    let assoc = associations::Local::new(&state.dir).map_err(|e| {
+        RunError::State(crate::state::StateError::Io {
+            path: state.dir.clone(),
+            source: e,
+        })
+    })?;
     let agent = Arc::new(Agent {
+        assoc,
         signing_key,
         spool,
         channel: RwLock::new(channel),
@@ -949,6 +984,8 @@ pub async fn run(
 
     let reporter = tokio::spawn(agent.clone().reporter());
     let poller = tokio::spawn(agent.clone().poll_loop());
+    let scheduler = tokio::spawn(agent.clone().scheduler());
+    let uploader = tokio::spawn(agent.clone().uploader());
     let renewer = {
         let agent = agent.clone();
         tokio::spawn(async move {
@@ -962,6 +999,8 @@ pub async fn run(
     info!("agent stopping; running steps continue under their supervisors");
     poller.abort();
     reporter.abort();
+    scheduler.abort();
+    uploader.abort();
     renewer.abort();
     Ok(())
 }

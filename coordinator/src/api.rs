@@ -15,7 +15,9 @@ use tether_documents::{Document, PlatformType};
 use crate::core::{Coordinator, code_hash, iso_ms, now_ms};
 use crate::limits;
 use crate::state::Detail;
+pub mod associations;
 mod documents;
+mod inventory;
 mod tags;
 
 use crate::store::{self, ActivationRow, CommandQuery, CommandRow, InvocationRow, PluginRow};
@@ -78,6 +80,14 @@ pub const OPERATIONS: &[&str] = &[
     "RemoveTagsFromResource",
     "ListTagsForResource",
     "CancelCommand",
+    "CreateAssociation",
+    "ListAssociations",
+    "DescribeAssociation",
+    "UpdateAssociation",
+    "DeleteAssociation",
+    "DescribeInstanceAssociationsStatus",
+    "ListInventoryEntries",
+    "GetInventory",
 ];
 
 /// Runs one SSM operation.
@@ -105,6 +115,18 @@ pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> ApiRes
         "AddTagsToResource" => tags::add_tags_to_resource(c, &req).await,
         "RemoveTagsFromResource" => tags::remove_tags_from_resource(c, &req).await,
         "ListTagsForResource" => tags::list_tags_for_resource(c, &req).await,
+        "CreateAssociation" => associations::create_association(c, &req).await,
+        "ListAssociations" => associations::list_associations(c, &req).await,
+        "DescribeAssociation" => associations::describe_association(c, &req).await,
+        "UpdateAssociation" => associations::update_association(c, &req).await,
+        "DeleteAssociation" => associations::delete_association(c, &req).await,
+        "DescribeInstanceAssociationsStatus" => {
+            associations::describe_instance_associations_status(c, &req).await
+        }
+        "ListInventoryEntries" => inventory::list_inventory_entries(c, &req).await,
+        "GetInventory" => inventory::get_inventory(c, &req).await,
+        // Tether's own (no SSM equivalent): inventory changes between two times.
+        "ListInventoryChanges" => inventory::list_inventory_changes(c, &req).await,
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("operation {other} is not supported by this coordinator"),
@@ -691,10 +713,10 @@ async fn resolve_targets(
     Ok(out)
 }
 
-fn validate_targets(targets: &[Value]) -> Result<(), ApiError> {
+fn validate_targets(op: &str, targets: &[Value]) -> Result<(), ApiError> {
     if targets.len() > 5 {
         return Err(ApiError::validation(format!(
-            "SendCommand: at most 5 Targets, got {}",
+            "{op}: at most 5 Targets, got {}",
             targets.len()
         )));
     }
@@ -707,9 +729,7 @@ fn validate_targets(targets: &[Value]) -> Result<(), ApiError> {
         if !key_ok {
             return Err(ApiError::new(
                 "InvalidTarget",
-                format!(
-                    "SendCommand: target key {key:?} must be InstanceIds, tag:<name> or tag-key"
-                ),
+                format!("{op}: target key {key:?} must be InstanceIds, tag:<name> or tag-key"),
             ));
         }
         match values {
@@ -717,7 +737,7 @@ fn validate_targets(targets: &[Value]) -> Result<(), ApiError> {
             _ => {
                 return Err(ApiError::new(
                     "InvalidTarget",
-                    format!("SendCommand: target {key:?} needs 1 to 50 Values"),
+                    format!("{op}: target {key:?} needs 1 to 50 Values"),
                 ));
             }
         }
@@ -825,7 +845,7 @@ async fn send_command(c: &Coordinator, req: &Req<'_>) -> ApiResult {
             format!("SendCommand: {bad:?} is not an instance ID (mi-<17 hex> or i-<8 or 17>)"),
         ));
     }
-    validate_targets(targets)?;
+    validate_targets("SendCommand", targets)?;
     let timeout = req
         .int_in(
             "TimeoutSeconds",

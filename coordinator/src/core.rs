@@ -433,8 +433,12 @@ impl Coordinator {
         loop {
             let envelopes = self.envelopes_for(id).await?;
             let cancels = self.cancels_for(id).await?;
+            let associations =
+                crate::associations::set_if_changed(self, instance, &req.associations_digest)
+                    .await?;
             if !envelopes.is_empty()
                 || !cancels.is_empty()
+                || associations.is_some()
                 || tokio::time::Instant::now() >= deadline
                 || *stopping.borrow()
             {
@@ -443,6 +447,7 @@ impl Coordinator {
                     envelopes,
                     server_time_ms: now_ms(),
                     cancels,
+                    associations,
                 });
             }
             // A redelivery may fall due while we wait: look again at least every 10 s.

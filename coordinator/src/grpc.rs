@@ -124,6 +124,17 @@ impl pb::agent_server::Agent for Services {
         Ok(Response::new(r))
     }
 
+    async fn put_inventory(
+        &self,
+        req: Request<pb::PutInventoryRequest>,
+    ) -> Result<Response<pb::PutInventoryResponse>, Status> {
+        let inst = self.agent(&req).await?;
+        let r = crate::associations::put_inventory(&self.core, &inst, req.into_inner())
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(r))
+    }
+
     async fn ping(
         &self,
         req: Request<pb::PingRequest>,

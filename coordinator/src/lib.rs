@@ -6,6 +6,7 @@
 //! - [`pki`]: CA, server and client certificates, the command-signing key.
 //! - [`store`]: SQLite persistence.
 //! - [`core`]: registration, long-poll dispatch, signed envelopes, result intake.
+//! - [`associations`]: signed association sets for polling agents, inventory intake.
 //! - [`api`]: the SSM operations on SSM JSON — the one place that knows those shapes.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
 //! - [`http`]: the HTTPS listener.
@@ -14,6 +15,7 @@
 //! - [`cli`]: the operator CLI: `aws ssm` verbs and flags built from [`model`].
 
 pub mod api;
+pub mod associations;
 pub mod cli;
 pub mod core;
 pub mod grpc;

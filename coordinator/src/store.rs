@@ -17,6 +17,8 @@ mod documents;
 mod run_control;
 pub use documents::{DocumentRow, DocumentVersionRow, VersionConflict};
 pub use run_control::{CancelOutcome, OutputChunk};
+mod inventory;
+pub use inventory::{AssociationRow, AssociationStatusRow, InventoryPut, InventoryRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -1041,7 +1043,7 @@ async fn refresh_command(
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    pub(super) async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("t.db")).await.unwrap();
         (dir, s)

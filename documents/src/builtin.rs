@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use crate::document::Document;
 
 /// Name and content of every built-in document.
-const BUILTINS: [(&str, &str); 2] = [
+const BUILTINS: [(&str, &str); 3] = [
     (
         "AWS-RunShellScript",
         include_str!("../builtin/AWS-RunShellScript.json"),
@@ -16,9 +16,13 @@ const BUILTINS: [(&str, &str); 2] = [
         "AWS-RunPowerShellScript",
         include_str!("../builtin/AWS-RunPowerShellScript.json"),
     ),
+    (
+        "AWS-GatherSoftwareInventory",
+        include_str!("../builtin/AWS-GatherSoftwareInventory.json"),
+    ),
 ];
 
-const NAMES: [&str; 2] = [BUILTINS[0].0, BUILTINS[1].0];
+const NAMES: [&str; 3] = [BUILTINS[0].0, BUILTINS[1].0, BUILTINS[2].0];
 
 /// Parsed once; a built-in that failed to parse would be missing here, and
 /// the tests below make sure none does.
@@ -63,8 +67,26 @@ mod tests {
         }
         assert_eq!(
             builtin_names(),
-            ["AWS-RunShellScript", "AWS-RunPowerShellScript"]
+            [
+                "AWS-RunShellScript",
+                "AWS-RunPowerShellScript",
+                "AWS-GatherSoftwareInventory"
+            ]
         );
+        let inv = builtin("AWS-GatherSoftwareInventory").expect("inventory document");
+        let params = [
+            ("networkConfig", "Disabled"),
+            ("windowsUpdates", "Disabled"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+        .collect();
+        let resolved = inv.resolve_parameters(&params).expect("parameters resolve");
+        let steps = inv
+            .plan(&resolved, crate::PlatformType::Linux)
+            .expect("plans on Linux");
+        assert_eq!(steps[0].inputs["networkConfig"], "Disabled");
+        assert_eq!(steps[0].inputs["applications"], "Enabled");
         assert!(builtin("AWS-RunAnsiblePlaybook").is_none());
     }
 }

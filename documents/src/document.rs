@@ -64,7 +64,8 @@ impl Document {
         };
         let (section, other_section) = match schema_version.as_str() {
             "1.2" => ("runtimeConfig", "mainSteps"),
-            "2.2" => ("mainSteps", "runtimeConfig"),
+            // 2.0: the schema of AWS-GatherSoftwareInventory.
+            "2.0" | "2.2" => ("mainSteps", "runtimeConfig"),
             _ => {
                 return Err(DocumentError::UnsupportedSchemaVersion {
                     value: schema_version,
@@ -89,6 +90,16 @@ impl Document {
         } else {
             step::parse_main_steps(section_node)?
         };
+        // 2.0 is accepted for inventory policy documents only.
+        if schema_version == "2.0"
+            && steps
+                .iter()
+                .any(|s| s.action != step::StepAction::SoftwareInventory)
+        {
+            return Err(DocumentError::UnsupportedSchemaVersion {
+                value: schema_version,
+            });
+        }
         if steps.is_empty() {
             return Err(DocumentError::NoSteps {
                 field: section.to_owned(),

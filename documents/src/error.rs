@@ -68,7 +68,7 @@ pub enum DocumentError {
 
     /// A step uses an action other than the script runners.
     #[error(
-        "{field}: action {} is not supported (supported: aws:runShellScript, aws:runPowerShellScript)",
+        "{field}: action {} is not supported (supported: aws:runShellScript, aws:runPowerShellScript, aws:softwareInventory)",
         quote(.value)
     )]
     UnknownAction { field: String, value: String },

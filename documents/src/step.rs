@@ -1,8 +1,10 @@
 //! Steps: reads schema 1.2 `runtimeConfig` plugins and schema 2.2
 //! `mainSteps` into one step definition, and turns definitions plus resolved
 //! parameters into the concrete [`Step`]s an agent runs on one platform.
-//! Only `aws:runShellScript` and `aws:runPowerShellScript` exist here, with
-//! the inputs `runCommand`, `workingDirectory` and `timeoutSeconds`.
+//! `aws:runShellScript` and `aws:runPowerShellScript` take the inputs
+//! `runCommand`, `workingDirectory` and `timeoutSeconds`; `aws:softwareInventory`
+//! (the step of `AWS-GatherSoftwareInventory`) takes one `Enabled`/`Disabled`
+//! input per inventory type.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,16 +64,23 @@ impl FromStr for PlatformType {
 pub enum StepAction {
     RunShellScript,
     RunPowerShellScript,
+    /// Gathers inventory in the agent itself: no script runs.
+    SoftwareInventory,
 }
 
 impl StepAction {
-    pub const ALL: [StepAction; 2] = [StepAction::RunShellScript, StepAction::RunPowerShellScript];
+    pub const ALL: [StepAction; 3] = [
+        StepAction::RunShellScript,
+        StepAction::RunPowerShellScript,
+        StepAction::SoftwareInventory,
+    ];
 
     /// The SSM action (plugin) name.
     pub fn as_str(self) -> &'static str {
         match self {
             StepAction::RunShellScript => "aws:runShellScript",
             StepAction::RunPowerShellScript => "aws:runPowerShellScript",
+            StepAction::SoftwareInventory => "aws:softwareInventory",
         }
     }
 
@@ -80,7 +89,7 @@ impl StepAction {
     pub fn platforms(self) -> &'static [PlatformType] {
         match self {
             StepAction::RunShellScript => &[PlatformType::Linux, PlatformType::MacOs],
-            StepAction::RunPowerShellScript => &PlatformType::ALL,
+            StepAction::RunPowerShellScript | StepAction::SoftwareInventory => &PlatformType::ALL,
         }
     }
 
@@ -103,7 +112,11 @@ impl FromStr for StepAction {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                UnknownName::new("action", s, "aws:runShellScript, aws:runPowerShellScript")
+                UnknownName::new(
+                    "action",
+                    s,
+                    "aws:runShellScript, aws:runPowerShellScript, aws:softwareInventory",
+                )
             })
     }
 }
@@ -121,6 +134,8 @@ pub struct Step {
     pub timeout_seconds: u32,
     /// Why the step does not run on this platform, if it does not.
     pub skipped: Option<String>,
+    /// `aws:softwareInventory`: each input with its placeholders filled.
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// A step as the document defines it, placeholders still in.
@@ -137,6 +152,8 @@ pub(crate) struct StepDef {
     pub(crate) run_command: Vec<Template>,
     pub(crate) working_directory: Template,
     pub(crate) timeout_seconds: Option<Template>,
+    /// `aws:softwareInventory` inputs.
+    pub(crate) inventory: Vec<(String, Template)>,
 }
 
 impl StepDef {
@@ -154,6 +171,9 @@ impl StepDef {
         ));
         if let Some(t) = &self.timeout_seconds {
             out.push((format!("{}.timeoutSeconds", self.inputs_path), t));
+        }
+        for (k, t) in &self.inventory {
+            out.push((format!("{}.{k}", self.inputs_path), t));
         }
         out
     }
@@ -229,6 +249,11 @@ impl StepDef {
             }
             _ => None,
         };
+        let inputs = self
+            .inventory
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.render(inline)?)))
+            .collect::<Result<_, DocumentError>>()?;
         Ok(Step {
             name: self.name.clone(),
             action: self.action,
@@ -236,11 +261,26 @@ impl StepDef {
             working_directory,
             timeout_seconds,
             skipped,
+            inputs,
         })
     }
 }
 
 const INPUT_FIELDS: &[&str] = &["runCommand", "workingDirectory", "timeoutSeconds"];
+/// The inputs of `aws:softwareInventory`, as in `AWS-GatherSoftwareInventory`.
+pub const INVENTORY_INPUTS: &[&str] = &[
+    "applications",
+    "awsComponents",
+    "networkConfig",
+    "files",
+    "services",
+    "windowsRoles",
+    "windowsRegistry",
+    "windowsUpdates",
+    "instanceDetailedInformation",
+    "billingInfo",
+    "customInventory",
+];
 
 /// Reads schema 1.2 `runtimeConfig`: plugin name → `{"properties": [...]}`.
 pub(crate) fn parse_runtime_config(node: &Node) -> Result<Vec<StepDef>, DocumentError> {
@@ -307,6 +347,10 @@ pub(crate) fn parse_main_steps(node: &Node) -> Result<Vec<StepDef>, DocumentErro
                 .transpose()?;
             let inputs_path = step.child("inputs");
             let inputs = Obj::new(&inputs_path, step.required("inputs")?)?;
+            if action == StepAction::SoftwareInventory {
+                inputs.only(INVENTORY_INPUTS)?;
+                return parse_inventory_inputs(name, path.clone(), precondition, &inputs);
+            }
             inputs.only(INPUT_FIELDS)?;
             parse_inputs(name, path.clone(), action, precondition, &inputs)
         })
@@ -379,6 +423,35 @@ fn parse_inputs(
         run_command,
         working_directory,
         timeout_seconds: timeout_seconds.transpose()?,
+        inventory: Vec::new(),
+    })
+}
+
+fn parse_inventory_inputs(
+    name: String,
+    path: String,
+    precondition: Option<PlatformType>,
+    inputs: &Obj<'_>,
+) -> Result<StepDef, DocumentError> {
+    if name.is_empty() {
+        return Err(DocumentError::EmptyStepName { field: path });
+    }
+    let mut inventory = Vec::new();
+    for k in INVENTORY_INPUTS {
+        if let Some(v) = inputs.opt_string(k)? {
+            inventory.push((k.to_string(), Template::parse(&v)));
+        }
+    }
+    Ok(StepDef {
+        name,
+        path,
+        inputs_path: inputs.path.to_owned(),
+        action: StepAction::SoftwareInventory,
+        precondition,
+        run_command: Vec::new(),
+        working_directory: Template::parse(""),
+        timeout_seconds: None,
+        inventory,
     })
 }
 

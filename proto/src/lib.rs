@@ -23,3 +23,6 @@ pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
 /// Prefix of the bytes signed for a `SignedCancel` (commands are signed over
 /// their payload alone), keeping the two kinds of signature apart.
 pub const CANCEL_SIGNING_CONTEXT: &[u8] = b"tether-cancel-v1\0";
+/// Prefix of the bytes an association's signature covers (see `AssociationEnvelope`),
+/// so an association's signature never passes for a command's or a cancellation's.
+pub const ASSOCIATION_SIGNING_CONTEXT: &[u8] = b"tether-association-v1\0";

@@ -384,9 +384,11 @@ impl Agent {
     /// Starts (or restarts) the daemon.
     pub fn run(&mut self) {
         let mut cmd = Command::new(bin("tether-agent"));
-        // Test defaults first, so that a test's own environment overrides them.
+        // Test defaults first, so that a test's own environment overrides them
+        // (no upload jitter in tests unless a test asks for it).
         cmd.env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")
             .env("TETHER_AGENT_REBOOT_COMMAND", "true")
+            .env("TETHER_AGENT_UPLOAD_JITTER_SECS", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .arg("run")

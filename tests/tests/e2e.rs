@@ -6,6 +6,7 @@ mod e2e {
     pub mod cli;
     pub mod control;
     pub mod documents;
+    pub mod inventory;
     pub mod recovery;
     pub mod registration;
     pub mod run_command;

@@ -8,6 +8,7 @@
 //! parsing and printing only; what each operation means is decided by the
 //! coordinator's action layer on the other side of the wire.
 
+pub mod extra;
 pub mod output;
 pub mod shorthand;
 
@@ -102,7 +103,11 @@ const PAGING_FLAGS: [(&str, &str); 4] = [
 /// The `aws ssm` verbs this coordinator serves, one per operation it
 /// implements, with the flags of the SSM model's input members.
 pub fn verbs() -> Vec<Command> {
-    api::OPERATIONS.iter().map(|op| verb(op)).collect()
+    api::OPERATIONS
+        .iter()
+        .map(|op| verb(op))
+        .chain(extra::commands())
+        .collect()
 }
 
 fn verb(operation: &str) -> Command {
@@ -569,9 +574,11 @@ async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<
             global.output
         ))
     })?;
-    let operation =
-        operation_of(verb).ok_or_else(|| CliError::usage(format!("unknown verb {verb:?}")))?;
-    let body = request(operation, matches)?;
+    let (operation, body) = match (operation_of(verb), extra::operation_of(verb)) {
+        (Some(op), _) => (op, request(op, matches)?),
+        (None, Some(op)) => (op, extra::request(matches)?),
+        _ => return Err(CliError::usage(format!("unknown verb {verb:?}"))),
+    };
     let path = config_path(global.config.as_ref())?;
     let cfg = load_config(&path)?;
     let channel = connect(&cfg).await?;

@@ -49,6 +49,7 @@ fn step(name: &str, action: StepAction, commands: &[&str], dir: &str, timeout: u
         working_directory: dir.to_owned(),
         timeout_seconds: timeout,
         skipped: None,
+        inputs: Default::default(),
     }
 }
 
@@ -188,7 +189,10 @@ fn builtin_parameters_are_refused_when_wrong() {
             r#"parameter "commands": 0 values given, minItems is 1"#,
         ),
     ];
-    for name in crate::builtin_names() {
+    for name in crate::builtin_names()
+        .iter()
+        .filter(|n| n.starts_with("AWS-Run"))
+    {
         let doc = builtin(name).expect("built-in exists");
         for (given, needle) in cases {
             match doc.resolve_parameters(&params(given)) {

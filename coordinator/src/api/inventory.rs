@@ -1,0 +1,538 @@
+//! Inventory in SSM JSON: ListInventoryEntries (one instance, one type,
+//! filtered), GetInventory (the fleet, with filters and aggregators that
+//! count nodes per value), and Tether's own ListInventoryChanges (what
+//! changed on a node between two times, from the stored history).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Req, is_instance_id, page_of, str_list_of};
+use crate::core::{Coordinator, iso_ms, now_ms};
+use crate::store::InventoryRow;
+
+type Entry = BTreeMap<String, String>;
+
+/// One parsed `InventoryFilter`.
+#[derive(Debug, Clone)]
+struct Filter {
+    type_name: Option<String>,
+    attribute: String,
+    values: Vec<String>,
+    kind: String,
+}
+
+const FILTER_TYPES: [&str; 6] = [
+    "Equal",
+    "NotEqual",
+    "BeginWith",
+    "LessThan",
+    "GreaterThan",
+    "Exists",
+];
+
+/// Filters; `Key` is `Attribute` or `TypeName.Attribute` (`AWS:Application.Name`).
+fn filters(req: &Req<'_>, need_type: bool) -> Result<Vec<Filter>, ApiError> {
+    let mut out = Vec::new();
+    for f in req.list("Filters")? {
+        let key = f.get("Key").and_then(Value::as_str).unwrap_or("");
+        let values = f.get("Values").and_then(str_list_of).unwrap_or_default();
+        let kind = f.get("Type").and_then(Value::as_str).unwrap_or("Equal");
+        if !FILTER_TYPES.contains(&kind) {
+            return Err(ApiError::new(
+                "InvalidFilter",
+                format!(
+                    "{}: filter Type {kind:?} must be one of {}",
+                    req.op,
+                    FILTER_TYPES.join(", ")
+                ),
+            ));
+        }
+        let (type_name, attribute) = match key.rsplit_once('.') {
+            Some((t, a)) if t.contains(':') => (Some(t.to_string()), a.to_string()),
+            _ => (None, key.to_string()),
+        };
+        if attribute.is_empty() || (need_type && type_name.is_none()) {
+            return Err(ApiError::new(
+                "InvalidFilterKey",
+                format!(
+                    "{}: filter Key {key:?} must be {}",
+                    req.op,
+                    if need_type {
+                        "TypeName.Attribute, e.g. AWS:Application.Name"
+                    } else {
+                        "an attribute name, e.g. Name"
+                    }
+                ),
+            ));
+        }
+        if values.is_empty() && kind != "Exists" {
+            return Err(ApiError::new(
+                "InvalidFilterValue",
+                format!("{}: filter {key:?} needs at least one value", req.op),
+            ));
+        }
+        if matches!(kind, "LessThan" | "GreaterThan") && values.len() != 1 {
+            return Err(ApiError::new(
+                "InvalidFilterValue",
+                format!("{}: {kind} filter {key:?} takes exactly one value", req.op),
+            ));
+        }
+        out.push(Filter {
+            type_name,
+            attribute,
+            values,
+            kind: kind.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.cmp(b),
+    }
+}
+
+impl Filter {
+    fn matches(&self, e: &Entry) -> bool {
+        let v = e.get(&self.attribute);
+        match self.kind.as_str() {
+            "Exists" => v.is_some_and(|v| !v.is_empty()),
+            "NotEqual" => v.is_none_or(|v| !self.values.contains(v)),
+            _ => {
+                let Some(v) = v else { return false };
+                match self.kind.as_str() {
+                    "BeginWith" => self.values.iter().any(|p| v.starts_with(p.as_str())),
+                    "LessThan" => compare(v, &self.values[0]).is_lt(),
+                    "GreaterThan" => compare(v, &self.values[0]).is_gt(),
+                    _ => self.values.contains(v),
+                }
+            }
+        }
+    }
+}
+
+fn entries(row: &InventoryRow) -> Vec<Entry> {
+    serde_json::from_str(&row.content_json).unwrap_or_default()
+}
+
+fn capture(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn valid_type_name(req: &Req<'_>, t: &str) -> Result<(), ApiError> {
+    if t.starts_with("AWS:") || t.starts_with("Custom:") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            "InvalidTypeNameException",
+            format!(
+                "{}: TypeName {t:?} must start with AWS: or Custom: (e.g. AWS:Application)",
+                req.op
+            ),
+        ))
+    }
+}
+
+pub(super) async fn list_inventory_entries(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+    let id = req.required_str("InstanceId")?;
+    let type_name = req.required_str("TypeName")?;
+    if !is_instance_id(id) {
+        return Err(ApiError::new(
+            "InvalidInstanceId",
+            format!("ListInventoryEntries: {id:?} is not an instance ID"),
+        ));
+    }
+    valid_type_name(req, type_name)?;
+    let fs = filters(req, false)?;
+    for f in &fs {
+        if f.type_name.as_deref().is_some_and(|t| t != type_name) {
+            return Err(ApiError::new(
+                "InvalidFilterKey",
+                format!(
+                    "ListInventoryEntries: filter on {} does not apply to TypeName {type_name}",
+                    f.type_name.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+    }
+    let (offset, size) = req.page(1, 50)?;
+    if c.store.instance(id).await?.is_none() {
+        return Err(ApiError::new(
+            "InvalidInstanceId",
+            format!("ListInventoryEntries: instance {id} is not registered"),
+        ));
+    }
+    let rows = c.store.inventory(Some(id), Some(type_name)).await?;
+    let mut out = json!({"TypeName": type_name, "InstanceId": id, "Entries": []});
+    if let Some(row) = rows.first() {
+        let all: Vec<Value> = entries(row)
+            .into_iter()
+            .filter(|e| fs.iter().all(|f| f.matches(e)))
+            .map(|e| json!(e))
+            .collect();
+        let page = page_of("Entries", all, offset, size);
+        out["Entries"] = page["Entries"].clone();
+        if let Some(t) = page.get("NextToken") {
+            out["NextToken"] = t.clone();
+        }
+        out["SchemaVersion"] = json!(row.schema_version);
+        out["CaptureTime"] = json!(capture(row.capture_ms));
+    }
+    Ok(out)
+}
+
+/// Flattens nested aggregators into (type, attributes) for one count.
+fn aggregator_keys(req: &Req<'_>, agg: &Value, out: &mut Vec<String>) -> Result<(), ApiError> {
+    if agg.get("Groups").is_some_and(|g| !g.is_null()) {
+        return Err(ApiError::validation(format!(
+            "{}: aggregator Groups are not supported; use Filters",
+            req.op
+        )));
+    }
+    let expr = agg.get("Expression").and_then(Value::as_str).unwrap_or("");
+    if expr
+        .rsplit_once('.')
+        .is_none_or(|(t, a)| !t.contains(':') || a.is_empty())
+    {
+        return Err(ApiError::new(
+            "InvalidAggregatorException",
+            format!(
+                "{}: aggregator Expression {expr:?} must be TypeName.Attribute, e.g. AWS:Application.Version",
+                req.op
+            ),
+        ));
+    }
+    out.push(expr.to_string());
+    if let Some(Value::Array(inner)) = agg.get("Aggregators") {
+        for a in inner {
+            aggregator_keys(req, a, out)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+    let fs = filters(req, true)?;
+    let (offset, size) = req.page(1, 50)?;
+    let mut result_types: Vec<String> = Vec::new();
+    for r in req.list("ResultAttributes")? {
+        let t = r.get("TypeName").and_then(Value::as_str).unwrap_or("");
+        valid_type_name(req, t)?;
+        result_types.push(t.to_string());
+    }
+    let mut agg_exprs = Vec::new();
+    for a in req.list("Aggregators")? {
+        let mut keys = Vec::new();
+        aggregator_keys(req, a, &mut keys)?;
+        agg_exprs.push(keys);
+    }
+    // Everything, grouped by instance and type.
+    let mut fleet: BTreeMap<String, BTreeMap<String, InventoryRow>> = BTreeMap::new();
+    for row in c.store.inventory(None, None).await? {
+        fleet
+            .entry(row.instance_id.clone())
+            .or_default()
+            .insert(row.type_name.clone(), row);
+    }
+    let registered: BTreeSet<String> = c
+        .store
+        .instances()
+        .await?
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    fleet.retain(|id, _| registered.contains(id));
+    // Instances where every filter finds a matching entry in its type.
+    let matching: Vec<(&String, &BTreeMap<String, InventoryRow>)> = fleet
+        .iter()
+        .filter(|(_, types)| {
+            fs.iter().all(|f| {
+                let t = f.type_name.as_deref().unwrap_or("");
+                types
+                    .get(t)
+                    .is_some_and(|row| entries(row).iter().any(|e| f.matches(e)))
+            })
+        })
+        .collect();
+    if !agg_exprs.is_empty() {
+        let mut data = serde_json::Map::new();
+        for keys in agg_exprs {
+            let type_name = keys[0].rsplit_once('.').map_or("", |(t, _)| t).to_string();
+            if keys
+                .iter()
+                .any(|k| !k.starts_with(&format!("{type_name}.")))
+            {
+                return Err(ApiError::new(
+                    "InvalidAggregatorException",
+                    "GetInventory: nested aggregators must name attributes of one type",
+                ));
+            }
+            let attrs: Vec<String> = keys
+                .iter()
+                .filter_map(|k| k.rsplit_once('.').map(|(_, a)| a.to_string()))
+                .collect();
+            // Distinct nodes per combination of values.
+            let mut counts: BTreeMap<Vec<String>, BTreeSet<&String>> = BTreeMap::new();
+            for (id, types) in &matching {
+                let Some(row) = types.get(&type_name) else {
+                    continue;
+                };
+                for e in entries(row) {
+                    if fs
+                        .iter()
+                        .filter(|f| f.type_name.as_deref() == Some(type_name.as_str()))
+                        .any(|f| !f.matches(&e))
+                    {
+                        continue;
+                    }
+                    let combo: Vec<String> = attrs
+                        .iter()
+                        .map(|a| e.get(a).cloned().unwrap_or_default())
+                        .collect();
+                    counts.entry(combo).or_default().insert(id);
+                }
+            }
+            let content: Vec<Value> = counts
+                .into_iter()
+                .map(|(combo, ids)| {
+                    let mut m = serde_json::Map::new();
+                    for (a, v) in attrs.iter().zip(combo) {
+                        m.insert(a.clone(), json!(v));
+                    }
+                    m.insert("Count".into(), json!(ids.len().to_string()));
+                    Value::Object(m)
+                })
+                .collect();
+            data.insert(
+                type_name.clone(),
+                json!({"TypeName": type_name, "SchemaVersion": "", "Content": content}),
+            );
+        }
+        return Ok(json!({"Entities": [{"Data": data}]}));
+    }
+    if result_types.is_empty() {
+        result_types.push("AWS:InstanceInformation".into());
+    }
+    let all: Vec<Value> = matching
+        .iter()
+        .map(|(id, types)| {
+            let mut data = serde_json::Map::new();
+            for t in &result_types {
+                let Some(row) = types.get(t) else { continue };
+                let content: Vec<Entry> = entries(row)
+                    .into_iter()
+                    .filter(|e| {
+                        fs.iter()
+                            .filter(|f| f.type_name.as_deref() == Some(t.as_str()))
+                            .all(|f| f.matches(e))
+                    })
+                    .collect();
+                data.insert(
+                    t.clone(),
+                    json!({
+                        "TypeName": t,
+                        "SchemaVersion": row.schema_version,
+                        "CaptureTime": capture(row.capture_ms),
+                        "ContentHash": row.content_hash,
+                        "Content": content,
+                    }),
+                );
+            }
+            json!({"Id": id, "Data": data})
+        })
+        .collect();
+    Ok(page_of("Entities", all, offset, size))
+}
+
+/// The attributes that identify an entry of `type_name` across captures.
+fn identity(type_name: &str) -> &'static [&'static str] {
+    match type_name {
+        "AWS:Application" => &["Name", "Architecture"],
+        "AWS:Network" | "AWS:Service" | "AWS:AWSComponent" => &["Name"],
+        "AWS:InstanceInformation" => &["InstanceId"],
+        _ => &[],
+    }
+}
+
+/// What changed in one type between two contents.
+pub fn diff(type_name: &str, before: &[Entry], after: &[Entry]) -> Value {
+    let id = identity(type_name);
+    let key = |e: &Entry| -> Vec<String> {
+        if id.is_empty() {
+            vec![serde_json::to_string(e).unwrap_or_default()]
+        } else {
+            id.iter()
+                .map(|k| e.get(*k).cloned().unwrap_or_default())
+                .collect()
+        }
+    };
+    let b: BTreeMap<Vec<String>, &Entry> = before.iter().map(|e| (key(e), e)).collect();
+    let a: BTreeMap<Vec<String>, &Entry> = after.iter().map(|e| (key(e), e)).collect();
+    let added: Vec<&Entry> = a
+        .iter()
+        .filter(|(k, _)| !b.contains_key(*k))
+        .map(|(_, e)| *e)
+        .collect();
+    let removed: Vec<&Entry> = b
+        .iter()
+        .filter(|(k, _)| !a.contains_key(*k))
+        .map(|(_, e)| *e)
+        .collect();
+    let changed: Vec<Value> = a
+        .iter()
+        .filter_map(|(k, new)| {
+            let old = b.get(k)?;
+            let attrs: Vec<&String> = new
+                .keys()
+                .chain(old.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|attr| new.get(*attr) != old.get(*attr) && *attr != "InstalledTime")
+                .collect();
+            (!attrs.is_empty()).then(|| json!({"Attributes": attrs, "Before": old, "After": new}))
+        })
+        .collect();
+    json!({"TypeName": type_name, "Added": added, "Removed": removed, "Changed": changed})
+}
+
+/// Tether's ListInventoryChanges: `InstanceId`, optional `TypeName`,
+/// `StartTime` (default: before the first capture) and `EndTime` (default: now).
+pub(super) async fn list_inventory_changes(c: &Coordinator, req: &Req<'_>) -> ApiResult {
+    let id = req.required_str("InstanceId")?;
+    if !is_instance_id(id) {
+        return Err(ApiError::new(
+            "InvalidInstanceId",
+            format!("ListInventoryChanges: {id:?} is not an instance ID"),
+        ));
+    }
+    let type_name = req.str("TypeName")?;
+    if let Some(t) = type_name {
+        valid_type_name(req, t)?;
+    }
+    let start = req.timestamp_ms("StartTime")?.unwrap_or(0);
+    let end = req.timestamp_ms("EndTime")?.unwrap_or_else(now_ms);
+    if start > end {
+        return Err(ApiError::validation(format!(
+            "ListInventoryChanges: StartTime {} is after EndTime {}",
+            iso_ms(start),
+            iso_ms(end)
+        )));
+    }
+    let before = c.store.inventory_at(id, start).await?;
+    let after = c.store.inventory_at(id, end).await?;
+    let types: BTreeSet<&String> = before
+        .iter()
+        .chain(after.iter())
+        .map(|r| &r.type_name)
+        .filter(|t| type_name.is_none_or(|want| want == t.as_str()))
+        .collect();
+    let mut changes = Vec::new();
+    for t in types {
+        let pick = |rows: &[InventoryRow]| {
+            rows.iter()
+                .find(|r| &r.type_name == t)
+                .map(entries)
+                .unwrap_or_default()
+        };
+        let d = diff(t, &pick(&before), &pick(&after));
+        let empty = |k: &str| d[k].as_array().is_none_or(Vec::is_empty);
+        if !(empty("Added") && empty("Removed") && empty("Changed")) {
+            changes.push(d);
+        }
+    }
+    Ok(json!({
+        "InstanceId": id,
+        "StartTime": iso_ms(start),
+        "EndTime": iso_ms(end),
+        "Changes": changes,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pairs: &[(&str, &str)]) -> Entry {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn diffs_name_packages_added_removed_and_upgraded() {
+        let before = vec![
+            e(&[
+                ("Name", "openssl"),
+                ("Architecture", "x86_64"),
+                ("Version", "3.0.11"),
+                ("InstalledTime", "a"),
+            ]),
+            e(&[
+                ("Name", "telnet"),
+                ("Architecture", "x86_64"),
+                ("Version", "0.17"),
+            ]),
+        ];
+        let after = vec![
+            e(&[
+                ("Name", "openssl"),
+                ("Architecture", "x86_64"),
+                ("Version", "3.0.15"),
+                ("InstalledTime", "b"),
+            ]),
+            e(&[
+                ("Name", "curl"),
+                ("Architecture", "x86_64"),
+                ("Version", "7.88"),
+            ]),
+        ];
+        let d = diff("AWS:Application", &before, &after);
+        assert_eq!(d["Added"][0]["Name"], "curl");
+        assert_eq!(d["Removed"][0]["Name"], "telnet");
+        assert_eq!(d["Changed"][0]["Attributes"], json!(["Version"]));
+        assert_eq!(d["Changed"][0]["Before"]["Version"], "3.0.11");
+        // An address change on an interface.
+        let d = diff(
+            "AWS:Network",
+            &[e(&[("Name", "eth0"), ("IPV4", "10.0.0.5")])],
+            &[e(&[("Name", "eth0"), ("IPV4", "10.0.0.5,10.0.0.6")])],
+        );
+        assert_eq!(d["Changed"][0]["After"]["IPV4"], "10.0.0.5,10.0.0.6");
+        // Nothing changed: nothing reported.
+        let d = diff("Custom:X", &before, &before);
+        assert_eq!(
+            (
+                d["Added"].as_array().unwrap().len(),
+                d["Removed"].as_array().unwrap().len()
+            ),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn filters_follow_the_ssm_types() {
+        let f = |kind: &str, values: &[&str]| Filter {
+            type_name: None,
+            attribute: "Version".into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            kind: kind.into(),
+        };
+        let v = e(&[("Name", "x"), ("Version", "10")]);
+        assert!(f("Equal", &["9", "10"]).matches(&v));
+        assert!(!f("NotEqual", &["10"]).matches(&v));
+        assert!(f("BeginWith", &["1"]).matches(&v));
+        assert!(
+            f("GreaterThan", &["9"]).matches(&v),
+            "numbers compare as numbers"
+        );
+        assert!(f("LessThan", &["11"]).matches(&v));
+        assert!(f("Exists", &[]).matches(&v));
+        assert!(!f("Exists", &[]).matches(&e(&[("Name", "x")])));
+    }
+}
