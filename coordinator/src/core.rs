@@ -155,6 +155,11 @@ pub struct Coordinator {
     /// When each agent was last heard from, not yet written: pings are
     /// stored in one transaction per sweep instead of one write per call.
     seen: Mutex<HashMap<String, i64>>,
+    /// Results on their way to the result writer, which stores what has
+    /// queued up in one transaction ([`Coordinator::write_results`]).
+    results: tokio::sync::mpsc::UnboundedSender<ResultJob>,
+    results_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ResultJob>>>,
+    writer_running: std::sync::atomic::AtomicBool,
     limiter: Mutex<FailureLimiter>,
     hook: Option<EnvelopeHook>,
     /// Set when the server is stopping: held polls return at once.
@@ -188,6 +193,17 @@ impl Default for Timeouts {
         }
     }
 }
+
+/// One agent result for the result writer, and where to say whether it was stored.
+type ResultJob = (
+    String,
+    String,
+    InvocationResult,
+    tokio::sync::oneshot::Sender<Result<bool, String>>,
+);
+
+/// Most results stored in one transaction.
+const RESULT_BATCH: usize = 512;
 
 /// Counts a poll as held while it lives.
 struct HeldPoll<'a> {
@@ -238,12 +254,16 @@ const REDELIVER_AFTER_MS: i64 = 30_000;
 
 impl Coordinator {
     pub fn new(store: Store, pki: Arc<Pki>) -> Self {
+        let (results, results_rx) = tokio::sync::mpsc::unbounded_channel();
         Coordinator {
             store,
             pki,
             bells: Mutex::new(HashMap::new()),
             polling: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            results,
+            results_rx: Mutex::new(Some(results_rx)),
+            writer_running: std::sync::atomic::AtomicBool::new(false),
             limiter: Mutex::new(FailureLimiter::default()),
             hook: EnvelopeHook::from_env(),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -666,10 +686,7 @@ impl Coordinator {
                         end_ms: end,
                         plugins,
                     };
-                    let stored = self
-                        .store
-                        .finish_invocation(&r.command_id, id, &result, now)
-                        .await?;
+                    let stored = self.store_result(&r.command_id, id, result).await?;
                     if stored {
                         self.ring_waiting(&r.command_id).await?;
                         info!(instance_id = %id, command_id = %r.command_id, status = detail.as_str(), "invocation finished");
@@ -680,6 +697,61 @@ impl Coordinator {
         Ok(pb::ReportResponse {
             server_time_ms: now_ms(),
         })
+    }
+
+    /// Stores one agent result through the result writer (batched with
+    /// whatever else arrived meanwhile), or directly when none runs.
+    async fn store_result(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        result: InvocationResult,
+    ) -> Result<bool, AgentError> {
+        use std::sync::atomic::Ordering;
+        if self.writer_running.load(Ordering::Acquire) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = (command_id.to_string(), instance_id.to_string(), result, tx);
+            if self.results.send(job).is_ok()
+                && let Ok(outcome) = rx.await
+            {
+                return outcome.map_err(AgentError::Internal);
+            }
+            return Err(AgentError::Internal("the result writer stopped".into()));
+        }
+        Ok(self
+            .store
+            .finish_invocation(command_id, instance_id, &result, now_ms())
+            .await?)
+    }
+
+    /// The result writer: stores queued agent results, up to
+    /// [`RESULT_BATCH`] per transaction, and answers each. Runs until the
+    /// coordinator stops; `tether serve` starts it.
+    pub async fn write_results(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let Some(mut rx) = self
+            .results_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        self.writer_running.store(true, Ordering::Release);
+        let mut batch: Vec<ResultJob> = Vec::with_capacity(RESULT_BATCH);
+        while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
+            let items: Vec<(&str, &str, &InvocationResult)> = batch
+                .iter()
+                .map(|(c, i, r, _)| (c.as_str(), i.as_str(), r))
+                .collect();
+            let outcome = self.store.finish_invocations(&items, now_ms()).await;
+            for (k, (.., reply)) in batch.drain(..).enumerate() {
+                let _ = reply.send(match &outcome {
+                    Ok(stored) => Ok(stored.get(k).copied().unwrap_or(false)),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+        }
     }
 
     pub async fn renew_certificate(

@@ -156,6 +156,7 @@ pub async fn run(
         })
     };
 
+    let result_writer = tokio::spawn(core.clone().write_results());
     let http = tokio::spawn(crate::http::serve(http_listener, pki.clone()));
 
     let tls = ServerTlsConfig::new()
@@ -202,6 +203,7 @@ pub async fn run(
         .await;
     sweeper.abort();
     http.abort();
+    result_writer.abort();
     // Pings noted since the last sweep.
     core.flush_pings().await;
     if let Err(e) = &result {

@@ -698,8 +698,18 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Instances whose invocation of the command waits for a free slot.
+    /// Instances whose invocation of the command waits for a free slot
+    /// (none when MaxConcurrency covers every target: nothing waits then).
     pub async fn waiting_instances(&self, command_id: &str) -> Result<Vec<String>> {
+        let limited: Option<bool> = sqlx::query_scalar(
+            "SELECT concurrency_limit < target_count FROM commands WHERE command_id = ?",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if limited != Some(true) {
+            return Ok(Vec::new());
+        }
         Ok(sqlx::query_scalar(
             "SELECT instance_id FROM invocations WHERE command_id = ? AND status = 'Pending' \
              AND delivered_ms IS NULL",
