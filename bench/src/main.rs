@@ -68,6 +68,9 @@ struct Args {
     /// Where the coordinator's data and the agents' state go (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Internal: serve the floor's echo service and print its port and certificate.
+    #[arg(long, hide = true)]
+    floor_server: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +88,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.floor_server {
+        return rt.block_on(floor_server());
+    }
     let result = rt.block_on(bench(args))?;
     println!("{result}");
     Ok(())
@@ -724,33 +730,63 @@ impl tether_proto::registration_server::Registration for Echo {
     }
 }
 
-/// Milliseconds to answer one unary call on each of `n` already open TLS
-/// connections, all at once: what no coordinator can beat on this machine.
-async fn floor_ms(n: usize) -> anyhow::Result<f64> {
+/// The floor's server: the bare echo service over TLS, in its own process as
+/// the coordinator is. Prints `PORT` and then the certificate PEM, and serves
+/// until its standard input closes.
+async fn floor_server() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
     let identity =
         tonic::transport::Identity::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let incoming = tokio_stream_listener(listener);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?
-            .add_service(tether_proto::registration_server::RegistrationServer::new(
-                Echo,
-            ))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
+    println!("{}", listener.local_addr()?.port());
+    print!("{}", cert.cert.pem());
+    println!("END");
+    let stdin_closed = async {
+        let mut buf = String::new();
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        while matches!(stdin.read_line(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?
+        .add_service(tether_proto::registration_server::RegistrationServer::new(
+            Echo,
+        ))
+        .serve_with_incoming_shutdown(tokio_stream_listener(listener), stdin_closed)
+        .await?;
+    Ok(())
+}
+
+/// Milliseconds to answer one unary call on each of `n` already open TLS
+/// connections, all at once: what no coordinator can beat on this machine.
+async fn floor_ms(n: usize) -> anyhow::Result<f64> {
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--floor-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(server.stdout.take().context("floor server stdout")?).lines();
+    let port: u16 = lines
+        .next_line()
+        .await?
+        .context("floor server said nothing")?
+        .trim()
+        .parse()?;
+    let mut pem = String::new();
+    while let Some(line) = lines.next_line().await? {
+        if line == "END" {
+            break;
+        }
+        pem.push_str(&line);
+        pem.push('\n');
+    }
     let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(cert.cert.pem()))
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
         .domain_name("localhost");
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
-        let ch = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
             .tls_config(tls.clone())?
             .connect()
             .await?;
@@ -770,8 +806,8 @@ async fn floor_ms(n: usize) -> anyhow::Result<f64> {
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     drop(channels);
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    drop(server.stdin.take());
+    let _ = server.wait().await;
     Ok(ms)
 }
 
