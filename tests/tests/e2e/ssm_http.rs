@@ -138,6 +138,45 @@ fn the_aws_cli_runs_the_tutorial_workflow_against_tether() {
         assert!(out.status.success(), "wait: {}", stderr(&out));
     }
 
+    // $ aws ssm create-association --name AWS-GatherSoftwareInventory --targets "Key=instanceids,Values=..."
+    //       --schedule-expression "cron(0 0/30 * 1/1 * ? *)" --parameters networkConfig=Enabled,...
+    let targets = format!("Key=instanceids,Values={},{}", ids[0], ids[1]);
+    let assoc = aws.aws_json(&[
+        "create-association",
+        "--name",
+        "AWS-GatherSoftwareInventory",
+        "--targets",
+        &targets,
+        "--schedule-expression",
+        "cron(0 0/30 * 1/1 * ? *)",
+        "--parameters",
+        "networkConfig=Enabled,windowsUpdates=Disabled,applications=Enabled",
+    ]);
+    assert_eq!(
+        assoc["AssociationDescription"]["Name"],
+        json!("AWS-GatherSoftwareInventory"),
+        "{assoc}"
+    );
+    // $ aws ssm list-inventory-entries --instance-id <id> --type-name AWS:Application
+    for iid in &ids {
+        let apps = tether_tests::wait_for(
+            "the inventory to be uploaded",
+            std::time::Duration::from_secs(60),
+            || {
+                let v = aws.aws_json(&[
+                    "list-inventory-entries",
+                    "--instance-id",
+                    iid,
+                    "--type-name",
+                    "AWS:Application",
+                ]);
+                (!v["Entries"].as_array()?.is_empty()).then_some(v)
+            },
+        );
+        assert_eq!(apps["TypeName"], json!("AWS:Application"), "{apps}");
+        assert_eq!(apps["InstanceId"], json!(iid), "{apps}");
+    }
+
     // Auto-pagination one item per page (--page-size is MaxResults) sees every command.
     let all = aws.aws_json(&["list-commands", "--page-size", "1"]);
     let listed: Vec<&Value> = all["Commands"].as_array().unwrap().iter().collect();
