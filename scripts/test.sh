@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the end-to-end tests use: ps (procps) and faketime (a skewed agent clock).
+# Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock),
+# and python3 with venv for the AWS clients below.
 need=()
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -18,6 +21,17 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 2
   fi
 fi
+
+# The real aws CLI, boto3 and moto (PyPI) in a virtual environment cached
+# outside the clone; the SSM-API and bridge tests use it and fail without it.
+venv="${TETHER_TEST_VENV:-$HOME/.cache/tether-venv}"
+reqs=tests/py/requirements.txt
+if ! cmp -s "$reqs" "$venv/requirements.txt"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$venv/requirements.txt"
+fi
+export TETHER_TEST_VENV="$venv"
 
 cargo build --workspace --bins --locked
 log=$(mktemp)

@@ -53,7 +53,7 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
-type ApiResult = Result<Value, ApiError>;
+pub type ApiResult = Result<Value, ApiError>;
 
 /// Every SSM operation this coordinator implements, as named in the SSM model.
 /// The operator CLI offers exactly these as `aws ssm` verbs; keep it in step
@@ -92,6 +92,9 @@ pub const OPERATIONS: &[&str] = &[
 
 /// Runs one SSM operation.
 pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> ApiResult {
+    if crate::access_keys::OPERATIONS.contains(&operation) {
+        return crate::access_keys::invoke(c, operation, request).await;
+    }
     let req = Req::new(operation, request)?;
     match operation {
         "CreateActivation" => create_activation(c, &req).await,
@@ -535,6 +538,15 @@ fn instance_json(i: &store::InstanceRow, now: i64) -> Value {
     if let Some(t) = i.last_ping_ms {
         v["LastPingDateTime"] = ts(t);
     }
+    if let Some(aws) = &i.aws {
+        // Managed by AWS SSM, reached through the bridge: AWS's facts, and where it comes from.
+        v["PingStatus"] = json!(aws.ping_status);
+        v["ResourceType"] = json!(aws.resource_type);
+        if aws.resource_type == "EC2Instance" {
+            v["SourceType"] = json!("AWS::EC2::Instance");
+        }
+        v["Source"] = json!(format!("aws:{}", aws.account));
+    }
     v
 }
 
@@ -578,9 +590,7 @@ async fn describe_instance_information(c: &Coordinator, req: &Req<'_>) -> ApiRes
         }
     }
     let now = now_ms();
-    let all: Vec<Value> = c
-        .store
-        .instances()
+    let all: Vec<Value> = crate::bridge::all_instances(c)
         .await?
         .iter()
         .map(|i| (i, instance_json(i, now), tag_pairs(&i.tags_json)))
@@ -594,7 +604,7 @@ async fn describe_instance_information(c: &Coordinator, req: &Req<'_>) -> ApiRes
                     "PlatformTypes" => any(&i.platform_type),
                     "ActivationIds" => any(&i.activation_id),
                     "IamRole" => any(&i.iam_role),
-                    "ResourceType" => any("ManagedInstance"),
+                    "ResourceType" => any(v["ResourceType"].as_str().unwrap_or("")),
                     "tag-key" => tags.iter().any(|(tk, _)| vs.contains(tk)),
                     tag => {
                         let key = tag.trim_start_matches("tag:");
@@ -677,16 +687,16 @@ async fn resolve_targets(
         }
     };
     for id in instance_ids {
-        push(id.clone(), c.store.instance(id).await?);
+        push(id.clone(), crate::bridge::instance(c, id).await?);
     }
     if !targets.is_empty() {
-        let instances = c.store.instances().await?;
+        let instances = crate::bridge::all_instances(c).await?;
         for t in targets {
             let key = t.get("Key").and_then(Value::as_str).unwrap_or("");
             let values = t.get("Values").and_then(str_list_of).unwrap_or_default();
             if key.eq_ignore_ascii_case("InstanceIds") {
                 for id in values {
-                    let row = c.store.instance(&id).await?;
+                    let row = crate::bridge::instance(c, &id).await?;
                     push(id, row);
                 }
             } else if key == "tag-key" {

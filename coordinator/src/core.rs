@@ -386,6 +386,7 @@ impl Coordinator {
             agent_version: info.agent_version,
             deregistered_ms: None,
             tags_json: act.tags_json.clone(),
+            aws: None,
         };
         match self.store.register_instance(&row, now).await {
             Ok(()) => {}

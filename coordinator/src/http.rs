@@ -1,6 +1,6 @@
-//! The HTTPS listener (`--http-listen`). Today it serves the CA certificate and
-//! a health document; the SSM-compatible API, agent downloads and the install
-//! script join it in later issues.
+//! The HTTPS listener (`--http-listen`). It serves the CA certificate, a health
+//! document and, on `POST /`, the SSM-compatible API (`ssm_http`); agent
+//! downloads and the install script join it in later issues.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::core::now_ms;
+use crate::core::{Coordinator, now_ms};
 use crate::pki::Pki;
 
 fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
@@ -29,7 +29,14 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     Ok(cfg)
 }
 
-async fn handle(pki: Arc<Pki>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    core: Arc<Coordinator>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    if crate::ssm_http::is_api_request(&req) {
+        return crate::ssm_http::handle(&core, req).await;
+    }
+    let pki = &core.pki;
     let (status, ctype, body) = match req.uri().path() {
         "/health" => (
             StatusCode::OK,
@@ -62,8 +69,8 @@ async fn handle(pki: Arc<Pki>, req: Request<hyper::body::Incoming>) -> Response<
 }
 
 /// Serves HTTPS on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, pki: Arc<Pki>) {
-    let cfg = match tls_config(&pki) {
+pub async fn serve(listener: TcpListener, core: Arc<Coordinator>) {
+    let cfg = match tls_config(&core.pki) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             warn!(error = %e, "HTTPS listener disabled: bad TLS configuration");
@@ -76,7 +83,7 @@ pub async fn serve(listener: TcpListener, pki: Arc<Pki>) {
             continue;
         };
         let acceptor = acceptor.clone();
-        let pki = pki.clone();
+        let core = core.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -92,8 +99,8 @@ pub async fn serve(listener: TcpListener, pki: Arc<Pki>) {
                 Err(_) => return,
             };
             let svc = hyper::service::service_fn(move |req| {
-                let pki = pki.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(pki, req).await) }
+                let core = core.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(core, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)

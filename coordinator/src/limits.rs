@@ -63,3 +63,22 @@ pub const CANCEL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(600);
 pub const AGENT_SILENT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 /// Command history is kept this long (contract: 30 days by default), then pruned.
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// SSM-compatible HTTP API: how far a SigV4 request's X-Amz-Date may be from
+/// the coordinator's clock (as AWS), and the largest request body accepted.
+pub const SIGV4_MAX_CLOCK_SKEW_SECS: i64 = 300;
+pub const MAX_HTTP_API_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Access keys: the ID's prefix and length (20, as AWS) and the secret's length (40, as AWS).
+pub const ACCESS_KEY_ID_PREFIX: &str = "TKIA";
+pub const ACCESS_KEY_ID_LEN: usize = 20;
+pub const ACCESS_KEY_SECRET_LEN: usize = 40;
+
+/// The AWS bridge: instance IDs per AWS SendCommand call (AWS's own limit),
+/// how often it looks for work and polls AWS invocations, the ceiling of its
+/// backoff on throttling, how often it re-describes each account's instances
+/// (default), and how many failed polls in a row end an invocation as Failed.
+pub const BRIDGE_SEND_BATCH: usize = 50;
+pub const BRIDGE_TICK: Duration = Duration::from_secs(1);
+pub const BRIDGE_POLL_INTERVAL_MS: i64 = 2_000;
+pub const BRIDGE_MAX_BACKOFF_MS: i64 = 60_000;
+pub const DEFAULT_BRIDGE_REFRESH_SECS: u64 = 60;
+pub const BRIDGE_MAX_POLL_FAILURES: i64 = 10;

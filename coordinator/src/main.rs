@@ -55,6 +55,9 @@ struct Serve {
     /// invocation ends as Cancelled without it.
     #[arg(long, env = "TETHER_CANCEL_CONFIRM_TIMEOUT_SECS", default_value_t = tether_coordinator::limits::CANCEL_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     cancel_confirm_timeout: u64,
+    /// AWS bridge configuration (TOML); default: DATA_DIR/aws.toml when it exists.
+    #[arg(long)]
+    aws_config: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
                     agent_silent: Duration::from_secs(s.agent_silent_timeout),
                     history_retention: Duration::from_secs(s.history_retention_days * 24 * 3600),
                 },
+                aws_config: s.aws_config,
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

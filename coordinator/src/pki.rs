@@ -1,5 +1,6 @@
 //! The coordinator's key material: internal CA, server certificate, client
-//! certificates for agents, and the Ed25519 command-signing key.
+//! certificates for agents, the Ed25519 command-signing key, and the AES-256-GCM
+//! key that seals the SigV4 access-key secrets stored in the database.
 //!
 //! Everything is created once, on first start, in the data directory with
 //! owner-only permissions, and reused afterwards so that the CA pin agents were
@@ -38,6 +39,9 @@ pub enum PkiError {
     /// The command-signing key file is not a valid Ed25519 PKCS#8 key.
     #[error("{path}: not a valid Ed25519 PKCS#8 key")]
     SigningKey { path: PathBuf },
+    /// The sealing key file is not 32 bytes.
+    #[error("{path}: not a 32-byte AES-256 key")]
+    SealKey { path: PathBuf },
     /// A certificate signing request from an agent was unusable.
     #[error("certificate signing request rejected: {0}")]
     Csr(String),
@@ -102,6 +106,7 @@ pub struct Pki {
     pub server_chain_pem: String,
     pub server_key_pem: String,
     signing_key: Ed25519KeyPair,
+    seal_key: ring::aead::LessSafeKey,
 }
 
 impl std::fmt::Debug for Pki {
@@ -117,6 +122,7 @@ struct Paths {
     server_cert: PathBuf,
     server_key: PathBuf,
     signing_key: PathBuf,
+    seal_key: PathBuf,
 }
 
 impl Paths {
@@ -127,6 +133,7 @@ impl Paths {
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             signing_key: dir.join("signing.key"),
+            seal_key: dir.join("access-keys.key"),
         }
     }
 }
@@ -230,7 +237,21 @@ impl Pki {
             })?
         };
 
+        let seal_bytes = if p.seal_key.exists() {
+            fs::read(&p.seal_key).map_err(io_err(&p.seal_key))?
+        } else {
+            let key: [u8; 32] = rand::random();
+            write_private(&p.seal_key, &key)?;
+            key.to_vec()
+        };
+        let seal_key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &seal_bytes)
+            .map(ring::aead::LessSafeKey::new)
+            .map_err(|_| PkiError::SealKey {
+                path: p.seal_key.clone(),
+            })?;
+
         Ok(Pki {
+            seal_key,
             server_chain_pem: format!("{server_cert_pem}{ca_cert_pem}"),
             server_key_pem,
             ca_cert_pem,
@@ -253,6 +274,45 @@ impl Pki {
     /// Signs an envelope payload.
     pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
         self.signing_key.sign(payload).as_ref().to_vec()
+    }
+
+    /// Seals `plaintext` with AES-256-GCM under the data directory's sealing
+    /// key, bound to `aad`: a random 96-bit nonce followed by the ciphertext and tag.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let nonce: [u8; ring::aead::NONCE_LEN] = rand::random();
+        let mut data = plaintext.to_vec();
+        // Sealing fails only past the AEAD's size limit (gigabytes); the
+        // secrets sealed here are tens of bytes.
+        if self
+            .seal_key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                &mut data,
+            )
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        out
+    }
+
+    /// Opens what [`Pki::seal`] sealed with the same `aad`; `None` when it was
+    /// sealed under another key, for another `aad`, or altered.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = ciphertext.to_vec();
+        let plain = self
+            .seal_key
+            .open_in_place(nonce, ring::aead::Aad::from(aad), &mut data)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     /// Issues a client certificate for `instance_id` over the key in `csr_pem`.
@@ -314,6 +374,33 @@ mod tests {
         assert_eq!(a.signing_public_key(), b.signing_public_key());
         assert!(a.pin().starts_with("sha256:") && a.pin().len() == 7 + 64);
         let mode = fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key_and_aad() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string()];
+        let a = Pki::load_or_create(dir.path(), &names).unwrap();
+        let sealed = a.seal(b"TKIAEXAMPLE", b"secret");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        let again = Pki::load_or_create(dir.path(), &names).unwrap();
+        assert_eq!(
+            again.open(b"TKIAEXAMPLE", &sealed).as_deref(),
+            Some(&b"secret"[..])
+        );
+        assert_eq!(again.open(b"TKIAOTHER", &sealed), None);
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(again.open(b"TKIAEXAMPLE", &tampered), None);
+        let other = tempfile::tempdir().unwrap();
+        let stranger = Pki::load_or_create(other.path(), &names).unwrap();
+        assert_eq!(stranger.open(b"TKIAEXAMPLE", &sealed), None);
+        let mode = fs::metadata(dir.path().join("access-keys.key"))
             .unwrap()
             .permissions()
             .mode();

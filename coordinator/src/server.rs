@@ -32,6 +32,9 @@ pub struct ServeConfig {
     pub advertise: Vec<String>,
     /// When the coordinator stops waiting for agents, and how long history is kept.
     pub timeouts: crate::core::Timeouts,
+    /// The AWS bridge's configuration (`--aws-config`); `aws.toml` in the
+    /// data directory is used when this is unset and that file exists.
+    pub aws_config: Option<PathBuf>,
 }
 
 /// `operator.json`: everything the CLI needs to reach this coordinator as an administrator.
@@ -91,6 +94,23 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The AWS bridge's configuration, if any; a bad file stops the start.
+fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<crate::bridge::BridgeConfig>> {
+    let default = cfg.data_dir.join("aws.toml");
+    let path = match &cfg.aws_config {
+        Some(p) => p.clone(),
+        None if default.exists() => default,
+        None => return Ok(None),
+    };
+    let b = crate::bridge::BridgeConfig::load(&path)?;
+    println!(
+        "AWS bridge: {} account(s) from {}",
+        b.accounts.len(),
+        path.display()
+    );
+    Ok(Some(b))
+}
+
 /// Runs the coordinator until `shutdown` resolves.
 pub async fn run(
     mut cfg: ServeConfig,
@@ -109,6 +129,8 @@ pub async fn run(
         .await
         .with_context(|| format!("opening database {}", db_path.display()))?;
 
+    // A bad bridge configuration stops the start before anything listens.
+    let bridge_cfg = bridge_config(&cfg)?;
     let grpc_listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding --listen {}", cfg.listen))?;
@@ -157,7 +179,8 @@ pub async fn run(
     };
 
     let result_writer = tokio::spawn(core.clone().write_results());
-    let http = tokio::spawn(crate::http::serve(http_listener, pki.clone()));
+    let http = tokio::spawn(crate::http::serve(http_listener, core.clone()));
+    let bridge = bridge_cfg.map(|b| tokio::spawn(crate::bridge::run(core.clone(), b)));
 
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -206,6 +229,9 @@ pub async fn run(
     result_writer.abort();
     // Pings noted since the last sweep.
     core.flush_pings().await;
+    if let Some(b) = bridge {
+        b.abort();
+    }
     if let Err(e) = &result {
         warn!(error = %e, "gRPC server stopped with an error");
     }

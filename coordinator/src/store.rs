@@ -19,6 +19,10 @@ pub use documents::{DocumentRow, DocumentVersionRow, VersionConflict};
 pub use run_control::{CancelOutcome, OutputChunk};
 mod inventory;
 pub use inventory::{AssociationRow, AssociationStatusRow, InventoryPut, InventoryRow};
+mod access_keys;
+mod bridge;
+pub use access_keys::AccessKeyRow;
+pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,20 @@ pub struct InstanceRow {
     pub agent_version: String,
     pub deregistered_ms: Option<i64>,
     pub tags_json: String,
+    /// Set for an instance that AWS SSM manages and the bridge reaches.
+    #[sqlx(skip)]
+    pub aws: Option<AwsFacts>,
+}
+
+/// What AWS says of a bridged instance beyond the common columns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AwsFacts {
+    /// The bridge account's name in the config.
+    pub account: String,
+    /// `EC2Instance` or `ManagedInstance`.
+    pub resource_type: String,
+    /// AWS's PingStatus.
+    pub ping_status: String,
 }
 
 /// What an agent says about its host on every poll.

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod aws;
+
 /// Path of a workspace binary built beside the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -49,6 +51,26 @@ fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, signal);
     let _ = child.wait();
+}
+
+/// The JSON a command that must have succeeded printed (`Null` for nothing);
+/// panics naming `what` otherwise.
+pub fn success_json(what: &str, out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A running `tether serve`.
@@ -201,22 +223,7 @@ impl Coordinator {
 
     /// Runs a CLI verb that must succeed and returns its JSON.
     pub fn json(&self, args: &[&str]) -> Value {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "tether {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.stdout.is_empty() {
-            return Value::Null;
-        }
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "tether {args:?} printed invalid JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        success_json(&format!("tether {args:?}"), &self.cli(args))
     }
 
     /// Creates an activation; returns (id, code).

@@ -2,6 +2,7 @@
 //! coordinator and agents in a temporary directory.
 
 mod e2e {
+    pub mod aws_bridge;
     pub mod bench;
     pub mod cli;
     pub mod control;
@@ -11,5 +12,7 @@ mod e2e {
     pub mod registration;
     pub mod run_command;
     pub mod security;
+    pub mod ssm_http;
+    pub mod ssm_sdk;
     pub mod tutorial;
 }

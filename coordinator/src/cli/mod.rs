@@ -576,7 +576,7 @@ async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<
     })?;
     let (operation, body) = match (operation_of(verb), extra::operation_of(verb)) {
         (Some(op), _) => (op, request(op, matches)?),
-        (None, Some(op)) => (op, extra::request(matches)?),
+        (None, Some(op)) => (op, extra::request(op, matches)?),
         _ => return Err(CliError::usage(format!("unknown verb {verb:?}"))),
     };
     let path = config_path(global.config.as_ref())?;

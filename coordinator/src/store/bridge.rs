@@ -1,0 +1,218 @@
+//! The AWS bridge's tables: `aws_instances` (what each configured AWS account's
+//! SSM last said about its managed instances) and `aws_invocations` (the AWS
+//! command behind each of our invocations on such an instance). The
+//! invocations themselves live in `invocations` like every other.
+
+use super::{Result, Store};
+
+#[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow)]
+pub struct AwsInstanceRow {
+    pub instance_id: String,
+    pub account: String,
+    pub resource_type: String,
+    pub ping_status: String,
+    pub name: String,
+    pub activation_id: String,
+    pub iam_role: String,
+    pub platform_type: String,
+    pub platform_name: String,
+    pub platform_version: String,
+    pub computer_name: String,
+    pub ip_address: String,
+    pub agent_version: String,
+    pub registration_ms: Option<i64>,
+    pub last_ping_ms: Option<i64>,
+    pub tags_json: String,
+    pub seen_ms: i64,
+}
+
+const AWS_INSTANCE_COLUMNS: &str = "instance_id, account, resource_type, ping_status, name, \
+    activation_id, iam_role, platform_type, platform_name, platform_version, computer_name, \
+    ip_address, agent_version, registration_ms, last_ping_ms, tags_json, seen_ms";
+
+/// An in-flight invocation on the AWS side.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct AwsInvocationRow {
+    pub command_id: String,
+    pub instance_id: String,
+    pub account: String,
+    pub aws_command_id: String,
+    pub next_poll_ms: i64,
+    pub throttled: i64,
+}
+
+/// A Pending invocation on a bridged instance, not yet sent to AWS.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct BridgePending {
+    pub command_id: String,
+    pub instance_id: String,
+    pub account: String,
+}
+
+impl Store {
+    /// Replaces what is known of `account`'s instances with `rows` (one transaction).
+    pub async fn replace_aws_instances(
+        &self,
+        account: &str,
+        rows: &[AwsInstanceRow],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM aws_instances WHERE account = ?")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        for r in rows {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT OR REPLACE INTO aws_instances ({AWS_INSTANCE_COLUMNS}) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            )))
+            .bind(&r.instance_id)
+            .bind(account)
+            .bind(&r.resource_type)
+            .bind(&r.ping_status)
+            .bind(&r.name)
+            .bind(&r.activation_id)
+            .bind(&r.iam_role)
+            .bind(&r.platform_type)
+            .bind(&r.platform_name)
+            .bind(&r.platform_version)
+            .bind(&r.computer_name)
+            .bind(&r.ip_address)
+            .bind(&r.agent_version)
+            .bind(r.registration_ms)
+            .bind(r.last_ping_ms)
+            .bind(&r.tags_json)
+            .bind(r.seen_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every bridged instance, by ID.
+    pub async fn aws_instances(&self) -> Result<Vec<AwsInstanceRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances ORDER BY instance_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn aws_instance(&self, id: &str) -> Result<Option<AwsInstanceRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances WHERE instance_id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Pending, undelivered invocations on bridged instances, oldest command first.
+    pub async fn bridge_pending(&self) -> Result<Vec<BridgePending>> {
+        Ok(sqlx::query_as(
+            "SELECT i.command_id, i.instance_id, a.account FROM invocations i \
+             JOIN aws_instances a ON a.instance_id = i.instance_id \
+             WHERE i.status = 'Pending' AND i.delivered_ms IS NULL \
+             ORDER BY i.requested_ms, i.command_id, i.instance_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Gives a claimed invocation back (AWS throttled the send): it is sent again later.
+    pub async fn unclaim_delivery(&self, command_id: &str, instance_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE invocations SET delivered_ms = NULL WHERE command_id = ? AND instance_id = ? \
+             AND status = 'Pending'",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_aws_invocation(&self, r: &AwsInvocationRow) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO aws_invocations \
+             (command_id, instance_id, account, aws_command_id, next_poll_ms, throttled) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.command_id)
+        .bind(&r.instance_id)
+        .bind(&r.account)
+        .bind(&r.aws_command_id)
+        .bind(r.next_poll_ms)
+        .bind(r.throttled)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// In-flight AWS invocations due for a poll at `now_ms`.
+    pub async fn aws_invocations_due(&self, now_ms: i64) -> Result<Vec<AwsInvocationRow>> {
+        Ok(sqlx::query_as(
+            "SELECT command_id, instance_id, account, aws_command_id, next_poll_ms, throttled \
+             FROM aws_invocations WHERE next_poll_ms <= ? ORDER BY next_poll_ms",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The AWS command behind one of our invocations, if it went to AWS.
+    pub async fn aws_invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<AwsInvocationRow>> {
+        Ok(sqlx::query_as(
+            "SELECT command_id, instance_id, account, aws_command_id, next_poll_ms, throttled \
+             FROM aws_invocations WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn reschedule_aws_invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        next_poll_ms: i64,
+        throttled: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE aws_invocations SET next_poll_ms = ?, throttled = ? \
+             WHERE command_id = ? AND instance_id = ?",
+        )
+        .bind(next_poll_ms)
+        .bind(throttled)
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// In-flight AWS invocations that an operator asked to cancel and whose
+    /// cancellation has not been passed on to AWS yet.
+    pub async fn aws_cancels_due(&self) -> Result<Vec<AwsInvocationRow>> {
+        Ok(sqlx::query_as(
+            "SELECT a.command_id, a.instance_id, a.account, a.aws_command_id, a.next_poll_ms,              a.throttled FROM aws_invocations a JOIN invocations i              ON i.command_id = a.command_id AND i.instance_id = a.instance_id              WHERE i.status = 'Cancelling' AND i.cancel_sent_ms IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_aws_invocation(&self, command_id: &str, instance_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM aws_invocations WHERE command_id = ? AND instance_id = ?")
+            .bind(command_id)
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
