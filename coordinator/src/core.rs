@@ -19,7 +19,8 @@ use crate::limits;
 use crate::pki::Pki;
 use crate::state::Detail;
 use crate::store::{
-    self, CommandRow, HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult, Store,
+    self, Claim, CommandRow, HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult,
+    Store, WriteOp,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -194,15 +195,27 @@ impl Default for Timeouts {
     }
 }
 
-/// One agent result for the result writer, and where to say whether it was stored.
+/// A write for the writer task, and where to say whether it took effect.
 type ResultJob = (
-    String,
-    String,
-    InvocationResult,
-    tokio::sync::oneshot::Sender<Result<bool, String>>,
+    Write,
+    tokio::sync::oneshot::Sender<Result<(bool, Write), String>>,
 );
 
-/// Most results stored in one transaction.
+/// What the writer task stores.
+#[derive(Debug)]
+enum Write {
+    /// An agent's result: command, instance, outcome.
+    Finish(String, String, InvocationResult),
+    /// A delivery claim with its signed envelope.
+    Claim {
+        command_id: String,
+        instance_id: String,
+        unlimited: bool,
+        envelope: pb::CommandEnvelope,
+    },
+}
+
+/// Most writes stored in one transaction.
 const RESULT_BATCH: usize = 512;
 
 /// Counts a poll as held while it lives.
@@ -494,21 +507,15 @@ impl Coordinator {
         {
             // MaxConcurrency: without a free slot it waits; a finishing
             // invocation rings the waiting instances.
-            let env = self.seal(instance_id, &cmd, now);
-            if self
-                .store
-                .claim_delivery(
-                    &cmd.command_id,
-                    instance_id,
-                    now,
-                    REDELIVER_AFTER_MS,
-                    cmd.concurrency_limit >= cmd.target_count,
-                    &env.payload,
-                    &env.signature,
-                )
-                .await?
-            {
-                out.push(env);
+            let envelope = self.seal(instance_id, &cmd, now);
+            let claim = Write::Claim {
+                command_id: cmd.command_id.clone(),
+                instance_id: instance_id.to_string(),
+                unlimited: cmd.concurrency_limit >= cmd.target_count,
+                envelope,
+            };
+            if let (true, Write::Claim { envelope, .. }) = self.write(claim).await? {
+                out.push(envelope);
             }
         }
         if out.is_empty()
@@ -700,34 +707,63 @@ impl Coordinator {
         })
     }
 
-    /// Stores one agent result through the result writer (batched with
-    /// whatever else arrived meanwhile), or directly when none runs.
+    /// Stores one agent result (see [`Coordinator::write`]).
     async fn store_result(
         &self,
         command_id: &str,
         instance_id: &str,
         result: InvocationResult,
     ) -> Result<bool, AgentError> {
-        use std::sync::atomic::Ordering;
-        if self.writer_running.load(Ordering::Acquire) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let job = (command_id.to_string(), instance_id.to_string(), result, tx);
-            if self.results.send(job).is_ok()
-                && let Ok(outcome) = rx.await
-            {
-                return outcome.map_err(AgentError::Internal);
-            }
-            return Err(AgentError::Internal("the result writer stopped".into()));
-        }
-        Ok(self
-            .store
-            .finish_invocation(command_id, instance_id, &result, now_ms())
-            .await?)
+        let job = Write::Finish(command_id.to_string(), instance_id.to_string(), result);
+        Ok(self.write(job).await?.0)
     }
 
-    /// The result writer: stores queued agent results, up to
-    /// [`RESULT_BATCH`] per transaction, and answers each. Runs until the
-    /// coordinator stops; `tether serve` starts it.
+    /// Stores one hot-path write through the writer task, batched with
+    /// whatever queued up meanwhile, or directly when no writer runs. Gives
+    /// back whether it took effect, and the write itself.
+    async fn write(&self, job: Write) -> Result<(bool, Write), AgentError> {
+        use std::sync::atomic::Ordering;
+        if !self.writer_running.load(Ordering::Acquire) {
+            let now = now_ms();
+            let done = match &job {
+                Write::Finish(c, i, r) => self.store.finish_invocation(c, i, r, now).await?,
+                Write::Claim {
+                    command_id,
+                    instance_id,
+                    unlimited,
+                    envelope,
+                } => {
+                    self.store
+                        .claim_delivery(
+                            command_id,
+                            instance_id,
+                            now,
+                            REDELIVER_AFTER_MS,
+                            *unlimited,
+                            &envelope.payload,
+                            &envelope.signature,
+                        )
+                        .await?
+                }
+            };
+            return Ok((done, job));
+        }
+        // The writer hands the job back with the outcome.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.results.send((job, tx)).is_err() {
+            return Err(AgentError::Internal("the writer stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok((done, job))) => Ok((done, job)),
+            Ok(Err(e)) => Err(AgentError::Internal(e)),
+            Err(_) => Err(AgentError::Internal("the writer stopped".into())),
+        }
+    }
+
+    /// The writer: stores the hot path's queued writes (delivery claims and
+    /// agent results), up to [`RESULT_BATCH`] per transaction, and answers
+    /// each. One writer means the writes never contend for SQLite's lock.
+    /// Runs until the coordinator stops; `tether serve` starts it.
     pub async fn write_results(self: Arc<Self>) {
         use std::sync::atomic::Ordering;
         let Some(mut rx) = self
@@ -741,14 +777,30 @@ impl Coordinator {
         self.writer_running.store(true, Ordering::Release);
         let mut batch: Vec<ResultJob> = Vec::with_capacity(RESULT_BATCH);
         while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
-            let items: Vec<(&str, &str, &InvocationResult)> = batch
+            let ops: Vec<WriteOp<'_>> = batch
                 .iter()
-                .map(|(c, i, r, _)| (c.as_str(), i.as_str(), r))
+                .map(|(job, _)| match job {
+                    Write::Finish(c, i, r) => WriteOp::Finish(c, i, r),
+                    Write::Claim {
+                        command_id,
+                        instance_id,
+                        unlimited,
+                        envelope,
+                    } => WriteOp::Claim(Claim {
+                        command_id,
+                        instance_id,
+                        redeliver_after_ms: REDELIVER_AFTER_MS,
+                        unlimited: *unlimited,
+                        payload: &envelope.payload,
+                        signature: &envelope.signature,
+                    }),
+                })
                 .collect();
-            let outcome = self.store.finish_invocations(&items, now_ms()).await;
-            for (k, (.., reply)) in batch.drain(..).enumerate() {
+            let outcome = self.store.write_batch(&ops, now_ms()).await;
+            drop(ops);
+            for (k, (job, reply)) in batch.drain(..).enumerate() {
                 let _ = reply.send(match &outcome {
-                    Ok(stored) => Ok(stored.get(k).copied().unwrap_or(false)),
+                    Ok(done) => Ok((done.get(k).copied().unwrap_or(false), job)),
                     Err(e) => Err(e.to_string()),
                 });
             }

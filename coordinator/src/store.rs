@@ -694,26 +694,16 @@ impl Store {
         payload: &[u8],
         signature: &[u8],
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
-             envelope_payload = ?6, envelope_signature = ?7 \
-             WHERE command_id = ?2 AND instance_id = ?3 AND status = 'Pending' AND acked_ms IS NULL \
-             AND (delivered_ms IS NULL OR delivered_ms <= ?1 - ?4) \
-             AND (delivered_ms IS NOT NULL OR ?5 OR \
-                  (SELECT COUNT(*) FROM invocations j WHERE j.command_id = ?2 \
-                     AND j.delivered_ms IS NOT NULL AND j.status IN ('Pending', 'InProgress', 'Cancelling')) \
-                  < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))",
-        )
-        .bind(now_ms)
-        .bind(command_id)
-        .bind(instance_id)
-        .bind(redeliver_after_ms)
-        .bind(unlimited)
-        .bind(payload)
-        .bind(signature)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let claim = Claim {
+            command_id,
+            instance_id,
+            redeliver_after_ms,
+            unlimited,
+            payload,
+            signature,
+        };
+        let mut conn = self.pool.acquire().await?;
+        claim_in(&mut conn, &claim, now_ms).await
     }
 
     /// Instances whose invocation of the command waits for a free slot
@@ -812,78 +802,48 @@ impl Store {
         Ok(stored.first().copied().unwrap_or(false))
     }
 
-    /// Stores many outcomes in one transaction (the result intake batches
-    /// what arrives together), each command's counts recomputed once.
-    /// Returns, per outcome, whether it was stored (false: already terminal).
+    /// Stores many outcomes in one transaction, each command's counts
+    /// recomputed once. Returns, per outcome, whether it was stored (false:
+    /// already terminal).
     pub async fn finish_invocations(
         &self,
         results: &[(&str, &str, &InvocationResult)],
         now_ms: i64,
     ) -> Result<Vec<bool>> {
+        let ops: Vec<WriteOp<'_>> = results
+            .iter()
+            .map(|(c, i, r)| WriteOp::Finish(c, i, r))
+            .collect();
+        self.write_batch(&ops, now_ms).await
+    }
+
+    /// The hot path's writes — delivery claims and agent results — as one
+    /// transaction, in order (the coordinator's writer batches what queued up
+    /// meanwhile, so the writes never wait on each other for SQLite's lock).
+    /// Returns, per operation, whether it took effect.
+    pub async fn write_batch(&self, ops: &[WriteOp<'_>], now_ms: i64) -> Result<Vec<bool>> {
         let mut tx = self.write().await?;
-        let mut stored = Vec::with_capacity(results.len());
+        let mut done = Vec::with_capacity(ops.len());
         let mut touched: Vec<&str> = Vec::new();
-        for (command_id, instance_id, result) in results {
-            // The first result wins, except over the coordinator's own guess
-            // that a silent agent was lost: the agent's real result replaces that.
-            let r = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
-                 start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
-                 presumed_lost = 0 WHERE command_id = ? AND instance_id = ? \
-                 AND (presumed_lost = 1 OR status_details IN ({}))",
-                unfinished_details()
-            )))
-            .bind(result.detail.status())
-            .bind(result.detail.as_str())
-            .bind(result.response_code)
-            .bind(result.start_ms)
-            .bind(result.end_ms.unwrap_or(now_ms))
-            .bind(now_ms)
-            .bind(command_id)
-            .bind(instance_id)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
-                stored.push(false);
-                continue;
-            }
-            sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
-                .bind(command_id)
-                .bind(instance_id)
-                .execute(&mut *tx)
-                .await?;
-            for (seq, p) in result.plugins.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
-                     status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
-                     stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                )
-                .bind(command_id)
-                .bind(instance_id)
-                .bind(seq as i64)
-                .bind(&p.name)
-                .bind(plugin_status(p.detail))
-                .bind(p.detail.as_str())
-                .bind(p.response_code)
-                .bind(p.start_ms)
-                .bind(p.end_ms)
-                .bind(&p.stdout)
-                .bind(&p.stderr)
-                .bind(p.stdout_truncated)
-                .bind(p.stderr_truncated)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if !touched.contains(command_id) {
-                touched.push(command_id);
-            }
-            stored.push(true);
+        for op in ops {
+            let applied = match op {
+                WriteOp::Claim(c) => claim_in(&mut tx, c, now_ms).await?,
+                WriteOp::Finish(command_id, instance_id, result) => {
+                    let stored =
+                        finish_in(&mut tx, command_id, instance_id, result, now_ms).await?;
+                    if stored && !touched.contains(command_id) {
+                        touched.push(command_id);
+                    }
+                    stored
+                }
+            };
+            done.push(applied);
         }
         for command_id in touched {
             refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
-        Ok(stored)
+        Ok(done)
     }
 
     /// Ends every invocation whose delivery timeout passed before its agent
@@ -919,6 +879,107 @@ impl Store {
         tx.commit().await?;
         Ok(expired.len())
     }
+}
+
+/// One write of the hot path, for [`Store::write_batch`].
+#[derive(Debug)]
+pub enum WriteOp<'a> {
+    Claim(Claim<'a>),
+    /// Command ID, instance ID, outcome.
+    Finish(&'a str, &'a str, &'a InvocationResult),
+}
+
+/// A delivery claim (see [`Store::claim_delivery`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub command_id: &'a str,
+    pub instance_id: &'a str,
+    pub redeliver_after_ms: i64,
+    pub unlimited: bool,
+    pub payload: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+async fn claim_in(conn: &mut sqlx::SqliteConnection, c: &Claim<'_>, now_ms: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
+         envelope_payload = ?6, envelope_signature = ?7 \
+         WHERE command_id = ?2 AND instance_id = ?3 AND status = 'Pending' AND acked_ms IS NULL \
+         AND (delivered_ms IS NULL OR delivered_ms <= ?1 - ?4) \
+         AND (delivered_ms IS NOT NULL OR ?5 OR \
+              (SELECT COUNT(*) FROM invocations j WHERE j.command_id = ?2 \
+                 AND j.delivered_ms IS NOT NULL AND j.status IN ('Pending', 'InProgress', 'Cancelling')) \
+              < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))",
+    )
+    .bind(now_ms)
+    .bind(c.command_id)
+    .bind(c.instance_id)
+    .bind(c.redeliver_after_ms)
+    .bind(c.unlimited)
+    .bind(c.payload)
+    .bind(c.signature)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Stores one outcome unless the invocation already has one (the first wins,
+/// except over the coordinator's own guess that a silent agent was lost).
+async fn finish_in(
+    conn: &mut sqlx::SqliteConnection,
+    command_id: &str,
+    instance_id: &str,
+    result: &InvocationResult,
+    now_ms: i64,
+) -> Result<bool> {
+    let r = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
+         start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
+         presumed_lost = 0 WHERE command_id = ? AND instance_id = ? \
+         AND (presumed_lost = 1 OR status_details IN ({}))",
+        unfinished_details()
+    )))
+    .bind(result.detail.status())
+    .bind(result.detail.as_str())
+    .bind(result.response_code)
+    .bind(result.start_ms)
+    .bind(result.end_ms.unwrap_or(now_ms))
+    .bind(now_ms)
+    .bind(command_id)
+    .bind(instance_id)
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&mut *conn)
+        .await?;
+    for (seq, p) in result.plugins.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
+             status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
+             stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(command_id)
+        .bind(instance_id)
+        .bind(seq as i64)
+        .bind(&p.name)
+        .bind(plugin_status(p.detail))
+        .bind(p.detail.as_str())
+        .bind(p.response_code)
+        .bind(p.start_ms)
+        .bind(p.end_ms)
+        .bind(&p.stdout)
+        .bind(&p.stderr)
+        .bind(p.stdout_truncated)
+        .bind(p.stderr_truncated)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
 }
 
 /// The `StatusDetails` of unfinished invocations, as an SQL list, from
