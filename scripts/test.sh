@@ -6,12 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock),
-# and python3 with venv for the AWS clients below.
+# python3 with venv for the AWS clients below; the install and packaging tests:
+# unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm.
 need=()
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cmp >/dev/null 2>&1 || need+=(diffutils)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -34,6 +41,8 @@ fi
 export TETHER_TEST_VENV="$venv"
 
 cargo build --workspace --bins --locked
+# The static release agent and the four packages (the install and packaging tests use them).
+packaging/build.sh >/dev/null
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

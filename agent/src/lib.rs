@@ -7,14 +7,17 @@
 //! - [`spool`]: per-command durable state.
 //! - [`state`]: the registration on disk.
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
+//! - [`net`]: name resolution without libc's NSS, proxies, TCP.
 //! - [`status`]: the `status` diagnosis.
 //! - [`inventory`]: the inventory gatherers (packages, network, services, custom).
-//! - [`sysinfo`], [`logging`]: host facts, log files.
+//! - [`sysinfo`], [`logging`], [`config`]: host facts, rotated log files, `/etc/tether/agent.toml`.
 
+pub mod config;
 pub mod envelope;
 pub mod exec;
 pub mod inventory;
 pub mod logging;
+pub mod net;
 pub mod register;
 pub mod run;
 pub mod spool;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tether_agent::run::AgentConfig;
 use tether_agent::state::StateDir;
-use tether_agent::{exec, logging, register, run, status};
+use tether_agent::{config, exec, logging, register, run, status};
 
 #[derive(Parser, Debug)]
 #[command(name = "tether-agent", version, about = "Tether node agent")]
@@ -56,9 +56,12 @@ enum Command {
     Run {
         #[command(flatten)]
         state: StateArg,
-        /// Log directory (agent.log, errors.log).
-        #[arg(long, env = "TETHER_AGENT_LOG_DIR", default_value = "/var/log/tether")]
-        log_dir: PathBuf,
+        /// Settings file (log level, directory, rotation); missing means defaults.
+        #[arg(long, env = "TETHER_AGENT_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Log directory (agent.log, errors.log) [default: the config's log.dir, else /var/log/tether].
+        #[arg(long, env = "TETHER_AGENT_LOG_DIR")]
+        log_dir: Option<PathBuf>,
         /// PowerShell executable for aws:runPowerShellScript steps.
         #[arg(long, env = "TETHER_AGENT_PWSH", default_value = "pwsh")]
         pwsh: String,
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         }
         Command::Run {
             state,
+            config: config_path,
             log_dir,
             pwsh,
             reboot_command,
@@ -172,7 +176,14 @@ fn main() -> ExitCode {
             custom_inventory_dir,
             upload_jitter_secs,
         } => {
-            logging::init(&log_dir, "TETHER_AGENT_LOG");
+            let file = match config::AgentToml::load(&config_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("tether-agent run: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            logging::init(&file.log_settings(log_dir, std::env::var("TETHER_AGENT_LOG").ok()));
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };

@@ -133,7 +133,7 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<String, Re
             activation_code: args.activation_code,
             csr_pem: csr,
             name: args.name.unwrap_or_default(),
-            info: Some(sysinfo::host_info(&host, port)),
+            info: Some(sysinfo::host_info(&host, port).await),
         })
         .await
         .map_err(|s| status_error(&args.endpoint, &verifier, &s))?

@@ -775,8 +775,11 @@ impl Agent {
         let mut backoff = backoff(self.cfg.max_backoff);
         let mut last_info_ms = 0;
         loop {
-            let info = (now_ms() - last_info_ms > 300_000)
-                .then(|| sysinfo::host_info(&self.host.0, self.host.1));
+            let info = if now_ms() - last_info_ms > 300_000 {
+                Some(sysinfo::host_info(&self.host.0, self.host.1).await)
+            } else {
+                None
+            };
             let sent_info = info.is_some();
             let mut req = tonic::Request::new(pb::PollRequest {
                 info,

@@ -1,6 +1,8 @@
 //! `tether-agent status`: what an operator needs to see on a node — whether it
-//! is registered, whether the coordinator answers (TLS, client certificate),
-//! how far the clocks differ, when the daemon last polled, what is running.
+//! is registered; whether the coordinator answers, stage by stage (proxy in
+//! use, DNS, TCP, TLS with the CA pin, client certificate), so a failure names
+//! its stage; how far the clocks differ, when the daemon last polled, what is
+//! running.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use tether_proto as pb;
 
 use crate::spool::Stage;
 use crate::state::StateDir;
-use crate::{now_ms, run, tls};
+use crate::{net, now_ms, run, tls};
 
 /// Clock difference beyond which `status` tells the operator to sync time.
 const SKEW_WARN_MS: i64 = 30_000;
@@ -19,6 +21,48 @@ fn ago(ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_default();
     format!("{at} ({secs} s ago)")
+}
+
+/// Checks the way to the coordinator one stage at a time, printing each that
+/// passes; the first that fails is returned (its message names the stage).
+async fn reach_stages(reg: &crate::state::Registration) -> Result<(), String> {
+    let (host, port) = tls::split_endpoint(&reg.endpoint).map_err(|e| e.to_string())?;
+    match net::proxy_for(&host, port) {
+        Some(p) => println!("Proxy:         {p} (https_proxy; no_proxy does not exclude {host})"),
+        None => {
+            println!("Proxy:         none");
+            let ips = net::resolve(&host).await.map_err(|e| e.to_string())?;
+            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+            println!("DNS:           {host} -> {}", ips.join(", "));
+        }
+    }
+    let tcp = net::connect(&host, port).await.map_err(|e| e.to_string())?;
+    println!("TCP:           connected to {host}:{port}");
+    let pin = tls::parse_pin(&reg.ca_pin).map_err(|e| e.to_string())?;
+    let verifier = std::sync::Arc::new(tls::PinnedCaVerifier::new(pin));
+    let cfg = tls::pinned_config(verifier.clone()).map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("TLS: {host:?} is not a valid server name: {e}"))?;
+    let handshake = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp);
+    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(_)) => {
+            println!(
+                "TLS:           ok, the coordinator's CA matches the pin {}",
+                reg.ca_pin
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            let why = verifier
+                .problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| e.to_string());
+            Err(format!("TLS: {why}"))
+        }
+        Err(_) => Err("TLS: no handshake within 10 s".to_string()),
+    }
 }
 
 /// Prints the status report; returns the process exit code (0 healthy, 1 not).
@@ -36,6 +80,10 @@ pub async fn status(state: &StateDir) -> i32 {
     println!("Registered:    {}", ago(reg.registered_at_ms));
     let mut healthy = true;
 
+    if let Err(stage) = reach_stages(&reg).await {
+        healthy = false;
+        println!("Coordinator:   UNREACHABLE: {stage}");
+    }
     let reach = async {
         let channel = run::build_channel(state, &reg)?;
         let mut client = pb::agent_client::AgentClient::new(channel);
@@ -63,10 +111,11 @@ pub async fn status(state: &StateDir) -> i32 {
                 println!("Clock skew:    {:+.1} s (ok)", skew as f64 / 1000.0);
             }
         }
-        Err(e) => {
+        Err(e) if healthy => {
             healthy = false;
             println!("Coordinator:   UNREACHABLE: {e}");
         }
+        Err(_) => {}
     }
     let st = state.load_status();
     match st.last_poll_ms {

@@ -1,7 +1,7 @@
 //! Facts about this host that the agent reports on each poll: platform, name,
 //! version, computer name and the IP address it reaches the coordinator from.
 
-use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use tether_proto as pb;
 
@@ -23,25 +23,21 @@ pub fn parse_os_release(text: &str) -> (String, String) {
     (name, version)
 }
 
-/// The local address used to reach `host:port` (no packet is sent).
-pub fn source_ip_towards(host: &str, port: u16) -> Option<String> {
-    let target = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let bind = if host.contains(':') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
+/// The local address used to reach `ip:port` (no packet is sent).
+pub fn source_ip_towards(ip: IpAddr, port: u16) -> Option<String> {
+    let bind = if ip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
     let sock = UdpSocket::bind(bind).ok()?;
-    sock.connect(target).ok()?;
+    sock.connect(SocketAddr::new(ip, port)).ok()?;
     Some(sock.local_addr().ok()?.ip().to_string())
 }
 
-/// This host's facts, with the IP address seen towards the coordinator.
-pub fn host_info(coordinator_host: &str, coordinator_port: u16) -> pb::AgentInfo {
+/// This host's facts, with the IP address seen towards the coordinator (its
+/// name resolved by [`crate::net`], never by libc).
+pub async fn host_info(coordinator_host: &str, coordinator_port: u16) -> pb::AgentInfo {
+    let towards = crate::net::resolve(coordinator_host)
+        .await
+        .ok()
+        .and_then(|ips| ips.first().copied());
     let (platform_name, platform_version) = std::fs::read_to_string("/etc/os-release")
         .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
         .map(|t| parse_os_release(&t))
@@ -55,7 +51,9 @@ pub fn host_info(coordinator_host: &str, coordinator_port: u16) -> pb::AgentInfo
         platform_name,
         platform_version,
         computer_name,
-        ip_address: source_ip_towards(coordinator_host, coordinator_port).unwrap_or_default(),
+        ip_address: towards
+            .and_then(|ip| source_ip_towards(ip, coordinator_port))
+            .unwrap_or_default(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
     }
 }
@@ -76,7 +74,7 @@ mod tests {
     #[test]
     fn loopback_source_ip() {
         assert_eq!(
-            source_ip_towards("127.0.0.1", 9).as_deref(),
+            source_ip_towards([127, 0, 0, 1].into(), 9).as_deref(),
             Some("127.0.0.1")
         );
     }

@@ -240,10 +240,9 @@ pub fn channel(endpoint: &str, config: ClientConfig) -> Result<Channel, TlsError
     let svc = tower::service_fn(move |_: http::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();
-        let addr = addr.clone();
+        let host = host.clone();
         async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = crate::net::connect(&host, port).await?;
             let tls = connector.connect(server_name, tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }

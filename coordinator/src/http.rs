@@ -1,6 +1,7 @@
 //! The HTTPS listener (`--http-listen`). It serves the CA certificate, a health
-//! document and, on `POST /`, the SSM-compatible API (`ssm_http`); agent
-//! downloads and the install script join it in later issues.
+//! document, what installs an agent — `/install.sh` (rendered by
+//! [`crate::install`]), `/agent/tether-agent` and `/agent/tether-agent.sha256` —
+//! and, on `POST /`, the SSM-compatible API (`ssm_http`).
 
 use std::sync::Arc;
 
@@ -14,7 +15,17 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::core::{Coordinator, now_ms};
+use crate::install::AgentDownload;
 use crate::pki::Pki;
+
+/// What the listener serves for installing agents.
+#[derive(Debug)]
+pub struct Downloads {
+    /// The agent binary, or why there is none.
+    pub agent: Result<AgentDownload, String>,
+    /// The install script, rendered for this coordinator and that binary.
+    pub script: String,
+}
 
 fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     let certs = CertificateDer::pem_slice_iter(pki.server_chain_pem.as_bytes())
@@ -31,13 +42,41 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
 
 async fn handle(
     core: Arc<Coordinator>,
+    downloads: Arc<Downloads>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     if crate::ssm_http::is_api_request(&req) {
         return crate::ssm_http::handle(&core, req).await;
     }
     let pki = &core.pki;
+    let missing = |e: &String| {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from(format!("{e}\n")),
+        )
+    };
     let (status, ctype, body) = match req.uri().path() {
+        "/install.sh" => match &downloads.agent {
+            Ok(_) => (
+                StatusCode::OK,
+                "text/x-shellscript",
+                Bytes::from(downloads.script.clone()),
+            ),
+            Err(e) => missing(e),
+        },
+        "/agent/tether-agent" => match &downloads.agent {
+            Ok(a) => (StatusCode::OK, "application/octet-stream", a.bytes.clone()),
+            Err(e) => missing(e),
+        },
+        "/agent/tether-agent.sha256" => match &downloads.agent {
+            Ok(a) => (
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from(format!("{}  tether-agent\n", a.sha256)),
+            ),
+            Err(e) => missing(e),
+        },
         "/health" => (
             StatusCode::OK,
             "application/json",
@@ -47,20 +86,24 @@ async fn handle(
                 "ServerTimeMs": now_ms(),
                 "CaPin": pki.pin(),
             })
-            .to_string(),
+            .to_string()
+            .into(),
         ),
         "/ca.pem" => (
             StatusCode::OK,
             "application/x-pem-file",
-            pki.ca_cert_pem.clone(),
+            pki.ca_cert_pem.clone().into(),
         ),
         other => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("{other}: not found (try /health or /ca.pem)\n"),
+            format!(
+                "{other}: not found (try /health, /ca.pem, /install.sh or /agent/tether-agent)\n"
+            )
+            .into(),
         ),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     if let Ok(v) = ctype.parse() {
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -69,7 +112,7 @@ async fn handle(
 }
 
 /// Serves HTTPS on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, core: Arc<Coordinator>) {
+pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc<Downloads>) {
     let cfg = match tls_config(&core.pki) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -84,6 +127,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Coordinator>) {
         };
         let acceptor = acceptor.clone();
         let core = core.clone();
+        let downloads = downloads.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -100,7 +144,8 @@ pub async fn serve(listener: TcpListener, core: Arc<Coordinator>) {
             };
             let svc = hyper::service::service_fn(move |req| {
                 let core = core.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(core, req).await) }
+                let downloads = downloads.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(core, downloads, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)

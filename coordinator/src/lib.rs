@@ -27,6 +27,7 @@ pub mod cli;
 pub mod core;
 pub mod grpc;
 pub mod http;
+pub mod install;
 pub mod limits;
 pub mod model;
 pub mod pki;

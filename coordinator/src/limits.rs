@@ -82,3 +82,8 @@ pub const BRIDGE_POLL_INTERVAL_MS: i64 = 2_000;
 pub const BRIDGE_MAX_BACKOFF_MS: i64 = 60_000;
 pub const DEFAULT_BRIDGE_REFRESH_SECS: u64 = 60;
 pub const BRIDGE_MAX_POLL_FAILURES: i64 = 10;
+
+/// `TETHER_LOG_FILE` (coordinator.log) is rotated past this size; this many
+/// rotated files are kept.
+pub const LOG_FILE_MAX_BYTES: usize = 10 * 1024 * 1024;
+pub const LOG_FILE_KEEP: usize = 5;

@@ -36,13 +36,14 @@ struct Serve {
     #[arg(long, default_value = "/var/lib/tether", env = "TETHER_DATA_DIR")]
     data_dir: PathBuf,
     /// gRPC listener (agents and operators), HOST:PORT; port 0 picks one.
-    #[arg(long, default_value = "0.0.0.0:8443")]
+    #[arg(long, default_value = "0.0.0.0:8443", env = "TETHER_LISTEN")]
     listen: String,
-    /// HTTPS listener, HOST:PORT; port 0 picks one.
-    #[arg(long, default_value = "0.0.0.0:8444")]
+    /// HTTPS listener (CA, install script, agent download), HOST:PORT; port 0 picks one.
+    #[arg(long, default_value = "0.0.0.0:8444", env = "TETHER_HTTP_LISTEN")]
     http_listen: String,
-    /// Extra name or IP for the server certificate (repeatable).
-    #[arg(long)]
+    /// Name or IP nodes reach this coordinator by (repeatable): put in the
+    /// server certificate; the first is used in install snippets.
+    #[arg(long, env = "TETHER_ADVERTISE", value_delimiter = ',')]
     advertise: Vec<String>,
     /// Days of command history kept; older commands are pruned.
     #[arg(long, env = "TETHER_HISTORY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
@@ -58,16 +59,42 @@ struct Serve {
     /// AWS bridge configuration (TOML); default: DATA_DIR/aws.toml when it exists.
     #[arg(long)]
     aws_config: Option<PathBuf>,
+    /// The agent binary served to nodes (default: tether-agent beside this
+    /// binary, else /usr/share/tether/tether-agent).
+    #[arg(long, env = "TETHER_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
 }
 
+/// Logs to stderr (journald under systemd), or to `TETHER_LOG_FILE` rotated by
+/// size when set (SysV hosts: /var/log/tether/coordinator.log).
 fn init_logging() {
+    use tether_coordinator::limits::{LOG_FILE_KEEP, LOG_FILE_MAX_BYTES};
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(false)
-        .init();
+        .with_timer(tracing_subscriber::fmt::time::ChronoUtc::new(
+            "%Y-%m-%d %H:%M:%S%.3f".into(),
+        ));
+    match std::env::var_os("TETHER_LOG_FILE").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            let file = file_rotate::FileRotate::new(
+                PathBuf::from(path),
+                file_rotate::suffix::AppendCount::new(LOG_FILE_KEEP),
+                file_rotate::ContentLimit::BytesSurpassed(LOG_FILE_MAX_BYTES),
+                file_rotate::compression::Compression::None,
+                Some({
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut o = std::fs::OpenOptions::new();
+                    o.read(true).create(true).append(true).mode(0o640);
+                    o
+                }),
+            );
+            builder.with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -125,6 +152,7 @@ fn main() -> ExitCode {
                     history_retention: Duration::from_secs(s.history_retention_days * 24 * 3600),
                 },
                 aws_config: s.aws_config,
+                agent_binary: s.agent_binary,
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

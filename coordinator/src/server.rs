@@ -35,6 +35,8 @@ pub struct ServeConfig {
     /// The AWS bridge's configuration (`--aws-config`); `aws.toml` in the
     /// data directory is used when this is unset and that file exists.
     pub aws_config: Option<PathBuf>,
+    /// The agent binary served to nodes (default: see [`crate::install::AgentDownload::load`]).
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// `operator.json`: everything the CLI needs to reach this coordinator as an administrator.
@@ -46,6 +48,12 @@ pub struct OperatorConfig {
     pub ca_certificate: String,
     pub ca_pin: String,
     pub token: String,
+    /// The endpoints under the first `--advertise` name, as nodes reach them
+    /// (the install snippet uses these); the local ones when none was given.
+    #[serde(default)]
+    pub advertised_endpoint: String,
+    #[serde(default)]
+    pub advertised_http_endpoint: String,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -57,6 +65,15 @@ fn local_url(addr: SocketAddr) -> String {
         ip => ip.to_string(),
     };
     format!("https://{host}:{}", addr.port())
+}
+
+/// The URL nodes use for a bound address: the advertised name, if any.
+fn advertised_url(advertise: &[String], addr: SocketAddr) -> String {
+    match advertise.first() {
+        Some(name) if name.contains(':') => format!("https://[{name}]:{}", addr.port()),
+        Some(name) => format!("https://{name}:{}", addr.port()),
+        None => local_url(addr),
+    }
 }
 
 fn server_names(advertise: &[String]) -> Vec<String> {
@@ -147,6 +164,8 @@ pub async fn run(
         ca_certificate: pki.ca_cert_pem.clone(),
         ca_pin: pki.pin(),
         token: operator_token(&store, &operator_path).await?,
+        advertised_endpoint: advertised_url(&cfg.advertise, grpc_addr),
+        advertised_http_endpoint: advertised_url(&cfg.advertise, http_addr),
     };
     write_private(
         &operator_path,
@@ -179,7 +198,26 @@ pub async fn run(
     };
 
     let result_writer = tokio::spawn(core.clone().write_results());
-    let http = tokio::spawn(crate::http::serve(http_listener, core.clone()));
+    let downloads = {
+        let agent = crate::install::AgentDownload::load(cfg.agent_binary.as_deref());
+        match &agent {
+            Ok(a) => {
+                info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+            }
+            Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
+        }
+        let script = crate::install::render_script(
+            &operator.advertised_endpoint,
+            &operator.advertised_http_endpoint,
+            &operator.ca_pin,
+            agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
+        );
+        Arc::new(crate::http::Downloads {
+            agent: agent.map_err(|e| e.to_string()),
+            script,
+        })
+    };
+    let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
     let bridge = bridge_cfg.map(|b| tokio::spawn(crate::bridge::run(core.clone(), b)));
 
     let tls = ServerTlsConfig::new()

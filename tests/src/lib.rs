@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod root;
 
 /// Path of a workspace binary built beside the running test.
 pub fn bin(name: &str) -> PathBuf {
@@ -291,6 +292,18 @@ impl Coordinator {
         )
     }
 
+    /// Waits until `instance_id` shows as Online.
+    pub fn wait_online(&self, instance_id: &str, timeout: Duration) {
+        wait_for(&format!("{instance_id} to come Online"), timeout, || {
+            let v = self.json(&["describe-instance-information"]);
+            v["InstanceInformationList"]
+                .as_array()?
+                .iter()
+                .any(|i| i["InstanceId"] == instance_id && i["PingStatus"] == "Online")
+                .then_some(())
+        });
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
     }
@@ -376,15 +389,7 @@ impl Agent {
             child: None,
         };
         a.run();
-        let iid = a.instance_id.clone();
-        wait_for("the agent to come Online", Duration::from_secs(20), || {
-            let v = coord.json(&["describe-instance-information"]);
-            v["InstanceInformationList"]
-                .as_array()?
-                .iter()
-                .any(|i| i["InstanceId"] == iid.as_str() && i["PingStatus"] == "Online")
-                .then_some(())
-        });
+        coord.wait_online(&a.instance_id, Duration::from_secs(20));
         a
     }
 

@@ -7,7 +7,9 @@ mod e2e {
     pub mod cli;
     pub mod control;
     pub mod documents;
+    pub mod install;
     pub mod inventory;
+    pub mod node_status;
     pub mod recovery;
     pub mod registration;
     pub mod run_command;

@@ -268,11 +268,11 @@ fn parameters_select_types() {
 }
 
 /// This machine's own packages and interfaces, read-only.
-#[test]
-fn gathers_this_machine() {
+#[tokio::test]
+async fn gathers_this_machine() {
     let me = Identity {
         instance_id: "mi-0123456789abcdef0".into(),
-        info: crate::sysinfo::host_info("127.0.0.1", 9),
+        info: crate::sysinfo::host_info("127.0.0.1", 9).await,
     };
     let (items, problems) = gather(&Selection::default(), &Sources::default(), &me);
     assert!(problems.is_empty(), "{problems:?}");

@@ -388,7 +388,7 @@ impl Agent {
                 let src = self.cfg.inventory_sources.clone();
                 let me = Identity {
                     instance_id: self.reg.instance_id.clone(),
-                    info: crate::sysinfo::host_info(&self.host.0, self.host.1),
+                    info: crate::sysinfo::host_info(&self.host.0, self.host.1).await,
                 };
                 let gathered =
                     tokio::task::spawn_blocking(move || inventory::gather(&sel, &src, &me)).await;

@@ -699,14 +699,18 @@ fn new_part<'a>(printed: &str, now: &'a str) -> &'a str {
     now.get(common..).unwrap_or("")
 }
 
-/// A ready-to-paste user-data snippet for a new activation.
+/// A ready-to-paste user-data snippet for a new activation (see [`crate::install`]).
 fn install_snippet(cfg: &OperatorConfig, activation: &Value) -> String {
-    let id = activation["ActivationId"].as_str().unwrap_or("");
-    let code = activation["ActivationCode"].as_str().unwrap_or("");
-    format!(
-        "# user-data: register this node with Tether (tether-agent installed on the node)\n\
-         tether-agent register --endpoint {} --id {id} --code {code} --ca-pin {}\n",
-        cfg.endpoint, cfg.ca_pin
+    let http = if cfg.advertised_http_endpoint.is_empty() {
+        &cfg.http_endpoint
+    } else {
+        &cfg.advertised_http_endpoint
+    };
+    crate::install::user_data_snippet(
+        http,
+        &cfg.ca_pin,
+        activation["ActivationId"].as_str().unwrap_or(""),
+        activation["ActivationCode"].as_str().unwrap_or(""),
     )
 }
 

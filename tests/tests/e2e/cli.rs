@@ -265,7 +265,7 @@ fn shorthand_text_and_file_parameters_work_like_the_aws_cli() {
     ]);
     let text = String::from_utf8_lossy(&act.stdout);
     assert!(
-        text.contains("tether-agent register --endpoint https://127.0.0.1:"),
+        text.contains("u='https://127.0.0.1:") && text.contains("install.sh\" --id '"),
         "{text}"
     );
     let table = coord.cli(&["describe-activations", "--output", "table"]);

@@ -1,0 +1,227 @@
+//! The packages built by `packaging/build.sh` (scripts/test.sh builds them
+//! first): their contents, modes, config files and scripts, inspected with
+//! dpkg-deb and rpm; then the agent's .deb installed, upgraded, removed and
+//! purged with dpkg inside a throwaway root, to show what its maintainer
+//! scripts do to the state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tether_tests::root::Root;
+
+fn packages_dir() -> PathBuf {
+    let debug = tether_tests::bin("tether");
+    let dir = debug
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("packages");
+    assert!(
+        dir.is_dir(),
+        "{} not found: run packaging/build.sh first (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+fn package(prefix: &str, ext: &str) -> PathBuf {
+    std::fs::read_dir(packages_dir())
+        .expect("test setup")
+        .map(|e| e.expect("test setup").path())
+        .find(|p| {
+            let n = p
+                .file_name()
+                .expect("test setup")
+                .to_string_lossy()
+                .into_owned();
+            n.starts_with(prefix) && n.ends_with(ext) && !n.starts_with(&format!("{prefix}-agent"))
+        })
+        .unwrap_or_else(|| panic!("no {prefix}*{ext} in {}", packages_dir().display()))
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dpkg-deb -c` lines as (mode string, owner, path).
+fn deb_entries(deb: &Path) -> Vec<(String, String, String)> {
+    run("dpkg-deb", &["-c", deb.to_str().expect("test setup")])
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                f[5].trim_start_matches('.').to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_entry(entries: &[(String, String, String)], path: &str, mode: &str) {
+    let e = entries
+        .iter()
+        .find(|(_, _, p)| p == path)
+        .unwrap_or_else(|| panic!("{path} not in the package: {entries:#?}"));
+    assert_eq!((e.0.as_str(), e.1.as_str()), (mode, "root/root"), "{path}");
+}
+
+#[test]
+fn debs_carry_binaries_units_init_scripts_config_and_maintainer_scripts() {
+    let agent = package("tether-agent", ".deb");
+    let e = deb_entries(&agent);
+    assert_entry(&e, "/usr/bin/tether-agent", "-rwxr-xr-x");
+    assert_entry(&e, "/lib/systemd/system/tether-agent.service", "-rw-r--r--");
+    assert_entry(&e, "/etc/init.d/tether-agent", "-rwxr-xr-x");
+    assert_entry(&e, "/etc/tether/agent.toml", "-rw-r--r--");
+    let control = tempfile::tempdir().unwrap();
+    run(
+        "dpkg-deb",
+        &[
+            "-e",
+            agent.to_str().unwrap(),
+            control.path().to_str().unwrap(),
+        ],
+    );
+    let read = |f: &str| std::fs::read_to_string(control.path().join(f)).unwrap();
+    assert!(read("conffiles").contains("/etc/tether/agent.toml"));
+    assert!(read("control").contains("Package: tether-agent"));
+    assert!(read("postinst").contains("install -d -m 0700 /var/lib/tether-agent"));
+    assert!(read("prerm").contains("stop"));
+    assert!(read("postrm").contains("purge)"));
+
+    let coord = package("tether_", ".deb");
+    let e = deb_entries(&coord);
+    assert_entry(&e, "/usr/bin/tether", "-rwxr-xr-x");
+    assert_entry(&e, "/usr/share/tether/tether-agent", "-rwxr-xr-x");
+    assert_entry(&e, "/lib/systemd/system/tether.service", "-rw-r--r--");
+    assert_entry(&e, "/etc/init.d/tether", "-rwxr-xr-x");
+    assert_entry(&e, "/etc/tether/coordinator.env", "-rw-r-----");
+    let control = tempfile::tempdir().unwrap();
+    run(
+        "dpkg-deb",
+        &[
+            "-e",
+            coord.to_str().unwrap(),
+            control.path().to_str().unwrap(),
+        ],
+    );
+    let postinst = std::fs::read_to_string(control.path().join("postinst")).unwrap();
+    assert!(postinst.contains("adduser --system"), "{postinst}");
+    assert!(
+        postinst.contains("-o tether -g tether /var/lib/tether"),
+        "{postinst}"
+    );
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/tether.service"),
+    )
+    .unwrap();
+    for hardening in [
+        "User=tether",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+}
+
+#[test]
+fn rpms_carry_the_same_files_modes_config_and_scriptlets() {
+    for (prefix, files, config, script) in [
+        (
+            "tether-agent",
+            vec![
+                ("/usr/bin/tether-agent", "-rwxr-xr-x"),
+                ("/usr/lib/systemd/system/tether-agent.service", "-rw-r--r--"),
+                ("/etc/rc.d/init.d/tether-agent", "-rwxr-xr-x"),
+                ("/etc/tether/agent.toml", "-rw-r--r--"),
+            ],
+            "/etc/tether/agent.toml",
+            "install -d -m 0700 /var/lib/tether-agent",
+        ),
+        (
+            "tether-0",
+            vec![
+                ("/usr/bin/tether", "-rwxr-xr-x"),
+                ("/usr/share/tether/tether-agent", "-rwxr-xr-x"),
+                ("/usr/lib/systemd/system/tether.service", "-rw-r--r--"),
+                ("/etc/rc.d/init.d/tether", "-rwxr-xr-x"),
+                ("/etc/tether/coordinator.env", "-rw-r-----"),
+            ],
+            "/etc/tether/coordinator.env",
+            "useradd --system",
+        ),
+    ] {
+        let rpm = package(prefix, ".rpm");
+        let p = rpm.to_str().unwrap();
+        let listing = run("rpm", &["-qlvp", p]);
+        for (path, mode) in files {
+            let line = listing
+                .lines()
+                .find(|l| l.ends_with(&format!(" {path}")))
+                .unwrap_or_else(|| panic!("{path} not in {p}: {listing}"));
+            assert!(line.starts_with(mode), "{line}");
+            assert!(line.contains("root"), "{line}");
+        }
+        assert!(run("rpm", &["-qcp", p]).contains(config));
+        let scripts = run("rpm", &["-qp", "--scripts", p]);
+        assert!(scripts.contains(script), "{scripts}");
+        assert!(scripts.contains("preuninstall scriptlet"), "{scripts}");
+    }
+}
+
+#[test]
+fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut root = Root::new(tmp.path());
+    std::fs::create_dir_all(root.path("/var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(root.path("/var/lib/dpkg/updates")).unwrap();
+    std::fs::write(root.path("/var/lib/dpkg/status"), "").unwrap();
+    std::fs::copy(package("tether-agent", ".deb"), root.path("/opt/agent.deb")).unwrap();
+    root.spawn(
+        r#"
+        dpkg -i /opt/agent.deb >/tmp/dpkg.log 2>&1; echo "install exit $?"
+        stat -c '%a %n' /var/lib/tether-agent /var/log/tether /usr/bin/tether-agent
+        echo '{"InstanceId":"mi-0123456789abcdef0"}' > /var/lib/tether-agent/registration.json
+        echo '# edited' >> /etc/tether/agent.toml
+        dpkg -i /opt/agent.deb >>/tmp/dpkg.log 2>&1; echo "upgrade exit $?"
+        cat /var/lib/tether-agent/registration.json; tail -n1 /etc/tether/agent.toml
+        dpkg -r tether-agent >>/tmp/dpkg.log 2>&1; echo "remove exit $?"
+        test -x /usr/bin/tether-agent || echo "binary removed"
+        test -s /var/lib/tether-agent/registration.json && echo "state kept after remove"
+        dpkg -P tether-agent >>/tmp/dpkg.log 2>&1; echo "purge exit $?"
+        test -e /var/lib/tether-agent || echo "state deleted by purge"
+        test -e /etc/tether/agent.toml || echo "config deleted by purge"
+        "#,
+    );
+    let log = root.wait();
+    let dpkg = std::fs::read_to_string(root.path("/tmp/dpkg.log")).unwrap_or_default();
+    let ctx = format!("{log}\n--- dpkg:\n{dpkg}");
+    for want in [
+        "install exit 0",
+        "700 /var/lib/tether-agent",
+        "750 /var/log/tether",
+        "755 /usr/bin/tether-agent",
+        "upgrade exit 0",
+        "{\"InstanceId\":\"mi-0123456789abcdef0\"}",
+        "# edited",
+        "remove exit 0",
+        "binary removed",
+        "state kept after remove",
+        "purge exit 0",
+        "state deleted by purge",
+        "config deleted by purge",
+    ] {
+        assert!(log.contains(want), "missing {want:?} in:\n{ctx}");
+    }
+}
