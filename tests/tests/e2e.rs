@@ -10,6 +10,7 @@ mod e2e {
     pub mod install;
     pub mod inventory;
     pub mod node_status;
+    pub mod packaging;
     pub mod recovery;
     pub mod registration;
     pub mod run_command;
