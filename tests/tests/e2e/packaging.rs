@@ -185,13 +185,28 @@ fn rpms_carry_the_same_files_modes_config_and_scriptlets() {
     }
 }
 
+/// A throwaway root with an empty dpkg database.
+fn dpkg_root(dir: &Path) -> Root {
+    let root = Root::new(dir);
+    for d in ["/var/lib/dpkg/info", "/var/lib/dpkg/updates"] {
+        std::fs::create_dir_all(root.path(d)).expect("dpkg directories");
+    }
+    std::fs::write(root.path("/var/lib/dpkg/status"), "").expect("dpkg status");
+    root
+}
+
+/// Waits for the root's session; returns its log, and the log with dpkg's for messages.
+fn session(root: &mut Root) -> (String, String) {
+    let log = root.wait();
+    let dpkg = std::fs::read_to_string(root.path("/tmp/dpkg.log")).unwrap_or_default();
+    let ctx = format!("{log}\n--- dpkg:\n{dpkg}");
+    (log, ctx)
+}
+
 #[test]
 fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut root = Root::new(tmp.path());
-    std::fs::create_dir_all(root.path("/var/lib/dpkg/info")).unwrap();
-    std::fs::create_dir_all(root.path("/var/lib/dpkg/updates")).unwrap();
-    std::fs::write(root.path("/var/lib/dpkg/status"), "").unwrap();
+    let mut root = dpkg_root(tmp.path());
     std::fs::copy(package("tether-agent", ".deb"), root.path("/opt/agent.deb")).unwrap();
     root.spawn(
         r#"
@@ -209,9 +224,7 @@ fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
         test -e /etc/tether/agent.toml || echo "config deleted by purge"
         "#,
     );
-    let log = root.wait();
-    let dpkg = std::fs::read_to_string(root.path("/tmp/dpkg.log")).unwrap_or_default();
-    let ctx = format!("{log}\n--- dpkg:\n{dpkg}");
+    let (log, ctx) = session(&mut root);
     for want in [
         "install exit 0",
         "700 /var/lib/tether-agent",
@@ -229,4 +242,56 @@ fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
     ] {
         assert!(log.contains(want), "missing {want:?} in:\n{ctx}");
     }
+}
+
+#[test]
+fn the_coordinator_deb_adds_its_user_and_runs_under_sysv_until_removed_and_purged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut root = dpkg_root(tmp.path());
+    // Loopback with kernel-chosen ports: this machine's network is shared.
+    std::fs::create_dir_all(root.path("/etc/tether")).unwrap();
+    std::fs::write(
+        root.path("/etc/tether/coordinator.env"),
+        "TETHER_LISTEN=127.0.0.1:0\nTETHER_HTTP_LISTEN=127.0.0.1:0\n",
+    )
+    .unwrap();
+    std::fs::copy(package("tether_", ".deb"), root.path("/opt/tether.deb")).unwrap();
+    root.spawn(
+        r#"
+        dpkg -i --force-depends --force-confold /opt/tether.deb >/tmp/dpkg.log 2>&1; echo "install exit $?"
+        getent passwd tether >/dev/null && echo "user tether exists"
+        stat -c '%a %U:%G %n' /var/lib/tether /var/log/tether
+        /etc/init.d/tether status; echo "status exit $?"
+        ps -o user= -p "$(cat /var/run/tether/tether.pid)"
+        i=0; while [ ! -s /var/lib/tether/operator.json ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+        stat -c '%U %n' /var/lib/tether/operator.json
+        dpkg -r tether >>/tmp/dpkg.log 2>&1; echo "remove exit $?"
+        /etc/init.d/tether status >/dev/null 2>&1; echo "after remove status exit $?"
+        test -s /var/lib/tether/operator.json && echo "state kept after remove"
+        dpkg -P tether >>/tmp/dpkg.log 2>&1; echo "purge exit $?"
+        test -e /var/lib/tether || echo "state deleted by purge"
+        getent passwd tether >/dev/null || echo "user deleted by purge"
+        "#,
+    );
+    let (log, ctx) = session(&mut root);
+    for want in [
+        "install exit 0",
+        "user tether exists",
+        "700 tether:tether /var/lib/tether",
+        "tether is running (pid",
+        "status exit 0",
+        "tether /var/lib/tether/operator.json",
+        "remove exit 0",
+        "after remove status exit 3",
+        "state kept after remove",
+        "purge exit 0",
+        "state deleted by purge",
+        "user deleted by purge",
+    ] {
+        assert!(log.contains(want), "missing {want:?} in:\n{ctx}");
+    }
+    assert!(
+        log.lines().any(|l| l.trim() == "tether"),
+        "the coordinator does not run as tether:\n{ctx}"
+    );
 }
