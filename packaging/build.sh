@@ -17,7 +17,15 @@ for tool in cargo-deb cargo-generate-rpm; do
 done
 
 agent=$(scripts/build-static-agent.sh)
-cargo build --release --locked -p tether --bin tether >&2
+# TETHER_PACKAGE_QUICK=1 (the test suite) builds the coordinator without LTO:
+# the package tests check packaging, not optimisation, and LTO over aws-sdk
+# costs minutes. Release packages leave it unset.
+if [ -n "${TETHER_PACKAGE_QUICK:-}" ]; then
+  CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo build --release --locked -p tether --bin tether >&2
+else
+  cargo build --release --locked -p tether --bin tether >&2
+fi
 # The coordinator's package carries the static agent it serves to nodes.
 install -m 0755 "$agent" "$tdir/release/tether-agent-static"
 
