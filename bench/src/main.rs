@@ -336,11 +336,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
         let mut last_at = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let polled: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?")
-                    .bind(since)
-                    .fetch_one(&db)
-                    .await?;
+            let polled = polled_since(&db, since).await?;
             let s = coord.sample()?;
             let dt = last_at.elapsed().as_secs_f64();
             if dt > 0.05 {
@@ -484,6 +480,17 @@ fn listen_overflows() -> u64 {
     0
 }
 
+/// How many instances have polled since `since_ms` (pings are stored by the
+/// coordinator's 2 s sweep).
+async fn polled_since(db: &sqlx::SqlitePool, since_ms: i64) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?")
+            .bind(since_ms)
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// Waits until `n` instances have polled since `since_ms`.
 async fn wait_polled(
     db: &sqlx::SqlitePool,
@@ -493,11 +500,7 @@ async fn wait_polled(
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        let polled: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?")
-                .bind(since_ms)
-                .fetch_one(db)
-                .await?;
+        let polled = polled_since(db, since_ms).await?;
         if polled as usize >= n {
             return Ok(started.elapsed());
         }

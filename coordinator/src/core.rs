@@ -156,10 +156,10 @@ pub struct Coordinator {
     /// When each agent was last heard from, not yet written: pings are
     /// stored in one transaction per sweep instead of one write per call.
     seen: Mutex<HashMap<String, i64>>,
-    /// Results on their way to the result writer, which stores what has
-    /// queued up in one transaction ([`Coordinator::write_results`]).
-    results: tokio::sync::mpsc::UnboundedSender<ResultJob>,
-    results_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ResultJob>>>,
+    /// Claims and results on their way to the writer task, which stores what
+    /// has queued up in one transaction ([`Coordinator::run_writer`]).
+    writes: tokio::sync::mpsc::UnboundedSender<WriteJob>,
+    writes_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<WriteJob>>>,
     writer_running: std::sync::atomic::AtomicBool,
     limiter: Mutex<FailureLimiter>,
     hook: Option<EnvelopeHook>,
@@ -196,7 +196,7 @@ impl Default for Timeouts {
 }
 
 /// A write for the writer task, and where to say whether it took effect.
-type ResultJob = (
+type WriteJob = (
     Write,
     tokio::sync::oneshot::Sender<Result<(bool, Write), String>>,
 );
@@ -216,7 +216,7 @@ enum Write {
 }
 
 /// Most writes stored in one transaction.
-const RESULT_BATCH: usize = 512;
+const WRITE_BATCH: usize = 512;
 
 /// Counts a poll as held while it lives.
 struct HeldPoll<'a> {
@@ -267,15 +267,15 @@ const REDELIVER_AFTER_MS: i64 = 30_000;
 
 impl Coordinator {
     pub fn new(store: Store, pki: Arc<Pki>) -> Self {
-        let (results, results_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (writes, writes_rx) = tokio::sync::mpsc::unbounded_channel();
         Coordinator {
             store,
             pki,
             bells: Mutex::new(HashMap::new()),
             polling: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
-            results,
-            results_rx: Mutex::new(Some(results_rx)),
+            writes,
+            writes_rx: Mutex::new(Some(writes_rx)),
             writer_running: std::sync::atomic::AtomicBool::new(false),
             limiter: Mutex::new(FailureLimiter::default()),
             hook: EnvelopeHook::from_env(),
@@ -750,7 +750,7 @@ impl Coordinator {
         }
         // The writer hands the job back with the outcome.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.results.send((job, tx)).is_err() {
+        if self.writes.send((job, tx)).is_err() {
             return Err(AgentError::Internal("the writer stopped".into()));
         }
         match rx.await {
@@ -761,13 +761,13 @@ impl Coordinator {
     }
 
     /// The writer: stores the hot path's queued writes (delivery claims and
-    /// agent results), up to [`RESULT_BATCH`] per transaction, and answers
+    /// agent results), up to [`WRITE_BATCH`] per transaction, and answers
     /// each. One writer means the writes never contend for SQLite's lock.
     /// Runs until the coordinator stops; `tether serve` starts it.
-    pub async fn write_results(self: Arc<Self>) {
+    pub async fn run_writer(self: Arc<Self>) {
         use std::sync::atomic::Ordering;
         let Some(mut rx) = self
-            .results_rx
+            .writes_rx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
@@ -775,8 +775,8 @@ impl Coordinator {
             return;
         };
         self.writer_running.store(true, Ordering::Release);
-        let mut batch: Vec<ResultJob> = Vec::with_capacity(RESULT_BATCH);
-        while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
+        let mut batch: Vec<WriteJob> = Vec::with_capacity(WRITE_BATCH);
+        while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let ops: Vec<WriteOp<'_>> = batch
                 .iter()
                 .map(|(job, _)| match job {

@@ -197,7 +197,7 @@ pub async fn run(
         })
     };
 
-    let result_writer = tokio::spawn(core.clone().write_results());
+    let writer = tokio::spawn(core.clone().run_writer());
     let downloads = {
         let agent = crate::install::AgentDownload::load(cfg.agent_binary.as_deref());
         match &agent {
@@ -264,7 +264,7 @@ pub async fn run(
         .await;
     sweeper.abort();
     http.abort();
-    result_writer.abort();
+    writer.abort();
     // Pings noted since the last sweep.
     core.flush_pings().await;
     if let Some(b) = bridge {

@@ -796,25 +796,10 @@ impl Store {
         result: &InvocationResult,
         now_ms: i64,
     ) -> Result<bool> {
-        let stored = self
-            .finish_invocations(&[(command_id, instance_id, result)], now_ms)
+        let done = self
+            .write_batch(&[WriteOp::Finish(command_id, instance_id, result)], now_ms)
             .await?;
-        Ok(stored.first().copied().unwrap_or(false))
-    }
-
-    /// Stores many outcomes in one transaction, each command's counts
-    /// recomputed once. Returns, per outcome, whether it was stored (false:
-    /// already terminal).
-    pub async fn finish_invocations(
-        &self,
-        results: &[(&str, &str, &InvocationResult)],
-        now_ms: i64,
-    ) -> Result<Vec<bool>> {
-        let ops: Vec<WriteOp<'_>> = results
-            .iter()
-            .map(|(c, i, r)| WriteOp::Finish(c, i, r))
-            .collect();
-        self.write_batch(&ops, now_ms).await
+        Ok(done.first().copied().unwrap_or(false))
     }
 
     /// The hot path's writes — delivery claims and agent results — as one

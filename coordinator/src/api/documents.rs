@@ -112,7 +112,7 @@ impl Version {
                 v
             })
             .collect();
-        let mut d = json!({
+        let d = json!({
             "Hash": self.doc.hash(),
             "HashType": "Sha256",
             "Name": self.doc.name,
@@ -130,6 +130,11 @@ impl Version {
             "DocumentFormat": self.doc.format.as_str(),
             "Tags": self.tags(),
         });
+        self.with_optional_names(d)
+    }
+
+    /// Adds VersionName and TargetType when the version has them.
+    fn with_optional_names(&self, mut d: Value) -> Value {
         if let Some(vn) = &self.version_name {
             d["VersionName"] = json!(vn);
         }
@@ -141,7 +146,7 @@ impl Version {
 
     /// SSM's `DocumentIdentifier`.
     fn identifier(&self) -> Value {
-        let mut d = json!({
+        let d = json!({
             "Name": self.doc.name,
             "CreatedDate": ts(self.created_ms),
             "Owner": self.owner,
@@ -152,13 +157,7 @@ impl Version {
             "DocumentFormat": self.doc.format.as_str(),
             "Tags": self.tags(),
         });
-        if let Some(vn) = &self.version_name {
-            d["VersionName"] = json!(vn);
-        }
-        if let Some(t) = &self.target_type {
-            d["TargetType"] = json!(t);
-        }
-        d
+        self.with_optional_names(d)
     }
 }
 
