@@ -33,6 +33,7 @@ use tether_agent::run::{self, AgentConfig, Executor};
 use tether_agent::state::StateDir;
 use tether_coordinator::cli;
 use tether_coordinator::server::OperatorConfig;
+use tether_coordinator::store::{self, Dialect, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -68,6 +69,10 @@ struct Args {
     /// Where the coordinator's data and the agents' state go (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// The coordinator's database (`tether serve --database`): an empty
+    /// PostgreSQL database's `postgres://` URL (default: SQLite in the work directory).
+    #[arg(long)]
+    database: Option<String>,
     /// Internal: serve the floor's echo service and print its port and certificate.
     #[arg(long, hide = true)]
     floor_server: bool,
@@ -142,7 +147,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     out["floor_ms"] = json!(round(floor));
 
     // ----- coordinator -----
-    let mut coord = Coord::start(&tether, &work.join("coord")).await?;
+    let mut coord = Coord::start(&tether, &work.join("coord"), args.database.clone()).await?;
     let cfg = cli::load_config(&coord.dir.join("operator.json"))
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let op = Operator::connect(cfg.clone()).await?;
@@ -273,10 +278,10 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let done: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM invocations WHERE command_id = ? AND end_ms IS NOT NULL",
+            db.q("SELECT COUNT(*) FROM invocations WHERE command_id = ? AND end_ms IS NOT NULL"),
         )
         .bind(&command_id)
-        .fetch_one(&db)
+        .fetch_one(&db.pool)
         .await?;
         if done as usize >= n {
             break;
@@ -288,17 +293,17 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     }
     let fanout_ms = started.elapsed().as_secs_f64() * 1000.0;
     let lat: Vec<i64> = sqlx::query_scalar(
-        "SELECT i.end_ms - c.requested_ms FROM invocations i JOIN commands c ON c.command_id = i.command_id \
-         WHERE i.command_id = ? ORDER BY 1",
+        db.q("SELECT i.end_ms - c.requested_ms FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+         WHERE i.command_id = ? ORDER BY 1"),
     )
     .bind(&command_id)
-    .fetch_all(&db)
+    .fetch_all(&db.pool)
     .await?;
     let by_status: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status_details, COUNT(*) FROM invocations WHERE command_id = ? GROUP BY 1",
+        db.q("SELECT status_details, COUNT(*) FROM invocations WHERE command_id = ? GROUP BY 1"),
     )
     .bind(&command_id)
-    .fetch_all(&db)
+    .fetch_all(&db.pool)
     .await?;
     let succeeded = by_status
         .iter()
@@ -388,9 +393,9 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
         ));
         let op = Operator::connect(cfg.clone()).await?;
         let sample_cmd: String = sqlx::query_scalar(
-            "SELECT command_id FROM commands WHERE command_id LIKE '00000000-0000-4000-8000-%' LIMIT 1 OFFSET 17",
+            db.q("SELECT command_id FROM commands WHERE command_id LIKE '00000000-0000-4000-8000-%' LIMIT 1 OFFSET 17"),
         )
-        .fetch_one(&db)
+        .fetch_one(&db.pool)
         .await?;
         let mut worst: f64 = 0.0;
         for (label, operation, body) in [
@@ -482,18 +487,18 @@ fn listen_overflows() -> u64 {
 
 /// How many instances have polled since `since_ms` (pings are stored by the
 /// coordinator's 2 s sweep).
-async fn polled_since(db: &sqlx::SqlitePool, since_ms: i64) -> anyhow::Result<i64> {
+async fn polled_since(db: &Db, since_ms: i64) -> anyhow::Result<i64> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?")
+        sqlx::query_scalar(db.q("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?"))
             .bind(since_ms)
-            .fetch_one(db)
+            .fetch_one(&db.pool)
             .await?,
     )
 }
 
 /// Waits until `n` instances have polled since `since_ms`.
 async fn wait_polled(
-    db: &sqlx::SqlitePool,
+    db: &Db,
     n: usize,
     since_ms: i64,
     timeout: Duration,
@@ -511,26 +516,44 @@ async fn wait_polled(
     }
 }
 
+/// The coordinator's database, as the benchmark reads and seeds it.
+struct Db {
+    dialect: Dialect,
+    pool: sqlx::AnyPool,
+}
+
+impl Db {
+    /// A statement as this database spells it (see `tether_coordinator::store::sql`).
+    fn q(&self, text: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
+        store::sql(self.dialect, text)
+    }
+}
+
+/// Commands of synthetic history hold this many invocations each.
+const PER_COMMAND: usize = 100;
+
 /// Stores `total` finished invocations: commands of 100 invocations each, one
 /// step with a line of output apiece, spread over the last 20 days.
-async fn seed_history(db: &sqlx::SqlitePool, total: usize) -> anyhow::Result<()> {
-    const PER_COMMAND: usize = 100;
+async fn seed_history(db: &Db, total: usize) -> anyhow::Result<()> {
     let now = now_ms();
     let commands = total.div_ceil(PER_COMMAND);
     let content = tether_documents::builtin_content("AWS-RunShellScript").unwrap_or_default();
+    if db.dialect == Dialect::Postgres {
+        return seed_history_postgres(db, commands, now, content).await;
+    }
     for chunk in (0..commands).collect::<Vec<_>>().chunks(100) {
-        let mut tx = db.begin().await?;
+        let mut tx = db.pool.begin().await?;
         for &c in chunk {
             // Recognisable, and a lowercase UUID as command IDs must be.
             let id = format!("00000000-0000-4000-8000-{c:012x}");
             let requested = now - 20 * 86_400_000 + (c as i64 * 86_400_000 * 20 / commands as i64);
             sqlx::query(
-                "INSERT INTO commands (command_id, document_name, document_version, document_hash, \
+                db.q("INSERT INTO commands (command_id, document_name, document_version, document_hash, \
                  document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
                  max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, \
                  status_details, target_count, completed_count, error_count, delivery_timed_out_count) \
                  VALUES (?, 'AWS-RunShellScript', '1', 'h', ?, '{}', '{}', 'history', ?, 600, '50', '0', 50, '[]', '[]', \
-                 'Success', 'Success', ?, ?, 0, 0)",
+                 'Success', 'Success', ?, ?, 0, 0)"),
             )
             .bind(&id)
             .bind(content)
@@ -542,9 +565,9 @@ async fn seed_history(db: &sqlx::SqlitePool, total: usize) -> anyhow::Result<()>
             for i in 0..PER_COMMAND {
                 let instance = format!("mi-{:017x}", i);
                 sqlx::query(
-                    "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, \
+                    db.q("INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, \
                      requested_ms, delivered_ms, acked_ms, start_ms, end_ms, response_code) \
-                     VALUES (?, ?, 'node', 'Success', 'Success', ?, ?, ?, ?, ?, 0)",
+                     VALUES (?, ?, 'node', 'Success', 'Success', ?, ?, ?, ?, ?, 0)"),
                 )
                 .bind(&id)
                 .bind(&instance)
@@ -556,9 +579,9 @@ async fn seed_history(db: &sqlx::SqlitePool, total: usize) -> anyhow::Result<()>
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, status_details, \
+                    db.q("INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, status_details, \
                      response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, stderr_truncated) \
-                     VALUES (?, ?, 0, 'aws:runShellScript', 'Success', 'Success', 0, ?, ?, ?, x'', 0, 0)",
+                     VALUES (?, ?, 0, 'aws:runShellScript', 'Success', 'Success', 0, ?, ?, ?, x'', 0, 0)"),
                 )
                 .bind(&id)
                 .bind(&instance)
@@ -574,6 +597,58 @@ async fn seed_history(db: &sqlx::SqlitePool, total: usize) -> anyhow::Result<()>
     Ok(())
 }
 
+/// [`seed_history`] on PostgreSQL, generated by the server: the same rows in
+/// three statements instead of two million.
+async fn seed_history_postgres(
+    db: &Db,
+    commands: usize,
+    now: i64,
+    content: &str,
+) -> anyhow::Result<()> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(db.q(
+        "INSERT INTO commands (command_id, document_name, document_version, document_hash, \
+         document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
+         max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, \
+         status_details, target_count, completed_count, error_count, delivery_timed_out_count) \
+         SELECT '00000000-0000-4000-8000-' || lpad(to_hex(c), 12, '0'), 'AWS-RunShellScript', '1', 'h', \
+         ?, '{}', '{}', 'history', ? - 20 * 86400000 + (c * 86400000 * 20 / ?), 600, '50', '0', 50, \
+         '[]', '[]', 'Success', 'Success', ?, ?, 0, 0 FROM generate_series(0::bigint, ? - 1) c",
+    ))
+    .bind(content)
+    .bind(now)
+    .bind(commands as i64)
+    .bind(PER_COMMAND as i64)
+    .bind(PER_COMMAND as i64)
+    .bind(commands as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(db.q(
+        "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, \
+         requested_ms, delivered_ms, acked_ms, start_ms, end_ms, response_code) \
+         SELECT c.command_id, 'mi-' || lpad(to_hex(i), 17, '0'), 'node', 'Success', 'Success', \
+         c.requested_ms, c.requested_ms + 5, c.requested_ms + 8, c.requested_ms + 10, c.requested_ms + 40, 0 \
+         FROM commands c, generate_series(0::bigint, ? - 1) i WHERE c.comment = 'history'",
+    ))
+    .bind(PER_COMMAND as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(db.q(
+        "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, status_details, \
+         response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, stderr_truncated) \
+         SELECT i.command_id, i.instance_id, 0, 'aws:runShellScript', 'Success', 'Success', 0, \
+         i.start_ms, i.end_ms, ?, ?, 0, 0 FROM invocations i JOIN commands c \
+         ON c.command_id = i.command_id WHERE c.comment = 'history'",
+    ))
+    .bind(b"Linux node 6.1.0 x86_64\n".to_vec())
+    .bind(Vec::<u8>::new())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("ANALYZE").execute(&db.pool).await?;
+    Ok(())
+}
+
 /// Coordinator memory and CPU, from /proc.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
@@ -585,16 +660,20 @@ struct Sample {
 struct Coord {
     bin: PathBuf,
     dir: PathBuf,
+    /// `--database`, or the SQLite file in `dir`.
+    database: String,
     listen: String,
     http_listen: String,
     child: Option<Child>,
 }
 
 impl Coord {
-    async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Coord> {
+    async fn start(bin: &Path, dir: &Path, database: Option<String>) -> anyhow::Result<Coord> {
         let mut c = Coord {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
+            database: database
+                .unwrap_or_else(|| dir.join("tether.db").to_string_lossy().into_owned()),
             listen: "127.0.0.1:0".into(),
             http_listen: "127.0.0.1:0".into(),
             child: None,
@@ -609,6 +688,7 @@ impl Coord {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)
+            .args(["--database", &self.database])
             .args(["--listen", &self.listen, "--http-listen", &self.http_listen])
             .env("TETHER_LOG", "warn")
             .stdout(Stdio::piped())
@@ -668,15 +748,14 @@ impl Coord {
         })
     }
 
-    /// A read connection to the coordinator's database, for counting.
-    async fn db(&self) -> anyhow::Result<sqlx::SqlitePool> {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.dir.join("tether.db"))
-            .busy_timeout(Duration::from_secs(30));
-        Ok(sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await?)
+    /// A connection to the coordinator's database, for counting and for
+    /// seeding history (opened after the coordinator has migrated it).
+    async fn db(&self) -> anyhow::Result<Db> {
+        let store = Store::open_url(&self.database).await?;
+        Ok(Db {
+            dialect: store.dialect(),
+            pool: store.pool().clone(),
+        })
     }
 }
 

@@ -170,6 +170,8 @@ pub struct Coordinator {
     /// When the coordinator stops waiting for agents, and how long history is kept.
     pub timeouts: Timeouts,
     last_prune_ms: std::sync::atomic::AtomicI64,
+    /// Set when replicas share a PostgreSQL database: wake-ups go to them too.
+    bus: std::sync::OnceLock<crate::replicas::Bus>,
 }
 
 /// How long the coordinator waits on agents before deciding for them, and how
@@ -283,6 +285,7 @@ impl Coordinator {
             poll_hold: limits::LONG_POLL_HOLD,
             timeouts: Timeouts::default(),
             last_prune_ms: std::sync::atomic::AtomicI64::new(0),
+            bus: std::sync::OnceLock::new(),
         }
     }
 
@@ -308,9 +311,54 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Wakes the instance's held poll (or the next one) because work is waiting.
+    /// Wakes the instance's held poll (or the next one) because work is
+    /// waiting, on this replica and, through the bus, on the others.
     pub fn ring(&self, instance_id: &str) {
         self.bell(instance_id).notify_one();
+        if let Some(bus) = self.bus.get() {
+            bus.publish(instance_id);
+        }
+    }
+
+    /// Sends this replica's wake-ups to the others (see [`crate::replicas`]).
+    pub fn attach_bus(&self, bus: crate::replicas::Bus) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// The mark on this replica's own announcements, when it has a bus.
+    pub fn bus_origin(&self) -> Option<String> {
+        self.bus.get().map(|b| b.origin().to_string())
+    }
+
+    /// Wakes the instance's poll if this replica has seen it poll (another
+    /// replica announced work for it).
+    pub fn ring_local(&self, instance_id: &str) {
+        let bell = self
+            .bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(instance_id)
+            .cloned();
+        if let Some(b) = bell {
+            b.notify_one();
+        }
+    }
+
+    /// Wakes every poll this replica holds: each re-reads its work.
+    pub fn ring_local_all(&self) {
+        for id in self.held_polls() {
+            self.ring_local(&id);
+        }
+    }
+
+    /// The instances with a poll held open on this replica right now.
+    fn held_polls(&self) -> Vec<String> {
+        self.polling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     // ----- registration -----
@@ -849,19 +897,22 @@ impl Coordinator {
     /// confirmed, invocations whose agent fell silent, and old history.
     pub async fn sweep(&self) {
         self.flush_pings().await;
+        // Replicas on one database: one of them ends timeouts and prunes.
+        match self.store.lead(crate::store::Lead::Sweep).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot tell whether this replica runs the sweep");
+                return;
+            }
+        }
         let now = now_ms();
         match self.store.sweep_delivery_timeouts(now).await {
             Ok(0) => {}
             Ok(n) => info!(count = n, "invocations reached their delivery timeout"),
             Err(e) => warn!(error = %e, "delivery-timeout sweep failed"),
         }
-        let connected: Vec<String> = self
-            .polling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let connected = self.held_polls();
         match self
             .store
             .sweep_unconfirmed(

@@ -31,6 +31,7 @@ pub mod install;
 pub mod limits;
 pub mod model;
 pub mod pki;
+pub mod replicas;
 pub mod server;
 pub mod sigv4;
 pub mod ssm_http;

@@ -35,6 +35,15 @@ struct Serve {
     /// Data directory: key material, database, operator.json.
     #[arg(long, default_value = "/var/lib/tether", env = "TETHER_DATA_DIR")]
     data_dir: PathBuf,
+    /// The database: a `postgres://USER@HOST/DB` URL (several replicas may
+    /// share one), or a SQLite file path. Default: DATA_DIR/tether.db.
+    #[arg(long, env = "TETHER_DATABASE", value_name = "URL|PATH")]
+    database: Option<String>,
+    /// Where the CA, the command-signing key and the access-key sealing key
+    /// live (created on first start). Replicas on one PostgreSQL database
+    /// must all see the same files. Default: the data directory.
+    #[arg(long, env = "TETHER_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
     /// gRPC listener (agents and operators), HOST:PORT; port 0 picks one.
     #[arg(long, default_value = "0.0.0.0:8443", env = "TETHER_LISTEN")]
     listen: String,
@@ -143,6 +152,8 @@ fn main() -> ExitCode {
             init_logging();
             let cfg = ServeConfig {
                 data_dir: s.data_dir,
+                database: s.database,
+                secrets_dir: s.secrets_dir,
                 listen: s.listen,
                 http_listen: s.http_listen,
                 advertise: s.advertise,

@@ -126,14 +126,15 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(dir: &Path) -> Self {
+    /// The coordinator's own files in `dir`; the ones every replica shares in `secrets`.
+    fn new(dir: &Path, secrets: &Path) -> Self {
         Paths {
-            ca_cert: dir.join("ca.pem"),
-            ca_key: dir.join("ca.key"),
+            ca_cert: secrets.join("ca.pem"),
+            ca_key: secrets.join("ca.key"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
-            signing_key: dir.join("signing.key"),
-            seal_key: dir.join("access-keys.key"),
+            signing_key: secrets.join("signing.key"),
+            seal_key: secrets.join("access-keys.key"),
         }
     }
 }
@@ -142,8 +143,32 @@ impl Pki {
     /// Loads the key material from `dir`, creating whatever is missing. The
     /// server certificate is re-issued when the set of names changes.
     pub fn load_or_create(dir: &Path, server_names: &[String]) -> Result<Self, PkiError> {
+        Self::load_or_create_shared(dir, dir, server_names)
+    }
+
+    /// As [`Pki::load_or_create`], with the CA, the command-signing key and
+    /// the access-key sealing key in `secrets` — the directory replicas on one
+    /// PostgreSQL database share (`tether serve --secrets-dir`), so that they
+    /// are one coordinator to agents and operators. Whatever is missing there
+    /// is created under an exclusive lock on `secrets/.lock`, so replicas
+    /// starting together create it once. Each replica keeps its own server
+    /// certificate (its own names), issued by the shared CA, in `dir`.
+    pub fn load_or_create_shared(
+        dir: &Path,
+        secrets: &Path,
+        server_names: &[String],
+    ) -> Result<Self, PkiError> {
         ensure_private_dir(dir)?;
-        let p = Paths::new(dir);
+        ensure_private_dir(secrets)?;
+        let lock_path = secrets.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        let p = Paths::new(dir, secrets);
 
         let (ca_cert_pem, ca_key) = if p.ca_cert.exists() && p.ca_key.exists() {
             let key_pem = fs::read_to_string(&p.ca_key).map_err(io_err(&p.ca_key))?;

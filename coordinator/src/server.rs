@@ -27,6 +27,10 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// `--database`: a PostgreSQL URL or a SQLite path; None is `DATA_DIR/tether.db`.
+    pub database: Option<String>,
+    /// `--secrets-dir`: the key material replicas share; None is the data directory.
+    pub secrets_dir: Option<PathBuf>,
     pub listen: String,
     pub http_listen: String,
     pub advertise: Vec<String>,
@@ -128,6 +132,17 @@ fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<crate::bridge::Brid
     Ok(Some(b))
 }
 
+/// A database URL without its password, for messages.
+fn redact_url(database: &str) -> String {
+    match url::Url::parse(database) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => database.to_string(),
+    }
+}
+
 /// Runs the coordinator until `shutdown` resolves.
 pub async fn run(
     mut cfg: ServeConfig,
@@ -137,14 +152,28 @@ pub async fn run(
         cfg.data_dir = std::env::current_dir()?.join(&cfg.data_dir);
     }
     let names = server_names(&cfg.advertise);
+    let secrets_dir = cfg
+        .secrets_dir
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.clone());
     let pki = Arc::new(
-        Pki::load_or_create(&cfg.data_dir, &names)
-            .with_context(|| format!("preparing key material in {}", cfg.data_dir.display()))?,
+        Pki::load_or_create_shared(&cfg.data_dir, &secrets_dir, &names).with_context(|| {
+            format!(
+                "preparing key material in {} (secrets in {})",
+                cfg.data_dir.display(),
+                secrets_dir.display()
+            )
+        })?,
     );
-    let db_path = cfg.data_dir.join("tether.db");
-    let store = Store::open(&db_path)
+    let database = cfg.database.clone().unwrap_or_else(|| {
+        cfg.data_dir
+            .join("tether.db")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let store = Store::open_url(&database)
         .await
-        .with_context(|| format!("opening database {}", db_path.display()))?;
+        .with_context(|| format!("opening database {}", redact_url(&database)))?;
 
     // A bad bridge configuration stops the start before anything listens.
     let bridge_cfg = bridge_config(&cfg)?;
@@ -185,6 +214,17 @@ pub async fn run(
     let mut coordinator = Coordinator::new(store, pki.clone());
     coordinator.timeouts = cfg.timeouts;
     let core = Arc::new(coordinator);
+    // Replicas on one PostgreSQL database wake each other's held polls.
+    let replica_tasks = if core.store.dialect() == crate::store::Dialect::Postgres {
+        let (bus, rx) = crate::replicas::Bus::new();
+        core.attach_bus(bus);
+        vec![
+            tokio::spawn(crate::replicas::publish(core.clone(), rx)),
+            tokio::spawn(crate::replicas::listen(core.clone(), database.clone())),
+        ]
+    } else {
+        Vec::new()
+    };
 
     let sweeper = {
         let core = core.clone();
@@ -263,6 +303,9 @@ pub async fn run(
         )
         .await;
     sweeper.abort();
+    for t in replica_tasks {
+        t.abort();
+    }
     http.abort();
     writer.abort();
     // Pings noted since the last sweep.

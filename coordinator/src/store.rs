@@ -1,15 +1,23 @@
-//! Durable state in SQLite: activations, managed instances, commands, invocations.
+//! Durable state: activations, managed instances, commands, invocations, in
+//! SQLite (the embedded default) or PostgreSQL (several replicas on one database).
 //!
 //! The store knows SQL and nothing of the SSM JSON shapes; it hands plain rows to
 //! the action layer. Every multi-row change is one transaction, so a coordinator
 //! killed at any instant leaves either the old or the new state, never half.
+//!
+//! Both engines run the same statements through sqlx's `Any` driver. They are
+//! written in the SQL both accept (`ON CONFLICT`, `COALESCE`, `CASE`, 64-bit
+//! integers for flags); [`sql`] makes the two spellings that differ —
+//! placeholders (`?` for SQLite, `$n` for PostgreSQL) and the two-argument
+//! `GREATEST` (SQLite's scalar `MAX`). Each engine has its own migrations:
+//! `migrations/sqlite/` and `migrations/postgres/`.
 
+use std::borrow::Cow;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
 use crate::state::{self, Detail};
 
@@ -37,6 +45,11 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Whether `--database` names a PostgreSQL server.
+pub fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ActivationRow {
@@ -149,8 +162,39 @@ pub struct PluginRow {
     pub end_ms: Option<i64>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    #[sqlx(try_from = "IntFlag")]
     pub stdout_truncated: bool,
+    #[sqlx(try_from = "IntFlag")]
     pub stderr_truncated: bool,
+}
+
+/// A 0/1 column read as a flag. SQLite has no boolean type, and sqlx's `Any`
+/// driver reads `bool` only from a real boolean, so flags are stored as 0/1
+/// integers on both engines and read through this.
+#[derive(Clone, Copy, Debug)]
+pub struct IntFlag(i64);
+
+impl sqlx::Type<sqlx::Any> for IntFlag {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for IntFlag {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(IntFlag(<i64 as sqlx::Decode<'r, sqlx::Any>>::decode(
+            value,
+        )?))
+    }
+}
+
+impl From<IntFlag> for bool {
+    fn from(f: IntFlag) -> bool {
+        f.0 != 0
+    }
 }
 
 /// A step's outcome as reported by an agent.
@@ -196,8 +240,105 @@ pub struct CommandQuery {
 /// The coordinator's database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
+    /// The PostgreSQL URL it was opened with (for tests that open it twice).
+    #[cfg(test)]
+    url: Option<String>,
+    /// PostgreSQL: the connections holding this replica's session advisory
+    /// locks (see [`Store::lead`]); a lock lives as long as its connection.
+    leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
 }
+
+/// A lead this replica holds, with the connection that holds its lock.
+type HeldLead = (Lead, sqlx::pool::PoolConnection<sqlx::Any>);
+
+/// Work that one replica at a time does, each under its own advisory lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lead {
+    /// Timeout sweeps and history pruning.
+    Sweep,
+    /// The AWS bridge.
+    Bridge,
+}
+
+impl Lead {
+    fn key(self) -> i64 {
+        match self {
+            Lead::Sweep => WRITE_LOCK + 1,
+            Lead::Bridge => WRITE_LOCK + 2,
+        }
+    }
+}
+
+/// Which SQL engine a store (or one of its connections) speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The engine behind a connection of the pool.
+    pub(crate) fn of(conn: &sqlx::AnyConnection) -> Dialect {
+        if conn.backend_name() == "PostgreSQL" {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+}
+
+/// A statement as `d` spells it. Statements are written for SQLite with `?`
+/// (or `?N`) placeholders and `GREATEST(a, b)`; PostgreSQL gets `$N`, SQLite
+/// its scalar `MAX(a, b)`. Quoted text is left alone.
+pub fn sql(d: Dialect, text: impl Into<Cow<'static, str>>) -> AssertSqlSafe<Cow<'static, str>> {
+    let text = text.into();
+    let text = match d {
+        Dialect::Sqlite if text.contains("GREATEST(") => {
+            Cow::Owned(text.replace("GREATEST(", "MAX("))
+        }
+        Dialect::Sqlite => text,
+        Dialect::Postgres => Cow::Owned(postgres_placeholders(&text)),
+    };
+    AssertSqlSafe(text)
+}
+
+/// `?` becomes `$1`, `$2`, … in order; `?N` becomes `$N`; nothing inside quotes changes.
+fn postgres_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut next = 0;
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                out.push('$');
+                if chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                    while let Some(d) = chars.next_if(|d| d.is_ascii_digit()) {
+                        out.push(d);
+                    }
+                } else {
+                    next += 1;
+                    out.push_str(&next.to_string());
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Connections per pool: SQLite serialises writers anyway; PostgreSQL
+/// replicas share the server's `max_connections`.
+const SQLITE_POOL: u32 = 8;
+/// The PostgreSQL advisory lock that serialises writers ("tether" + 1).
+const WRITE_LOCK: i64 = 0x0074_6574_6865_7201;
+const POSTGRES_POOL: u32 = 16;
 
 const ACTIVATION_COLUMNS: &str = "activation_id, code_salt, code_hash, description, \
     default_instance_name, iam_role, registration_limit, registrations_count, expiration_ms, \
@@ -214,35 +355,159 @@ const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, 
     i.response_code";
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'.')
+            .remove(b'-')
+            .remove(b'_');
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            percent_encoding::utf8_percent_encode(&path.to_string_lossy(), PATH)
+        );
+        Self::connect(&url).await
     }
 
-    /// A write transaction. It takes SQLite's write lock at BEGIN
-    /// (IMMEDIATE): a deferred transaction that reads first and writes later
-    /// fails with SQLITE_BUSY_SNAPSHOT when another writer got in between,
-    /// and busy_timeout cannot retry that. Every multi-statement write uses this.
-    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Opens the database `--database` names: a `postgres://` (or
+    /// `postgresql://`) URL, or a SQLite file path (created if missing).
+    pub async fn open_url(database: &str) -> Result<Store> {
+        if is_postgres_url(database) {
+            Self::connect(database).await
+        } else {
+            Self::open(Path::new(
+                database.strip_prefix("sqlite://").unwrap_or(database),
+            ))
+            .await
+        }
+    }
+
+    async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let opts: AnyConnectOptions = url.parse()?;
+        let dialect = if is_postgres_url(url) {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        };
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(SQLITE_POOL)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Dialect::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(POSTGRES_POOL)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?
+            }
+        };
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store {
+            pool,
+            dialect,
+            #[cfg(test)]
+            url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+            leads: Default::default(),
+        })
+    }
+
+    /// Whether this replica does `work` now. Always on SQLite (one
+    /// coordinator per file). On PostgreSQL, the replica that holds the
+    /// work's session advisory lock keeps it, checking its connection each
+    /// time; the others try to take it, which succeeds once its holder's
+    /// connection is gone.
+    pub async fn lead(&self, work: Lead) -> Result<bool> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(true);
+        }
+        let mut leads = self.leads.lock().await;
+        let held = leads.iter().position(|(w, _)| *w == work);
+        if let Some(i) = held {
+            let conn: &mut sqlx::AnyConnection = &mut leads[i].1;
+            if sqlx::query("SELECT 1").execute(conn).await.is_ok() {
+                return Ok(true);
+            }
+            leads.swap_remove(i);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let got: bool =
+            sqlx::query_scalar::<_, bool>(sql(self.dialect, "SELECT pg_try_advisory_lock(?)"))
+                .bind(work.key())
+                .fetch_one(&mut *conn)
+                .await?;
+        if got {
+            leads.push((work, conn));
+        }
+        Ok(got)
+    }
+
+    /// Announces `payload` on a PostgreSQL notification channel (nothing on SQLite).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(sql(self.dialect, "SELECT pg_notify(?, ?)"))
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Which engine this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The connection pool, for tools that read the database directly
+    /// (`tether-bench`); statements go through [`sql`].
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A write transaction, serialised with every other writer — the
+    /// store's statements read-then-write assuming that. SQLite takes its
+    /// write lock at BEGIN (IMMEDIATE): a deferred transaction that reads
+    /// first and writes later fails with SQLITE_BUSY_SNAPSHOT when another
+    /// writer got in between, and busy_timeout cannot retry that.
+    /// PostgreSQL takes a transaction-scoped advisory lock, which serialises
+    /// the writers of every replica on the database. Every multi-statement
+    /// write uses this.
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                )))
+                .execute(&mut *tx)
+                .await?;
+                Ok(tx)
+            }
+        }
     }
 
     // ----- operator tokens -----
 
     pub async fn add_operator_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO operator_tokens (token_hash, created_ms) VALUES (?, ?)")
+        sqlx::query(sql(self.dialect, "INSERT INTO operator_tokens (token_hash, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING"))
             .bind(token_hash)
             .bind(now_ms)
             .execute(&self.pool)
@@ -251,17 +516,22 @@ impl Store {
     }
 
     pub async fn operator_token_hashes(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT token_hash FROM operator_tokens")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar(sql(self.dialect, "SELECT token_hash FROM operator_tokens"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     // ----- activations -----
 
     pub async fn insert_activation(&self, a: &ActivationRow) -> Result<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO activations ({ACTIVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-        )))
+        sqlx::query(sql(
+            self.dialect,
+            format!(
+                "INSERT INTO activations ({ACTIVATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            ),
+        ))
         .bind(&a.activation_id)
         .bind(&a.code_salt)
         .bind(&a.code_hash)
@@ -280,9 +550,10 @@ impl Store {
     }
 
     pub async fn activation(&self, id: &str) -> Result<Option<ActivationRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE activation_id = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE activation_id = ?"),
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -290,7 +561,7 @@ impl Store {
 
     /// Live (not deleted) activations, oldest first.
     pub async fn activations(&self) -> Result<Vec<ActivationRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        Ok(sqlx::query_as(sql(self.dialect, format!(
             "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE deleted_ms IS NULL ORDER BY created_ms, activation_id"
         )))
         .fetch_all(&self.pool)
@@ -299,9 +570,10 @@ impl Store {
 
     /// Marks an activation deleted; false if there was no live one.
     pub async fn delete_activation(&self, id: &str, now_ms: i64) -> Result<bool> {
-        let r = sqlx::query(
+        let r = sqlx::query(sql(
+            self.dialect,
             "UPDATE activations SET deleted_ms = ? WHERE activation_id = ? AND deleted_ms IS NULL",
-        )
+        ))
         .bind(now_ms)
         .bind(id)
         .execute(&self.pool)
@@ -313,11 +585,12 @@ impl Store {
     /// limit in the same transaction so concurrent registrations cannot exceed it.
     pub async fn register_instance(&self, inst: &InstanceRow, now_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
-        let claimed = sqlx::query(
+        let claimed = sqlx::query(sql(
+            self.dialect,
             "UPDATE activations SET registrations_count = registrations_count + 1 \
              WHERE activation_id = ? AND deleted_ms IS NULL AND expiration_ms > ? \
              AND registrations_count < registration_limit",
-        )
+        ))
         .bind(&inst.activation_id)
         .bind(now_ms)
         .execute(&mut *tx)
@@ -328,9 +601,12 @@ impl Store {
                 inst.activation_id
             )));
         }
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        )))
+        sqlx::query(sql(
+            self.dialect,
+            format!(
+                "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            ),
+        ))
         .bind(&inst.instance_id)
         .bind(&inst.activation_id)
         .bind(&inst.name)
@@ -354,9 +630,10 @@ impl Store {
     // ----- instances -----
 
     pub async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"),
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -364,7 +641,7 @@ impl Store {
 
     /// Registered (not deregistered) instances, by ID.
     pub async fn instances(&self) -> Result<Vec<InstanceRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        Ok(sqlx::query_as(sql(self.dialect, format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE deregistered_ms IS NULL ORDER BY instance_id"
         )))
         .fetch_all(&self.pool)
@@ -374,9 +651,10 @@ impl Store {
     /// Records a ping, and the host facts when they are given.
     /// Replaces a live instance's tags; false if it is not registered.
     pub async fn set_instance_tags(&self, id: &str, tags_json: &str) -> Result<bool> {
-        let r = sqlx::query(
+        let r = sqlx::query(sql(
+            self.dialect,
             "UPDATE instances SET tags_json = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
-        )
+        ))
         .bind(tags_json)
         .bind(id)
         .execute(&self.pool)
@@ -387,11 +665,12 @@ impl Store {
     pub async fn ping(&self, id: &str, info: Option<&HostInfo>, now_ms: i64) -> Result<()> {
         match info {
             Some(h) => {
-                sqlx::query(
+                sqlx::query(sql(
+                    self.dialect,
                     "UPDATE instances SET last_ping_ms = ?, platform_type = ?, platform_name = ?, \
                      platform_version = ?, computer_name = ?, ip_address = ?, agent_version = ? \
                      WHERE instance_id = ?",
-                )
+                ))
                 .bind(now_ms)
                 .bind(&h.platform_type)
                 .bind(&h.platform_name)
@@ -404,11 +683,14 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query("UPDATE instances SET last_ping_ms = ? WHERE instance_id = ?")
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
+                sqlx::query(sql(
+                    self.dialect,
+                    "UPDATE instances SET last_ping_ms = ? WHERE instance_id = ?",
+                ))
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
             }
         };
         Ok(())
@@ -421,8 +703,7 @@ impl Store {
         }
         let mut tx = self.write().await?;
         for (id, at) in seen {
-            sqlx::query(
-                "UPDATE instances SET last_ping_ms = MAX(COALESCE(last_ping_ms, 0), ?) WHERE instance_id = ?",
+            sqlx::query(sql(self.dialect, "UPDATE instances SET last_ping_ms = GREATEST(COALESCE(last_ping_ms, 0), ?) WHERE instance_id = ?"),
             )
             .bind(at)
             .bind(id)
@@ -437,8 +718,7 @@ impl Store {
     /// Returns the commands those belonged to, or None if it was not registered.
     pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<Option<Vec<String>>> {
         let mut tx = self.write().await?;
-        let r = sqlx::query(
-            "UPDATE instances SET deregistered_ms = ? WHERE instance_id = ? AND deregistered_ms IS NULL",
+        let r = sqlx::query(sql(self.dialect, "UPDATE instances SET deregistered_ms = ? WHERE instance_id = ? AND deregistered_ms IS NULL"),
         )
         .bind(now_ms)
         .bind(id)
@@ -447,8 +727,7 @@ impl Store {
         if r.rows_affected() != 1 {
             return Ok(None);
         }
-        let pending: Vec<String> = sqlx::query_scalar(
-            "SELECT command_id FROM invocations WHERE instance_id = ? AND acked_ms IS NULL AND status = 'Pending'",
+        let pending: Vec<String> = sqlx::query_scalar(sql(self.dialect, "SELECT command_id FROM invocations WHERE instance_id = ? AND acked_ms IS NULL AND status = 'Pending'"),
         )
         .bind(id)
         .fetch_all(&mut *tx)
@@ -467,7 +746,7 @@ impl Store {
     /// every invocation exists as soon as SendCommand returns.
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(AssertSqlSafe(format!(
+        sqlx::query(sql(self.dialect, format!(
             "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
@@ -494,9 +773,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for (instance_id, instance_name) in targets {
-            sqlx::query(
-                "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, requested_ms) \
-                 VALUES (?, ?, ?, 'Pending', 'Pending', ?)",
+            sqlx::query(sql(self.dialect, "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, requested_ms) \
+                 VALUES (?, ?, ?, 'Pending', 'Pending', ?)"),
             )
             .bind(&c.command_id)
             .bind(instance_id)
@@ -510,9 +788,10 @@ impl Store {
     }
 
     pub async fn command(&self, id: &str) -> Result<Option<CommandRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ?"),
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -520,18 +799,18 @@ impl Store {
 
     /// Commands, newest first, matching the query.
     pub async fn commands(&self, q: &CommandQuery) -> Result<Vec<CommandRow>> {
-        let mut sql = format!("SELECT {COMMAND_COLUMNS} FROM commands c WHERE 1=1");
+        let mut text = format!("SELECT {COMMAND_COLUMNS} FROM commands c WHERE 1=1");
         if q.command_id.is_some() {
-            sql.push_str(" AND c.command_id = ?");
+            text.push_str(" AND c.command_id = ?");
         }
         if q.instance_id.is_some() {
-            sql.push_str(
+            text.push_str(
                 " AND EXISTS (SELECT 1 FROM invocations i WHERE i.command_id = c.command_id AND i.instance_id = ?)",
             );
         }
-        push_common_filters(&mut sql, q, "c");
-        sql.push_str(" ORDER BY c.requested_ms DESC, c.command_id LIMIT ? OFFSET ?");
-        let mut query = sqlx::query_as::<_, CommandRow>(AssertSqlSafe(sql.clone()));
+        push_common_filters(&mut text, q, "c");
+        text.push_str(" ORDER BY c.requested_ms DESC, c.command_id LIMIT ? OFFSET ?");
+        let mut query = sqlx::query_as::<_, CommandRow>(sql(self.dialect, text));
         if let Some(id) = &q.command_id {
             query = query.bind(id);
         }
@@ -553,19 +832,21 @@ impl Store {
             .map(|c| format!("c.{} AS c_{}", c.trim(), c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut sql = format!(
+        let mut text = format!(
             "SELECT {INVOCATION_COLUMNS}, {command_cols} FROM invocations i \
              JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
         );
         if q.command_id.is_some() {
-            sql.push_str(" AND i.command_id = ?");
+            text.push_str(" AND i.command_id = ?");
         }
         if q.instance_id.is_some() {
-            sql.push_str(" AND i.instance_id = ?");
+            text.push_str(" AND i.instance_id = ?");
         }
-        push_common_filters(&mut sql, q, "i");
-        sql.push_str(" ORDER BY i.requested_ms DESC, i.command_id, i.instance_id LIMIT ? OFFSET ?");
-        let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+        push_common_filters(&mut text, q, "i");
+        text.push_str(
+            " ORDER BY i.requested_ms DESC, i.command_id, i.instance_id LIMIT ? OFFSET ?",
+        );
+        let mut query = sqlx::query(sql(self.dialect, text));
         if let Some(id) = &q.command_id {
             query = query.bind(id);
         }
@@ -626,9 +907,10 @@ impl Store {
         command_id: &str,
         instance_id: &str,
     ) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
             "SELECT status FROM invocations WHERE command_id = ? AND instance_id = ?",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .fetch_optional(&self.pool)
@@ -636,10 +918,9 @@ impl Store {
     }
 
     pub async fn plugins(&self, command_id: &str, instance_id: &str) -> Result<Vec<PluginRow>> {
-        Ok(sqlx::query_as(
-            "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, stdout, stderr, \
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, stdout, stderr, \
              stdout_truncated, stderr_truncated FROM invocation_plugins \
-             WHERE command_id = ? AND instance_id = ? ORDER BY seq",
+             WHERE command_id = ? AND instance_id = ? ORDER BY seq"),
         )
         .bind(command_id)
         .bind(instance_id)
@@ -658,18 +939,21 @@ impl Store {
         now_ms: i64,
         redeliver_after_ms: i64,
     ) -> Result<Vec<CommandRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {} FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!(
+                "SELECT {} FROM invocations i JOIN commands c ON c.command_id = i.command_id \
              WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
              AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
              AND c.requested_ms + c.timeout_seconds * 1000 > ? \
              ORDER BY c.requested_ms, c.command_id",
-            COMMAND_COLUMNS
-                .split(", ")
-                .map(|c| format!("c.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
+                COMMAND_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("c.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
         .bind(instance_id)
         .bind(now_ms - redeliver_after_ms)
         .bind(now_ms)
@@ -709,19 +993,19 @@ impl Store {
     /// Instances whose invocation of the command waits for a free slot
     /// (none when MaxConcurrency covers every target: nothing waits then).
     pub async fn waiting_instances(&self, command_id: &str) -> Result<Vec<String>> {
-        let limited: Option<bool> = sqlx::query_scalar(
-            "SELECT concurrency_limit < target_count FROM commands WHERE command_id = ?",
+        let limited: Option<i64> = sqlx::query_scalar(sql(self.dialect, "SELECT CASE WHEN concurrency_limit < target_count THEN 1 ELSE 0 END FROM commands WHERE command_id = ?"),
         )
         .bind(command_id)
         .fetch_optional(&self.pool)
         .await?;
-        if limited != Some(true) {
+        if limited != Some(1) {
             return Ok(Vec::new());
         }
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
             "SELECT instance_id FROM invocations WHERE command_id = ? AND status = 'Pending' \
              AND delivered_ms IS NULL",
-        )
+        ))
         .bind(command_id)
         .fetch_all(&self.pool)
         .await?)
@@ -733,10 +1017,11 @@ impl Store {
         command_id: &str,
         instance_id: &str,
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let row = sqlx::query(
+        let row = sqlx::query(sql(
+            self.dialect,
             "SELECT envelope_payload, envelope_signature FROM invocations \
              WHERE command_id = ? AND instance_id = ? AND envelope_payload IS NOT NULL",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .fetch_optional(&self.pool)
@@ -749,10 +1034,11 @@ impl Store {
 
     /// The most recently finished invocation of an instance (for the replay test hook).
     pub async fn last_finished_command(&self, instance_id: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
             "SELECT command_id FROM invocations WHERE instance_id = ? AND end_ms IS NOT NULL \
              ORDER BY end_ms DESC LIMIT 1",
-        )
+        ))
         .bind(instance_id)
         .fetch_optional(&self.pool)
         .await?)
@@ -768,11 +1054,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         let mut tx = self.write().await?;
-        let r = sqlx::query(
+        let r = sqlx::query(sql(
+            self.dialect,
             "UPDATE invocations SET status = 'InProgress', status_details = 'In Progress', \
              acked_ms = ?, start_ms = COALESCE(?, ?) \
              WHERE command_id = ? AND instance_id = ? AND status = 'Pending'",
-        )
+        ))
         .bind(now_ms)
         .bind(start_ms)
         .bind(now_ms)
@@ -834,11 +1121,12 @@ impl Store {
     /// Ends every invocation whose delivery timeout passed before its agent
     /// accepted it (Delivery Timed Out). Returns how many changed.
     pub async fn sweep_delivery_timeouts(&self, now_ms: i64) -> Result<usize> {
-        let expired: Vec<(String, String)> = sqlx::query_as(
+        let expired: Vec<(String, String)> = sqlx::query_as(sql(
+            self.dialect,
             "SELECT i.command_id, i.instance_id FROM invocations i JOIN commands c \
              ON c.command_id = i.command_id WHERE i.status = 'Pending' AND i.acked_ms IS NULL \
              AND c.requested_ms + c.timeout_seconds * 1000 <= ?",
-        )
+        ))
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
@@ -885,16 +1173,16 @@ pub struct Claim<'a> {
     pub signature: &'a [u8],
 }
 
-async fn claim_in(conn: &mut sqlx::SqliteConnection, c: &Claim<'_>, now_ms: i64) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
+async fn claim_in(conn: &mut sqlx::AnyConnection, c: &Claim<'_>, now_ms: i64) -> Result<bool> {
+    let d = Dialect::of(conn);
+    let r = sqlx::query(sql(d, "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
          envelope_payload = ?6, envelope_signature = ?7 \
          WHERE command_id = ?2 AND instance_id = ?3 AND status = 'Pending' AND acked_ms IS NULL \
          AND (delivered_ms IS NULL OR delivered_ms <= ?1 - ?4) \
          AND (delivered_ms IS NOT NULL OR ?5 OR \
               (SELECT COUNT(*) FROM invocations j WHERE j.command_id = ?2 \
                  AND j.delivered_ms IS NOT NULL AND j.status IN ('Pending', 'InProgress', 'Cancelling')) \
-              < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))",
+              < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))"),
     )
     .bind(now_ms)
     .bind(c.command_id)
@@ -911,19 +1199,23 @@ async fn claim_in(conn: &mut sqlx::SqliteConnection, c: &Claim<'_>, now_ms: i64)
 /// Stores one outcome unless the invocation already has one (the first wins,
 /// except over the coordinator's own guess that a silent agent was lost).
 async fn finish_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     command_id: &str,
     instance_id: &str,
     result: &InvocationResult,
     now_ms: i64,
 ) -> Result<bool> {
-    let r = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
+    let d = Dialect::of(conn);
+    let r = sqlx::query(sql(
+        d,
+        format!(
+            "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
          start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
          presumed_lost = 0 WHERE command_id = ? AND instance_id = ? \
          AND (presumed_lost = 1 OR status_details IN ({}))",
-        unfinished_details()
-    )))
+            unfinished_details()
+        ),
+    ))
     .bind(result.detail.status())
     .bind(result.detail.as_str())
     .bind(result.response_code)
@@ -937,17 +1229,21 @@ async fn finish_in(
     if r.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?")
-        .bind(command_id)
-        .bind(instance_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(sql(
+        d,
+        "DELETE FROM invocation_plugins WHERE command_id = ? AND instance_id = ?",
+    ))
+    .bind(command_id)
+    .bind(instance_id)
+    .execute(&mut *conn)
+    .await?;
     for (seq, p) in result.plugins.iter().enumerate() {
-        sqlx::query(
+        sqlx::query(sql(
+            d,
             "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
              status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
              stderr_truncated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .bind(seq as i64)
@@ -959,8 +1255,8 @@ async fn finish_in(
         .bind(p.end_ms)
         .bind(&p.stdout)
         .bind(&p.stderr)
-        .bind(p.stdout_truncated)
-        .bind(p.stderr_truncated)
+        .bind(i64::from(p.stdout_truncated))
+        .bind(i64::from(p.stderr_truncated))
         .execute(&mut *conn)
         .await?;
     }
@@ -1016,9 +1312,9 @@ fn push_common_filters(sql: &mut String, q: &CommandQuery, alias: &str) {
 }
 
 fn bind_common_filters<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    mut query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments>,
     q: &'q CommandQuery,
-) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments> {
     if let Some(t) = q.invoked_after_ms {
         query = query.bind(t);
     }
@@ -1035,16 +1331,18 @@ fn bind_common_filters<'q, O>(
 }
 
 async fn set_invocation_detail(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     command_id: &str,
     instance_id: &str,
     detail: Detail,
     now_ms: i64,
 ) -> Result<()> {
-    sqlx::query(
+    let d = Dialect::of(tx);
+    sqlx::query(sql(
+        d,
         "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
          WHERE command_id = ? AND instance_id = ?",
-    )
+    ))
     .bind(detail.status())
     .bind(detail.as_str())
     .bind(now_ms)
@@ -1059,19 +1357,23 @@ async fn set_invocation_detail(
 /// errors exceed MaxErrors, invocations not yet delivered will never be:
 /// they end as Terminated (which does not count as an error).
 async fn refresh_command(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     command_id: &str,
     now_ms: i64,
 ) -> Result<()> {
-    let max_errors: String =
-        sqlx::query_scalar("SELECT max_errors FROM commands WHERE command_id = ?")
-            .bind(command_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let summarize = async |tx: &mut sqlx::SqliteConnection| -> Result<state::CommandSummary> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+    let d = Dialect::of(tx);
+    let max_errors: String = sqlx::query_scalar(sql(
+        d,
+        "SELECT max_errors FROM commands WHERE command_id = ?",
+    ))
+    .bind(command_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let summarize = async |tx: &mut sqlx::AnyConnection| -> Result<state::CommandSummary> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql(
+            d,
             "SELECT status_details, n FROM command_counts WHERE command_id = ? AND n > 0",
-        )
+        ))
         .bind(command_id)
         .fetch_all(&mut *tx)
         .await?;
@@ -1083,10 +1385,11 @@ async fn refresh_command(
     };
     let mut s = summarize(&mut *tx).await?;
     if s.error_count > state::max_errors_allowed(&max_errors, s.target_count) {
-        let terminated = sqlx::query(
+        let terminated = sqlx::query(sql(
+            d,
             "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
              WHERE command_id = ? AND status = 'Pending' AND delivered_ms IS NULL",
-        )
+        ))
         .bind(Detail::Terminated.status())
         .bind(Detail::Terminated.as_str())
         .bind(now_ms)
@@ -1097,9 +1400,8 @@ async fn refresh_command(
             s = summarize(&mut *tx).await?;
         }
     }
-    sqlx::query(
-        "UPDATE commands SET status = ?, status_details = ?, target_count = ?, completed_count = ?, \
-         error_count = ?, delivery_timed_out_count = ? WHERE command_id = ?",
+    sqlx::query(sql(d, "UPDATE commands SET status = ?, status_details = ?, target_count = ?, completed_count = ?, \
+         error_count = ?, delivery_timed_out_count = ? WHERE command_id = ?"),
     )
     .bind(s.status)
     .bind(s.status_details)
@@ -1117,10 +1419,78 @@ async fn refresh_command(
 mod tests {
     use super::*;
 
+    /// A fresh store: a SQLite file, or a new database on the PostgreSQL
+    /// server `TETHER_TEST_PG_URL` names (`postgres://USER@HOST:PORT`;
+    /// scripts/test.sh's PostgreSQL pass sets it).
     pub(super) async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let s = match std::env::var("TETHER_TEST_PG_URL") {
+            Ok(server) => Store::open_url(&fresh_pg_database(&server).await)
+                .await
+                .unwrap(),
+            Err(_) => Store::open(&dir.path().join("t.db")).await.unwrap(),
+        };
         (dir, s)
+    }
+
+    /// Creates an empty database on the server and returns its URL.
+    async fn fresh_pg_database(server: &str) -> String {
+        use sqlx::Connection;
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "unit_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let server = server.trim_end_matches('/');
+        let mut admin = sqlx::postgres::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        format!("{server}/{name}")
+    }
+
+    #[tokio::test]
+    async fn one_replica_leads_until_its_connection_is_gone() {
+        let (_d, a) = store().await;
+        if a.dialect() == Dialect::Sqlite {
+            // One coordinator per file: it always leads.
+            assert!(a.lead(Lead::Sweep).await.unwrap());
+            return;
+        }
+        let url = a.url.clone().expect("a PostgreSQL store knows its URL");
+        let b = Store::open_url(&url).await.unwrap();
+        assert!(a.lead(Lead::Sweep).await.unwrap());
+        assert!(a.lead(Lead::Sweep).await.unwrap(), "the holder keeps it");
+        assert!(!b.lead(Lead::Sweep).await.unwrap(), "one replica at a time");
+        assert!(
+            b.lead(Lead::Bridge).await.unwrap(),
+            "each work has its own lock"
+        );
+        assert!(!a.lead(Lead::Bridge).await.unwrap());
+        // Replica A dies: its connections close and B takes the sweep over.
+        a.leads.lock().await.clear();
+        a.pool.close().await;
+        assert!(b.lead(Lead::Sweep).await.unwrap());
+    }
+
+    #[test]
+    fn placeholders_for_postgres_skip_quoted_text() {
+        assert_eq!(
+            postgres_placeholders("SELECT '?' FROM t WHERE a = ? AND b IN (?, ?)"),
+            "SELECT '?' FROM t WHERE a = $1 AND b IN ($2, $3)"
+        );
+        assert_eq!(
+            postgres_placeholders("UPDATE t SET a = ?1 WHERE b = ?2 AND c <= ?1 - ?10"),
+            "UPDATE t SET a = $1 WHERE b = $2 AND c <= $1 - $10"
+        );
+        assert_eq!(
+            sql(Dialect::Sqlite, "SET x = GREATEST(x, ?)").0,
+            "SET x = MAX(x, ?)"
+        );
     }
 
     fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {

@@ -199,6 +199,15 @@ pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
     let mut tick = tokio::time::interval(limits::BRIDGE_TICK);
     loop {
         tick.tick().await;
+        // Replicas on one database: one of them talks to AWS.
+        match c.store.lead(crate::store::Lead::Bridge).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(error = %e, "cannot tell whether this replica runs the AWS bridge");
+                continue;
+            }
+        }
         let now = now_ms();
         for (name, acc) in &accounts {
             if next_refresh.get(name).is_none_or(|t| *t <= now) {

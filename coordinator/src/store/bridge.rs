@@ -3,6 +3,7 @@
 //! command behind each of our invocations on such an instance). The
 //! invocations themselves live in `invocations` like every other.
 
+use super::sql;
 use super::{Result, Store};
 
 #[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow)]
@@ -57,15 +58,29 @@ impl Store {
         rows: &[AwsInstanceRow],
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM aws_instances WHERE account = ?")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM aws_instances WHERE account = ?",
+        ))
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
         for r in rows {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT OR REPLACE INTO aws_instances ({AWS_INSTANCE_COLUMNS}) \
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            )))
+            sqlx::query(sql(
+                self.dialect,
+                format!(
+                    "INSERT INTO aws_instances ({AWS_INSTANCE_COLUMNS}) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT (instance_id) DO UPDATE SET {}",
+                    AWS_INSTANCE_COLUMNS
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| *c != "instance_id")
+                        .map(|c| format!("{c} = excluded.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
             .bind(&r.instance_id)
             .bind(account)
             .bind(&r.resource_type)
@@ -92,17 +107,19 @@ impl Store {
 
     /// Every bridged instance, by ID.
     pub async fn aws_instances(&self) -> Result<Vec<AwsInstanceRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances ORDER BY instance_id"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances ORDER BY instance_id"),
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn aws_instance(&self, id: &str) -> Result<Option<AwsInstanceRow>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances WHERE instance_id = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {AWS_INSTANCE_COLUMNS} FROM aws_instances WHERE instance_id = ?"),
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -110,22 +127,24 @@ impl Store {
 
     /// Pending, undelivered invocations on bridged instances, oldest command first.
     pub async fn bridge_pending(&self) -> Result<Vec<BridgePending>> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(sql(
+            self.dialect,
             "SELECT i.command_id, i.instance_id, a.account FROM invocations i \
              JOIN aws_instances a ON a.instance_id = i.instance_id \
              WHERE i.status = 'Pending' AND i.delivered_ms IS NULL \
              ORDER BY i.requested_ms, i.command_id, i.instance_id",
-        )
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// Gives a claimed invocation back (AWS throttled the send): it is sent again later.
     pub async fn unclaim_delivery(&self, command_id: &str, instance_id: &str) -> Result<()> {
-        sqlx::query(
+        sqlx::query(sql(
+            self.dialect,
             "UPDATE invocations SET delivered_ms = NULL WHERE command_id = ? AND instance_id = ? \
              AND status = 'Pending'",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .execute(&self.pool)
@@ -134,11 +153,14 @@ impl Store {
     }
 
     pub async fn insert_aws_invocation(&self, r: &AwsInvocationRow) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO aws_invocations \
+        sqlx::query(sql(
+            self.dialect,
+            "INSERT INTO aws_invocations \
              (command_id, instance_id, account, aws_command_id, next_poll_ms, throttled) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (command_id, instance_id) DO UPDATE SET \
+             account = excluded.account, aws_command_id = excluded.aws_command_id, \
+             next_poll_ms = excluded.next_poll_ms, throttled = excluded.throttled",
+        ))
         .bind(&r.command_id)
         .bind(&r.instance_id)
         .bind(&r.account)
@@ -152,10 +174,11 @@ impl Store {
 
     /// In-flight AWS invocations due for a poll at `now_ms`.
     pub async fn aws_invocations_due(&self, now_ms: i64) -> Result<Vec<AwsInvocationRow>> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(sql(
+            self.dialect,
             "SELECT command_id, instance_id, account, aws_command_id, next_poll_ms, throttled \
              FROM aws_invocations WHERE next_poll_ms <= ? ORDER BY next_poll_ms",
-        )
+        ))
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?)
@@ -167,10 +190,11 @@ impl Store {
         command_id: &str,
         instance_id: &str,
     ) -> Result<Option<AwsInvocationRow>> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(sql(
+            self.dialect,
             "SELECT command_id, instance_id, account, aws_command_id, next_poll_ms, throttled \
              FROM aws_invocations WHERE command_id = ? AND instance_id = ?",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .fetch_optional(&self.pool)
@@ -184,10 +208,11 @@ impl Store {
         next_poll_ms: i64,
         throttled: i64,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query(sql(
+            self.dialect,
             "UPDATE aws_invocations SET next_poll_ms = ?, throttled = ? \
              WHERE command_id = ? AND instance_id = ?",
-        )
+        ))
         .bind(next_poll_ms)
         .bind(throttled)
         .bind(command_id)
@@ -200,19 +225,21 @@ impl Store {
     /// In-flight AWS invocations that an operator asked to cancel and whose
     /// cancellation has not been passed on to AWS yet.
     pub async fn aws_cancels_due(&self) -> Result<Vec<AwsInvocationRow>> {
-        Ok(sqlx::query_as(
-            "SELECT a.command_id, a.instance_id, a.account, a.aws_command_id, a.next_poll_ms,              a.throttled FROM aws_invocations a JOIN invocations i              ON i.command_id = a.command_id AND i.instance_id = a.instance_id              WHERE i.status = 'Cancelling' AND i.cancel_sent_ms IS NULL",
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT a.command_id, a.instance_id, a.account, a.aws_command_id, a.next_poll_ms,              a.throttled FROM aws_invocations a JOIN invocations i              ON i.command_id = a.command_id AND i.instance_id = a.instance_id              WHERE i.status = 'Cancelling' AND i.cancel_sent_ms IS NULL"),
         )
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn delete_aws_invocation(&self, command_id: &str, instance_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM aws_invocations WHERE command_id = ? AND instance_id = ?")
-            .bind(command_id)
-            .bind(instance_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM aws_invocations WHERE command_id = ? AND instance_id = ?",
+        ))
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -1,8 +1,7 @@
 //! Stored Command documents and their versions. Plain rows; what a document
 //! means and how it is shown is the action layer's business.
 
-use sqlx::AssertSqlSafe;
-
+use super::sql;
 use super::{Result, Store};
 
 /// One version of a document.
@@ -49,10 +48,11 @@ impl Store {
     /// Creates a document with its version 1; false if the name is taken.
     pub async fn create_document(&self, v: &DocumentVersionRow, tags_json: &str) -> Result<bool> {
         let mut tx = self.write().await?;
-        let created = sqlx::query(
-            "INSERT OR IGNORE INTO documents (name, default_version, latest_version, created_ms, tags_json) \
-             VALUES (?, 1, 1, ?, ?)",
-        )
+        let created = sqlx::query(sql(
+            self.dialect,
+            "INSERT INTO documents (name, default_version, latest_version, created_ms, tags_json) \
+             VALUES (?, 1, 1, ?, ?) ON CONFLICT DO NOTHING",
+        ))
         .bind(&v.name)
         .bind(v.created_ms)
         .bind(tags_json)
@@ -75,11 +75,13 @@ impl Store {
         expected_latest: i64,
     ) -> Result<Result<(), VersionConflict>> {
         let mut tx = self.write().await?;
-        let latest: Option<i64> =
-            sqlx::query_scalar("SELECT latest_version FROM documents WHERE name = ?")
-                .bind(&v.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let latest: Option<i64> = sqlx::query_scalar(sql(
+            self.dialect,
+            "SELECT latest_version FROM documents WHERE name = ?",
+        ))
+        .bind(&v.name)
+        .fetch_optional(&mut *tx)
+        .await?;
         match latest {
             None => return Ok(Err(VersionConflict::Missing)),
             Some(l) if l != expected_latest || v.version != l + 1 => {
@@ -88,9 +90,10 @@ impl Store {
             Some(_) => {}
         }
         if let Some(vn) = &v.version_name {
-            let taken: Option<i64> = sqlx::query_scalar(
+            let taken: Option<i64> = sqlx::query_scalar(sql(
+                self.dialect,
                 "SELECT version FROM document_versions WHERE name = ? AND version_name = ?",
-            )
+            ))
             .bind(&v.name)
             .bind(vn)
             .fetch_optional(&mut *tx)
@@ -100,18 +103,20 @@ impl Store {
             }
         }
         insert_version(&mut tx, v).await?;
-        sqlx::query("UPDATE documents SET latest_version = ? WHERE name = ?")
-            .bind(v.version)
-            .bind(&v.name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql(
+            self.dialect,
+            "UPDATE documents SET latest_version = ? WHERE name = ?",
+        ))
+        .bind(v.version)
+        .bind(&v.name)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Ok(()))
     }
 
     pub async fn document(&self, name: &str) -> Result<Option<DocumentRow>> {
-        Ok(sqlx::query_as(
-            "SELECT name, default_version, latest_version, created_ms, tags_json FROM documents WHERE name = ?",
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT name, default_version, latest_version, created_ms, tags_json FROM documents WHERE name = ?"),
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -120,8 +125,7 @@ impl Store {
 
     /// Every stored document with its default version, by name.
     pub async fn documents(&self) -> Result<Vec<(DocumentRow, DocumentVersionRow)>> {
-        let heads: Vec<DocumentRow> = sqlx::query_as(
-            "SELECT name, default_version, latest_version, created_ms, tags_json FROM documents ORDER BY name",
+        let heads: Vec<DocumentRow> = sqlx::query_as(sql(self.dialect, "SELECT name, default_version, latest_version, created_ms, tags_json FROM documents ORDER BY name"),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -142,9 +146,12 @@ impl Store {
         name: &str,
         version: i64,
     ) -> Result<Option<DocumentVersionRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {VERSION_COLUMNS} FROM document_versions WHERE name = ? AND version = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!(
+                "SELECT {VERSION_COLUMNS} FROM document_versions WHERE name = ? AND version = ?"
+            ),
+        ))
         .bind(name)
         .bind(version)
         .fetch_optional(&self.pool)
@@ -156,7 +163,7 @@ impl Store {
         name: &str,
         version_name: &str,
     ) -> Result<Option<DocumentVersionRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        Ok(sqlx::query_as(sql(self.dialect, format!(
             "SELECT {VERSION_COLUMNS} FROM document_versions WHERE name = ? AND version_name = ?"
         )))
         .bind(name)
@@ -167,7 +174,7 @@ impl Store {
 
     /// All versions of a document, newest first.
     pub async fn document_versions(&self, name: &str) -> Result<Vec<DocumentVersionRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        Ok(sqlx::query_as(sql(self.dialect, format!(
             "SELECT {VERSION_COLUMNS} FROM document_versions WHERE name = ? ORDER BY version DESC"
         )))
         .bind(name)
@@ -177,10 +184,11 @@ impl Store {
 
     /// Makes an existing version the default; false if there is no such version.
     pub async fn set_default_document_version(&self, name: &str, version: i64) -> Result<bool> {
-        let r = sqlx::query(
+        let r = sqlx::query(sql(
+            self.dialect,
             "UPDATE documents SET default_version = ? WHERE name = ? \
              AND EXISTS (SELECT 1 FROM document_versions WHERE name = ? AND version = ?)",
-        )
+        ))
         .bind(version)
         .bind(name)
         .bind(name)
@@ -193,11 +201,14 @@ impl Store {
     /// Deletes a document and all its versions; false if it did not exist.
     pub async fn delete_document(&self, name: &str) -> Result<bool> {
         let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM document_versions WHERE name = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let r = sqlx::query("DELETE FROM documents WHERE name = ?")
+        sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM document_versions WHERE name = ?",
+        ))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(sql(self.dialect, "DELETE FROM documents WHERE name = ?"))
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -208,20 +219,22 @@ impl Store {
     /// Deletes one version that is not the default; false if it did not exist.
     pub async fn delete_document_version(&self, name: &str, version: i64) -> Result<bool> {
         let mut tx = self.write().await?;
-        let r = sqlx::query(
+        let r = sqlx::query(sql(
+            self.dialect,
             "DELETE FROM document_versions WHERE name = ? AND version = ? \
              AND version <> (SELECT default_version FROM documents WHERE name = ?)",
-        )
+        ))
         .bind(name)
         .bind(version)
         .bind(name)
         .execute(&mut *tx)
         .await?;
         // The latest version is the highest one left.
-        sqlx::query(
+        sqlx::query(sql(
+            self.dialect,
             "UPDATE documents SET latest_version = \
              (SELECT MAX(version) FROM document_versions WHERE name = ?) WHERE name = ?",
-        )
+        ))
         .bind(name)
         .bind(name)
         .execute(&mut *tx)
@@ -231,22 +244,27 @@ impl Store {
     }
 
     pub async fn set_document_tags(&self, name: &str, tags_json: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE documents SET tags_json = ? WHERE name = ?")
-            .bind(tags_json)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(sql(
+            self.dialect,
+            "UPDATE documents SET tags_json = ? WHERE name = ?",
+        ))
+        .bind(tags_json)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 }
 
 async fn insert_version(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     v: &DocumentVersionRow,
 ) -> Result<()> {
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO document_versions ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-    )))
+    let d = super::Dialect::of(tx);
+    sqlx::query(sql(
+        d,
+        format!("INSERT INTO document_versions ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+    ))
     .bind(&v.name)
     .bind(v.version)
     .bind(&v.version_name)

@@ -6,8 +6,9 @@
 //! same transaction, so the history holds every distinct state a node has
 //! been in and nothing twice.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
+use super::sql;
 use super::{Result, Store};
 
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
@@ -24,6 +25,7 @@ pub struct AssociationRow {
     pub targets_json: String,
     pub instance_id: String,
     pub schedule_expression: String,
+    #[sqlx(try_from = "super::IntFlag")]
     pub apply_only_at_cron_interval: bool,
     pub max_concurrency: String,
     pub max_errors: String,
@@ -76,7 +78,7 @@ const ASSOCIATION_COLUMNS: &str = "association_id, association_name, document_na
 
 impl Store {
     pub async fn insert_association(&self, a: &AssociationRow) -> Result<()> {
-        sqlx::query(AssertSqlSafe(format!(
+        sqlx::query(sql(self.dialect, format!(
             "INSERT INTO associations ({ASSOCIATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&a.association_id)
@@ -91,7 +93,7 @@ impl Store {
         .bind(&a.targets_json)
         .bind(&a.instance_id)
         .bind(&a.schedule_expression)
-        .bind(a.apply_only_at_cron_interval)
+        .bind(i64::from(a.apply_only_at_cron_interval))
         .bind(&a.max_concurrency)
         .bind(&a.max_errors)
         .bind(&a.compliance_severity)
@@ -106,12 +108,11 @@ impl Store {
 
     /// Replaces an association's definition (its version already bumped).
     pub async fn update_association(&self, a: &AssociationRow) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE associations SET association_name = ?, document_name = ?, document_version = ?, \
+        let r = sqlx::query(sql(self.dialect, "UPDATE associations SET association_name = ?, document_name = ?, document_version = ?, \
              document_hash = ?, document_content = ?, association_version = ?, parameters_json = ?, \
              resolved_json = ?, targets_json = ?, schedule_expression = ?, \
              apply_only_at_cron_interval = ?, max_concurrency = ?, max_errors = ?, \
-             compliance_severity = ?, updated_ms = ? WHERE association_id = ?",
+             compliance_severity = ?, updated_ms = ? WHERE association_id = ?"),
         )
         .bind(&a.association_name)
         .bind(&a.document_name)
@@ -123,7 +124,7 @@ impl Store {
         .bind(&a.resolved_json)
         .bind(&a.targets_json)
         .bind(&a.schedule_expression)
-        .bind(a.apply_only_at_cron_interval)
+        .bind(i64::from(a.apply_only_at_cron_interval))
         .bind(&a.max_concurrency)
         .bind(&a.max_errors)
         .bind(&a.compliance_severity)
@@ -135,9 +136,10 @@ impl Store {
     }
 
     pub async fn association(&self, id: &str) -> Result<Option<AssociationRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ASSOCIATION_COLUMNS} FROM associations WHERE association_id = ?"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!("SELECT {ASSOCIATION_COLUMNS} FROM associations WHERE association_id = ?"),
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -145,18 +147,24 @@ impl Store {
 
     /// Every association, oldest first.
     pub async fn associations(&self) -> Result<Vec<AssociationRow>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ASSOCIATION_COLUMNS} FROM associations ORDER BY created_ms, association_id"
-        )))
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            format!(
+                "SELECT {ASSOCIATION_COLUMNS} FROM associations ORDER BY created_ms, association_id"
+            ),
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn delete_association(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM associations WHERE association_id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM associations WHERE association_id = ?",
+        ))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -164,9 +172,8 @@ impl Store {
         &self,
         association_id: &str,
     ) -> Result<Vec<AssociationStatusRow>> {
-        Ok(sqlx::query_as(
-            "SELECT association_id, instance_id, association_version, status, detail, output, execution_ms \
-             FROM association_status WHERE association_id = ? ORDER BY instance_id",
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT association_id, instance_id, association_version, status, detail, output, execution_ms \
+             FROM association_status WHERE association_id = ? ORDER BY instance_id"),
         )
         .bind(association_id)
         .fetch_all(&self.pool)
@@ -177,9 +184,8 @@ impl Store {
         &self,
         instance_id: &str,
     ) -> Result<Vec<AssociationStatusRow>> {
-        Ok(sqlx::query_as(
-            "SELECT association_id, instance_id, association_version, status, detail, output, execution_ms \
-             FROM association_status WHERE instance_id = ? ORDER BY association_id",
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT association_id, instance_id, association_version, status, detail, output, execution_ms \
+             FROM association_status WHERE instance_id = ? ORDER BY association_id"),
         )
         .bind(instance_id)
         .fetch_all(&self.pool)
@@ -190,20 +196,21 @@ impl Store {
     /// older report arriving late does not).
     pub async fn record_association_run(&self, s: &AssociationStatusRow) -> Result<bool> {
         let mut tx = self.write().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM associations WHERE association_id = ?")
-                .bind(&s.association_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<i64> = sqlx::query_scalar(sql(
+            self.dialect,
+            "SELECT 1 FROM associations WHERE association_id = ?",
+        ))
+        .bind(&s.association_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO association_status (association_id, instance_id, association_version, status, detail, output, execution_ms) \
+        sqlx::query(sql(self.dialect, "INSERT INTO association_status (association_id, instance_id, association_version, status, detail, output, execution_ms) \
              VALUES (?,?,?,?,?,?,?) ON CONFLICT (association_id, instance_id) DO UPDATE SET \
              association_version = excluded.association_version, status = excluded.status, \
              detail = excluded.detail, output = excluded.output, execution_ms = excluded.execution_ms \
-             WHERE excluded.execution_ms >= association_status.execution_ms",
+             WHERE excluded.execution_ms >= association_status.execution_ms"),
         )
         .bind(&s.association_id)
         .bind(&s.instance_id)
@@ -215,10 +222,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let success = (s.status == "Success").then_some(s.execution_ms);
-        sqlx::query(
-            "UPDATE associations SET last_execution_ms = MAX(COALESCE(last_execution_ms, 0), ?), \
-             last_success_ms = CASE WHEN ? IS NULL THEN last_success_ms ELSE MAX(COALESCE(last_success_ms, 0), ?) END \
-             WHERE association_id = ?",
+        sqlx::query(sql(self.dialect, "UPDATE associations SET last_execution_ms = GREATEST(COALESCE(last_execution_ms, 0), ?), \
+             last_success_ms = CASE WHEN ? IS NULL THEN last_success_ms ELSE GREATEST(COALESCE(last_success_ms, 0), ?) END \
+             WHERE association_id = ?"),
         )
         .bind(s.execution_ms)
         .bind(success)
@@ -246,10 +252,11 @@ impl Store {
                     content_hash,
                     capture_ms,
                 } => {
-                    let r = sqlx::query(
-                        "UPDATE inventory SET capture_ms = MAX(capture_ms, ?) \
+                    let r = sqlx::query(sql(
+                        self.dialect,
+                        "UPDATE inventory SET capture_ms = GREATEST(capture_ms, ?) \
                          WHERE instance_id = ? AND type_name = ? AND content_hash = ?",
-                    )
+                    ))
                     .bind(capture_ms)
                     .bind(instance_id)
                     .bind(type_name)
@@ -261,8 +268,7 @@ impl Store {
                     }
                 }
                 InventoryPut::Content(row) => {
-                    let current: Option<(String, i64)> = sqlx::query_as(
-                        "SELECT content_hash, capture_ms FROM inventory WHERE instance_id = ? AND type_name = ?",
+                    let current: Option<(String, i64)> = sqlx::query_as(sql(self.dialect, "SELECT content_hash, capture_ms FROM inventory WHERE instance_id = ? AND type_name = ?"),
                     )
                     .bind(instance_id)
                     .bind(&row.type_name)
@@ -272,8 +278,7 @@ impl Store {
                         // A late upload of an older capture changes nothing.
                         Some((_, at)) if at > row.capture_ms => continue,
                         Some((hash, _)) if hash == row.content_hash => {
-                            sqlx::query(
-                                "UPDATE inventory SET capture_ms = ? WHERE instance_id = ? AND type_name = ?",
+                            sqlx::query(sql(self.dialect, "UPDATE inventory SET capture_ms = ? WHERE instance_id = ? AND type_name = ?"),
                             )
                             .bind(row.capture_ms)
                             .bind(instance_id)
@@ -284,11 +289,10 @@ impl Store {
                         }
                         _ => {}
                     }
-                    sqlx::query(
-                        "INSERT INTO inventory (instance_id, type_name, schema_version, content_hash, capture_ms, content_json) \
+                    sqlx::query(sql(self.dialect, "INSERT INTO inventory (instance_id, type_name, schema_version, content_hash, capture_ms, content_json) \
                          VALUES (?,?,?,?,?,?) ON CONFLICT (instance_id, type_name) DO UPDATE SET \
                          schema_version = excluded.schema_version, content_hash = excluded.content_hash, \
-                         capture_ms = excluded.capture_ms, content_json = excluded.content_json",
+                         capture_ms = excluded.capture_ms, content_json = excluded.content_json"),
                     )
                     .bind(instance_id)
                     .bind(&row.type_name)
@@ -298,9 +302,8 @@ impl Store {
                     .bind(&row.content_json)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query(
-                        "INSERT INTO inventory_history (instance_id, type_name, content_hash, capture_ms, content_json) \
-                         VALUES (?,?,?,?,?)",
+                    sqlx::query(sql(self.dialect, "INSERT INTO inventory_history (instance_id, type_name, content_hash, capture_ms, content_json) \
+                         VALUES (?,?,?,?,?)"),
                     )
                     .bind(instance_id)
                     .bind(&row.type_name)
@@ -322,10 +325,9 @@ impl Store {
         instance_id: Option<&str>,
         type_name: Option<&str>,
     ) -> Result<Vec<InventoryRow>> {
-        Ok(sqlx::query_as(
-            "SELECT instance_id, type_name, schema_version, content_hash, capture_ms, content_json FROM inventory \
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT instance_id, type_name, schema_version, content_hash, capture_ms, content_json FROM inventory \
              WHERE (?1 IS NULL OR instance_id = ?1) AND (?2 IS NULL OR type_name = ?2) \
-             ORDER BY instance_id, type_name",
+             ORDER BY instance_id, type_name"),
         )
         .bind(instance_id)
         .bind(type_name)
@@ -335,9 +337,10 @@ impl Store {
 
     /// How many distinct contents have been stored for (instance, type).
     pub async fn inventory_versions(&self, instance_id: &str, type_name: &str) -> Result<i64> {
-        let row = sqlx::query(
+        let row = sqlx::query(sql(
+            self.dialect,
             "SELECT COUNT(*) AS n FROM inventory_history WHERE instance_id = ? AND type_name = ?",
-        )
+        ))
         .bind(instance_id)
         .bind(type_name)
         .fetch_one(&self.pool)
@@ -347,12 +350,11 @@ impl Store {
 
     /// The content each type had at `at_ms` (the last capture at or before it).
     pub async fn inventory_at(&self, instance_id: &str, at_ms: i64) -> Result<Vec<InventoryRow>> {
-        Ok(sqlx::query_as(
-            "SELECT h.instance_id, h.type_name, '' AS schema_version, h.content_hash, h.capture_ms, h.content_json \
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT h.instance_id, h.type_name, '' AS schema_version, h.content_hash, h.capture_ms, h.content_json \
              FROM inventory_history h WHERE h.instance_id = ?1 AND h.seq = ( \
                SELECT h2.seq FROM inventory_history h2 WHERE h2.instance_id = ?1 AND h2.type_name = h.type_name \
                AND h2.capture_ms <= ?2 ORDER BY h2.capture_ms DESC, h2.seq DESC LIMIT 1) \
-             ORDER BY h.type_name",
+             ORDER BY h.type_name"),
         )
         .bind(instance_id)
         .bind(at_ms)

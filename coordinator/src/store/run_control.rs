@@ -1,6 +1,7 @@
 //! Changing running invocations: cancellation, live output from agents, and
 //! the sweeps that make sure no invocation stays unfinished forever.
 
+use super::sql;
 use super::{Result, Store, refresh_command, set_invocation_detail};
 use crate::state::Detail;
 
@@ -46,10 +47,11 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<CancelOutcome>> {
         let mut tx = self.write().await?;
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(sql(
+            self.dialect,
             "SELECT instance_id, delivered_ms FROM invocations WHERE command_id = ? \
              AND status IN ('Pending', 'InProgress', 'Delayed')",
-        )
+        ))
         .bind(command_id)
         .fetch_all(&mut *tx)
         .await?;
@@ -63,9 +65,8 @@ impl Store {
                     .await?;
                 out.push(CancelOutcome::Cancelled(instance_id));
             } else {
-                sqlx::query(
-                    "UPDATE invocations SET status = ?, status_details = ?, cancel_requested_ms = ?, \
-                     cancel_sent_ms = NULL WHERE command_id = ? AND instance_id = ?",
+                sqlx::query(sql(self.dialect, "UPDATE invocations SET status = ?, status_details = ?, cancel_requested_ms = ?, \
+                     cancel_sent_ms = NULL WHERE command_id = ? AND instance_id = ?"),
                 )
                 .bind(Detail::Cancelling.status())
                 .bind(Detail::Cancelling.as_str())
@@ -90,10 +91,11 @@ impl Store {
         now_ms: i64,
         resend_after_ms: i64,
     ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
             "SELECT command_id FROM invocations WHERE instance_id = ? AND status = 'Cancelling' \
              AND (cancel_sent_ms IS NULL OR cancel_sent_ms <= ?) ORDER BY cancel_requested_ms",
-        )
+        ))
         .bind(instance_id)
         .bind(now_ms - resend_after_ms)
         .fetch_all(&self.pool)
@@ -106,9 +108,10 @@ impl Store {
         instance_id: &str,
         now_ms: i64,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query(sql(
+            self.dialect,
             "UPDATE invocations SET cancel_sent_ms = ? WHERE command_id = ? AND instance_id = ?",
-        )
+        ))
         .bind(now_ms)
         .bind(command_id)
         .bind(instance_id)
@@ -126,9 +129,10 @@ impl Store {
         chunk: &OutputChunk,
     ) -> Result<bool> {
         let mut tx = self.write().await?;
-        let status: Option<String> = sqlx::query_scalar(
+        let status: Option<String> = sqlx::query_scalar(sql(
+            self.dialect,
             "SELECT status_details FROM invocations WHERE command_id = ? AND instance_id = ?",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .fetch_optional(&mut *tx)
@@ -140,10 +144,11 @@ impl Store {
         {
             return Ok(false);
         }
-        let existing: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let existing: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(sql(
+            self.dialect,
             "SELECT stdout, stderr FROM invocation_plugins \
              WHERE command_id = ? AND instance_id = ? AND seq = ?",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .bind(chunk.step_index)
@@ -152,14 +157,15 @@ impl Store {
         let (mut stdout, mut stderr) = existing.unwrap_or_default();
         splice(&mut stdout, chunk.stdout_offset, &chunk.stdout);
         splice(&mut stderr, chunk.stderr_offset, &chunk.stderr);
-        sqlx::query(
+        sqlx::query(sql(
+            self.dialect,
             "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
              status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
              stderr_truncated) VALUES (?,?,?,?,?,?,-1,?,NULL,?,?,0,0) \
              ON CONFLICT (command_id, instance_id, seq) DO UPDATE SET \
              stdout = excluded.stdout, stderr = excluded.stderr, \
              start_ms = COALESCE(invocation_plugins.start_ms, excluded.start_ms)",
-        )
+        ))
         .bind(command_id)
         .bind(instance_id)
         .bind(chunk.step_index)
@@ -187,19 +193,21 @@ impl Store {
         silent_ms: i64,
         connected: &[String],
     ) -> Result<Vec<(String, String, Detail)>> {
-        let cancels: Vec<(String, String)> = sqlx::query_as(
+        let cancels: Vec<(String, String)> = sqlx::query_as(sql(
+            self.dialect,
             "SELECT command_id, instance_id FROM invocations WHERE status = 'Cancelling' \
              AND cancel_requested_ms <= ?",
-        )
+        ))
         .bind(now_ms - give_up_ms)
         .fetch_all(&self.pool)
         .await?;
-        let silent: Vec<(String, String)> = sqlx::query_as(
+        let silent: Vec<(String, String)> = sqlx::query_as(sql(
+            self.dialect,
             "SELECT i.command_id, i.instance_id FROM invocations i \
              JOIN instances n ON n.instance_id = i.instance_id \
              WHERE i.status = 'InProgress' AND COALESCE(n.last_ping_ms, 0) <= ? \
              AND COALESCE(i.acked_ms, 0) <= ?",
-        )
+        ))
         .bind(now_ms - silent_ms)
         .bind(now_ms - silent_ms)
         .fetch_all(&self.pool)
@@ -218,10 +226,11 @@ impl Store {
             .chain(silent.into_iter().map(|p| (p, Detail::Failed, true)))
         {
             set_invocation_detail(&mut tx, &command_id, &instance_id, detail, now_ms).await?;
-            sqlx::query(
+            sqlx::query(sql(
+                self.dialect,
                 "UPDATE invocations SET presumed_lost = ? WHERE command_id = ? AND instance_id = ?",
-            )
-            .bind(lost)
+            ))
+            .bind(i64::from(lost))
             .bind(&command_id)
             .bind(&instance_id)
             .execute(&mut *tx)
@@ -241,8 +250,7 @@ impl Store {
         let mut total = 0;
         loop {
             let mut tx = self.write().await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT command_id FROM commands WHERE requested_ms < ? ORDER BY requested_ms LIMIT ?",
+            let ids: Vec<String> = sqlx::query_scalar(sql(self.dialect, "SELECT command_id FROM commands WHERE requested_ms < ? ORDER BY requested_ms LIMIT ?"),
             )
             .bind(before_ms)
             .bind(batch)
@@ -255,9 +263,10 @@ impl Store {
                     "command_counts",
                     "commands",
                 ] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE command_id = ?"
-                    )))
+                    sqlx::query(sql(
+                        self.dialect,
+                        format!("DELETE FROM {table} WHERE command_id = ?"),
+                    ))
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;

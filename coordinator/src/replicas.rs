@@ -1,0 +1,181 @@
+//! Several `tether serve` replicas on one PostgreSQL database.
+//!
+//! A replica keeps nothing that another needs: commands, invocations, results
+//! and registrations are in the database; the key material is in the shared
+//! `--secrets-dir`. What a replica does hold is the agents' long polls, so two
+//! things cross replicas:
+//!
+//! - **Wake-ups.** [`Coordinator::ring`] wakes a poll held on this replica and
+//!   publishes the instance on the [`CHANNEL`] (PostgreSQL `NOTIFY`, sent by
+//!   [`publish`] in batches); every replica `LISTEN`s ([`listen`]) and wakes
+//!   the polls it holds. A notification lost while a listener reconnects
+//!   wakes every poll of that replica, and a held poll re-reads the database
+//!   at the end of its hold anyway, so nothing waits longer than one hold.
+//! - **Work done once.** Timeout sweeps, history pruning and the AWS bridge
+//!   run on the replica holding their session advisory lock
+//!   ([`crate::store::Store::lead`]); when it dies, its connection closes, the
+//!   lock is free and another replica takes the work at its next tick.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::core::Coordinator;
+
+/// The PostgreSQL notification channel for wake-ups.
+pub const CHANNEL: &str = "tether_ring";
+
+/// NOTIFY payloads must stay under 8,000 bytes.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// Past this many instances in one batch, wake every held poll instead.
+const RING_ALL_AFTER: usize = 500;
+
+/// Where this replica's wake-ups go to reach the others.
+#[derive(Debug)]
+pub struct Bus {
+    tx: mpsc::UnboundedSender<String>,
+    /// Marks this replica's own notifications, which it has already acted on.
+    origin: String,
+}
+
+impl Bus {
+    /// A bus and the receiving end for [`publish`].
+    pub fn new() -> (Bus, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let origin = hex::encode(rand::random::<[u8; 8]>());
+        (Bus { tx, origin }, rx)
+    }
+
+    /// The mark on this replica's announcements.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Queues a wake-up for the other replicas.
+    pub fn publish(&self, instance_id: &str) {
+        let _ = self.tx.send(instance_id.to_string());
+    }
+}
+
+/// What one batch of wake-ups becomes: `origin|id,id,...` payloads, or a
+/// single `origin|*` when the batch is large.
+pub fn payloads(origin: &str, ids: &[String]) -> Vec<String> {
+    if ids.len() > RING_ALL_AFTER {
+        return vec![format!("{origin}|*")];
+    }
+    let mut out = Vec::new();
+    let mut cur = format!("{origin}|");
+    let empty = cur.len();
+    for id in ids {
+        if cur.len() > empty && cur.len() + 1 + id.len() > MAX_PAYLOAD {
+            out.push(std::mem::replace(&mut cur, format!("{origin}|")));
+        }
+        if cur.len() > empty {
+            cur.push(',');
+        }
+        cur.push_str(id);
+    }
+    if cur.len() > empty {
+        out.push(cur);
+    }
+    out
+}
+
+/// Sends queued wake-ups, whatever queued up since the last send in one go.
+pub async fn publish(core: Arc<Coordinator>, mut rx: mpsc::UnboundedReceiver<String>) {
+    let Some(origin) = core.bus_origin() else {
+        return;
+    };
+    while let Some(first) = rx.recv().await {
+        let mut ids = vec![first];
+        while let Ok(id) = rx.try_recv() {
+            ids.push(id);
+        }
+        ids.sort();
+        ids.dedup();
+        for p in payloads(&origin, &ids) {
+            if let Err(e) = core.store.notify(CHANNEL, &p).await {
+                warn!(error = %e, "could not tell the other replicas of new work");
+            }
+        }
+    }
+}
+
+/// Wakes this replica's held polls for what the other replicas announce.
+/// Reconnects by itself; a gap wakes every held poll.
+pub async fn listen(core: Arc<Coordinator>, database_url: String) {
+    let Some(origin) = core.bus_origin() else {
+        return;
+    };
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(&database_url).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for other replicas' wake-ups; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = std::time::Duration::from_millis(500);
+        info!(channel = CHANNEL, "listening for other replicas' wake-ups");
+        // Whatever was announced before this listener existed.
+        core.ring_local_all();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let Some((from, ids)) = n.payload().split_once('|') else {
+                        continue;
+                    };
+                    if from == origin {
+                        continue;
+                    }
+                    if ids == "*" {
+                        core.ring_local_all();
+                    } else {
+                        for id in ids.split(',') {
+                            core.ring_local(id);
+                        }
+                    }
+                }
+                // The connection dropped and is re-established on the next
+                // call; announcements in between are lost.
+                Ok(None) => core.ring_local_all(),
+                Err(e) => {
+                    warn!(error = %e, "lost the wake-up listener; reconnecting");
+                    core.ring_local_all();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_fit_a_notification_and_large_ones_wake_everyone() {
+        let ids: Vec<String> = (0..400).map(|i| format!("mi-{i:017}")).collect();
+        let p = payloads("o", &ids);
+        assert!(p.len() > 1, "400 IDs do not fit one payload");
+        assert!(
+            p.iter()
+                .all(|s| s.len() <= MAX_PAYLOAD && s.starts_with("o|"))
+        );
+        let back: Vec<&str> = p.iter().flat_map(|s| s["o|".len()..].split(',')).collect();
+        assert_eq!(back, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        let many: Vec<String> = (0..=RING_ALL_AFTER).map(|i| i.to_string()).collect();
+        assert_eq!(payloads("o", &many), ["o|*"]);
+        assert!(payloads("o", &[]).is_empty());
+    }
+}
