@@ -259,6 +259,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     out["idle_cpu_pct"] = json!(round(cpu_pct));
 
     // ----- fan-out -----
+    let cpu_before = coord.sample()?.cpu_ticks;
     let started = Instant::now();
     let sent = op
         .call(
@@ -277,12 +278,12 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     out["send_command_ms"] = json!(round(send_ms));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done: i64 = sqlx::query_scalar(
-            db.q("SELECT COUNT(*) FROM invocations WHERE command_id = ? AND end_ms IS NOT NULL"),
-        )
-        .bind(&command_id)
-        .fetch_one(&db.pool)
-        .await?;
+        // The command's own tally (one row), not a count over its invocations.
+        let done: i64 =
+            sqlx::query_scalar(db.q("SELECT completed_count FROM commands WHERE command_id = ?"))
+                .bind(&command_id)
+                .fetch_one(&db.pool)
+                .await?;
         if done as usize >= n {
             break;
         }
@@ -292,6 +293,9 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fanout_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Coordinator CPU per invocation: what the fan-out cost it, whatever else
+    // the machine was doing meanwhile.
+    let fanout_cpu_ms = (coord.sample()?.cpu_ticks - cpu_before) as f64 / ticks_per_sec() * 1000.0;
     let lat: Vec<i64> = sqlx::query_scalar(
         db.q("SELECT i.end_ms - c.requested_ms FROM invocations i JOIN commands c ON c.command_id = i.command_id \
          WHERE i.command_id = ? ORDER BY 1"),
@@ -314,13 +318,15 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
         .await?;
     let completed = cmd["Commands"][0]["CompletedCount"].as_i64().unwrap_or(-1);
     say(format!(
-        "fan-out: {n} invocations done in {fanout_ms:.0} ms ({:.2}x the floor; send-command itself {send_ms:.0} ms); latency p50 {} ms, p99 {} ms; statuses {by_status:?}; CompletedCount {completed}",
+        "fan-out: {n} invocations done in {fanout_ms:.0} ms ({:.2}x the floor; send-command itself {send_ms:.0} ms; coordinator CPU {fanout_cpu_ms:.0} ms = {:.0} us per invocation); latency p50 {} ms, p99 {} ms; statuses {by_status:?}; CompletedCount {completed}",
         fanout_ms / floor,
+        fanout_cpu_ms * 1000.0 / n as f64,
         pct(&lat, 50.0),
         pct(&lat, 99.0)
     ));
     out["fanout_total_ms"] = json!(round(fanout_ms));
     out["fanout_ratio_to_floor"] = json!(round(fanout_ms / floor));
+    out["fanout_coordinator_cpu_ms"] = json!(round(fanout_cpu_ms));
     out["invocation_p50_ms"] = json!(pct(&lat, 50.0));
     out["invocation_p99_ms"] = json!(pct(&lat, 99.0));
     out["invocations_accounted"] = json!(lat.len());

@@ -22,11 +22,11 @@ pub async fn for_instance(
     c: &Coordinator,
     instance: &InstanceRow,
 ) -> Result<Vec<AssociationRow>, AgentError> {
-    Ok(c.store
-        .associations()
+    Ok(c.associations()
         .await?
-        .into_iter()
+        .iter()
         .filter(|a| targets_match(a, instance))
+        .cloned()
         .collect())
 }
 
@@ -100,9 +100,7 @@ pub async fn set_if_changed(
 
 /// Wakes every instance so held polls pick up a changed association set.
 pub async fn ring_all(c: &Coordinator) -> Result<(), crate::store::StoreError> {
-    for i in c.store.instances().await? {
-        c.ring(&i.instance_id);
-    }
+    c.associations_changed(true).await;
     Ok(())
 }
 

@@ -149,7 +149,14 @@ impl From<store::StoreError> for AgentError {
 pub struct Coordinator {
     pub store: Store,
     pub pki: Arc<Pki>,
-    bells: Mutex<HashMap<String, Arc<Notify>>>,
+    bells: Mutex<HashMap<String, Arc<Bell>>>,
+    /// Bumped whenever associations (or the instance tags they may target)
+    /// change anywhere; part of what a settled poll remembers.
+    association_gen: std::sync::atomic::AtomicU64,
+    /// Every association, as last read, with the generation it was read at
+    /// (each poll matches them against its instance; reading them from the
+    /// database per poll cost a query each).
+    association_cache: tokio::sync::Mutex<Option<AssociationCache>>,
     /// Instances with a poll held open right now, and how many: they are
     /// connected even when their last ping is old.
     polling: Mutex<HashMap<String, usize>>,
@@ -197,6 +204,41 @@ impl Default for Timeouts {
     }
 }
 
+/// An instance's wake-up bell, and what the last look at its work found.
+#[derive(Debug, Default)]
+struct Bell {
+    notify: Notify,
+    /// Bumped by every ring: work may be waiting.
+    rung: std::sync::atomic::AtomicU64,
+    /// The last look at the database, once its findings are handed over:
+    /// the `rung` count and association generation it was taken at, the
+    /// association digest the agent holds since, and when. A poll within
+    /// [`SETTLED_FOR`] of it that finds the three unchanged skips the
+    /// database and waits.
+    settled: Mutex<Option<(WorkMark, tokio::time::Instant)>>,
+}
+
+/// Where an instance's work stands: its bell's ring count, the association
+/// generation, and the association digest its agent holds.
+type WorkMark = (u64, u64, String);
+
+/// The associations as last read: when, at which generation, and the rows.
+#[derive(Debug)]
+struct AssociationCache {
+    read_at: tokio::time::Instant,
+    generation: u64,
+    rows: Arc<Vec<crate::store::AssociationRow>>,
+}
+
+/// How long a look at an instance's work stands in for the next poll's
+/// first look (work that falls due by time — redeliveries, resent cancels —
+/// is found at most this late).
+const SETTLED_FOR: Duration = Duration::from_secs(5);
+
+/// How long read associations are trusted without a change notice (a
+/// safety net: every change on any replica clears them at once).
+const ASSOCIATION_CACHE_TTL: Duration = Duration::from_secs(30);
+
 /// A write for the writer task, and where to say whether it took effect.
 type WriteJob = (
     Write,
@@ -224,6 +266,35 @@ const WRITE_BATCH: usize = 512;
 struct HeldPoll<'a> {
     polling: &'a Mutex<HashMap<String, usize>>,
     id: String,
+}
+
+impl Bell {
+    fn ring(&self) {
+        self.rung.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Where this instance's work stands now, to compare with `settled`.
+    fn mark(&self, association_gen: u64, digest: &str) -> WorkMark {
+        (
+            self.rung.load(std::sync::atomic::Ordering::SeqCst),
+            association_gen,
+            digest.to_string(),
+        )
+    }
+
+    fn is_settled(&self, now: &WorkMark) -> bool {
+        self.settled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(at, when)| at == now && when.elapsed() < SETTLED_FOR)
+    }
+
+    fn settle(&self, at: WorkMark) {
+        *self.settled.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((at, tokio::time::Instant::now()));
+    }
 }
 
 impl<'a> HeldPoll<'a> {
@@ -274,6 +345,8 @@ impl Coordinator {
             store,
             pki,
             bells: Mutex::new(HashMap::new()),
+            association_gen: std::sync::atomic::AtomicU64::new(0),
+            association_cache: tokio::sync::Mutex::new(None),
             polling: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             writes,
@@ -289,12 +362,9 @@ impl Coordinator {
         }
     }
 
-    fn bell(&self, instance_id: &str) -> Arc<Notify> {
+    fn bell(&self, instance_id: &str) -> Arc<Bell> {
         let mut bells = self.bells.lock().unwrap_or_else(|e| e.into_inner());
-        bells
-            .entry(instance_id.to_string())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+        bells.entry(instance_id.to_string()).or_default().clone()
     }
 
     /// Releases every held poll so that a graceful shutdown does not wait out
@@ -314,7 +384,7 @@ impl Coordinator {
     /// Wakes the instance's held poll (or the next one) because work is
     /// waiting, on this replica and, through the bus, on the others.
     pub fn ring(&self, instance_id: &str) {
-        self.bell(instance_id).notify_one();
+        self.bell(instance_id).ring();
         if let Some(bus) = self.bus.get() {
             bus.publish(instance_id);
         }
@@ -340,15 +410,58 @@ impl Coordinator {
             .get(instance_id)
             .cloned();
         if let Some(b) = bell {
-            b.notify_one();
+            b.ring();
         }
     }
 
-    /// Wakes every poll this replica holds: each re-reads its work.
+    /// Wakes every poll on this replica, held now or next: each re-reads its work.
     pub fn ring_local_all(&self) {
-        for id in self.held_polls() {
-            self.ring_local(&id);
+        let bells: Vec<Arc<Bell>> = self
+            .bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for b in bells {
+            b.ring();
         }
+    }
+
+    /// Associations, or the instance tags they may target, changed (here or,
+    /// when `announce` is false, on another replica): every agent's set is
+    /// looked at again, here and — when `announce` — on the other replicas.
+    pub async fn associations_changed(&self, announce: bool) {
+        self.association_gen
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.association_cache.lock().await = None;
+        self.ring_local_all();
+        if announce && let Some(bus) = self.bus.get() {
+            bus.publish(crate::replicas::ASSOCIATIONS_CHANGED);
+        }
+    }
+
+    /// Every association, from memory when nothing changed since it was read.
+    pub async fn associations(
+        &self,
+    ) -> Result<Arc<Vec<crate::store::AssociationRow>>, store::StoreError> {
+        let mut cache = self.association_cache.lock().await;
+        let generation = self
+            .association_gen
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(c) = cache.as_ref()
+            && c.generation == generation
+            && c.read_at.elapsed() < ASSOCIATION_CACHE_TTL
+        {
+            return Ok(c.rows.clone());
+        }
+        let rows = Arc::new(self.store.associations().await?);
+        *cache = Some(AssociationCache {
+            read_at: tokio::time::Instant::now(),
+            generation,
+            rows: rows.clone(),
+        });
+        Ok(rows)
     }
 
     /// The instances with a poll held open on this replica right now.
@@ -512,30 +625,52 @@ impl Coordinator {
         let bell = self.bell(id);
         let _held = HeldPoll::new(&self.polling, id);
         let mut stopping = self.stopping.subscribe();
+        // The first look is skipped when nothing rang since the last one left
+        // nothing to hand over (an agent polling again right after its
+        // result); the ones after a nap never are (redeliveries fall due by time).
+        let mut first = true;
         loop {
-            let envelopes = self.envelopes_for(id).await?;
-            let cancels = self.cancels_for(id).await?;
-            let associations =
-                crate::associations::set_if_changed(self, instance, &req.associations_digest)
-                    .await?;
-            if !envelopes.is_empty()
-                || !cancels.is_empty()
-                || associations.is_some()
-                || tokio::time::Instant::now() >= deadline
-                || *stopping.borrow()
-            {
+            let association_gen = self
+                .association_gen
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let before = bell.mark(association_gen, &req.associations_digest);
+            if !(first && bell.is_settled(&before)) {
+                let envelopes = self.envelopes_for(id).await?;
+                let cancels = self.cancels_for(id).await?;
+                let associations =
+                    crate::associations::set_if_changed(self, instance, &req.associations_digest)
+                        .await?;
+                // What was found is handed over now: the agent holds it next time.
+                let digest = associations
+                    .as_ref()
+                    .map_or(before.2.clone(), |a| a.digest.clone());
+                bell.settle((before.0, before.1, digest));
+                if !envelopes.is_empty()
+                    || !cancels.is_empty()
+                    || associations.is_some()
+                    || tokio::time::Instant::now() >= deadline
+                    || *stopping.borrow()
+                {
+                    self.seen(id);
+                    return Ok(pb::PollResponse {
+                        envelopes,
+                        server_time_ms: now_ms(),
+                        cancels,
+                        associations,
+                    });
+                }
+            } else if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
                 self.seen(id);
                 return Ok(pb::PollResponse {
-                    envelopes,
                     server_time_ms: now_ms(),
-                    cancels,
-                    associations,
+                    ..Default::default()
                 });
             }
+            first = false;
             // A redelivery may fall due while we wait: look again at least every 10 s.
             let nap = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
             tokio::select! {
-                _ = bell.notified() => {}
+                _ = bell.notify.notified() => {}
                 _ = tokio::time::sleep_until(nap) => {}
                 _ = stopping.changed() => {}
             }

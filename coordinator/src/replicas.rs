@@ -26,6 +26,10 @@ use crate::core::Coordinator;
 /// The PostgreSQL notification channel for wake-ups.
 pub const CHANNEL: &str = "tether_ring";
 
+/// Announced in place of an instance ID: associations (or instance tags)
+/// changed, so every agent's association set is looked at again.
+pub const ASSOCIATIONS_CHANGED: &str = "@associations";
+
 /// NOTIFY payloads must stay under 8,000 bytes.
 const MAX_PAYLOAD: usize = 7_000;
 
@@ -60,7 +64,8 @@ impl Bus {
 }
 
 /// What one batch of wake-ups becomes: `origin|id,id,...` payloads, or a
-/// single `origin|*` when the batch is large.
+/// single `origin|*` (wake everyone, associations changed included) when the
+/// batch is large.
 pub fn payloads(origin: &str, ids: &[String]) -> Vec<String> {
     if ids.len() > RING_ALL_AFTER {
         return vec![format!("{origin}|*")];
@@ -128,7 +133,7 @@ pub async fn listen(core: Arc<Coordinator>, database_url: String) {
         backoff = std::time::Duration::from_millis(500);
         info!(channel = CHANNEL, "listening for other replicas' wake-ups");
         // Whatever was announced before this listener existed.
-        core.ring_local_all();
+        core.associations_changed(false).await;
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
@@ -139,19 +144,23 @@ pub async fn listen(core: Arc<Coordinator>, database_url: String) {
                         continue;
                     }
                     if ids == "*" {
-                        core.ring_local_all();
+                        core.associations_changed(false).await;
                     } else {
                         for id in ids.split(',') {
-                            core.ring_local(id);
+                            if id == ASSOCIATIONS_CHANGED {
+                                core.associations_changed(false).await;
+                            } else {
+                                core.ring_local(id);
+                            }
                         }
                     }
                 }
                 // The connection dropped and is re-established on the next
                 // call; announcements in between are lost.
-                Ok(None) => core.ring_local_all(),
+                Ok(None) => core.associations_changed(false).await,
                 Err(e) => {
                     warn!(error = %e, "lost the wake-up listener; reconnecting");
-                    core.ring_local_all();
+                    core.associations_changed(false).await;
                     break;
                 }
             }

@@ -62,6 +62,10 @@ async fn store(c: &Coordinator, kind: &str, id: &str, tags: Vec<(String, String)
             format!("{kind} {id:?} no longer exists"),
         ));
     }
+    if kind == "ManagedInstance" {
+        // Associations may target it by tag.
+        c.associations_changed(true).await;
+    }
     Ok(json!({}))
 }
 
