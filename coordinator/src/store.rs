@@ -444,7 +444,9 @@ impl Store {
             if sqlx::query("SELECT 1").execute(conn).await.is_ok() {
                 return Ok(true);
             }
-            leads.swap_remove(i);
+            // Never back into the pool: if it still lives it holds the lock.
+            let (_, conn) = leads.swap_remove(i);
+            let _ = conn.close().await;
         }
         let mut conn = self.pool.acquire().await?;
         let got: bool =
@@ -1471,10 +1473,18 @@ mod tests {
             "each work has its own lock"
         );
         assert!(!a.lead(Lead::Bridge).await.unwrap());
-        // Replica A dies: its connections close and B takes the sweep over.
+        // Replica A dies: its connections close and B takes the sweep over
+        // (once the server has ended A's sessions, which it does on its own time).
         a.leads.lock().await.clear();
         a.pool.close().await;
-        assert!(b.lead(Lead::Sweep).await.unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !b.lead(Lead::Sweep).await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sweep lock outlived its holder"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[test]
