@@ -216,6 +216,10 @@ struct Bell {
     /// [`SETTLED_FOR`] of it that finds the three unchanged skips the
     /// database and waits.
     settled: Mutex<Option<(WorkMark, tokio::time::Instant)>>,
+    /// When a look last handed over envelopes or cancels (or the bell was
+    /// made: a previous run or another replica may have): work that falls due
+    /// by time can only follow a hand-over.
+    handed_over: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Where an instance's work stands: its bell's ring count, the association
@@ -230,10 +234,16 @@ struct AssociationCache {
     rows: Arc<Vec<crate::store::AssociationRow>>,
 }
 
-/// How long a look at an instance's work stands in for the next poll's
-/// first look (work that falls due by time — redeliveries, resent cancels —
-/// is found at most this late).
+/// How long a look at an instance's work stands in for the next one while
+/// something handed over may still fall due by time (a redelivery after 30 s,
+/// a cancel resent every 30 s): such work is found at most this late.
 const SETTLED_FOR: Duration = Duration::from_secs(5);
+
+/// With nothing handed over for this long, nothing can fall due by time, and
+/// a look stands until something rings — or, as a safety net, for
+/// [`SETTLED_AT_MOST`].
+const QUIET_AFTER: Duration = Duration::from_secs(120);
+const SETTLED_AT_MOST: Duration = Duration::from_secs(300);
 
 /// How long read associations are trusted without a change notice (a
 /// safety net: every change on any replica clears them at once).
@@ -283,17 +293,34 @@ impl Bell {
         )
     }
 
+    /// Whether the last look still stands: nothing rang or changed since,
+    /// and nothing it handed over can have fallen due by time.
     fn is_settled(&self, now: &WorkMark) -> bool {
+        let quiet = self
+            .handed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= QUIET_AFTER;
         self.settled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|(at, when)| at == now && when.elapsed() < SETTLED_FOR)
+            .is_some_and(|(at, when)| {
+                at == now
+                    && (when.elapsed() < SETTLED_FOR || quiet && when.elapsed() < SETTLED_AT_MOST)
+            })
     }
 
-    fn settle(&self, at: WorkMark) {
-        *self.settled.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((at, tokio::time::Instant::now()));
+    /// Records a look: where the work stood, and whether it handed anything over.
+    fn settle(&self, at: WorkMark, handed_over: bool) {
+        let now = tokio::time::Instant::now();
+        let mut last = self.handed_over.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_over || last.is_none() {
+            *last = Some(now);
+        }
+        *self.settled.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, now));
     }
 }
 
@@ -625,16 +652,15 @@ impl Coordinator {
         let bell = self.bell(id);
         let _held = HeldPoll::new(&self.polling, id);
         let mut stopping = self.stopping.subscribe();
-        // The first look is skipped when nothing rang since the last one left
-        // nothing to hand over (an agent polling again right after its
-        // result); the ones after a nap never are (redeliveries fall due by time).
-        let mut first = true;
+        // A look at the database is skipped while the last one stands (see
+        // `Bell::is_settled`): an agent polling again right after its result,
+        // or an idle one, costs no query.
         loop {
             let association_gen = self
                 .association_gen
                 .load(std::sync::atomic::Ordering::SeqCst);
             let before = bell.mark(association_gen, &req.associations_digest);
-            if !(first && bell.is_settled(&before)) {
+            if !bell.is_settled(&before) {
                 let envelopes = self.envelopes_for(id).await?;
                 let cancels = self.cancels_for(id).await?;
                 let associations =
@@ -644,7 +670,10 @@ impl Coordinator {
                 let digest = associations
                     .as_ref()
                     .map_or(before.2.clone(), |a| a.digest.clone());
-                bell.settle((before.0, before.1, digest));
+                bell.settle(
+                    (before.0, before.1, digest),
+                    !envelopes.is_empty() || !cancels.is_empty(),
+                );
                 if !envelopes.is_empty()
                     || !cancels.is_empty()
                     || associations.is_some()
@@ -666,7 +695,6 @@ impl Coordinator {
                     ..Default::default()
                 });
             }
-            first = false;
             // A redelivery may fall due while we wait: look again at least every 10 s.
             let nap = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
             tokio::select! {

@@ -333,6 +333,9 @@ fn postgres_placeholders(text: &str) -> String {
     out
 }
 
+/// Rows per multi-row INSERT (4 parameters each: well under both engines' limits).
+const INSERT_ROWS: usize = 500;
+
 /// Connections per pool: SQLite serialises writers anyway; PostgreSQL
 /// replicas share the server's `max_connections`.
 const SQLITE_POOL: u32 = 8;
@@ -774,16 +777,22 @@ impl Store {
         .bind(c.delivery_timed_out_count)
         .execute(&mut *tx)
         .await?;
-        for (instance_id, instance_name) in targets {
-            sqlx::query(sql(self.dialect, "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, requested_ms) \
-                 VALUES (?, ?, ?, 'Pending', 'Pending', ?)"),
-            )
-            .bind(&c.command_id)
-            .bind(instance_id)
-            .bind(instance_name)
-            .bind(c.requested_ms)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
+        for chunk in targets.chunks(INSERT_ROWS) {
+            let text = format!(
+                "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, requested_ms) \
+                 VALUES {}",
+                vec!["(?, ?, ?, 'Pending', 'Pending', ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(sql(self.dialect, text));
+            for (instance_id, instance_name) in chunk {
+                q = q
+                    .bind(&c.command_id)
+                    .bind(instance_id)
+                    .bind(instance_name)
+                    .bind(c.requested_ms);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
