@@ -31,7 +31,9 @@ struct StateArg {
 enum Command {
     /// Register this node with a coordinator using an activation.
     Register {
-        /// Coordinator gRPC endpoint, https://HOST:PORT.
+        /// Coordinator gRPC endpoint, https://HOST:PORT; for replicas sharing one
+        /// CA, several separated by commas (tried in order at registration; the
+        /// daemon spreads over them and moves on when one stops answering).
         #[arg(long)]
         endpoint: String,
         /// Activation ID.
@@ -154,8 +156,14 @@ fn main() -> ExitCode {
                 force,
             };
             match rt.block_on(register::register(&StateDir::new(state.state_dir), args)) {
-                Ok(instance_id) => {
-                    println!("{instance_id}");
+                Ok(done) => {
+                    for (endpoint, why) in &done.skipped {
+                        eprintln!(
+                            "tether-agent register: passed over {endpoint}: {why}; registered through {}",
+                            done.endpoint
+                        );
+                    }
+                    println!("{}", done.instance_id);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

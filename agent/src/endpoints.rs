@@ -1,0 +1,182 @@
+//! The coordinator replicas an agent knows: the `--endpoint` list
+//! (`https://a:8443,https://b:8443`), the replica an agent starts on, and the
+//! order it moves on in when one stops answering. Pure: no sockets, no files.
+//!
+//! The list is stored comma-joined in `registration.json`'s `Endpoint`, so a
+//! registration written before replicas existed (one endpoint) reads as a list
+//! of one, and nothing else in the state changes shape.
+
+use sha2::{Digest, Sha256};
+
+use crate::tls;
+
+/// Separates the endpoints of `--endpoint` and of the stored `Endpoint`.
+pub const SEPARATOR: char = ',';
+
+/// Why an endpoint list was refused; each names the entry at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EndpointsError {
+    #[error("--endpoint is empty: expected https://HOST:PORT, or several separated by commas")]
+    Empty,
+    #[error(
+        "--endpoint {list:?}: entry {position} is empty; separate endpoints with single commas"
+    )]
+    EmptyEntry { list: String, position: usize },
+    #[error("--endpoint {0:?} is not an https://HOST:PORT URL")]
+    Bad(String),
+    #[error("--endpoint lists {0} more than once")]
+    Duplicate(String),
+}
+
+/// Parses a comma-separated list of `https://HOST:PORT` endpoints, ignoring
+/// whitespace around each; the order is kept (registration tries it in order).
+pub fn parse(list: &str) -> Result<Vec<String>, EndpointsError> {
+    if list.trim().is_empty() {
+        return Err(EndpointsError::Empty);
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, entry) in list.split(SEPARATOR).map(str::trim).enumerate() {
+        if entry.is_empty() {
+            return Err(EndpointsError::EmptyEntry {
+                list: list.to_string(),
+                position: i + 1,
+            });
+        }
+        let (host, _) =
+            tls::split_endpoint(entry).map_err(|_| EndpointsError::Bad(entry.to_string()))?;
+        if rustls_pki_types::ServerName::try_from(host.as_str()).is_err() {
+            return Err(EndpointsError::Bad(entry.to_string()));
+        }
+        if out.iter().any(|e| e == entry) {
+            return Err(EndpointsError::Duplicate(entry.to_string()));
+        }
+        out.push(entry.to_string());
+    }
+    Ok(out)
+}
+
+/// The stored form of a parsed list.
+pub fn join(endpoints: &[String]) -> String {
+    endpoints.join(&SEPARATOR.to_string())
+}
+
+/// Where in a list of `n` endpoints the agent `instance_id` starts: a stable
+/// hash of the ID (the first 8 bytes of its SHA-256), so a fleet spreads
+/// evenly over the replicas and each agent returns to the same one after a
+/// restart.
+pub fn start_index(instance_id: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let digest = Sha256::digest(instance_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % n as u64) as usize
+}
+
+/// The endpoint after `i` in a list of `n`, round-robin.
+pub fn next_index(i: usize, n: usize) -> usize {
+    if n == 0 { 0 } else { (i + 1) % n }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_with_whitespace_and_refusals_name_the_entry() {
+        let ok: &[(&str, &[&str])] = &[
+            ("https://a:8443", &["https://a:8443"]),
+            (
+                "https://a:8443,https://b:8443",
+                &["https://a:8443", "https://b:8443"],
+            ),
+            (
+                " https://a:8443 ,\thttps://[::1]:9 , https://127.0.0.1:1 ",
+                &["https://a:8443", "https://[::1]:9", "https://127.0.0.1:1"],
+            ),
+        ];
+        for (list, want) in ok {
+            assert_eq!(parse(list).unwrap(), *want, "{list}");
+        }
+        let bad: &[(&str, EndpointsError)] = &[
+            ("", EndpointsError::Empty),
+            ("  ", EndpointsError::Empty),
+            (
+                "https://a:1,,https://b:1",
+                EndpointsError::EmptyEntry {
+                    list: "https://a:1,,https://b:1".into(),
+                    position: 2,
+                },
+            ),
+            (
+                "https://a:1,",
+                EndpointsError::EmptyEntry {
+                    list: "https://a:1,".into(),
+                    position: 2,
+                },
+            ),
+            (
+                "https://a:1, http://b:1",
+                EndpointsError::Bad("http://b:1".into()),
+            ),
+            ("https://a:1,b:1", EndpointsError::Bad("b:1".into())),
+            (
+                "https://a:1, https://a:1",
+                EndpointsError::Duplicate("https://a:1".into()),
+            ),
+        ];
+        for (list, want) in bad {
+            assert_eq!(parse(list).unwrap_err(), *want, "{list:?}");
+        }
+        assert!(
+            parse("https://a:1, http://b:1")
+                .unwrap_err()
+                .to_string()
+                .contains("\"http://b:1\" is not an https://HOST:PORT URL")
+        );
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_old_single_endpoints_read_as_one() {
+        let list = parse("https://a:1 , https://b:2").unwrap();
+        assert_eq!(join(&list), "https://a:1,https://b:2");
+        assert_eq!(parse(&join(&list)).unwrap(), list);
+        assert_eq!(parse("https://a:1").unwrap(), vec!["https://a:1"]);
+    }
+
+    #[test]
+    fn start_indexes_are_stable_and_spread_a_fleet_evenly() {
+        // Pinned: a change here moves every agent of every fleet.
+        let id = "mi-0123456789abcdef0";
+        assert_eq!(
+            [1, 2, 3, 5].map(|n| start_index(id, n)),
+            [0, 1, 1, 1],
+            "SHA-256({id})[..8] as a big-endian u64, mod n"
+        );
+        assert_eq!(start_index(id, 0), 0);
+        for n in [2usize, 3, 5] {
+            let agents = 3000;
+            let mut counts = vec![0usize; n];
+            for i in 0..agents {
+                let id = format!("mi-{:017x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                counts[start_index(&id, n)] += 1;
+            }
+            let fair = agents / n;
+            for (k, c) in counts.iter().enumerate() {
+                assert!(
+                    c.abs_diff(fair) * 10 < fair,
+                    "{n} endpoints: endpoint {k} gets {c} of {agents} agents ({counts:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn moving_on_goes_round_the_list() {
+        assert_eq!(next_index(0, 3), 1);
+        assert_eq!(next_index(2, 3), 0);
+        assert_eq!(next_index(0, 1), 0);
+        assert_eq!(next_index(0, 0), 0);
+    }
+}

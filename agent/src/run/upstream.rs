@@ -1,0 +1,101 @@
+//! The coordinator replicas the daemon talks to: one lazily connecting channel
+//! per endpoint (nothing connects until the agent turns to it), and which one
+//! is in use. An agent starts on the endpoint its instance ID hashes to
+//! ([`endpoints::start_index`]), so a fleet spreads over the replicas; a call
+//! that fails on the way there ([`tls::is_transport_failure`]) moves it on to
+//! the next, round-robin. What a call means is never decided here.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tonic::transport::Channel;
+use tracing::info;
+
+use super::RunError;
+use crate::state::StateDir;
+use crate::{endpoints, tls};
+
+pub(super) struct Upstream {
+    endpoints: Vec<String>,
+    channels: RwLock<Vec<Channel>>,
+    current: AtomicUsize,
+}
+
+/// Mutual-TLS channels to each endpoint, from the stored key material.
+pub(super) fn build_channels(
+    state: &StateDir,
+    endpoints: &[String],
+) -> Result<Vec<Channel>, RunError> {
+    let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
+    endpoints
+        .iter()
+        .map(|e| Ok(tls::channel(e, cfg.clone())?))
+        .collect()
+}
+
+impl Upstream {
+    /// Channels to every endpoint; the agent starts on `start`.
+    pub(super) fn new(
+        state: &StateDir,
+        endpoints: Vec<String>,
+        start: usize,
+    ) -> Result<Self, RunError> {
+        let channels = build_channels(state, &endpoints)?;
+        Ok(Upstream {
+            current: AtomicUsize::new(start.min(endpoints.len().saturating_sub(1))),
+            endpoints,
+            channels: RwLock::new(channels),
+        })
+    }
+
+    /// Builds every channel again (the client certificate was renewed).
+    pub(super) fn rebuild(&self, state: &StateDir) -> Result<(), RunError> {
+        let channels = build_channels(state, &self.endpoints)?;
+        *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channels;
+        Ok(())
+    }
+
+    /// The index of the endpoint in use and its channel.
+    pub(super) fn current(&self) -> (usize, Channel) {
+        let i = self.current.load(Ordering::Acquire);
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        (i, channels[i % channels.len().max(1)].clone())
+    }
+
+    pub(super) fn endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i % self.endpoints.len()]
+    }
+
+    /// Host and port of the endpoint in use.
+    pub(super) fn host(&self) -> (String, u16) {
+        let i = self.current.load(Ordering::Acquire);
+        tls::split_endpoint(self.endpoint(i)).unwrap_or_default()
+    }
+
+    /// A call on endpoint `used` failed with `status`. On a transport failure
+    /// the agent moves to the next endpoint, unless another call already moved
+    /// it off `used`. Returns whether the endpoint in use is now another one,
+    /// so the call is worth making again at once.
+    pub(super) fn failed(&self, used: usize, status: &tonic::Status) -> bool {
+        let n = self.endpoints.len();
+        if n < 2 || !tls::is_transport_failure(status) {
+            return false;
+        }
+        let next = endpoints::next_index(used, n);
+        match self
+            .current
+            .compare_exchange(used, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                info!(
+                    error = %tls::error_chain(status),
+                    "coordinator {} unreachable; switching to {}",
+                    self.endpoint(used),
+                    self.endpoint(next)
+                );
+                true
+            }
+            Err(now) => now != used,
+        }
+    }
+}
