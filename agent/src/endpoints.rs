@@ -1,10 +1,13 @@
 //! The coordinator replicas an agent knows: the `--endpoint` list
-//! (`https://a:8443,https://b:8443`), the replica an agent starts on, and the
-//! order it moves on in when one stops answering. Pure: no sockets, no files.
+//! (`https://a:8443,https://b:8443`), the replica an agent starts on, the
+//! order it moves on in when one stops answering, and when it goes back
+//! ([`Rotation`]). Pure: no sockets, no files, no clock of its own.
 //!
 //! The list is stored comma-joined in `registration.json`'s `Endpoint`, so a
 //! registration written before replicas existed (one endpoint) reads as a list
 //! of one, and nothing else in the state changes shape.
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -79,9 +82,107 @@ pub fn next_index(i: usize, n: usize) -> usize {
     if n == 0 { 0 } else { (i + 1) % n }
 }
 
+/// Which of `n` endpoints is in use, shared by every task of the daemon:
+/// it starts on `home`, moves on round-robin when a call fails on the way,
+/// and goes back home after a while away.
+#[derive(Debug)]
+pub struct Rotation {
+    n: usize,
+    home: usize,
+    current: AtomicUsize,
+    /// When the endpoint in use last changed (ms since the epoch).
+    moved_at_ms: AtomicI64,
+}
+
+/// A change of endpoint: from index, to index.
+pub type Move = (usize, usize);
+
+impl Rotation {
+    pub fn new(n: usize, home: usize) -> Self {
+        let home = home.min(n.saturating_sub(1));
+        Rotation {
+            n,
+            home,
+            current: AtomicUsize::new(home),
+            moved_at_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// The index in use.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// A call on `used` failed on the way there (at `now_ms`): moves to the
+    /// next endpoint unless another call already moved off `used`. Returns the
+    /// move made here, if any, and whether the endpoint in use is now another
+    /// than `used` (so the call is worth making again at once).
+    pub fn failed(&self, used: usize, now_ms: i64) -> (Option<Move>, bool) {
+        if self.n < 2 {
+            return (None, false);
+        }
+        let next = next_index(used, self.n);
+        match self
+            .current
+            .compare_exchange(used, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.moved_at_ms.store(now_ms, Ordering::Release);
+                (Some((used, next)), true)
+            }
+            Err(now) => (None, now != used),
+        }
+    }
+
+    /// Goes back home if the agent has been elsewhere for `away_ms` or more
+    /// by `now_ms`; returns the move made. If home still does not answer,
+    /// the next call fails over again as usual.
+    pub fn go_home_if_due(&self, away_ms: i64, now_ms: i64) -> Option<Move> {
+        let now = self.current();
+        if now == self.home || now_ms - self.moved_at_ms.load(Ordering::Acquire) < away_ms {
+            return None;
+        }
+        self.current
+            .compare_exchange(now, self.home, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.moved_at_ms.store(now_ms, Ordering::Release);
+        Some((now, self.home))
+    }
+
+    /// When the endpoint in use last changed.
+    pub fn moved_at_ms(&self) -> i64 {
+        self.moved_at_ms.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_move_round_the_list_once_and_the_agent_goes_home_later() {
+        let r = Rotation::new(3, 1);
+        assert_eq!(r.current(), 1);
+        // Two calls fail on endpoint 1 at once: one moves, both retry on 2.
+        assert_eq!(r.failed(1, 1_000), (Some((1, 2)), true));
+        assert_eq!(r.failed(1, 1_001), (None, true));
+        assert_eq!(r.current(), 2);
+        // Not yet due home; then due.
+        assert_eq!(r.go_home_if_due(60_000, 30_000), None);
+        assert_eq!(r.go_home_if_due(60_000, 61_000), Some((2, 1)));
+        assert_eq!(r.current(), 1);
+        assert_eq!(r.go_home_if_due(60_000, 999_000), None, "already home");
+        // Everything failing goes all the way round.
+        assert_eq!(r.failed(1, 70_000), (Some((1, 2)), true));
+        assert_eq!(r.failed(2, 70_001), (Some((2, 0)), true));
+        assert_eq!(r.failed(0, 70_002), (Some((0, 1)), true));
+        assert_eq!(r.moved_at_ms(), 70_002);
+        // One endpoint: nowhere to go.
+        let one = Rotation::new(1, 0);
+        assert_eq!(one.failed(0, 1), (None, false));
+        assert_eq!(one.go_home_if_due(0, 1), None);
+        assert_eq!(Rotation::new(2, 7).current(), 1);
+    }
 
     #[test]
     fn lists_parse_with_whitespace_and_refusals_name_the_entry() {

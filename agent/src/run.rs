@@ -54,6 +54,9 @@ pub struct AgentConfig {
     pub upload_jitter: Duration,
     /// Where the inventory gatherers read.
     pub inventory_sources: inventory::Sources,
+    /// An agent that moved off its own coordinator endpoint goes back after
+    /// between this and twice this (at random), so replicas stay shared.
+    pub return_home_after: Duration,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -79,6 +82,7 @@ impl Default for AgentConfig {
             executor: Executor::default(),
             upload_jitter: DEFAULT_UPLOAD_JITTER,
             inventory_sources: inventory::Sources::default(),
+            return_home_after: DEFAULT_RETURN_HOME_AFTER,
         }
     }
 }
@@ -94,6 +98,9 @@ pub enum RunError {
     #[error("registration.json: no coordinator endpoint")]
     NoEndpoint,
 }
+
+/// Default least time an agent stays on another replica before returning to its own.
+pub const DEFAULT_RETURN_HOME_AFTER: Duration = Duration::from_secs(600);
 
 /// Default upper bound of the random delay before an inventory upload.
 pub const DEFAULT_UPLOAD_JITTER: Duration = Duration::from_secs(30);
@@ -797,7 +804,10 @@ impl Agent {
     async fn poll_loop(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
         let mut last_info_ms = 0;
+        let away = self.cfg.return_home_after;
+        let return_home_after = away + away.mul_f64(rand::random::<f64>());
         loop {
+            self.upstream.go_home_if_due(return_home_after);
             let info = if now_ms() - last_info_ms > 300_000 {
                 let (host, port) = self.upstream.host();
                 Some(sysinfo::host_info(&host, port).await)

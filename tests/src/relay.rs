@@ -24,7 +24,13 @@ fn pipe(mut from: impl Read, mut to: TcpStream) {
 
 impl Relay {
     pub fn start(target: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("relay listener");
+        Self::start_on(0, target)
+    }
+
+    /// A relay on a given port (0: any free one), e.g. the port of one killed
+    /// before, as a replica restarted where its agents expect it.
+    pub fn start_on(port: u16, target: u16) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("relay listener");
         let port = listener.local_addr().expect("relay address").port();
         listener.set_nonblocking(true).expect("relay listener");
         let relay = Relay {

@@ -3,22 +3,25 @@
 //! is in use. An agent starts on the endpoint its instance ID hashes to
 //! ([`endpoints::start_index`]), so a fleet spreads over the replicas; a call
 //! that fails on the way there ([`tls::is_transport_failure`]) moves it on to
-//! the next, round-robin. What a call means is never decided here.
+//! the next, round-robin. An agent away from its own endpoint goes back to it
+//! after a while ([`Upstream::go_home_if_due`]), so replicas restarted one after
+//! another (an upgrade) do not leave the whole fleet on the last one. What a
+//! call means is never decided here.
 
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use tracing::info;
 
 use super::RunError;
 use crate::state::StateDir;
-use crate::{endpoints, tls};
+use crate::{endpoints, now_ms, tls};
 
 pub(super) struct Upstream {
     endpoints: Vec<String>,
     channels: RwLock<Vec<Channel>>,
-    current: AtomicUsize,
+    rotation: endpoints::Rotation,
 }
 
 /// Mutual-TLS channels to each endpoint, from the stored key material.
@@ -34,15 +37,15 @@ pub(super) fn build_channels(
 }
 
 impl Upstream {
-    /// Channels to every endpoint; the agent starts on `start`.
+    /// Channels to every endpoint; the agent starts on (and returns to) `home`.
     pub(super) fn new(
         state: &StateDir,
         endpoints: Vec<String>,
-        start: usize,
+        home: usize,
     ) -> Result<Self, RunError> {
         let channels = build_channels(state, &endpoints)?;
         Ok(Upstream {
-            current: AtomicUsize::new(start.min(endpoints.len().saturating_sub(1))),
+            rotation: endpoints::Rotation::new(endpoints.len(), home),
             endpoints,
             channels: RwLock::new(channels),
         })
@@ -57,7 +60,7 @@ impl Upstream {
 
     /// The index of the endpoint in use and its channel.
     pub(super) fn current(&self) -> (usize, Channel) {
-        let i = self.current.load(Ordering::Acquire);
+        let i = self.rotation.current();
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
         (i, channels[i % channels.len().max(1)].clone())
     }
@@ -68,8 +71,7 @@ impl Upstream {
 
     /// Host and port of the endpoint in use.
     pub(super) fn host(&self) -> (String, u16) {
-        let i = self.current.load(Ordering::Acquire);
-        tls::split_endpoint(self.endpoint(i)).unwrap_or_default()
+        tls::split_endpoint(self.endpoint(self.rotation.current())).unwrap_or_default()
     }
 
     /// A call on endpoint `used` failed with `status`. On a transport failure
@@ -77,25 +79,36 @@ impl Upstream {
     /// it off `used`. Returns whether the endpoint in use is now another one,
     /// so the call is worth making again at once.
     pub(super) fn failed(&self, used: usize, status: &tonic::Status) -> bool {
-        let n = self.endpoints.len();
-        if n < 2 || !tls::is_transport_failure(status) {
+        if !tls::is_transport_failure(status) {
             return false;
         }
-        let next = endpoints::next_index(used, n);
-        match self
-            .current
-            .compare_exchange(used, next, Ordering::AcqRel, Ordering::Acquire)
+        let (moved, elsewhere) = self.rotation.failed(used, now_ms());
+        if let Some((from, to)) = moved {
+            info!(
+                error = %tls::error_chain(status),
+                "coordinator {} unreachable; switching to {}",
+                self.endpoint(from),
+                self.endpoint(to)
+            );
+        }
+        elsewhere
+    }
+
+    /// Goes back to the home endpoint when the agent has been away from it for
+    /// `after` (the caller jitters it per agent, so a restarted replica gets its
+    /// agents back gradually).
+    pub(super) fn go_home_if_due(&self, after: Duration) {
+        let since = self.rotation.moved_at_ms();
+        if let Some((from, home)) = self
+            .rotation
+            .go_home_if_due(after.as_millis() as i64, now_ms())
         {
-            Ok(_) => {
-                info!(
-                    error = %tls::error_chain(status),
-                    "coordinator {} unreachable; switching to {}",
-                    self.endpoint(used),
-                    self.endpoint(next)
-                );
-                true
-            }
-            Err(now) => now != used,
+            info!(
+                "returning to coordinator {} (away from it for {} s; on {} meanwhile)",
+                self.endpoint(home),
+                (now_ms() - since) / 1000,
+                self.endpoint(from)
+            );
         }
     }
 }

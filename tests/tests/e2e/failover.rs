@@ -2,11 +2,11 @@
 //! agent's side): registration passes over an endpoint that does not answer
 //! and stops at a refusal; the daemon starts on the endpoint its instance ID
 //! hashes to and moves on when that one stops answering — mid-command, with
-//! the result stored once; `status` names the endpoint that fails and is
-//! healthy while one answers. One real coordinator stands for the replicas
-//! (two SQLite coordinators would not share state): a closed port is a dead
-//! replica, and a TCP relay in front of the coordinator is a replica that can
-//! be killed.
+//! the result stored once — and returns to it when it is back; `status`
+//! names the endpoint that fails and is healthy while one answers. One real
+//! coordinator stands for the replicas (two SQLite coordinators would not
+//! share state): a closed port is a dead replica, and a TCP relay in front of
+//! the coordinator is a replica that can be killed and started again.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -192,6 +192,7 @@ fn a_replica_killed_mid_command_loses_nothing_and_its_agent_moves_on() {
     let list = format!("{relayed},{direct}");
     let mut agent = Agent::register(tmp.path(), "a", &list, &pin, (&id, &code));
     agent.set_endpoint(&starting_on(&agent.instance_id, &relayed, &direct));
+    agent.env = vec![("TETHER_AGENT_RETURN_HOME_SECS".into(), "2".into())];
     agent.run();
     coord.wait_online(&agent.instance_id, Duration::from_secs(20));
     let me = agent.instance_id.as_str();
@@ -231,6 +232,25 @@ fn a_replica_killed_mid_command_loses_nothing_and_its_agent_moves_on() {
     let next = coord.send(&[me], &json!({"commands": ["echo again"]}));
     let inv = coord.wait_invocation(&next, me, Duration::from_secs(30));
     assert_eq!(inv["StandardOutputContent"], json!("again\n"));
+
+    // The replica comes back where it was: the agent returns to it (after 2 to
+    // 4 s away here, and its current poll), and works through it.
+    let back = Relay::start_on(relay.port, coord.port);
+    wait_for(
+        "the agent to return to its own endpoint",
+        Duration::from_secs(60),
+        || (back.accepted() > 0).then_some(()),
+    );
+    assert!(
+        agent
+            .log()
+            .contains(&format!("returning to coordinator {relayed}")),
+        "{}",
+        agent.log()
+    );
+    let last = coord.send(&[me], &json!({"commands": ["echo home"]}));
+    let inv = coord.wait_invocation(&last, me, Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("home\n"));
 }
 
 #[test]
