@@ -196,9 +196,10 @@ fn a_replica_killed_mid_command_loses_nothing_and_its_agent_moves_on() {
     agent.run();
     coord.wait_online(&agent.instance_id, Duration::from_secs(20));
     let me = agent.instance_id.as_str();
-    assert!(
-        relay.accepted() > 0,
-        "the agent starts on the relayed endpoint"
+    wait_for(
+        "the agent to poll through the relay",
+        Duration::from_secs(20),
+        || (relay.accepted() > 0).then_some(()),
     );
 
     let cmd = coord.send(&[me], &json!({"commands": ["sleep 3", "echo done"]}));
