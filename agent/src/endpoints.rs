@@ -1,6 +1,7 @@
 //! The coordinator replicas an agent knows: the `--endpoint` list
 //! (`https://a:8443,https://b:8443`), the replica an agent starts on, the
-//! order it moves on in when one stops answering, and when it goes back
+//! order it moves on in when one stops answering (its own, so a dead
+//! replica's agents spread over the others), and when it goes back
 //! ([`Rotation`]). Pure: no sockets, no files, no clock of its own.
 //!
 //! The list is stored comma-joined in `registration.json`'s `Endpoint`, so a
@@ -71,23 +72,39 @@ pub fn start_index(instance_id: &str, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let digest = Sha256::digest(instance_id.as_bytes());
+    (hash64(instance_id) % n as u64) as usize
+}
+
+/// The first 8 bytes of the SHA-256 of `s`, big-endian.
+fn hash64(s: &str) -> u64 {
+    let digest = Sha256::digest(s.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(first) % n as u64) as usize
+    u64::from_be_bytes(first)
 }
 
-/// The endpoint after `i` in a list of `n`, round-robin.
-pub fn next_index(i: usize, n: usize) -> usize {
-    if n == 0 { 0 } else { (i + 1) % n }
+/// The order in which the agent `instance_id` goes round `n` endpoints: its
+/// start index first, then the others in an order of its own (by the hash of
+/// the ID and each index). Plain round-robin would send every agent of a dead
+/// replica to the one after it, doubling that one's load; an order per agent
+/// spreads them over all the others.
+pub fn failover_order(instance_id: &str, n: usize) -> Vec<usize> {
+    let home = start_index(instance_id, n);
+    let mut others: Vec<usize> = (0..n).filter(|&i| i != home).collect();
+    others.sort_by_key(|i| hash64(&format!("{instance_id}/{i}")));
+    let mut order = Vec::with_capacity(n);
+    order.push(home);
+    order.extend(others);
+    order
 }
 
-/// Which of `n` endpoints is in use, shared by every task of the daemon:
-/// it starts on `home`, moves on round-robin when a call fails on the way,
-/// and goes back home after a while away.
+/// Which endpoint is in use, shared by every task of the daemon: it starts on
+/// the first of its order (home), moves round the order when a call fails on
+/// the way, and goes back home after a while away.
 #[derive(Debug)]
 pub struct Rotation {
-    n: usize,
+    /// Endpoint indexes in the order this agent visits them; `order[0]` is home.
+    order: Vec<usize>,
     home: usize,
     current: AtomicUsize,
     /// When the endpoint in use last changed (ms since the epoch).
@@ -98,14 +115,23 @@ pub struct Rotation {
 pub type Move = (usize, usize);
 
 impl Rotation {
-    pub fn new(n: usize, home: usize) -> Self {
-        let home = home.min(n.saturating_sub(1));
+    /// A rotation over `order` (a permutation of the endpoint indexes, as
+    /// [`failover_order`] gives), starting on its first.
+    pub fn new(order: Vec<usize>) -> Self {
+        let home = order.first().copied().unwrap_or(0);
         Rotation {
-            n,
+            order,
             home,
             current: AtomicUsize::new(home),
             moved_at_ms: AtomicI64::new(0),
         }
+    }
+
+    /// The endpoint after `i` in this agent's order.
+    fn next(&self, i: usize) -> usize {
+        let n = self.order.len();
+        let at = self.order.iter().position(|&e| e == i).unwrap_or(0);
+        self.order[(at + 1) % n]
     }
 
     /// The index in use.
@@ -118,10 +144,10 @@ impl Rotation {
     /// move made here, if any, and whether the endpoint in use is now another
     /// than `used` (so the call is worth making again at once).
     pub fn failed(&self, used: usize, now_ms: i64) -> (Option<Move>, bool) {
-        if self.n < 2 {
+        if self.order.len() < 2 {
             return (None, false);
         }
-        let next = next_index(used, self.n);
+        let next = self.next(used);
         match self
             .current
             .compare_exchange(used, next, Ordering::AcqRel, Ordering::Acquire)
@@ -160,8 +186,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_move_round_the_list_once_and_the_agent_goes_home_later() {
-        let r = Rotation::new(3, 1);
+    fn failures_move_round_the_order_once_and_the_agent_goes_home_later() {
+        let r = Rotation::new(vec![1, 2, 0]);
         assert_eq!(r.current(), 1);
         // Two calls fail on endpoint 1 at once: one moves, both retry on 2.
         assert_eq!(r.failed(1, 1_000), (Some((1, 2)), true));
@@ -178,10 +204,45 @@ mod tests {
         assert_eq!(r.failed(0, 70_002), (Some((0, 1)), true));
         assert_eq!(r.moved_at_ms(), 70_002);
         // One endpoint: nowhere to go.
-        let one = Rotation::new(1, 0);
+        let one = Rotation::new(vec![0]);
         assert_eq!(one.failed(0, 1), (None, false));
         assert_eq!(one.go_home_if_due(0, 1), None);
-        assert_eq!(Rotation::new(2, 7).current(), 1);
+        // Another order: from 1 the agent goes to 0, then 2.
+        let r = Rotation::new(vec![1, 0, 2]);
+        assert_eq!(r.failed(1, 1), (Some((1, 0)), true));
+        assert_eq!(r.failed(0, 2), (Some((0, 2)), true));
+        assert_eq!(r.failed(2, 3), (Some((2, 1)), true));
+    }
+
+    #[test]
+    fn a_dead_replicas_agents_spread_over_all_the_others() {
+        for n in [2usize, 3, 4] {
+            // next[home][to]: agents of `home` that go to `to` when it dies.
+            let mut next = vec![vec![0usize; n]; n];
+            for i in 0..6000u64 {
+                let id = format!("mi-{:017x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let order = failover_order(&id, n);
+                let mut sorted = order.clone();
+                sorted.sort();
+                assert_eq!(
+                    sorted,
+                    (0..n).collect::<Vec<_>>(),
+                    "a permutation: {order:?}"
+                );
+                assert_eq!(order[0], start_index(&id, n));
+                next[order[0]][order[1]] += 1;
+            }
+            for (home, went) in next.iter().enumerate() {
+                let total: usize = went.iter().sum();
+                let fair = total / (n - 1);
+                for (to, &got) in went.iter().enumerate().filter(|&(t, _)| t != home) {
+                    assert!(
+                        got.abs_diff(fair) * 10 < fair,
+                        "{n} endpoints: of {total} agents of {home}, {got} go to {to}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -271,13 +332,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn moving_on_goes_round_the_list() {
-        assert_eq!(next_index(0, 3), 1);
-        assert_eq!(next_index(2, 3), 0);
-        assert_eq!(next_index(0, 1), 0);
-        assert_eq!(next_index(0, 0), 0);
     }
 }

@@ -1004,8 +1004,9 @@ pub async fn run(
     let reg = state.load()?;
     let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
     let endpoints = reg.endpoints().map_err(tls::TlsError::from)?;
-    let start = endpoints::start_index(&reg.instance_id, endpoints.len());
-    let upstream = upstream::Upstream::new(&state, endpoints, start)?;
+    let order = endpoints::failover_order(&reg.instance_id, endpoints.len());
+    let start = order.first().copied().unwrap_or(0);
+    let upstream = upstream::Upstream::new(&state, endpoints, order)?;
     let spool = Spool::new(state.spool())?;
     let assoc = associations::Local::new(&state.dir).map_err(|e| {
         RunError::State(crate::state::StateError::Io {

@@ -3,7 +3,8 @@
 //! is in use. An agent starts on the endpoint its instance ID hashes to
 //! ([`endpoints::start_index`]), so a fleet spreads over the replicas; a call
 //! that fails on the way there ([`tls::is_transport_failure`]) moves it on to
-//! the next, round-robin. An agent away from its own endpoint goes back to it
+//! the next in an order of its own (round the list, but not the same way for
+//! every agent, so a dead replica's agents spread over the others). An agent away from its own endpoint goes back to it
 //! after a while ([`Upstream::go_home_if_due`]), so replicas restarted one after
 //! another (an upgrade) do not leave the whole fleet on the last one. What a
 //! call means is never decided here.
@@ -37,15 +38,16 @@ pub(super) fn build_channels(
 }
 
 impl Upstream {
-    /// Channels to every endpoint; the agent starts on (and returns to) `home`.
+    /// Channels to every endpoint, visited in `order` (`order[0]`, home,
+    /// first; see [`endpoints::failover_order`]).
     pub(super) fn new(
         state: &StateDir,
         endpoints: Vec<String>,
-        home: usize,
+        order: Vec<usize>,
     ) -> Result<Self, RunError> {
         let channels = build_channels(state, &endpoints)?;
         Ok(Upstream {
-            rotation: endpoints::Rotation::new(endpoints.len(), home),
+            rotation: endpoints::Rotation::new(order),
             endpoints,
             channels: RwLock::new(channels),
         })
