@@ -160,7 +160,15 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered
     Err(RegisterError::NoneAnswered(
         skipped
             .iter()
-            .map(|(_, e)| e.to_string())
+            .map(|(endpoint, e)| {
+                // Unreachable names its endpoint; a pin or clock verdict does not.
+                let why = e.to_string();
+                if why.contains(endpoint.as_str()) {
+                    why
+                } else {
+                    format!("{endpoint}: {why}")
+                }
+            })
             .collect::<Vec<_>>()
             .join("; "),
     ))

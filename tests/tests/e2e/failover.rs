@@ -79,6 +79,24 @@ fn registration_passes_over_a_dead_endpoint_and_stops_at_a_refusal() {
         "{err}"
     );
 
+    // Another coordinator (another CA) does not pass the pin: named too.
+    std::fs::create_dir_all(tmp.path().join("other")).unwrap();
+    let other = Coordinator::start(&tmp.path().join("other"));
+    let foreign = other.endpoint();
+    let out = register(
+        &tmp.path().join("foreign"),
+        &format!("{foreign},{dead}"),
+        &id,
+        &code,
+        &pin,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{foreign}: CA pin mismatch")) && err.contains(&dead),
+        "{err}"
+    );
+
     // The dead endpoint first: passed over (and said so), the list kept whole.
     let list = format!(" {dead} ,\t{live} ");
     let out = register(&tmp.path().join("n1"), &list, &id, &code, &pin);
