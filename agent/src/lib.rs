@@ -6,6 +6,7 @@
 //! - [`exec`]: the detached step supervisor and the step directory format.
 //! - [`spool`]: per-command durable state.
 //! - [`state`]: the registration on disk.
+//! - [`endpoints`]: the coordinator replicas' list, start index and rotation (pure).
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
 //! - [`net`]: name resolution without libc's NSS, proxies, TCP.
 //! - [`status`]: the `status` diagnosis.
@@ -13,6 +14,7 @@
 //! - [`sysinfo`], [`logging`], [`config`]: host facts, rotated log files, `/etc/tether/agent.toml`.
 
 pub mod config;
+pub mod endpoints;
 pub mod envelope;
 pub mod exec;
 pub mod inventory;

@@ -31,7 +31,9 @@ struct StateArg {
 enum Command {
     /// Register this node with a coordinator using an activation.
     Register {
-        /// Coordinator gRPC endpoint, https://HOST:PORT.
+        /// Coordinator gRPC endpoint, https://HOST:PORT; for replicas sharing one
+        /// CA, several separated by commas (tried in order at registration; the
+        /// daemon spreads over them and moves on when one stops answering).
         #[arg(long)]
         endpoint: String,
         /// Activation ID.
@@ -88,6 +90,10 @@ enum Command {
         /// Inventory uploads wait a random time up to this many seconds (spreads a fleet's uploads).
         #[arg(long, env = "TETHER_AGENT_UPLOAD_JITTER_SECS", default_value_t = tether_agent::run::DEFAULT_UPLOAD_JITTER.as_secs())]
         upload_jitter_secs: u64,
+        /// With several coordinator endpoints: seconds before an agent that moved
+        /// off its own endpoint returns to it (plus up to as many again, at random).
+        #[arg(long, env = "TETHER_AGENT_RETURN_HOME_SECS", default_value_t = tether_agent::run::DEFAULT_RETURN_HOME_AFTER.as_secs())]
+        return_home_secs: u64,
     },
     /// Diagnose registration, connectivity, clock skew and running commands.
     Status {
@@ -154,8 +160,14 @@ fn main() -> ExitCode {
                 force,
             };
             match rt.block_on(register::register(&StateDir::new(state.state_dir), args)) {
-                Ok(instance_id) => {
-                    println!("{instance_id}");
+                Ok(done) => {
+                    for (endpoint, why) in &done.skipped {
+                        eprintln!(
+                            "tether-agent register: passed over {endpoint}: {why}; registered through {}",
+                            done.endpoint
+                        );
+                    }
+                    println!("{}", done.instance_id);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
             max_concurrent_commands,
             custom_inventory_dir,
             upload_jitter_secs,
+            return_home_secs,
         } => {
             let file = match config::AgentToml::load(&config_path) {
                 Ok(f) => f,
@@ -194,6 +207,7 @@ fn main() -> ExitCode {
                 max_backoff: Duration::from_secs(max_backoff_secs.max(1)),
                 max_concurrent: max_concurrent_commands as usize,
                 upload_jitter: Duration::from_secs(upload_jitter_secs),
+                return_home_after: Duration::from_secs(return_home_secs.max(1)),
                 inventory_sources: tether_agent::inventory::Sources {
                     custom_dir: custom_inventory_dir,
                     ..Default::default()

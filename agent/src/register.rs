@@ -1,6 +1,7 @@
 //! `tether-agent register`: trust the coordinator through the pinned CA,
 //! generate this node's key, and trade the activation for an instance ID and a
-//! client certificate.
+//! client certificate — at the first replica of the `--endpoint` list that
+//! answers, keeping the whole list for the daemon.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tether_proto as pb;
 
 use crate::state::{Registration, StateDir, StateError};
 use crate::tls::{self, PinnedCaVerifier, TlsError};
-use crate::{now_ms, sysinfo};
+use crate::{endpoints, now_ms, sysinfo};
 
 /// Largest clock difference accepted at registration.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -34,9 +35,13 @@ pub enum RegisterError {
     ClockSkew { secs: i64, direction: &'static str },
     #[error("generating the agent key: {0}")]
     Key(String),
+    /// Every endpoint of the list failed to answer or to be trusted.
+    #[error("no coordinator in --endpoint answered: {0}")]
+    NoneAnswered(String),
 }
 
 pub struct RegisterArgs {
+    /// One endpoint, or several comma-separated (replicas sharing one CA).
     pub endpoint: String,
     pub activation_id: String,
     pub activation_code: String,
@@ -79,28 +84,107 @@ fn transport_error(
 }
 
 fn status_error(endpoint: &str, verifier: &PinnedCaVerifier, s: &tonic::Status) -> RegisterError {
-    let transport = matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-    ) || (s.code() == tonic::Code::Unknown && s.message().contains("transport"));
-    if transport {
+    if tls::is_transport_failure(s) {
         transport_error(endpoint, verifier, s)
     } else {
         RegisterError::Refused(s.message().to_string())
     }
 }
 
-/// Registers this node; returns the new instance ID.
-pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<String, RegisterError> {
+impl RegisterError {
+    /// Whether the coordinator at this endpoint could not be reached or
+    /// trusted (so another replica may be tried), rather than it answering no.
+    fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            RegisterError::Tls(TlsError::Unreachable { .. }) | RegisterError::Untrusted(_)
+        )
+    }
+}
+
+/// A registration made: the instance ID, the endpoint that answered, and why
+/// each endpoint before it was passed over.
+#[derive(Debug)]
+pub struct Registered {
+    pub instance_id: String,
+    pub endpoint: String,
+    pub skipped: Vec<(String, RegisterError)>,
+}
+
+/// Registers this node through the first of `args.endpoint`'s replicas that
+/// answers: an endpoint that cannot be reached or trusted is passed over, a
+/// refusal (wrong code, expired, limit reached) or a skewed clock ends it.
+pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered, RegisterError> {
     if !args.force
         && let Ok(existing) = state.load()
     {
         return Err(RegisterError::AlreadyRegistered(existing.instance_id));
     }
     let pin = tls::parse_pin(&args.ca_pin)?;
-    let (host, port) = tls::split_endpoint(&args.endpoint)?;
+    let endpoints = endpoints::parse(&args.endpoint).map_err(TlsError::from)?;
+    let (key, csr) = new_key_and_csr()?;
+    let mut skipped: Vec<(String, RegisterError)> = Vec::new();
+    for endpoint in &endpoints {
+        match register_at(endpoint, pin, &args, &csr).await {
+            Ok(resp) => {
+                let reg = Registration {
+                    instance_id: resp.instance_id.clone(),
+                    endpoint: endpoints::join(&endpoints),
+                    activation_id: args.activation_id,
+                    ca_pin: args.ca_pin,
+                    command_signing_key: hex::encode(&resp.command_signing_public_key),
+                    registered_at_ms: now_ms(),
+                };
+                // A registration replaced with --force starts with a clean spool.
+                let _ = std::fs::remove_dir_all(state.spool());
+                state.save(
+                    &reg,
+                    &key.serialize_pem(),
+                    &resp.client_certificate_pem,
+                    &resp.ca_certificate_pem,
+                )?;
+                return Ok(Registered {
+                    instance_id: resp.instance_id,
+                    endpoint: endpoint.clone(),
+                    skipped,
+                });
+            }
+            Err(e) if e.is_unreachable() => skipped.push((endpoint.clone(), e)),
+            Err(e) => return Err(e),
+        }
+    }
+    if skipped.len() == 1 {
+        let (_, only) = skipped.remove(0);
+        return Err(only);
+    }
+    Err(RegisterError::NoneAnswered(
+        skipped
+            .iter()
+            .map(|(endpoint, e)| {
+                // Unreachable names its endpoint; a pin or clock verdict does not.
+                let why = e.to_string();
+                if why.contains(endpoint.as_str()) {
+                    why
+                } else {
+                    format!("{endpoint}: {why}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
+}
+
+/// One registration attempt at one endpoint: the clock check, then the
+/// activation traded for an instance ID and a certificate for `csr`.
+async fn register_at(
+    endpoint: &str,
+    pin: [u8; 32],
+    args: &RegisterArgs,
+    csr: &str,
+) -> Result<pb::RegisterResponse, RegisterError> {
+    let (host, port) = tls::split_endpoint(endpoint)?;
     let verifier = Arc::new(PinnedCaVerifier::new(pin));
-    let channel = tls::channel(&args.endpoint, tls::pinned_config(verifier.clone())?)?;
+    let channel = tls::channel(endpoint, tls::pinned_config(verifier.clone())?)?;
     let mut client = pb::registration_client::RegistrationClient::new(channel);
 
     let t0 = now_ms();
@@ -111,11 +195,11 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<String, Re
     .await
     .map_err(|_| {
         RegisterError::Tls(TlsError::Unreachable {
-            endpoint: args.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             detail: "no answer within 20 s".into(),
         })
     })?
-    .map_err(|s| status_error(&args.endpoint, &verifier, &s))?
+    .map_err(|s| status_error(endpoint, &verifier, &s))?
     .into_inner();
     let local_mid = (t0 + now_ms()) / 2;
     let skew = time.server_time_ms - local_mid;
@@ -126,34 +210,15 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<String, Re
         });
     }
 
-    let (key, csr) = new_key_and_csr()?;
-    let resp = client
+    Ok(client
         .register(pb::RegisterRequest {
             activation_id: args.activation_id.clone(),
-            activation_code: args.activation_code,
-            csr_pem: csr,
-            name: args.name.unwrap_or_default(),
+            activation_code: args.activation_code.clone(),
+            csr_pem: csr.to_string(),
+            name: args.name.clone().unwrap_or_default(),
             info: Some(sysinfo::host_info(&host, port).await),
         })
         .await
-        .map_err(|s| status_error(&args.endpoint, &verifier, &s))?
-        .into_inner();
-
-    let reg = Registration {
-        instance_id: resp.instance_id.clone(),
-        endpoint: args.endpoint,
-        activation_id: args.activation_id,
-        ca_pin: args.ca_pin,
-        command_signing_key: hex::encode(&resp.command_signing_public_key),
-        registered_at_ms: now_ms(),
-    };
-    // A registration replaced with --force starts with a clean spool.
-    let _ = std::fs::remove_dir_all(state.spool());
-    state.save(
-        &reg,
-        &key.serialize_pem(),
-        &resp.client_certificate_pem,
-        &resp.ca_certificate_pem,
-    )?;
-    Ok(resp.instance_id)
+        .map_err(|s| status_error(endpoint, &verifier, &s))?
+        .into_inner())
 }

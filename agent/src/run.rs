@@ -17,7 +17,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use tether_documents::{Document, PlatformType, Step, StepAction};
 use tether_proto as pb;
-use tokio::sync::{Notify, RwLock, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
 
@@ -25,9 +25,10 @@ use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
-use crate::{inventory, now_ms, register, sysinfo, tls};
+use crate::{endpoints, inventory, now_ms, register, sysinfo, tls};
 
 mod associations;
+mod upstream;
 
 /// How the daemon behaves; defaults suit production, tests shorten them.
 #[derive(Clone, Debug)]
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     pub upload_jitter: Duration,
     /// Where the inventory gatherers read.
     pub inventory_sources: inventory::Sources,
+    /// An agent that moved off its own coordinator endpoint goes back after
+    /// between this and twice this (at random), so replicas stay shared.
+    pub return_home_after: Duration,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -78,6 +82,7 @@ impl Default for AgentConfig {
             executor: Executor::default(),
             upload_jitter: DEFAULT_UPLOAD_JITTER,
             inventory_sources: inventory::Sources::default(),
+            return_home_after: DEFAULT_RETURN_HOME_AFTER,
         }
     }
 }
@@ -90,7 +95,12 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
     #[error("registration.json: CommandSigningKey is not hex")]
     BadSigningKey,
+    #[error("registration.json: no coordinator endpoint")]
+    NoEndpoint,
 }
+
+/// Default least time an agent stays on another replica before returning to its own.
+pub const DEFAULT_RETURN_HOME_AFTER: Duration = Duration::from_secs(600);
 
 /// Default upper bound of the random delay before an inventory upload.
 pub const DEFAULT_UPLOAD_JITTER: Duration = Duration::from_secs(30);
@@ -120,7 +130,7 @@ struct Agent {
     signing_key: Vec<u8>,
     cfg: AgentConfig,
     spool: Spool,
-    channel: RwLock<Channel>,
+    upstream: upstream::Upstream,
     /// Coordinator clock minus ours, in ms, from the last reply.
     skew_ms: AtomicI64,
     report_bell: Notify,
@@ -128,14 +138,14 @@ struct Agent {
     /// Commands cancelled before their envelope reached us: never run them.
     cancelled_unseen: Mutex<HashSet<String>>,
     slots: Semaphore,
-    host: (String, u16),
     assoc: associations::Local,
 }
 
-/// A mutual-TLS channel to the registered coordinator, from the stored key material.
-pub fn build_channel(state: &StateDir, reg: &Registration) -> Result<Channel, RunError> {
-    let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
-    Ok(tls::channel(&reg.endpoint, cfg)?)
+/// A mutual-TLS channel to one of the registered coordinator's endpoints,
+/// from the stored key material.
+pub fn build_channel(state: &StateDir, endpoint: &str) -> Result<Channel, RunError> {
+    let mut channels = upstream::build_channels(state, &[endpoint.to_string()])?;
+    channels.pop().ok_or(RunError::NoEndpoint)
 }
 
 impl Agent {
@@ -145,8 +155,28 @@ impl Agent {
             .max_encoding_message_size(pb::MAX_MESSAGE_BYTES)
     }
 
-    async fn agent_client(&self) -> pb::agent_client::AgentClient<Channel> {
-        Self::client(self.channel.read().await.clone())
+    /// Makes a call on the endpoint in use. A transport failure moves the
+    /// agent to the next endpoint, where the call is made once more at once
+    /// (what the agent sends is idempotent at the coordinator, so a call that
+    /// did arrive before the failure does no harm twice); after that, the
+    /// caller's own backoff applies.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<tonic::Response<T>, tonic::Status>
+    where
+        F: Fn(pb::agent_client::AgentClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (used, channel) = self.upstream.current();
+        match f(Self::client(channel)).await {
+            Err(status) if self.upstream.failed(used, &status) => {
+                let (used, channel) = self.upstream.current();
+                let again = f(Self::client(channel)).await;
+                if let Err(status) = &again {
+                    self.upstream.failed(used, status);
+                }
+                again
+            }
+            done => done,
+        }
     }
 
     fn now(&self) -> i64 {
@@ -188,12 +218,11 @@ impl Agent {
         &self,
         report: pb::InvocationReport,
     ) -> Result<tonic::Response<pb::ReportResponse>, tonic::Status> {
-        self.agent_client()
-            .await
-            .report(pb::ReportRequest {
-                reports: vec![report],
-            })
-            .await
+        self.call(|mut c| {
+            let reports = vec![report.clone()];
+            async move { c.report(pb::ReportRequest { reports }).await }
+        })
+        .await
     }
 
     async fn receive(self: &Arc<Self>, env: pb::CommandEnvelope) {
@@ -741,9 +770,10 @@ impl Agent {
     async fn send_batch(&self, batch: Vec<(String, pb::InvocationReport)>) -> Result<(), String> {
         let (ids, reports): (Vec<String>, Vec<pb::InvocationReport>) = batch.into_iter().unzip();
         let r = self
-            .agent_client()
-            .await
-            .report(pb::ReportRequest { reports })
+            .call(|mut c| {
+                let reports = reports.clone();
+                async move { c.report(pb::ReportRequest { reports }).await }
+            })
             .await
             .map_err(|s| s.message().to_string())?;
         self.note_server_time(r.into_inner().server_time_ms);
@@ -774,20 +804,30 @@ impl Agent {
     async fn poll_loop(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
         let mut last_info_ms = 0;
+        let away = self.cfg.return_home_after;
+        let return_home_after = away + away.mul_f64(rand::random::<f64>());
         loop {
+            self.upstream.go_home_if_due(return_home_after);
             let info = if now_ms() - last_info_ms > 300_000 {
-                Some(sysinfo::host_info(&self.host.0, self.host.1).await)
+                let (host, port) = self.upstream.host();
+                Some(sysinfo::host_info(&host, port).await)
             } else {
                 None
             };
             let sent_info = info.is_some();
-            let mut req = tonic::Request::new(pb::PollRequest {
+            let poll = pb::PollRequest {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
                 associations_digest: self.assoc.digest(),
-            });
-            req.set_timeout(self.cfg.poll_wait + Duration::from_secs(15));
-            match self.agent_client().await.poll(req).await {
+            };
+            let polled = self
+                .call(|mut c| {
+                    let mut req = tonic::Request::new(poll.clone());
+                    req.set_timeout(self.cfg.poll_wait + Duration::from_secs(15));
+                    async move { c.poll(req).await }
+                })
+                .await;
+            match polled {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     if sent_info {
@@ -840,9 +880,13 @@ impl Agent {
             return;
         };
         match self
-            .agent_client()
-            .await
-            .renew_certificate(pb::RenewCertificateRequest { csr_pem: csr })
+            .call(|mut c| {
+                let csr_pem = csr.clone();
+                async move {
+                    c.renew_certificate(pb::RenewCertificateRequest { csr_pem })
+                        .await
+                }
+            })
             .await
         {
             Ok(r) => {
@@ -859,12 +903,9 @@ impl Agent {
                 });
                 match saved
                     .map_err(RunError::from)
-                    .and_then(|_| build_channel(&self.state, &self.reg))
+                    .and_then(|_| self.upstream.rebuild(&self.state))
                 {
-                    Ok(ch) => {
-                        *self.channel.write().await = ch;
-                        info!("client certificate renewed");
-                    }
+                    Ok(()) => info!("client certificate renewed"),
                     Err(e) => error!(error = %e, "renewed certificate could not be stored"),
                 }
             }
@@ -962,9 +1003,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let reg = state.load()?;
     let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
-    let channel = build_channel(&state, &reg)?;
+    let endpoints = reg.endpoints().map_err(tls::TlsError::from)?;
+    let order = endpoints::failover_order(&reg.instance_id, endpoints.len());
+    let start = order.first().copied().unwrap_or(0);
+    let upstream = upstream::Upstream::new(&state, endpoints, order)?;
     let spool = Spool::new(state.spool())?;
-    let host = tls::split_endpoint(&reg.endpoint)?;
     let assoc = associations::Local::new(&state.dir).map_err(|e| {
         RunError::State(crate::state::StateError::Io {
             path: state.dir.clone(),
@@ -975,18 +1018,17 @@ pub async fn run(
         assoc,
         signing_key,
         spool,
-        channel: RwLock::new(channel),
+        upstream,
         skew_ms: AtomicI64::new(0),
         report_bell: Notify::new(),
         running: Mutex::new(HashSet::new()),
         cancelled_unseen: Mutex::new(HashSet::new()),
         slots: Semaphore::new(cfg.max_concurrent.max(1)),
-        host,
         cfg,
         state,
         reg,
     });
-    info!(instance_id = %agent.reg.instance_id, endpoint = %agent.reg.endpoint, version = env!("CARGO_PKG_VERSION"), "agent started");
+    info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), version = env!("CARGO_PKG_VERSION"), "agent started");
 
     // Resume whatever a previous run left unfinished.
     for (id, stage) in agent.spool.unfinished() {

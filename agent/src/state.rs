@@ -44,12 +44,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 #[serde(rename_all = "PascalCase")]
 pub struct Registration {
     pub instance_id: String,
+    /// The coordinator replicas, `https://HOST:PORT` comma-joined (one before
+    /// replicas existed, so old files read unchanged); see [`crate::endpoints`].
     pub endpoint: String,
     pub activation_id: String,
     pub ca_pin: String,
     /// Hex of the raw Ed25519 key that signs command envelopes.
     pub command_signing_key: String,
     pub registered_at_ms: i64,
+}
+
+impl Registration {
+    /// The stored endpoint list, parsed.
+    pub fn endpoints(&self) -> Result<Vec<String>, crate::endpoints::EndpointsError> {
+        crate::endpoints::parse(&self.endpoint)
+    }
 }
 
 /// What the daemon last saw, for `status`.
@@ -184,9 +193,39 @@ mod tests {
         };
         s.save(&reg, "key", "cert", "ca").unwrap();
         assert_eq!(s.load().unwrap(), reg);
+        assert_eq!(reg.endpoints().unwrap(), vec!["https://127.0.0.1:1"]);
         let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(s.dir.clone()), 0o700);
         assert_eq!(mode(s.path(KEY_FILE)), 0o600);
         assert_eq!(mode(s.path(REGISTRATION_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_registration_written_before_endpoint_lists_loads_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().to_path_buf());
+        // registration.json exactly as agents before replicas wrote it.
+        let old = r#"{
+  "InstanceId": "mi-0123456789abcdef0",
+  "Endpoint": "https://coord.example:8443",
+  "ActivationId": "5e0c1f4a-0000-4000-8000-000000000000",
+  "CaPin": "sha256:00",
+  "CommandSigningKey": "00",
+  "RegisteredAtMs": 1700000000000
+}"#;
+        fs::write(s.path(REGISTRATION_FILE), old).unwrap();
+        let reg = s.load().unwrap();
+        assert_eq!(reg.endpoint, "https://coord.example:8443");
+        assert_eq!(reg.endpoints().unwrap(), vec!["https://coord.example:8443"]);
+
+        let reg = Registration {
+            endpoint: "https://a:1,https://b:2".into(),
+            ..reg
+        };
+        s.save(&reg, "key", "cert", "ca").unwrap();
+        assert_eq!(
+            s.load().unwrap().endpoints().unwrap(),
+            vec!["https://a:1", "https://b:2"]
+        );
     }
 }

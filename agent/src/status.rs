@@ -1,8 +1,9 @@
 //! `tether-agent status`: what an operator needs to see on a node — whether it
-//! is registered; whether the coordinator answers, stage by stage (proxy in
-//! use, DNS, TCP, TLS with the CA pin, client certificate), so a failure names
-//! its stage; how far the clocks differ, when the daemon last polled, what is
-//! running.
+//! is registered; whether each coordinator endpoint answers, stage by stage
+//! (proxy in use, DNS, TCP, TLS with the CA pin, client certificate), so a
+//! failure names its stage and its endpoint; how far the clocks differ, when
+//! the daemon last polled, what is running. Healthy when at least one
+//! endpoint answers all the way with a clock in step.
 
 use std::time::Duration;
 
@@ -25,8 +26,8 @@ fn ago(ms: i64) -> String {
 
 /// Checks the way to the coordinator one stage at a time, printing each that
 /// passes; the first that fails is returned (its message names the stage).
-async fn reach_stages(reg: &crate::state::Registration) -> Result<(), String> {
-    let (host, port) = tls::split_endpoint(&reg.endpoint).map_err(|e| e.to_string())?;
+async fn reach_stages(endpoint: &str, ca_pin: &str) -> Result<(), String> {
+    let (host, port) = tls::split_endpoint(endpoint).map_err(|e| e.to_string())?;
     match net::proxy_for(&host, port) {
         Some(p) => println!("Proxy:         {p} (https_proxy; no_proxy does not exclude {host})"),
         None => {
@@ -38,7 +39,7 @@ async fn reach_stages(reg: &crate::state::Registration) -> Result<(), String> {
     }
     let tcp = net::connect(&host, port).await.map_err(|e| e.to_string())?;
     println!("TCP:           connected to {host}:{port}");
-    let pin = tls::parse_pin(&reg.ca_pin).map_err(|e| e.to_string())?;
+    let pin = tls::parse_pin(ca_pin).map_err(|e| e.to_string())?;
     let verifier = std::sync::Arc::new(tls::PinnedCaVerifier::new(pin));
     let cfg = tls::pinned_config(verifier.clone()).map_err(|e| e.to_string())?;
     let name = rustls_pki_types::ServerName::try_from(host.clone())
@@ -46,10 +47,7 @@ async fn reach_stages(reg: &crate::state::Registration) -> Result<(), String> {
     let handshake = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp);
     match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Ok(Ok(_)) => {
-            println!(
-                "TLS:           ok, the coordinator's CA matches the pin {}",
-                reg.ca_pin
-            );
+            println!("TLS:           ok, the coordinator's CA matches the pin {ca_pin}");
             Ok(())
         }
         Ok(Err(e)) => {
@@ -65,27 +63,21 @@ async fn reach_stages(reg: &crate::state::Registration) -> Result<(), String> {
     }
 }
 
-/// Prints the status report; returns the process exit code (0 healthy, 1 not).
-pub async fn status(state: &StateDir) -> i32 {
-    let reg = match state.load() {
-        Ok(r) => r,
-        Err(e) => {
-            println!("Registration:  NOT REGISTERED: {e}");
-            return 1;
-        }
-    };
-    println!("Instance ID:   {}", reg.instance_id);
-    println!("Endpoint:      {}", reg.endpoint);
-    println!("Activation:    {}", reg.activation_id);
-    println!("Registered:    {}", ago(reg.registered_at_ms));
-    let mut healthy = true;
-
-    if let Err(stage) = reach_stages(&reg).await {
-        healthy = false;
-        println!("Coordinator:   UNREACHABLE: {stage}");
+/// Checks one endpoint stage by stage, then with the client certificate, and
+/// prints its verdict (prefixed with `label`) and the clock difference there;
+/// true when it answered all the way with a clock in step.
+async fn check_endpoint(
+    state: &StateDir,
+    reg: &crate::state::Registration,
+    endpoint: &str,
+    label: &str,
+) -> bool {
+    if let Err(stage) = reach_stages(endpoint, &reg.ca_pin).await {
+        println!("Coordinator:   {label}UNREACHABLE: {stage}");
+        return false;
     }
     let reach = async {
-        let channel = run::build_channel(state, &reg)?;
+        let channel = run::build_channel(state, endpoint)?;
         let mut client = pb::agent_client::AgentClient::new(channel);
         let t0 = now_ms();
         let mut req = tonic::Request::new(pb::PingRequest {});
@@ -99,24 +91,72 @@ pub async fn status(state: &StateDir) -> i32 {
     };
     match reach.await {
         Ok(skew) => {
-            println!("Coordinator:   reachable (TLS and client certificate accepted)");
+            println!("Coordinator:   {label}reachable (TLS and client certificate accepted)");
             if skew.abs() > SKEW_WARN_MS {
-                healthy = false;
                 println!(
                     "Clock skew:    {:.1} s {} the coordinator: sync the time (chrony, systemd-timesyncd or ntpdate)",
                     skew.abs() as f64 / 1000.0,
                     if skew > 0 { "behind" } else { "ahead of" }
                 );
+                false
             } else {
                 println!("Clock skew:    {:+.1} s (ok)", skew as f64 / 1000.0);
+                true
             }
         }
-        Err(e) if healthy => {
-            healthy = false;
-            println!("Coordinator:   UNREACHABLE: {e}");
+        Err(e) => {
+            println!("Coordinator:   {label}UNREACHABLE: {e}");
+            false
         }
-        Err(_) => {}
     }
+}
+
+/// Prints the status report; returns the process exit code (0 healthy, 1 not).
+pub async fn status(state: &StateDir) -> i32 {
+    let reg = match state.load() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("Registration:  NOT REGISTERED: {e}");
+            return 1;
+        }
+    };
+    println!("Instance ID:   {}", reg.instance_id);
+    let endpoints = match reg.endpoints() {
+        Ok(e) => e,
+        Err(e) => {
+            println!("Endpoint:      {}: NOT VALID: {e}", reg.endpoint);
+            return 1;
+        }
+    };
+    let several = endpoints.len() > 1;
+    println!(
+        "{:15}{}",
+        if several { "Endpoints:" } else { "Endpoint:" },
+        endpoints.join(", ")
+    );
+    println!("Activation:    {}", reg.activation_id);
+    println!("Registered:    {}", ago(reg.registered_at_ms));
+    let mut answering = 0;
+    for endpoint in &endpoints {
+        // With several endpoints each verdict names its endpoint; with one,
+        // the lines read as they always have.
+        let label = if several {
+            println!("-- {endpoint}");
+            format!("{endpoint}: ")
+        } else {
+            String::new()
+        };
+        if check_endpoint(state, &reg, endpoint, &label).await {
+            answering += 1;
+        }
+    }
+    if several {
+        println!(
+            "Answering:     {answering} of {} coordinator endpoints",
+            endpoints.len()
+        );
+    }
+    let healthy = answering > 0;
     let st = state.load_status();
     match st.last_poll_ms {
         Some(t) => println!("Last poll:     {}", ago(t)),

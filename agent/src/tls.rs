@@ -30,6 +30,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("cannot reach the coordinator at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    #[error(transparent)]
+    Endpoints(#[from] crate::endpoints::EndpointsError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -250,6 +252,20 @@ pub fn channel(endpoint: &str, config: ClientConfig) -> Result<Channel, TlsError
     Ok(ep.connect_with_connector_lazy(svc))
 }
 
+/// Whether a call failed on the way to the coordinator (no connection, TLS
+/// refused, connection reset or closed, no answer in time) rather than being
+/// answered by it: such a failure says nothing about the request, so it may go
+/// to another replica. Statuses the coordinator sends carry no source error;
+/// those made in this process from a transport error do.
+pub fn is_transport_failure(s: &tonic::Status) -> bool {
+    match s.code() {
+        tonic::Code::Ok => false,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown if s.message().contains("transport") => true,
+        _ => std::error::Error::source(s).is_some(),
+    }
+}
+
 /// The whole error chain of a failed call, for messages.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -285,5 +301,33 @@ mod tests {
         );
         assert!(split_endpoint("http://127.0.0.1:8443").is_err());
         assert!(split_endpoint("127.0.0.1:8443").is_err());
+    }
+
+    #[test]
+    fn failures_on_the_way_are_told_from_the_coordinators_answers() {
+        use tonic::{Code, Status};
+        // Made in this process from a transport error (they carry its source).
+        let reset = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert!(is_transport_failure(&reset), "{reset:?}");
+        for local in [
+            Status::unavailable("error trying to connect: tcp connect error"),
+            Status::deadline_exceeded("deadline"),
+            Status::unknown("transport error"),
+        ] {
+            assert!(is_transport_failure(&local), "{local:?}");
+        }
+        // Sent by the coordinator: the request reached it.
+        for answered in [
+            Status::permission_denied("this instance is deregistered"),
+            Status::internal("database is locked"),
+            Status::invalid_argument("bad report"),
+            Status::new(Code::Cancelled, "cancelled by the server"),
+            Status::new(Code::Ok, ""),
+        ] {
+            assert!(!is_transport_failure(&answered), "{answered:?}");
+        }
     }
 }

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Tether agent installer, served by the coordinator at /install.sh.
 # Usage (as root): sh install.sh --id ACTIVATION_ID --code ACTIVATION_CODE [--name NAME] [--reregister]
+#                  [--endpoint 'https://A:8443,https://B:8443']
 #
 # Downloads tether-agent from this coordinator (TLS trusted only through the CA
 # whose SHA-256 is the pin below), checks the binary's SHA-256, installs it with
 # the service for the init system it finds (systemd, upstart, else SysV),
 # registers unless already registered, and starts it. Running it again changes
-# nothing; --reregister registers the node again.
+# nothing; --reregister registers the node again. --endpoint replaces the
+# coordinator's gRPC endpoint below with another, or with a comma-separated list
+# of replicas sharing this CA (kept whole, in one argument, for `register`).
 set -eu
 
 ENDPOINT='@ENDPOINT@'
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
         --code) code=$2; shift 2 ;;
         --name) name=$2; shift 2 ;;
         --reregister) reregister=1; shift ;;
-        *) echo "tether install: unknown argument $1 (expected --id, --code, --name, --reregister)" >&2; exit 2 ;;
+        --endpoint) ENDPOINT=$2; shift 2 ;;
+        *) echo "tether install: unknown argument $1 (expected --id, --code, --name, --reregister, --endpoint)" >&2; exit 2 ;;
     esac
 done
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod relay;
 pub mod root;
 
 /// Path of a workspace binary built beside the running test.
@@ -370,27 +371,39 @@ impl Agent {
         (id, code): (&str, &str),
         env: &[(&str, &str)],
     ) -> Agent {
+        let mut a = Self::register(dir, name, &coord.endpoint(), &coord.ca_pin(), (id, code));
+        a.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        a.run();
+        coord.wait_online(&a.instance_id, Duration::from_secs(20));
+        a
+    }
+
+    /// Registers a node in `dir/<name>` through `endpoint` (one, or a comma
+    /// list) without starting its daemon; panics if registration fails.
+    pub fn register(
+        dir: &Path,
+        name: &str,
+        endpoint: &str,
+        pin: &str,
+        (id, code): (&str, &str),
+    ) -> Agent {
         let state_dir = dir.join(name);
-        let out = register(&state_dir, &coord.endpoint(), id, code, &coord.ca_pin());
+        let out = register(&state_dir, endpoint, id, code, pin);
         assert!(
             out.status.success(),
             "register failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let instance_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut a = Agent {
+        Agent {
             log_dir: dir.join(format!("{name}-log")),
             state_dir,
-            instance_id,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            instance_id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            env: Vec::new(),
             child: None,
-        };
-        a.run();
-        coord.wait_online(&a.instance_id, Duration::from_secs(20));
-        a
+        }
     }
 
     /// Starts (or restarts) the daemon.
@@ -424,6 +437,35 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Runs `tether-agent status` with no proxy but what `env` sets; returns
+    /// whether it exited 0, and its output.
+    pub fn status(&self, env: &[(&str, &str)]) -> (bool, String) {
+        let out = Command::new(bin("tether-agent"))
+            .args(["status", "--state-dir"])
+            .arg(&self.state_dir)
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run tether-agent status");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Points the stored registration at other endpoints (one, or a comma list).
+    pub fn set_endpoint(&self, endpoint: &str) {
+        let path = self.state_dir.join("registration.json");
+        let mut reg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("registration.json"))
+                .expect("registration.json is JSON");
+        reg["Endpoint"] = endpoint.into();
+        std::fs::write(&path, reg.to_string()).expect("write registration.json");
     }
 
     pub fn errors_log(&self) -> String {

@@ -7,6 +7,7 @@ mod e2e {
     pub mod cli;
     pub mod control;
     pub mod documents;
+    pub mod failover;
     pub mod install;
     pub mod inventory;
     pub mod node_status;

@@ -388,7 +388,10 @@ impl Agent {
                 let src = self.cfg.inventory_sources.clone();
                 let me = Identity {
                     instance_id: self.reg.instance_id.clone(),
-                    info: crate::sysinfo::host_info(&self.host.0, self.host.1).await,
+                    info: {
+                        let (host, port) = self.upstream.host();
+                        crate::sysinfo::host_info(&host, port).await
+                    },
                 };
                 let gathered =
                     tokio::task::spawn_blocking(move || inventory::gather(&sel, &src, &me)).await;
@@ -523,9 +526,10 @@ impl Agent {
 
     async fn upload(&self, req: pb::PutInventoryRequest) -> Result<(), String> {
         let r = self
-            .agent_client()
-            .await
-            .put_inventory(req)
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.put_inventory(req).await }
+            })
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();
@@ -533,14 +537,18 @@ impl Agent {
         if !r.resend_type_names.is_empty() {
             info!(types = ?r.resend_type_names, "the coordinator asks for full inventory content");
             let items = self.assoc.full(&r.resend_type_names);
-            self.agent_client()
-                .await
-                .put_inventory(pb::PutInventoryRequest {
-                    items,
-                    runs: Vec::new(),
-                })
-                .await
-                .map_err(|s| s.message().to_string())?;
+            self.call(|mut c| {
+                let items = items.clone();
+                async move {
+                    c.put_inventory(pb::PutInventoryRequest {
+                        items,
+                        runs: Vec::new(),
+                    })
+                    .await
+                }
+            })
+            .await
+            .map_err(|s| s.message().to_string())?;
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! user-data snippet run as root in a throwaway root (chroot in new mount and
 //! PID namespaces, /usr copy-on-write) against a coordinator on loopback —
 //! installing, registering and starting the agent under SysV init, running a
-//! command, and the SysV script's status and stop.
+//! command (through the second of two endpoints given to install.sh), and the
+//! SysV script's status and stop.
 
 use std::time::Duration;
 
@@ -90,6 +91,21 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     );
     let user_data = snippet(&String::from_utf8_lossy(&out.stdout));
     assert!(user_data.contains(&format!("https://{COORDINATOR_NAME}:{}", coord.http_port)));
+    // Replicas: install.sh --endpoint passes a comma list (a space in it, and
+    // a dead replica first) to `register` as one argument.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoints = format!(
+        "https://{COORDINATOR_NAME}:{dead}, https://{COORDINATOR_NAME}:{}",
+        coord.port
+    );
+    let user_data = user_data.replace(
+        "sh \"$d/install.sh\" --id",
+        &format!("sh \"$d/install.sh\" --endpoint '{endpoints}' --id"),
+    );
+    assert!(user_data.contains("--endpoint 'https://"), "{user_data}");
 
     let mut root = Root::new(tmp.path());
     std::fs::write(root.path("/opt/user-data.sh"), &user_data).unwrap();
@@ -164,6 +180,7 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     )
     .unwrap();
     let iid = reg["InstanceId"].as_str().unwrap().to_string();
+    assert_eq!(reg["Endpoint"], json!(endpoints.replace(", ", ",")));
     coord.wait_online(&iid, Duration::from_secs(30));
     let cmd = coord.send(
         &[&iid],

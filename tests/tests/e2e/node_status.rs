@@ -4,37 +4,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use tether_tests::{Agent, Coordinator, bin};
-
-fn status(agent: &Agent, env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(bin("tether-agent"))
-        .args(["status", "--state-dir"])
-        .arg(&agent.state_dir)
-        .env_remove("https_proxy")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .envs(env.iter().copied())
-        .output()
-        .expect("test setup");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// Points the registration at another endpoint.
-fn set_endpoint(agent: &Agent, endpoint: &str) {
-    let path = agent.state_dir.join("registration.json");
-    let mut reg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("test setup"))
-            .expect("test setup");
-    reg["Endpoint"] = endpoint.into();
-    std::fs::write(&path, reg.to_string()).expect("test setup");
-}
+use tether_tests::{Agent, Coordinator};
 
 /// A minimal HTTP CONNECT proxy on loopback; records the targets asked for.
 fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -93,7 +65,7 @@ fn status_goes_through_https_proxy_unless_no_proxy_excludes_the_host() {
     let (port, seen) = connect_proxy();
     let proxy = format!("http://127.0.0.1:{port}");
 
-    let (ok, out) = status(&agent, &[("https_proxy", &proxy)]);
+    let (ok, out) = agent.status(&[("https_proxy", &proxy)]);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("Proxy:         {proxy}")), "{out}");
     assert!(out.contains("TLS:           ok"), "{out}");
@@ -106,10 +78,7 @@ fn status_goes_through_https_proxy_unless_no_proxy_excludes_the_host() {
     );
 
     let before = seen.lock().unwrap().len();
-    let (ok, out) = status(
-        &agent,
-        &[("https_proxy", &proxy), ("no_proxy", "127.0.0.1")],
-    );
+    let (ok, out) = agent.status(&[("https_proxy", &proxy), ("no_proxy", "127.0.0.1")]);
     assert!(ok, "{out}");
     assert!(out.contains("Proxy:         none"), "{out}");
     assert_eq!(
@@ -124,10 +93,7 @@ fn status_goes_through_https_proxy_unless_no_proxy_excludes_the_host() {
         .local_addr()
         .unwrap()
         .port();
-    let (ok, out) = status(
-        &agent,
-        &[("https_proxy", &format!("http://127.0.0.1:{dead}"))],
-    );
+    let (ok, out) = agent.status(&[("https_proxy", &format!("http://127.0.0.1:{dead}"))]);
     assert!(!ok);
     assert!(
         out.contains("UNREACHABLE: proxy http://127.0.0.1:"),
@@ -147,7 +113,7 @@ fn status_names_the_failing_stage() {
     );
     coord.wait_invocation(&cmd, &agent.instance_id, std::time::Duration::from_secs(30));
     agent.crash();
-    let (ok, out) = status(&agent, &[]);
+    let (ok, out) = agent.status(&[]);
     assert!(ok, "{out}");
     assert!(
         out.contains("DNS:") || out.contains("TCP:           connected"),
@@ -155,16 +121,16 @@ fn status_names_the_failing_stage() {
     );
     assert!(out.contains("Last poll:     20"), "{out}");
 
-    set_endpoint(&agent, &format!("https://localhost:{}", coord.port));
-    let (ok, out) = status(&agent, &[]);
+    agent.set_endpoint(&format!("https://localhost:{}", coord.port));
+    let (ok, out) = agent.status(&[]);
     assert!(ok, "{out}");
     assert!(out.contains("DNS:           localhost -> "), "{out}");
 
-    set_endpoint(
-        &agent,
-        &format!("https://tether-no-such-host.invalid:{}", coord.port),
-    );
-    let (ok, out) = status(&agent, &[]);
+    agent.set_endpoint(&format!(
+        "https://tether-no-such-host.invalid:{}",
+        coord.port
+    ));
+    let (ok, out) = agent.status(&[]);
     assert!(!ok);
     assert!(
         out.contains("UNREACHABLE: DNS: cannot resolve \"tether-no-such-host.invalid\""),
@@ -176,8 +142,8 @@ fn status_names_the_failing_stage() {
         .local_addr()
         .unwrap()
         .port();
-    set_endpoint(&agent, &format!("https://127.0.0.1:{closed}"));
-    let (ok, out) = status(&agent, &[]);
+    agent.set_endpoint(&format!("https://127.0.0.1:{closed}"));
+    let (ok, out) = agent.status(&[]);
     assert!(!ok);
     assert!(
         out.contains("UNREACHABLE: TCP: cannot connect to 127.0.0.1:"),
@@ -187,8 +153,8 @@ fn status_names_the_failing_stage() {
     // Another coordinator: another CA, so the pin does not match.
     std::fs::create_dir_all(tmp.path().join("other")).unwrap();
     let other = Coordinator::start(&tmp.path().join("other"));
-    set_endpoint(&agent, &format!("https://127.0.0.1:{}", other.port));
-    let (ok, out) = status(&agent, &[]);
+    agent.set_endpoint(&format!("https://127.0.0.1:{}", other.port));
+    let (ok, out) = agent.status(&[]);
     assert!(!ok);
     assert!(out.contains("UNREACHABLE: TLS: CA pin mismatch"), "{out}");
 }
