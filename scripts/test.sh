@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: unit tests of each crate and the end-to-end suites, which start the
-# real binaries on loopback (so the binaries are built first). Ends with one
-# line totalling every test binary's results.
+# real binaries on loopback (so the binaries are built first), then the suites
+# that use the store again with the coordinators on PostgreSQL. Ends with one
+# line totalling every test binary's results in both passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmp >/dev/null 2>&1 || need+=(diffutils)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
+# The PostgreSQL pass: Debian's server binaries (initdb, pg_ctl, postgres, psql).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -45,9 +48,40 @@ cargo build --workspace --bins --locked
 # (The coordinator in them is built without LTO here; see packaging/build.sh.)
 TETHER_PACKAGE_QUICK=1 packaging/build.sh >/dev/null
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pg_in=
+pg_pid=
+cleanup() {
+  # Closing its stdin stops the PostgreSQL server and removes its directory.
+  if [ -n "$pg_in" ]; then
+    exec {pg_in}>&-
+    wait "$pg_pid" || true
+  fi
+  rm -f "$log"
+}
+trap cleanup EXIT
 status=0
 cargo test --workspace --locked --lib --bins --tests -- "$@" 2>&1 | tee "$log" || status=$?
+
+# Second pass: the suites that touch the store, against PostgreSQL. One
+# throwaway cluster for the pass (tether-test-postgres: Debian's binaries, a
+# temporary directory, 127.0.0.1 at a free port); every test coordinator gets a
+# fresh database on it. Skipped here, as they do not depend on the database:
+# packaging and install (packages, throwaway roots), bench (the benchmark runs
+# its own coordinator), node_status (the agent's stages), postgres_fixture
+# (the fixture itself, tested above).
+coproc PG { exec cargo run -q --locked -p tether-tests --bin tether-test-postgres; }
+pg_in=${PG[1]}
+pg_pid=$PG_PID
+if read -r pg_url <&"${PG[0]}"; then
+  export TETHER_TEST_DATABASE=postgres TETHER_TEST_PG_URL="$pg_url"
+  cargo test --locked -p tether-tests --test e2e -- \
+    --skip e2e::packaging:: --skip e2e::install:: --skip e2e::bench:: \
+    --skip e2e::node_status:: --skip e2e::postgres_fixture:: "$@" 2>&1 | tee -a "$log" || status=$?
+  cargo test --locked -p tether --lib -- "$@" 2>&1 | tee -a "$log" || status=$?
+else
+  echo "scripts/test.sh: PostgreSQL did not start (see above); its pass did not run" >&2
+  status=1
+fi
 awk '/^test result: / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -14,8 +14,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod postgres;
 pub mod relay;
 pub mod root;
+
+/// `TETHER_TEST_DATABASE=postgres` runs every test coordinator on PostgreSQL
+/// (a fresh database each) instead of SQLite in its data directory.
+pub const DATABASE_ENV: &str = "TETHER_TEST_DATABASE";
+
+/// A running PostgreSQL server (URL without a database) for those databases;
+/// without it each coordinator starts a cluster of its own.
+pub const PG_URL_ENV: &str = "TETHER_TEST_PG_URL";
 
 /// Path of a workspace binary built beside the running test.
 pub fn bin(name: &str) -> PathBuf {
@@ -75,6 +84,65 @@ pub fn success_json(what: &str, out: &Output) -> Value {
     })
 }
 
+/// Where a test coordinator keeps its state when it is not the SQLite file
+/// in its data directory.
+pub struct TestDatabase {
+    /// `postgres://...` URL passed as `tether serve --database`.
+    pub url: String,
+    /// The database's name on the server.
+    name: String,
+    /// The server's URL when the database lives on a shared server (it is
+    /// dropped with the coordinator).
+    shared_server: Option<String>,
+    /// The cluster started for this coordinator alone (stopped with it).
+    _cluster: Option<postgres::PgCluster>,
+}
+
+impl TestDatabase {
+    /// The database `TETHER_TEST_DATABASE` asks for: None for SQLite (unset,
+    /// empty or `sqlite`); for `postgres`, a new database on the server at
+    /// `TETHER_TEST_PG_URL` or, without it, on a cluster of its own.
+    pub fn from_env() -> Option<TestDatabase> {
+        match std::env::var(DATABASE_ENV).unwrap_or_default().as_str() {
+            "" | "sqlite" => None,
+            "postgres" => Some(Self::postgres()),
+            other => panic!("{DATABASE_ENV}={other:?}: expected `sqlite` or `postgres`"),
+        }
+    }
+
+    /// A fresh database on PostgreSQL (see [`TestDatabase::from_env`]).
+    pub fn postgres() -> TestDatabase {
+        let name = postgres::unique_database_name("e2e");
+        match std::env::var(PG_URL_ENV) {
+            Ok(server) if !server.is_empty() => TestDatabase {
+                url: postgres::create_database(&server, &name),
+                name,
+                shared_server: Some(server),
+                _cluster: None,
+            },
+            _ => {
+                let cluster = postgres::PgCluster::start();
+                TestDatabase {
+                    url: cluster.create_database(&name),
+                    name,
+                    shared_server: None,
+                    _cluster: Some(cluster),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(server) = &self.shared_server
+            && let Err(e) = postgres::drop_database(server, &self.name)
+        {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
 /// A running `tether serve`.
 pub struct Coordinator {
     pub dir: PathBuf,
@@ -83,12 +151,15 @@ pub struct Coordinator {
     pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub stdout: Vec<String>,
+    /// PostgreSQL when `TETHER_TEST_DATABASE=postgres`, else None (SQLite in
+    /// `dir`); dropped only after `Drop` has killed the coordinator.
+    pub database: Option<TestDatabase>,
 }
 
 impl Coordinator {
     /// Starts a coordinator with its data in `dir/coord`. The first start lets
     /// the kernel pick the ports (no race with other tests); restarts reuse
-    /// them, where the agents expect the coordinator.
+    /// them, where the agents expect the coordinator, and the database.
     pub fn start(dir: &Path) -> Coordinator {
         Self::start_with_env(dir, &[])
     }
@@ -104,6 +175,7 @@ impl Coordinator {
                 .collect(),
             child: None,
             stdout: Vec::new(),
+            database: TestDatabase::from_env(),
         };
         c.launch();
         c
@@ -118,6 +190,11 @@ impl Coordinator {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|d| ["--database", d.url.as_str()]),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()

@@ -12,6 +12,7 @@ mod e2e {
     pub mod inventory;
     pub mod node_status;
     pub mod packaging;
+    pub mod postgres_fixture;
     pub mod recovery;
     pub mod registration;
     pub mod run_command;
