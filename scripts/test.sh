@@ -62,22 +62,27 @@ trap cleanup EXIT
 status=0
 cargo test --workspace --locked --lib --bins --tests -- "$@" 2>&1 | tee "$log" || status=$?
 
-# Second pass: the suites that touch the store, against PostgreSQL. One
-# throwaway cluster for the pass (tether-test-postgres: Debian's binaries, a
-# temporary directory, 127.0.0.1 at a free port); every test coordinator gets a
-# fresh database on it. Skipped here, as they do not depend on the database:
-# packaging and install (packages, throwaway roots), bench (the benchmark runs
-# its own coordinator), node_status (the agent's stages), postgres_fixture
-# (the fixture itself, tested above).
-coproc PG { exec cargo run -q --locked -p tether-tests --bin tether-test-postgres; }
+# Second pass: the suites that use the store, against PostgreSQL. One
+# throwaway cluster for the pass (tether-test-postgres, built above: Debian's
+# binaries, a temporary directory, 127.0.0.1 at a free port); every test
+# coordinator gets a fresh database on it, and the coordinator's unit tests
+# use it through TETHER_TEST_PG_URL. Selected with --workspace as in the first
+# pass (a `-p` selection unifies other features and would rebuild most
+# dependencies), so every crate's unit tests run again: a few seconds. Skipped
+# here, as they do not depend on the database: packaging and install
+# (packages, throwaway roots), bench (the benchmark starts its own
+# coordinator), node_status (the agent's stages), postgres_fixture (the
+# fixture itself, tested in the first pass).
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+coproc PG { exec "$target_dir/debug/tether-test-postgres"; }
 pg_in=${PG[1]}
 pg_pid=$PG_PID
 if read -r pg_url <&"${PG[0]}"; then
   export TETHER_TEST_DATABASE=postgres TETHER_TEST_PG_URL="$pg_url"
-  cargo test --locked -p tether-tests --test e2e -- \
+  cargo test --workspace --locked --lib --test e2e -- \
     --skip e2e::packaging:: --skip e2e::install:: --skip e2e::bench:: \
     --skip e2e::node_status:: --skip e2e::postgres_fixture:: "$@" 2>&1 | tee -a "$log" || status=$?
-  cargo test --locked -p tether --lib -- "$@" 2>&1 | tee -a "$log" || status=$?
 else
   echo "scripts/test.sh: PostgreSQL did not start (see above); its pass did not run" >&2
   status=1
