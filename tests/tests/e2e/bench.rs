@@ -1,15 +1,17 @@
 //! The benchmark's small mode: 200 real agents (no-op executor) against a real
-//! coordinator. Asserts only that it completes and accounts for every
+//! coordinator, on SQLite or, with `TETHER_TEST_DATABASE=postgres`, on a fresh
+//! PostgreSQL database. Asserts only that it completes and accounts for every
 //! invocation; its timings are for people, not for CI.
 
 use std::process::Command;
 
 use serde_json::Value;
-use tether_tests::bin;
+use tether_tests::{TestDatabase, bin};
 
 #[test]
 fn the_benchmark_small_mode_completes_and_accounts_for_every_invocation() {
     let tmp = tempfile::tempdir().unwrap();
+    let database = TestDatabase::from_env();
     let out = Command::new(bin("tether-bench"))
         .args([
             "--agents",
@@ -21,6 +23,7 @@ fn the_benchmark_small_mode_completes_and_accounts_for_every_invocation() {
         ])
         .arg("--work-dir")
         .arg(tmp.path())
+        .args(database.iter().flat_map(|d| ["--database", d.url.as_str()]))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

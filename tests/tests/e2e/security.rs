@@ -105,13 +105,16 @@ fn operators_need_the_token() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    let mut created = vec!["ca.key", "server.key", "signing.key"];
-    if coord.database.is_none() {
-        created.push("tether.db");
-    }
-    for f in created {
+    for f in ["ca.key", "server.key", "signing.key"] {
         assert!(coord.dir.join(f).exists(), "{f} created on first start");
     }
+    // The store is the SQLite file in the data directory unless the test
+    // coordinator runs on PostgreSQL (TETHER_TEST_DATABASE=postgres).
+    assert_eq!(
+        coord.dir.join("tether.db").exists(),
+        coord.database.is_none(),
+        "tether.db exists exactly when the store is SQLite"
+    );
     let dir_mode = std::fs::metadata(&coord.dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
 }
