@@ -164,7 +164,11 @@ impl Coordinator {
         Self::start_with_env(dir, &[])
     }
 
+    /// As [`Coordinator::start`], with extra environment. A test that names
+    /// the database itself (`TETHER_DATABASE`, e.g. replicas sharing one)
+    /// keeps it in both passes.
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Coordinator {
+        let own_database = env.iter().any(|(k, _)| *k == "TETHER_DATABASE");
         let mut c = Coordinator {
             dir: dir.join("coord"),
             port: 0,
@@ -175,7 +179,11 @@ impl Coordinator {
                 .collect(),
             child: None,
             stdout: Vec::new(),
-            database: TestDatabase::from_env(),
+            database: if own_database {
+                None
+            } else {
+                TestDatabase::from_env()
+            },
         };
         c.launch();
         c

@@ -15,6 +15,7 @@ mod e2e {
     pub mod postgres_fixture;
     pub mod recovery;
     pub mod registration;
+    pub mod replicas;
     pub mod run_command;
     pub mod security;
     pub mod ssm_http;
