@@ -39,6 +39,11 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `--database` names neither a PostgreSQL URL nor a SQLite path.
+    #[error(
+        "--database {0:?}: expected a postgres:// (or postgresql://) URL, or a SQLite file path"
+    )]
+    BadDatabase(String),
     /// Registration refused; the message is shown to the agent.
     #[error("{0}")]
     Registration(String),
@@ -377,6 +382,8 @@ impl Store {
     pub async fn open_url(database: &str) -> Result<Store> {
         if is_postgres_url(database) {
             Self::connect(database).await
+        } else if database.contains("://") && !database.starts_with("sqlite://") {
+            Err(StoreError::BadDatabase(database.to_string()))
         } else {
             Self::open(Path::new(
                 database.strip_prefix("sqlite://").unwrap_or(database),
@@ -1494,6 +1501,25 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_database_scheme_is_refused_by_name() {
+        let e = Store::open_url("mysql://db.example/tether")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"mysql://db.example/tether\": expected a postgres://"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.db");
+        let s = Store::open_url(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        assert_eq!(s.dialect(), Dialect::Sqlite);
+        assert!(file.exists());
     }
 
     #[test]
