@@ -660,7 +660,9 @@ impl Coordinator {
                 .association_gen
                 .load(std::sync::atomic::Ordering::SeqCst);
             let before = bell.mark(association_gen, &req.associations_digest);
-            if !bell.is_settled(&before) {
+            let (envelopes, cancels, associations) = if bell.is_settled(&before) {
+                Default::default()
+            } else {
                 let envelopes = self.envelopes_for(id).await?;
                 let cancels = self.cancels_for(id).await?;
                 let associations =
@@ -674,25 +676,20 @@ impl Coordinator {
                     (before.0, before.1, digest),
                     !envelopes.is_empty() || !cancels.is_empty(),
                 );
-                if !envelopes.is_empty()
-                    || !cancels.is_empty()
-                    || associations.is_some()
-                    || tokio::time::Instant::now() >= deadline
-                    || *stopping.borrow()
-                {
-                    self.seen(id);
-                    return Ok(pb::PollResponse {
-                        envelopes,
-                        server_time_ms: now_ms(),
-                        cancels,
-                        associations,
-                    });
-                }
-            } else if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+                (envelopes, cancels, associations)
+            };
+            if !envelopes.is_empty()
+                || !cancels.is_empty()
+                || associations.is_some()
+                || tokio::time::Instant::now() >= deadline
+                || *stopping.borrow()
+            {
                 self.seen(id);
                 return Ok(pb::PollResponse {
+                    envelopes,
                     server_time_ms: now_ms(),
-                    ..Default::default()
+                    cancels,
+                    associations,
                 });
             }
             // A redelivery may fall due while we wait: look again at least every 10 s.

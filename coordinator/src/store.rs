@@ -177,7 +177,7 @@ pub struct PluginRow {
 /// driver reads `bool` only from a real boolean, so flags are stored as 0/1
 /// integers on both engines and read through this.
 #[derive(Clone, Copy, Debug)]
-pub struct IntFlag(i64);
+pub(crate) struct IntFlag(i64);
 
 impl sqlx::Type<sqlx::Any> for IntFlag {
     fn type_info() -> sqlx::any::AnyTypeInfo {
