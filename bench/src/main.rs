@@ -31,9 +31,9 @@ use serde_json::{Value, json};
 use tether_agent::register::{self, RegisterArgs};
 use tether_agent::run::{self, AgentConfig, Executor};
 use tether_agent::state::StateDir;
-use tether_coordinator::cli;
-use tether_coordinator::server::OperatorConfig;
-use tether_coordinator::store::{self, Dialect, Store};
+use tether_cli as cli;
+use tether_cli::OperatorConfig;
+use tether_store::{self as store, Dialect, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -529,7 +529,7 @@ struct Db {
 }
 
 impl Db {
-    /// A statement as this database spells it (see `tether_coordinator::store::sql`).
+    /// A statement as this database spells it (see `tether_store::sql`).
     fn q(&self, text: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
         store::sql(self.dialect, text)
     }

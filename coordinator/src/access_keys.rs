@@ -12,10 +12,11 @@
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::api::ApiError;
-use crate::core::{Coordinator, iso_ms, now_ms};
-use crate::limits;
-use crate::store::{AccessKeyRow, StoreError};
+use crate::core::Coordinator;
+use tether_ssm::ApiError;
+use tether_ssm::limits;
+use tether_store::{AccessKeyRow, StoreError};
+use tether_util::time::{iso_ms, now_ms};
 
 /// The operations this module answers; the HTTP API refuses them.
 pub const OPERATIONS: [&str; 3] = ["CreateAccessKey", "ListAccessKeys", "DeleteAccessKey"];

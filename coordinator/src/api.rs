@@ -12,83 +12,21 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use tether_documents::{Document, PlatformType};
 
-use crate::core::{Coordinator, code_hash, iso_ms, now_ms};
-use crate::limits;
-use crate::state::Detail;
+use crate::core::{Coordinator, code_hash};
+use tether_ssm::ApiError;
+use tether_ssm::limits;
+use tether_ssm::state::Detail;
+use tether_util::time::{iso_ms, now_ms};
 pub mod associations;
 mod documents;
 mod inventory;
 mod tags;
 
-use crate::store::{self, ActivationRow, CommandQuery, CommandRow, InvocationRow, PluginRow};
-
-/// An SSM error: `__type` and message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct ApiError {
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            message: message.into(),
-        }
-    }
-    fn validation(message: impl Into<String>) -> Self {
-        Self::new("ValidationException", message)
-    }
-    /// Whether the fault is the service's (HTTP 500) rather than the caller's.
-    pub fn is_server_fault(&self) -> bool {
-        self.kind == "InternalServerError"
-    }
-}
-
-impl From<store::StoreError> for ApiError {
-    fn from(e: store::StoreError) -> Self {
-        tracing::error!(error = %e, "storage error");
-        ApiError::new("InternalServerError", format!("storage error: {e}"))
-    }
-}
+use tether_store::{
+    self as store, ActivationRow, CommandQuery, CommandRow, InvocationRow, PluginRow,
+};
 
 pub type ApiResult = Result<Value, ApiError>;
-
-/// Every SSM operation this coordinator implements, as named in the SSM model.
-/// The operator CLI offers exactly these as `aws ssm` verbs; keep it in step
-/// with the match in [`invoke`].
-pub const OPERATIONS: &[&str] = &[
-    "CreateActivation",
-    "DescribeActivations",
-    "DeleteActivation",
-    "DescribeInstanceInformation",
-    "DeregisterManagedInstance",
-    "SendCommand",
-    "ListCommands",
-    "ListCommandInvocations",
-    "GetCommandInvocation",
-    "CreateDocument",
-    "UpdateDocument",
-    "DeleteDocument",
-    "GetDocument",
-    "DescribeDocument",
-    "ListDocuments",
-    "ListDocumentVersions",
-    "UpdateDocumentDefaultVersion",
-    "AddTagsToResource",
-    "RemoveTagsFromResource",
-    "ListTagsForResource",
-    "CancelCommand",
-    "CreateAssociation",
-    "ListAssociations",
-    "DescribeAssociation",
-    "UpdateAssociation",
-    "DeleteAssociation",
-    "DescribeInstanceAssociationsStatus",
-    "ListInventoryEntries",
-    "GetInventory",
-];
 
 /// Runs one SSM operation.
 pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> ApiResult {
@@ -590,7 +528,9 @@ async fn describe_instance_information(c: &Coordinator, req: &Req<'_>) -> ApiRes
         }
     }
     let now = now_ms();
-    let all: Vec<Value> = crate::bridge::all_instances(c)
+    let all: Vec<Value> = c
+        .store
+        .all_instances()
         .await?
         .iter()
         .map(|i| (i, instance_json(i, now), tag_pairs(&i.tags_json)))
@@ -687,16 +627,16 @@ async fn resolve_targets(
         }
     };
     for id in instance_ids {
-        push(id.clone(), crate::bridge::instance(c, id).await?);
+        push(id.clone(), c.store.any_instance(id).await?);
     }
     if !targets.is_empty() {
-        let instances = crate::bridge::all_instances(c).await?;
+        let instances = c.store.all_instances().await?;
         for t in targets {
             let key = t.get("Key").and_then(Value::as_str).unwrap_or("");
             let values = t.get("Values").and_then(str_list_of).unwrap_or_default();
             if key.eq_ignore_ascii_case("InstanceIds") {
                 for id in values {
-                    let row = crate::bridge::instance(c, &id).await?;
+                    let row = c.store.any_instance(&id).await?;
                     push(id, row);
                 }
             } else if key == "tag-key" {

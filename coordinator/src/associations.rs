@@ -11,8 +11,9 @@ use tether_proto as pb;
 use tracing::warn;
 
 use crate::api::associations::targets_match;
-use crate::core::{AgentError, Coordinator, now_ms};
-use crate::store::{AssociationRow, AssociationStatusRow, InstanceRow, InventoryPut, InventoryRow};
+use crate::core::{AgentError, Coordinator};
+use tether_store::{AssociationRow, AssociationStatusRow, InstanceRow, InventoryPut, InventoryRow};
+use tether_util::time::now_ms;
 
 /// Longest run output kept per association and instance.
 const MAX_RUN_OUTPUT_CHARS: usize = 2500;
@@ -99,7 +100,7 @@ pub async fn set_if_changed(
 }
 
 /// Wakes every instance so held polls pick up a changed association set.
-pub async fn ring_all(c: &Coordinator) -> Result<(), crate::store::StoreError> {
+pub async fn ring_all(c: &Coordinator) -> Result<(), tether_store::StoreError> {
     c.associations_changed(true).await;
     Ok(())
 }

@@ -7,28 +7,22 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tether_proto as pb;
+use tether_util::time::{iso_ms, now_ms};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::limits;
 use crate::pki::Pki;
-use crate::state::Detail;
-use crate::store::{
+use tether_ssm::limits;
+use tether_ssm::state::Detail;
+use tether_store::{
     self, Claim, CommandRow, HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult,
     Store, WriteOp,
 };
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Hex SHA-256 of an activation code under its salt.
 pub fn code_hash(salt: &[u8], code: &str) -> Vec<u8> {
@@ -139,8 +133,8 @@ pub enum AgentError {
     Internal(String),
 }
 
-impl From<store::StoreError> for AgentError {
-    fn from(e: store::StoreError) -> Self {
+impl From<tether_store::StoreError> for AgentError {
+    fn from(e: tether_store::StoreError) -> Self {
         AgentError::Internal(e.to_string())
     }
 }
@@ -231,7 +225,7 @@ type WorkMark = (u64, u64, String);
 struct AssociationCache {
     read_at: tokio::time::Instant,
     generation: u64,
-    rows: Arc<Vec<crate::store::AssociationRow>>,
+    rows: Arc<Vec<tether_store::AssociationRow>>,
 }
 
 /// How long a look at an instance's work stands in for the next one while
@@ -401,7 +395,7 @@ impl Coordinator {
     }
 
     /// Wakes the instances whose invocation of `command_id` waits for a slot.
-    pub async fn ring_waiting(&self, command_id: &str) -> Result<(), store::StoreError> {
+    pub async fn ring_waiting(&self, command_id: &str) -> Result<(), tether_store::StoreError> {
         for instance_id in self.store.waiting_instances(command_id).await? {
             self.ring(&instance_id);
         }
@@ -420,11 +414,6 @@ impl Coordinator {
     /// Sends this replica's wake-ups to the others (see [`crate::replicas`]).
     pub fn attach_bus(&self, bus: crate::replicas::Bus) {
         let _ = self.bus.set(bus);
-    }
-
-    /// The mark on this replica's own announcements, when it has a bus.
-    pub fn bus_origin(&self) -> Option<String> {
-        self.bus.get().map(|b| b.origin().to_string())
     }
 
     /// Wakes the instance's poll if this replica has seen it poll (another
@@ -471,7 +460,7 @@ impl Coordinator {
     /// Every association, from memory when nothing changed since it was read.
     pub async fn associations(
         &self,
-    ) -> Result<Arc<Vec<crate::store::AssociationRow>>, store::StoreError> {
+    ) -> Result<Arc<Vec<tether_store::AssociationRow>>, tether_store::StoreError> {
         let mut cache = self.association_cache.lock().await;
         let generation = self
             .association_gen
@@ -534,7 +523,7 @@ impl Coordinator {
         &self,
         req: pb::RegisterRequest,
     ) -> Result<pb::RegisterResponse, RegisterError> {
-        let internal = |e: store::StoreError| RegisterError::Internal(e.to_string());
+        let internal = |e: tether_store::StoreError| RegisterError::Internal(e.to_string());
         let id = req.activation_id.trim().to_string();
         let Some(act) = self.store.activation(&id).await.map_err(internal)? else {
             return Err(RegisterError::UnknownActivation(id));
@@ -591,7 +580,7 @@ impl Coordinator {
         };
         match self.store.register_instance(&row, now).await {
             Ok(()) => {}
-            Err(store::StoreError::Registration(_)) => {
+            Err(tether_store::StoreError::Registration(_)) => {
                 return Err(RegisterError::LimitReached {
                     id,
                     limit: act.registration_limit,
@@ -1058,7 +1047,7 @@ impl Coordinator {
     pub async fn sweep(&self) {
         self.flush_pings().await;
         // Replicas on one database: one of them ends timeouts and prunes.
-        match self.store.lead(crate::store::Lead::Sweep).await {
+        match self.store.lead(tether_store::Lead::Sweep).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -1126,11 +1115,15 @@ pub fn new_instance_id() -> String {
     format!("mi-{}", &hex[..17])
 }
 
-/// ISO 8601 (UTC, milliseconds) for messages.
-pub fn iso_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
+/// What the other replicas announce reaches this replica's polls.
+impl crate::replicas::Wakeups for Coordinator {
+    fn ring_local(&self, instance_id: &str) {
+        Coordinator::ring_local(self, instance_id);
+    }
+
+    async fn everything_may_have_changed(&self) {
+        self.associations_changed(false).await;
+    }
 }
 
 #[cfg(test)]

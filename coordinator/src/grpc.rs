@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::api;
 use crate::core::{AgentError, Coordinator, RegisterError};
 use crate::pki;
-use crate::store::InstanceRow;
+use tether_store::InstanceRow;
 
 /// Hex SHA-256 of an operator token, as stored.
 pub fn token_hash(token: &str) -> String {
@@ -78,7 +78,7 @@ impl pb::registration_server::Registration for Services {
         _req: Request<pb::ServerTimeRequest>,
     ) -> Result<Response<pb::ServerTimeResponse>, Status> {
         Ok(Response::new(pb::ServerTimeResponse {
-            server_time_ms: crate::core::now_ms(),
+            server_time_ms: tether_util::now_ms(),
         }))
     }
 }
@@ -141,7 +141,7 @@ impl pb::agent_server::Agent for Services {
     ) -> Result<Response<pb::PingResponse>, Status> {
         let inst = self.agent(&req).await?;
         Ok(Response::new(pb::PingResponse {
-            server_time_ms: crate::core::now_ms(),
+            server_time_ms: tether_util::now_ms(),
             instance_id: inst.instance_id,
         }))
     }
@@ -182,7 +182,7 @@ impl pb::operator_server::Operator for Services {
             serde_json::Value::Null
         } else {
             serde_json::from_str(&call.request_json).map_err(|e| {
-                error_status(&api::ApiError::new(
+                error_status(&tether_ssm::ApiError::new(
                     "SerializationException",
                     format!("{}: request is not valid JSON: {e}", call.operation),
                 ))
@@ -198,7 +198,7 @@ impl pb::operator_server::Operator for Services {
 }
 
 /// An SSM error as a gRPC status: the SSM type travels in metadata.
-fn error_status(e: &api::ApiError) -> Status {
+fn error_status(e: &tether_ssm::ApiError) -> Status {
     let mut status = if e.is_server_fault() {
         Status::internal(e.message.clone())
     } else {

@@ -14,9 +14,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::core::{Coordinator, now_ms};
+use crate::core::Coordinator;
 use crate::install::AgentDownload;
 use crate::pki::Pki;
+use tether_util::time::now_ms;
 
 /// What the listener serves for installing agents.
 #[derive(Debug)]

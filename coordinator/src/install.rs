@@ -83,11 +83,6 @@ impl AgentDownload {
     }
 }
 
-/// Quotes `s` for a POSIX shell single-quoted string.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The install script for this coordinator. Values are put inside single
 /// quotes in the template, so they are quoted for that.
 pub fn render_script(
@@ -105,34 +100,6 @@ pub fn render_script(
         .replace("@SYSTEMD_UNIT@", SYSTEMD_UNIT)
         .replace("@SYSV_SCRIPT@", SYSV_SCRIPT)
         .replace("@AGENT_TOML@", AGENT_TOML)
-}
-
-/// The user-data snippet: fetch the CA without trust, accept it only if it
-/// hashes to the pin, then fetch the install script trusting only that CA and
-/// run it with the activation.
-pub fn user_data_snippet(
-    http_endpoint: &str,
-    ca_pin: &str,
-    activation_id: &str,
-    code: &str,
-) -> String {
-    let base = sh_quote(http_endpoint);
-    let pin = sh_quote(ca_pin);
-    format!(
-        "#!/bin/sh\n\
-         # Tether: install, register and start the agent (user-data or post-boot script; as root).\n\
-         set -e\n\
-         u={base}; pin={pin}; d=$(mktemp -d)\n\
-         if command -v curl >/dev/null; then k='curl -fsSk'; t=\"curl -fsS --cacert $d/ca.pem\"\n\
-         else k='wget -qO- --no-check-certificate'; t=\"wget -qO- --ca-certificate=$d/ca.pem\"; fi\n\
-         $k \"$u/ca.pem\" > \"$d/ca.pem\"\n\
-         [ \"sha256:$(sed '/-----/d' \"$d/ca.pem\" | base64 -d | sha256sum | cut -d' ' -f1)\" = \"$pin\" ] || {{ echo \"tether: the coordinator's CA does not match $pin\" >&2; exit 1; }}\n\
-         $t \"$u/install.sh\" > \"$d/install.sh\"\n\
-         sh \"$d/install.sh\" --id {} --code {}\n\
-         rm -rf \"$d\"\n",
-        sh_quote(activation_id),
-        sh_quote(code)
-    )
 }
 
 #[cfg(test)]
@@ -154,12 +121,5 @@ mod tests {
         assert!(s.contains("KillMode=process"));
         assert!(s.contains("# chkconfig: 2345"));
         assert!(!s.contains("@SYSTEMD_UNIT@") && !s.contains("@ENDPOINT@"));
-    }
-
-    #[test]
-    fn snippet_quotes_what_it_is_given() {
-        let s = user_data_snippet("https://h:8444", "sha256:00", "id'x", "code");
-        assert!(s.contains(r"--id 'id'\''x' --code 'code'"), "{s}");
-        assert!(s.starts_with("#!/bin/sh\n"));
     }
 }

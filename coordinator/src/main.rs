@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use tether_coordinator::cli;
+use tether_cli as cli;
 use tether_coordinator::server::{self, ServeConfig};
 
 #[derive(Parser, Debug)]
@@ -59,11 +59,11 @@ struct Serve {
     history_retention_days: u64,
     /// Seconds a running invocation's agent may stay silent before the
     /// invocation ends as Failed, presumed lost (a later result still counts).
-    #[arg(long, env = "TETHER_AGENT_SILENT_TIMEOUT_SECS", default_value_t = tether_coordinator::limits::AGENT_SILENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "TETHER_AGENT_SILENT_TIMEOUT_SECS", default_value_t = tether_ssm::limits::AGENT_SILENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     agent_silent_timeout: u64,
     /// Seconds to wait for an agent to confirm a cancellation before the
     /// invocation ends as Cancelled without it.
-    #[arg(long, env = "TETHER_CANCEL_CONFIRM_TIMEOUT_SECS", default_value_t = tether_coordinator::limits::CANCEL_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "TETHER_CANCEL_CONFIRM_TIMEOUT_SECS", default_value_t = tether_ssm::limits::CANCEL_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     cancel_confirm_timeout: u64,
     /// AWS bridge configuration (TOML); default: DATA_DIR/aws.toml when it exists.
     #[arg(long)]
@@ -77,7 +77,7 @@ struct Serve {
 /// Logs to stderr (journald under systemd), or to `TETHER_LOG_FILE` rotated by
 /// size when set (SysV hosts: /var/log/tether/coordinator.log).
 fn init_logging() {
-    use tether_coordinator::limits::{LOG_FILE_KEEP, LOG_FILE_MAX_BYTES};
+    use tether_ssm::limits::{LOG_FILE_KEEP, LOG_FILE_MAX_BYTES};
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -5,7 +5,7 @@
 //! `--secrets-dir`. What a replica does hold is the agents' long polls, so two
 //! things cross replicas:
 //!
-//! - **Wake-ups.** [`Coordinator::ring`] wakes a poll held on this replica and
+//! - **Wake-ups.** `Coordinator::ring` wakes a poll held on this replica and
 //!   publishes the instance on the [`CHANNEL`] (PostgreSQL `NOTIFY`, sent by
 //!   [`publish`] in batches); every replica `LISTEN`s ([`listen`]) and wakes
 //!   the polls it holds. A notification lost while a listener reconnects
@@ -13,15 +13,26 @@
 //!   at the end of its hold anyway, so nothing waits longer than one hold.
 //! - **Work done once.** Timeout sweeps, history pruning and the AWS bridge
 //!   run on the replica holding their session advisory lock
-//!   ([`crate::store::Store::lead`]); when it dies, its connection closes, the
+//!   ([`tether_store::Store::lead`]); when it dies, its connection closes, the
 //!   lock is free and another replica takes the work at its next tick.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use backon::BackoffBuilder as _;
+use tether_store::{Listener, Store};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::core::Coordinator;
+/// What a replica does when another announces something: the coordinator
+/// implements it, so this module needs nothing of the coordinator itself.
+pub trait Wakeups: Send + Sync + 'static {
+    /// Wakes the poll this replica holds (or holds next) for the instance.
+    fn ring_local(&self, instance_id: &str);
+    /// Associations or instance tags changed elsewhere, or announcements
+    /// may have been lost: every agent's work is looked at again.
+    fn everything_may_have_changed(&self) -> impl Future<Output = ()> + Send;
+}
 
 /// The PostgreSQL notification channel for wake-ups.
 pub const CHANNEL: &str = "tether_ring";
@@ -89,10 +100,7 @@ pub fn payloads(origin: &str, ids: &[String]) -> Vec<String> {
 }
 
 /// Sends queued wake-ups, whatever queued up since the last send in one go.
-pub async fn publish(core: Arc<Coordinator>, mut rx: mpsc::UnboundedReceiver<String>) {
-    let Some(origin) = core.bus_origin() else {
-        return;
-    };
+pub async fn publish(store: Store, origin: String, mut rx: mpsc::UnboundedReceiver<String>) {
     while let Some(first) = rx.recv().await {
         let mut ids = vec![first];
         while let Ok(id) = rx.try_recv() {
@@ -101,7 +109,7 @@ pub async fn publish(core: Arc<Coordinator>, mut rx: mpsc::UnboundedReceiver<Str
         ids.sort();
         ids.dedup();
         for p in payloads(&origin, &ids) {
-            if let Err(e) = core.store.notify(CHANNEL, &p).await {
+            if let Err(e) = store.notify(CHANNEL, &p).await {
                 warn!(error = %e, "could not tell the other replicas of new work");
             }
         }
@@ -110,59 +118,64 @@ pub async fn publish(core: Arc<Coordinator>, mut rx: mpsc::UnboundedReceiver<Str
 
 /// Wakes this replica's held polls for what the other replicas announce.
 /// Reconnects by itself; a gap wakes every held poll.
-pub async fn listen(core: Arc<Coordinator>, database_url: String) {
-    let Some(origin) = core.bus_origin() else {
-        return;
+pub async fn listen<W: Wakeups>(wakeups: Arc<W>, origin: String, database_url: String) {
+    let retry = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(500))
+            .with_max_delay(std::time::Duration::from_secs(10))
+            .without_max_times()
+            .build()
     };
-    let mut backoff = std::time::Duration::from_millis(500);
+    let mut delays = retry();
     loop {
-        let mut listener = match sqlx::postgres::PgListener::connect(&database_url).await {
+        let mut listener = match Store::listen(&database_url, CHANNEL).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot listen for other replicas' wake-ups; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                if let Some(d) = delays.next() {
+                    tokio::time::sleep(d).await;
+                }
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        backoff = std::time::Duration::from_millis(500);
+        delays = retry();
         info!(channel = CHANNEL, "listening for other replicas' wake-ups");
         // Whatever was announced before this listener existed.
-        core.associations_changed(false).await;
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    let Some((from, ids)) = n.payload().split_once('|') else {
-                        continue;
-                    };
-                    if from == origin {
-                        continue;
-                    }
-                    if ids == "*" {
-                        core.associations_changed(false).await;
+        wakeups.everything_may_have_changed().await;
+        hear(&*wakeups, &origin, &mut listener).await;
+    }
+}
+
+/// Acts on announcements until the listener fails.
+async fn hear<W: Wakeups>(wakeups: &W, origin: &str, listener: &mut Listener) {
+    loop {
+        match listener.recv().await {
+            Ok(Some(payload)) => {
+                let Some((from, ids)) = payload.split_once('|') else {
+                    continue;
+                };
+                if from == origin {
+                    continue;
+                }
+                if ids == "*" {
+                    wakeups.everything_may_have_changed().await;
+                    continue;
+                }
+                for id in ids.split(',') {
+                    if id == ASSOCIATIONS_CHANGED {
+                        wakeups.everything_may_have_changed().await;
                     } else {
-                        for id in ids.split(',') {
-                            if id == ASSOCIATIONS_CHANGED {
-                                core.associations_changed(false).await;
-                            } else {
-                                core.ring_local(id);
-                            }
-                        }
+                        wakeups.ring_local(id);
                     }
                 }
-                // The connection dropped and is re-established on the next
-                // call; announcements in between are lost.
-                Ok(None) => core.associations_changed(false).await,
-                Err(e) => {
-                    warn!(error = %e, "lost the wake-up listener; reconnecting");
-                    core.associations_changed(false).await;
-                    break;
-                }
+            }
+            // The connection dropped and is made again on the next call;
+            // announcements in between are lost.
+            Ok(None) => wakeups.everything_may_have_changed().await,
+            Err(e) => {
+                warn!(error = %e, "lost the wake-up listener; reconnecting");
+                wakeups.everything_may_have_changed().await;
+                return;
             }
         }
     }

@@ -12,16 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use tether_cli::OperatorConfig;
 use tether_proto as pb;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
-use crate::core::{Coordinator, now_ms};
+use crate::core::Coordinator;
 use crate::grpc::{Services, token_hash};
 use crate::pki::{Pki, write_private};
-use crate::store::Store;
+use tether_store::Store;
+use tether_util::time::now_ms;
 
 /// What `tether serve` was asked to do.
 #[derive(Clone, Debug)]
@@ -41,23 +42,6 @@ pub struct ServeConfig {
     pub aws_config: Option<PathBuf>,
     /// The agent binary served to nodes (default: see [`crate::install::AgentDownload::load`]).
     pub agent_binary: Option<PathBuf>,
-}
-
-/// `operator.json`: everything the CLI needs to reach this coordinator as an administrator.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OperatorConfig {
-    pub endpoint: String,
-    pub http_endpoint: String,
-    pub ca_certificate: String,
-    pub ca_pin: String,
-    pub token: String,
-    /// The endpoints under the first `--advertise` name, as nodes reach them
-    /// (the install snippet uses these); the local ones when none was given.
-    #[serde(default)]
-    pub advertised_endpoint: String,
-    #[serde(default)]
-    pub advertised_http_endpoint: String,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -116,14 +100,14 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
 }
 
 /// The AWS bridge's configuration, if any; a bad file stops the start.
-fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<crate::bridge::BridgeConfig>> {
+fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<tether_aws_bridge::BridgeConfig>> {
     let default = cfg.data_dir.join("aws.toml");
     let path = match &cfg.aws_config {
         Some(p) => p.clone(),
         None if default.exists() => default,
         None => return Ok(None),
     };
-    let b = crate::bridge::BridgeConfig::load(&path)?;
+    let b = tether_aws_bridge::BridgeConfig::load(&path)?;
     println!(
         "AWS bridge: {} account(s) from {}",
         b.accounts.len(),
@@ -215,12 +199,21 @@ pub async fn run(
     coordinator.timeouts = cfg.timeouts;
     let core = Arc::new(coordinator);
     // Replicas on one PostgreSQL database wake each other's held polls.
-    let replica_tasks = if core.store.dialect() == crate::store::Dialect::Postgres {
+    let replica_tasks = if core.store.dialect() == tether_store::Dialect::Postgres {
         let (bus, rx) = crate::replicas::Bus::new();
+        let origin = bus.origin().to_string();
         core.attach_bus(bus);
         vec![
-            tokio::spawn(crate::replicas::publish(core.clone(), rx)),
-            tokio::spawn(crate::replicas::listen(core.clone(), database.clone())),
+            tokio::spawn(crate::replicas::publish(
+                core.store.clone(),
+                origin.clone(),
+                rx,
+            )),
+            tokio::spawn(crate::replicas::listen(
+                core.clone(),
+                origin,
+                database.clone(),
+            )),
         ]
     } else {
         Vec::new()
@@ -258,7 +251,7 @@ pub async fn run(
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
-    let bridge = bridge_cfg.map(|b| tokio::spawn(crate::bridge::run(core.clone(), b)));
+    let bridge = bridge_cfg.map(|b| tokio::spawn(tether_aws_bridge::run(core.store.clone(), b)));
 
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 /// The only algorithm accepted.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far the request's X-Amz-Date may be from the coordinator's clock.
-pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::seconds(crate::limits::SIGV4_MAX_CLOCK_SKEW_SECS);
+pub const MAX_CLOCK_SKEW: TimeDelta =
+    TimeDelta::seconds(tether_ssm::limits::SIGV4_MAX_CLOCK_SKEW_SECS);
 const AMZ_DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// Why a request's signature was refused. [`SigError::code`] is the AWS error

@@ -8,7 +8,7 @@
 //! front end does) and the error shape (`__type`, `X-Amzn-ErrorType`, 400 for the
 //! caller's faults, 500 for ours). What each operation means is decided by
 //! `api::invoke`, the same function the operator CLI reaches over gRPC. Only
-//! the SSM operations of `api::OPERATIONS` are served: the access-key
+//! the SSM operations of `tether_ssm::OPERATIONS` are served: the access-key
 //! operations are not, so a key cannot mint keys.
 
 use http_body_util::{BodyExt, Full};
@@ -16,9 +16,10 @@ use hyper::body::Bytes;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::api::{self, ApiError};
+use crate::api;
 use crate::core::Coordinator;
-use crate::{access_keys, limits, sigv4, validate};
+use crate::{access_keys, sigv4};
+use tether_ssm::{ApiError, limits, validate};
 
 type Body = Full<Bytes>;
 
@@ -132,7 +133,7 @@ fn target(headers: &HeaderMap) -> Result<String, ApiError> {
             )
         })?;
     match raw.strip_prefix(TARGET_PREFIX) {
-        Some(op) if api::OPERATIONS.contains(&op) => Ok(op.to_string()),
+        Some(op) if tether_ssm::OPERATIONS.contains(&op) => Ok(op.to_string()),
         _ => Err(ApiError::new(
             "UnknownOperationException",
             format!("X-Amz-Target {raw:?} is not an SSM operation this coordinator serves"),

@@ -15,8 +15,9 @@ use super::{
     str_list_of, tag_pairs, ts, valid_rate, validate_targets,
 };
 use crate::associations::ring_all;
-use crate::core::{Coordinator, now_ms};
-use crate::store::{AssociationRow, AssociationStatusRow, InstanceRow};
+use crate::core::Coordinator;
+use tether_store::{AssociationRow, AssociationStatusRow, InstanceRow};
+use tether_util::time::now_ms;
 
 /// Members of the SSM model that Tether does not implement, and why.
 const UNSUPPORTED: [(&str, &str); 10] = [

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use tether_documents::{Document, DocumentFormat};
 
 use super::{ApiError, ApiResult, Req, page_of, tags_of, ts};
-use crate::core::{Coordinator, now_ms};
-use crate::limits;
-use crate::store::{DocumentRow, DocumentVersionRow, VersionConflict};
+use crate::core::Coordinator;
+use tether_ssm::limits;
+use tether_store::{DocumentRow, DocumentVersionRow, VersionConflict};
+use tether_util::time::now_ms;
 
 /// Owner shown for the built-in documents.
 const OWNER_AMAZON: &str = "Amazon";

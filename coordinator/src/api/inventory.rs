@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, Req, is_instance_id, page_of, str_list_of};
-use crate::core::{Coordinator, iso_ms, now_ms};
-use crate::store::InventoryRow;
+use crate::core::Coordinator;
+use tether_store::InventoryRow;
+use tether_util::time::{iso_ms, now_ms};
 
 type Entry = BTreeMap<String, String>;
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, Req, documents, tag_pairs, tags_of};
 use crate::core::Coordinator;
-use crate::limits;
+use tether_ssm::limits;
 
 /// The resource types Tether tags.
 const TAGGABLE: [&str; 2] = ["ManagedInstance", "Document"];

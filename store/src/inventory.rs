@@ -366,7 +366,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::store;
+    use crate::tests::store;
 
     fn content(t: &str, hash: &str, at: i64, json: &str) -> InventoryPut {
         InventoryPut::Content(InventoryRow {

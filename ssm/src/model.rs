@@ -1,5 +1,5 @@
 //! The SSM API model: botocore's `ssm/2014-11-06` service and paginator
-//! definitions, embedded in the binary (see `coordinator/model/README.md`).
+//! definitions, embedded in the binary (see `ssm/model/README.md`).
 //!
 //! This module owns reading the model and answering questions about it:
 //! which operations exist, each operation's input members and their shapes,
@@ -12,8 +12,6 @@ use std::io::Read as _;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-
-use crate::cli::shorthand::Shape;
 
 static SERVICE_GZ: &[u8] = include_bytes!("../model/ssm-service-2.json.gz");
 static PAGINATORS: &str = include_str!("../model/ssm-paginators-1.json");
@@ -53,6 +51,45 @@ pub struct Member {
     pub required: bool,
     /// First sentence of its documentation, as plain text.
     pub help: String,
+}
+
+/// The shape a flag expects, enough to coerce shorthand as awscli does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// A string (also what `fileb://` content becomes, base64-encoded).
+    String,
+    /// An integer (`integer` or `long` in the botocore model).
+    Integer,
+    /// A boolean, written `true` or `false` in shorthand.
+    Boolean,
+    /// A list of the inner shape.
+    List(Box<Shape>),
+    /// A map from string keys to the inner shape.
+    Map(Box<Shape>),
+    /// A structure with the given members, in model order.
+    Structure(Vec<(&'static str, Shape)>),
+    /// Anything, taken as given (a recursive shape's deepest levels).
+    Any,
+}
+
+impl Shape {
+    /// The kind's name, as error messages call it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Shape::String => "string",
+            Shape::Integer => "integer",
+            Shape::Boolean => "boolean",
+            Shape::List(_) => "list",
+            Shape::Map(_) => "map",
+            Shape::Structure(_) => "structure",
+            Shape::Any => "value",
+        }
+    }
+
+    /// Whether it holds one value rather than a collection.
+    pub fn is_scalar(&self) -> bool {
+        matches!(self, Shape::String | Shape::Integer | Shape::Boolean)
+    }
 }
 
 /// The embedded model, parsed on first use.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
-use crate::state::{self, Detail};
+use tether_ssm::state::{self, Detail};
 
 mod documents;
 mod run_control;
@@ -50,6 +50,15 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A storage failure, as the SSM API reports it: the service's fault, logged
+/// here because the caller sees only its summary.
+impl From<StoreError> for tether_ssm::ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        tether_ssm::ApiError::new("InternalServerError", format!("storage error: {e}"))
+    }
+}
 
 /// Whether `--database` names a PostgreSQL server.
 pub fn is_postgres_url(database: &str) -> bool {
@@ -240,6 +249,25 @@ pub struct CommandQuery {
     /// Skip this many rows (the page token).
     pub offset: i64,
     pub limit: i64,
+}
+
+/// A PostgreSQL `LISTEN` (see [`Store::listen`]).
+#[derive(Debug)]
+pub struct Listener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl Listener {
+    /// The next notification's payload; `None` when the connection dropped
+    /// (it is made again on the next call, and what was announced meanwhile
+    /// is lost).
+    pub async fn recv(&mut self) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .try_recv()
+            .await?
+            .map(|n| n.payload().to_string()))
+    }
 }
 
 /// The coordinator's database.
@@ -480,6 +508,14 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Listens on a PostgreSQL notification channel, on a connection of its
+    /// own to `database_url` (the other end of [`Store::notify`]).
+    pub async fn listen(database_url: &str, channel: &str) -> Result<Listener> {
+        let mut inner = sqlx::postgres::PgListener::connect(database_url).await?;
+        inner.listen(channel).await?;
+        Ok(Listener { inner })
     }
 
     /// Which engine this store runs on.

@@ -2,12 +2,13 @@
 //! to the coordinator's operator service, with the response printed as the aws
 //! CLI prints it.
 //!
-//! The verbs are built from botocore's SSM model ([`crate::model`]): one per
-//! operation in [`api::OPERATIONS`], one flag per input member, named and
+//! The verbs are built from botocore's SSM model ([`tether_ssm::model`]): one per
+//! operation in [`OPERATIONS`], one flag per input member, named and
 //! parsed as the aws CLI does, plus its paging flags. This module owns flag
 //! parsing and printing only; what each operation means is decided by the
 //! coordinator's action layer on the other side of the wire.
 
+pub mod config;
 pub mod extra;
 pub mod output;
 pub mod shorthand;
@@ -21,8 +22,9 @@ use serde_json::{Map, Value, json};
 use tether_proto as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::server::OperatorConfig;
-use crate::{api, model};
+use tether_ssm::{OPERATIONS, model};
+
+pub use config::OperatorConfig;
 use output::OutputFormat;
 
 /// Exit status for service-side errors, as the aws CLI.
@@ -103,7 +105,7 @@ const PAGING_FLAGS: [(&str, &str); 4] = [
 /// The `aws ssm` verbs this coordinator serves, one per operation it
 /// implements, with the flags of the SSM model's input members.
 pub fn verbs() -> Vec<Command> {
-    api::OPERATIONS
+    OPERATIONS
         .iter()
         .map(|op| verb(op))
         .chain(extra::commands())
@@ -174,7 +176,7 @@ fn verb(operation: &str) -> Command {
 
 /// The operation a verb name stands for, if this coordinator serves it.
 pub fn operation_of(verb: &str) -> Option<&'static str> {
-    api::OPERATIONS
+    OPERATIONS
         .iter()
         .copied()
         .find(|op| model::cli_name(op) == verb)
@@ -244,25 +246,7 @@ pub fn request(operation: &str, matches: &ArgMatches) -> Result<Value, CliError>
 /// A timestamp flag as epoch seconds: ISO 8601 (with or without zone, or a
 /// date alone, taken as UTC) or a number of seconds, as the aws CLI accepts.
 fn parse_timestamp(raw: &str) -> Option<f64> {
-    let s = raw.trim();
-    if let Ok(n) = s.parse::<f64>() {
-        return Some(n);
-    }
-    let ms = chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                .map(|t| t.and_utc().timestamp_millis())
-        })
-        .or_else(|_| {
-            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| {
-                d.and_time(chrono::NaiveTime::MIN)
-                    .and_utc()
-                    .timestamp_millis()
-            })
-        })
-        .ok()?;
-    Some(ms as f64 / 1000.0)
+    tether_util::time::parse_timestamp_ms(raw).map(|ms| ms as f64 / 1000.0)
 }
 
 /// The aws CLI's paging flags, as given.
@@ -699,14 +683,14 @@ fn new_part<'a>(printed: &str, now: &'a str) -> &'a str {
     now.get(common..).unwrap_or("")
 }
 
-/// A ready-to-paste user-data snippet for a new activation (see [`crate::install`]).
+/// A ready-to-paste user-data snippet for a new activation (see [`config::user_data_snippet`]).
 fn install_snippet(cfg: &OperatorConfig, activation: &Value) -> String {
     let http = if cfg.advertised_http_endpoint.is_empty() {
         &cfg.http_endpoint
     } else {
         &cfg.advertised_http_endpoint
     };
-    crate::install::user_data_snippet(
+    config::user_data_snippet(
         http,
         &cfg.ca_pin,
         activation["ActivationId"].as_str().unwrap_or(""),
@@ -728,7 +712,7 @@ mod tests {
 
     #[test]
     fn every_operation_is_in_the_model() {
-        for op in api::OPERATIONS {
+        for op in OPERATIONS {
             assert!(model::model().operation(op).is_some(), "{op}");
             assert_eq!(operation_of(&model::cli_name(op)), Some(*op));
         }

@@ -11,42 +11,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-/// The shape a flag expects, enough to coerce shorthand as awscli does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shape {
-    /// A string (also what `fileb://` content becomes, base64-encoded).
-    String,
-    /// An integer (`integer` or `long` in the botocore model).
-    Integer,
-    /// A boolean, written `true` or `false` in shorthand.
-    Boolean,
-    /// A list of the inner shape.
-    List(Box<Shape>),
-    /// A map from string keys to the inner shape.
-    Map(Box<Shape>),
-    /// A structure with the given members, in model order.
-    Structure(Vec<(&'static str, Shape)>),
-    /// Anything, taken as given (a recursive shape's deepest levels).
-    Any,
-}
-
-impl Shape {
-    fn kind(&self) -> &'static str {
-        match self {
-            Shape::String => "string",
-            Shape::Integer => "integer",
-            Shape::Boolean => "boolean",
-            Shape::List(_) => "list",
-            Shape::Map(_) => "map",
-            Shape::Structure(_) => "structure",
-            Shape::Any => "value",
-        }
-    }
-
-    fn is_scalar(&self) -> bool {
-        matches!(self, Shape::String | Shape::Integer | Shape::Boolean)
-    }
-}
+pub use tether_ssm::model::Shape;
 
 /// Why a flag value could not be turned into a request value.
 ///

@@ -3,8 +3,8 @@
 //!
 //! - **Instances**: every `refresh_seconds`, each account's
 //!   DescribeInstanceInformation (and, for `mi-` instances, their tags) is
-//!   stored in `aws_instances`; [`all_instances`] and [`instance`] hand them to
-//!   the action layer with their AWS facts, so describe-instance-information
+//!   stored in `aws_instances`; the store's `all_instances` and `any_instance`
+//!   hand them to the action layer with their AWS facts, so describe-instance-information
 //!   lists them (ResourceType, PingStatus, `Source: aws:<account>`) and
 //!   send-command targets them by ID or tag like any instance.
 //! - **Commands**: SendCommand creates our invocations as for any instance. The
@@ -31,7 +31,6 @@
 pub mod config;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use aws_sdk_ssm::config::{BehaviorVersion, Region};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -39,14 +38,13 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::core::{Coordinator, now_ms};
-use crate::limits;
-use crate::state::Detail;
-use crate::store::{
-    AwsFacts, AwsInstanceRow, AwsInvocationRow, InstanceRow, InvocationResult, PluginResult,
-    StoreError,
-};
 pub use config::{AccountConfig, BridgeConfig};
+use tether_ssm::limits;
+use tether_ssm::state::Detail;
+use tether_store::{
+    AwsInstanceRow, AwsInvocationRow, InvocationResult, Lead, PluginResult, Store, StoreError,
+};
+use tether_util::now_ms;
 
 /// One configured account with its SDK client.
 struct Account {
@@ -55,50 +53,6 @@ struct Account {
     /// No SendCommand before this time (backoff after throttling).
     send_after_ms: i64,
     send_throttled: u32,
-}
-
-/// Every instance the action layer may target: Tether's agents, then the
-/// bridged AWS instances (an ID known to both is Tether's).
-pub async fn all_instances(c: &Coordinator) -> Result<Vec<InstanceRow>, StoreError> {
-    let mut rows = c.store.instances().await?;
-    for a in c.store.aws_instances().await? {
-        if !rows.iter().any(|r| r.instance_id == a.instance_id) {
-            rows.push(instance_row(a));
-        }
-    }
-    Ok(rows)
-}
-
-/// One instance by ID, Tether's own first.
-pub async fn instance(c: &Coordinator, id: &str) -> Result<Option<InstanceRow>, StoreError> {
-    if let Some(row) = c.store.instance(id).await? {
-        return Ok(Some(row));
-    }
-    Ok(c.store.aws_instance(id).await?.map(instance_row))
-}
-
-fn instance_row(a: AwsInstanceRow) -> InstanceRow {
-    InstanceRow {
-        instance_id: a.instance_id,
-        activation_id: a.activation_id,
-        name: a.name,
-        iam_role: a.iam_role,
-        registration_ms: a.registration_ms.unwrap_or(a.seen_ms),
-        last_ping_ms: a.last_ping_ms,
-        platform_type: a.platform_type,
-        platform_name: a.platform_name,
-        platform_version: a.platform_version,
-        computer_name: a.computer_name,
-        ip_address: a.ip_address,
-        agent_version: a.agent_version,
-        deregistered_ms: None,
-        tags_json: a.tags_json,
-        aws: Some(AwsFacts {
-            account: a.account,
-            resource_type: a.resource_type,
-            ping_status: a.ping_status,
-        }),
-    }
 }
 
 /// The HTTPS client the SDK uses: rustls on ring, the platform's roots plus
@@ -175,7 +129,7 @@ where
 }
 
 /// Runs the bridge until the task is dropped.
-pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
+pub async fn run(store: Store, cfg: BridgeConfig) {
     let mut accounts: HashMap<String, Account> = HashMap::new();
     for a in &cfg.accounts {
         match client(a).await {
@@ -200,7 +154,7 @@ pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
     loop {
         tick.tick().await;
         // Replicas on one database: one of them talks to AWS.
-        match c.store.lead(crate::store::Lead::Bridge).await {
+        match store.lead(Lead::Bridge).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -211,7 +165,7 @@ pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
         let now = now_ms();
         for (name, acc) in &accounts {
             if next_refresh.get(name).is_none_or(|t| *t <= now) {
-                let ok = refresh_instances(&c, acc).await;
+                let ok = refresh_instances(&store, acc).await;
                 let wait = if ok {
                     refresh_ms
                 } else {
@@ -220,13 +174,13 @@ pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
                 next_refresh.insert(name.clone(), now_ms() + wait);
             }
         }
-        if let Err(e) = send_pending(&c, &mut accounts).await {
+        if let Err(e) = send_pending(&store, &mut accounts).await {
             warn!(error = %e, "AWS bridge: sending pending invocations failed");
         }
-        if let Err(e) = send_cancels(&c, &accounts).await {
+        if let Err(e) = send_cancels(&store, &accounts).await {
             warn!(error = %e, "AWS bridge: passing on cancellations failed");
         }
-        if let Err(e) = poll_running(&c, &accounts).await {
+        if let Err(e) = poll_running(&store, &accounts).await {
             warn!(error = %e, "AWS bridge: polling AWS invocations failed");
         }
     }
@@ -234,7 +188,7 @@ pub async fn run(c: Arc<Coordinator>, cfg: BridgeConfig) {
 
 /// Re-describes one account's instances; false when AWS could not be read
 /// (the previous picture is kept).
-async fn refresh_instances(c: &Coordinator, acc: &Account) -> bool {
+async fn refresh_instances(store: &Store, acc: &Account) -> bool {
     let now = now_ms();
     let described = describe_instances(acc, now).await;
     if described.is_none() && acc.cfg.instance_ids.is_empty() {
@@ -262,7 +216,7 @@ async fn refresh_instances(c: &Coordinator, acc: &Account) -> bool {
     }
     tag_instances(acc, &mut rows).await;
     let count = rows.len();
-    match c.store.replace_aws_instances(&acc.cfg.name, &rows).await {
+    match store.replace_aws_instances(&acc.cfg.name, &rows).await {
         Ok(()) => {
             debug!(account = %acc.cfg.name, count, "AWS instances refreshed");
             true
@@ -350,7 +304,7 @@ async fn tag_instances(acc: &Account, rows: &mut [AwsInstanceRow]) {
 /// Ends an invocation that AWS would not take or report, with the reason
 /// where an operator reads output.
 async fn end_with_error(
-    c: &Coordinator,
+    store: &Store,
     command_id: &str,
     instance_id: &str,
     detail: Detail,
@@ -374,10 +328,10 @@ async fn end_with_error(
             stderr_truncated: false,
         }],
     };
-    c.store
+    store
         .finish_invocation(command_id, instance_id, &result, now)
         .await?;
-    c.store.delete_aws_invocation(command_id, instance_id).await
+    store.delete_aws_invocation(command_id, instance_id).await
 }
 
 /// Whether AWS owns the document (`AWS-*`): it exists in every account, and
@@ -399,7 +353,7 @@ enum Publish {
 /// an `AWS-*` document is AWS's own; one AWS lacks is created there (same
 /// name, content and format); one AWS has with other content is refused
 /// rather than overwritten.
-async fn ensure_document(acc: &Account, cmd: &crate::store::CommandRow) -> Publish {
+async fn ensure_document(acc: &Account, cmd: &tether_store::CommandRow) -> Publish {
     if is_aws_owned(&cmd.document_name) {
         return Publish::Ready;
     }
@@ -465,10 +419,10 @@ async fn ensure_document(acc: &Account, cmd: &crate::store::CommandRow) -> Publi
 
 /// Sends the Pending invocations on bridged instances with AWS SendCommand.
 async fn send_pending(
-    c: &Coordinator,
+    store: &Store,
     accounts: &mut HashMap<String, Account>,
 ) -> Result<(), StoreError> {
-    let pending = c.store.bridge_pending().await?;
+    let pending = store.bridge_pending().await?;
     let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for p in pending {
         groups
@@ -484,7 +438,7 @@ async fn send_pending(
         if acc.send_after_ms > now {
             continue;
         }
-        let Some(cmd) = c.store.command(&command_id).await? else {
+        let Some(cmd) = store.command(&command_id).await? else {
             continue;
         };
         let mut claimed = Vec::new();
@@ -492,7 +446,7 @@ async fn send_pending(
         for id in ids {
             // Redelivery does not apply: an AWS send is never repeated
             // blindly. No envelope: AWS, not a Tether agent, runs it.
-            if c.store
+            if store
                 .claim_delivery(&command_id, &id, now, i64::MAX / 2, unlimited, &[], &[])
                 .await?
             {
@@ -509,14 +463,14 @@ async fn send_pending(
                 acc.send_after_ms = now_ms() + backoff_ms(acc.send_throttled);
                 warn!(account = %account, error = %why, "AWS document check deferred");
                 for id in &claimed {
-                    c.store.unclaim_delivery(&command_id, id).await?;
+                    store.unclaim_delivery(&command_id, id).await?;
                 }
                 continue;
             }
             Publish::Refused(why) => {
                 warn!(command = %command_id, "{why}");
                 for id in &claimed {
-                    end_with_error(c, &command_id, id, Detail::Undeliverable, &why).await?;
+                    end_with_error(store, &command_id, id, Detail::Undeliverable, &why).await?;
                 }
                 continue;
             }
@@ -551,8 +505,8 @@ async fn send_pending(
                     info!(command = %command_id, aws_command = %aws_id, account = %account, count = batch.len(), "sent to AWS SSM");
                     let now = now_ms();
                     for id in batch {
-                        c.store.mark_started(&command_id, id, None, now).await?;
-                        c.store
+                        store.mark_started(&command_id, id, None, now).await?;
+                        store
                             .insert_aws_invocation(&AwsInvocationRow {
                                 command_id: command_id.clone(),
                                 instance_id: id.clone(),
@@ -571,7 +525,7 @@ async fn send_pending(
                     acc.send_after_ms = now_ms() + backoff_ms(acc.send_throttled);
                     warn!(account = %account, error = %describe(&e), retry_in_ms = backoff_ms(acc.send_throttled), "AWS SendCommand deferred");
                     for id in batch {
-                        c.store.unclaim_delivery(&command_id, id).await?;
+                        store.unclaim_delivery(&command_id, id).await?;
                     }
                 }
                 Err(e) => {
@@ -582,7 +536,7 @@ async fn send_pending(
                     );
                     warn!(command = %command_id, "{why}");
                     for id in batch {
-                        end_with_error(c, &command_id, id, Detail::Undeliverable, &why).await?;
+                        end_with_error(store, &command_id, id, Detail::Undeliverable, &why).await?;
                     }
                 }
             }
@@ -593,10 +547,10 @@ async fn send_pending(
 
 /// Passes cancel-command on to AWS for the invocations it sent there.
 async fn send_cancels(
-    c: &Coordinator,
+    store: &Store,
     accounts: &HashMap<String, Account>,
 ) -> Result<(), StoreError> {
-    for row in c.store.aws_cancels_due().await? {
+    for row in store.aws_cancels_due().await? {
         let Some(acc) = accounts.get(&row.account) else {
             continue;
         };
@@ -610,11 +564,11 @@ async fn send_cancels(
         {
             Ok(_) => {
                 info!(command = %row.command_id, instance = %row.instance_id, aws_command = %row.aws_command_id, "cancellation passed on to AWS SSM");
-                c.store
+                store
                     .mark_cancel_sent(&row.command_id, &row.instance_id, now_ms())
                     .await?;
                 // Poll soon: AWS reports the cancellation as the invocation's end.
-                c.store
+                store
                     .reschedule_aws_invocation(&row.command_id, &row.instance_id, now_ms(), 0)
                     .await?;
             }
@@ -630,10 +584,10 @@ async fn send_cancels(
 
 /// Polls the AWS invocations that are due and stores the finished ones.
 async fn poll_running(
-    c: &Coordinator,
+    store: &Store,
     accounts: &HashMap<String, Account>,
 ) -> Result<(), StoreError> {
-    for row in c.store.aws_invocations_due(now_ms()).await? {
+    for row in store.aws_invocations_due(now_ms()).await? {
         let Some(acc) = accounts.get(&row.account) else {
             continue;
         };
@@ -690,16 +644,16 @@ async fn poll_running(
                                 stderr_truncated: false,
                             }],
                         };
-                        c.store
+                        store
                             .finish_invocation(&row.command_id, &row.instance_id, &result, now)
                             .await?;
-                        c.store
+                        store
                             .delete_aws_invocation(&row.command_id, &row.instance_id)
                             .await?;
                         info!(command = %row.command_id, instance = %row.instance_id, status = %d.as_str(), "AWS invocation finished");
                     }
                     _ => {
-                        c.store
+                        store
                             .reschedule_aws_invocation(
                                 &row.command_id,
                                 &row.instance_id,
@@ -721,11 +675,17 @@ async fn poll_running(
                         describe(&e)
                     );
                     warn!(command = %row.command_id, instance = %row.instance_id, "{why}");
-                    end_with_error(c, &row.command_id, &row.instance_id, Detail::Failed, &why)
-                        .await?;
+                    end_with_error(
+                        store,
+                        &row.command_id,
+                        &row.instance_id,
+                        Detail::Failed,
+                        &why,
+                    )
+                    .await?;
                 } else {
                     debug!(command = %row.command_id, error = %describe(&e), "AWS poll failed; backing off");
-                    c.store
+                    store
                         .reschedule_aws_invocation(
                             &row.command_id,
                             &row.instance_id,

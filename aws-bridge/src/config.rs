@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::limits;
+use tether_ssm::limits;
 
 /// Why the bridge configuration was refused.
 #[derive(Debug, thiserror::Error)]

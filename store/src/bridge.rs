@@ -4,7 +4,7 @@
 //! invocations themselves live in `invocations` like every other.
 
 use super::sql;
-use super::{Result, Store};
+use super::{AwsFacts, InstanceRow, Result, Store};
 
 #[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow)]
 pub struct AwsInstanceRow {
@@ -51,6 +51,26 @@ pub struct BridgePending {
 }
 
 impl Store {
+    /// Every instance the action layer may target: Tether's agents, then the
+    /// bridged AWS instances (an ID known to both is Tether's).
+    pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
+        let mut rows = self.instances().await?;
+        for a in self.aws_instances().await? {
+            if !rows.iter().any(|r| r.instance_id == a.instance_id) {
+                rows.push(instance_row(a));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One instance the action layer may target, by ID, Tether's own first.
+    pub async fn any_instance(&self, id: &str) -> Result<Option<InstanceRow>> {
+        if let Some(row) = self.instance(id).await? {
+            return Ok(Some(row));
+        }
+        Ok(self.aws_instance(id).await?.map(instance_row))
+    }
+
     /// Replaces what is known of `account`'s instances with `rows` (one transaction).
     pub async fn replace_aws_instances(
         &self,
@@ -241,5 +261,30 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// A bridged instance as the rows of Tether's own, with AWS's facts.
+fn instance_row(a: AwsInstanceRow) -> InstanceRow {
+    InstanceRow {
+        instance_id: a.instance_id,
+        activation_id: a.activation_id,
+        name: a.name,
+        iam_role: a.iam_role,
+        registration_ms: a.registration_ms.unwrap_or(a.seen_ms),
+        last_ping_ms: a.last_ping_ms,
+        platform_type: a.platform_type,
+        platform_name: a.platform_name,
+        platform_version: a.platform_version,
+        computer_name: a.computer_name,
+        ip_address: a.ip_address,
+        agent_version: a.agent_version,
+        deregistered_ms: None,
+        tags_json: a.tags_json,
+        aws: Some(AwsFacts {
+            account: a.account,
+            resource_type: a.resource_type,
+            ping_status: a.ping_status,
+        }),
     }
 }

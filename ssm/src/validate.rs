@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-use crate::api::ApiError;
+use crate::ApiError;
 use crate::model;
 
 /// Past this many problems the message stops listing them.

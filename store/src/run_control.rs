@@ -3,7 +3,7 @@
 
 use super::sql;
 use super::{Result, Store, refresh_command, set_invocation_detail};
-use crate::state::Detail;
+use tether_ssm::state::Detail;
 
 /// What CancelCommand did to one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
