@@ -42,7 +42,8 @@ pub use config::{AccountConfig, BridgeConfig};
 use tether_ssm::limits;
 use tether_ssm::state::Detail;
 use tether_store::{
-    AwsInstanceRow, AwsInvocationRow, InvocationResult, Lead, PluginResult, Store, StoreError,
+    AwsInstanceRow, AwsInvocationRow, Claim, InvocationResult, Lead, PluginResult, Store,
+    StoreError,
 };
 use tether_util::now_ms;
 
@@ -111,9 +112,20 @@ fn is_throttling(code: Option<&str>) -> bool {
     )
 }
 
-/// Exponential backoff: 1 s, 2 s, 4 s ... up to the ceiling.
+/// Exponential backoff after `attempt` refusals in a row: 1 s, 2 s, 4 s ...
+/// up to the ceiling (backon's schedule, without jitter: one account's
+/// calls are already spread by the tick).
 fn backoff_ms(attempt: u32) -> i64 {
-    (1_000i64 << attempt.min(16)).min(limits::BRIDGE_MAX_BACKOFF_MS)
+    use backon::BackoffBuilder as _;
+    let max = std::time::Duration::from_millis(limits::BRIDGE_MAX_BACKOFF_MS as u64);
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_secs(1))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+        .nth(attempt.min(32) as usize)
+        .unwrap_or(max)
+        .as_millis() as i64
 }
 
 fn describe<E, R>(e: &SdkError<E, R>) -> String
@@ -444,10 +456,20 @@ async fn send_pending(
         let mut claimed = Vec::new();
         let unlimited = cmd.concurrency_limit >= cmd.target_count;
         for id in ids {
-            // Redelivery does not apply: an AWS send is never repeated
-            // blindly. No envelope: AWS, not a Tether agent, runs it.
+            // No envelope: AWS, not a Tether agent, runs it.
             if store
-                .claim_delivery(&command_id, &id, now, i64::MAX / 2, unlimited, &[], &[])
+                .claim_delivery(
+                    &Claim {
+                        command_id: command_id.clone(),
+                        instance_id: id.clone(),
+                        // An AWS send is never repeated blindly.
+                        redeliver_after_ms: i64::MAX / 2,
+                        unlimited,
+                        payload: Vec::new(),
+                        signature: Vec::new(),
+                    },
+                    now,
+                )
                 .await?
             {
                 claimed.push(id);
@@ -476,7 +498,17 @@ async fn send_pending(
             }
         }
         let parameters: HashMap<String, Vec<String>> =
-            serde_json::from_str(&cmd.parameters_json).unwrap_or_default();
+            match serde_json::from_str(&cmd.parameters_json) {
+                Ok(p) => p,
+                Err(e) => {
+                    let why = format!("stored command {command_id}: parameters are corrupt: {e}");
+                    warn!(command = %command_id, "{why}");
+                    for id in &claimed {
+                        end_with_error(store, &command_id, id, Detail::Undeliverable, &why).await?;
+                    }
+                    continue;
+                }
+            };
         for batch in claimed.chunks(limits::BRIDGE_SEND_BATCH) {
             let mut req = acc
                 .client

@@ -3,13 +3,13 @@
 //! CLI prints it.
 //!
 //! The verbs are built from botocore's SSM model ([`tether_ssm::model`]): one per
-//! operation in [`OPERATIONS`], one flag per input member, named and
+//! operation in [`Operation::ALL`] (SSM's, and Tether's own from the same
+//! model), one flag per input member, named and
 //! parsed as the aws CLI does, plus its paging flags. This module owns flag
 //! parsing and printing only; what each operation means is decided by the
 //! coordinator's action layer on the other side of the wire.
 
 pub mod config;
-pub mod extra;
 pub mod output;
 pub mod shorthand;
 
@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tether_proto as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use tether_ssm::{OPERATIONS, model};
+use tether_ssm::{Operation, model};
 
 pub use config::OperatorConfig;
 use output::OutputFormat;
@@ -102,14 +102,11 @@ const PAGING_FLAGS: [(&str, &str); 4] = [
     ("no-paginate", "Make one call only and print its NextToken."),
 ];
 
-/// The `aws ssm` verbs this coordinator serves, one per operation it
-/// implements, with the flags of the SSM model's input members.
+/// The verbs this coordinator serves, one per operation it implements (the
+/// `aws ssm` verbs, then Tether's own), with the flags of the model's input
+/// members.
 pub fn verbs() -> Vec<Command> {
-    OPERATIONS
-        .iter()
-        .map(|op| verb(op))
-        .chain(extra::commands())
-        .collect()
+    Operation::ALL.iter().map(|op| verb(op.name())).collect()
 }
 
 fn verb(operation: &str) -> Command {
@@ -176,9 +173,9 @@ fn verb(operation: &str) -> Command {
 
 /// The operation a verb name stands for, if this coordinator serves it.
 pub fn operation_of(verb: &str) -> Option<&'static str> {
-    OPERATIONS
+    Operation::ALL
         .iter()
-        .copied()
+        .map(|op| op.name())
         .find(|op| model::cli_name(op) == verb)
 }
 
@@ -558,11 +555,10 @@ async fn run_inner(global: &Global, verb: &str, matches: &ArgMatches) -> Result<
             global.output
         ))
     })?;
-    let (operation, body) = match (operation_of(verb), extra::operation_of(verb)) {
-        (Some(op), _) => (op, request(op, matches)?),
-        (None, Some(op)) => (op, extra::request(op, matches)?),
-        _ => return Err(CliError::usage(format!("unknown verb {verb:?}"))),
+    let Some(operation) = operation_of(verb) else {
+        return Err(CliError::usage(format!("unknown verb {verb:?}")));
     };
+    let body = request(operation, matches)?;
     let path = config_path(global.config.as_ref())?;
     let cfg = load_config(&path)?;
     let channel = connect(&cfg).await?;
@@ -712,9 +708,18 @@ mod tests {
 
     #[test]
     fn every_operation_is_in_the_model() {
-        for op in OPERATIONS {
+        for op in Operation::ALL.map(Operation::name) {
             assert!(model::model().operation(op).is_some(), "{op}");
-            assert_eq!(operation_of(&model::cli_name(op)), Some(*op));
+            assert_eq!(operation_of(&model::cli_name(op)), Some(op));
+        }
+        // Tether's own verbs keep the names they always had.
+        for verb in [
+            "list-inventory-changes",
+            "create-access-key",
+            "list-access-keys",
+            "delete-access-key",
+        ] {
+            assert!(operation_of(verb).is_some(), "{verb}");
         }
         // clap's own consistency checks on every generated verb.
         for v in verbs() {

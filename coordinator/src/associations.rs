@@ -3,36 +3,60 @@
 //! again), and the intake of `PutInventory` uploads.
 //!
 //! Targets are matched when an agent polls, so an instance tagged after the
-//! association was created picks it up on its next poll, as in SSM.
+//! association was created picks it up on its next poll, as in SSM. The
+//! operations on associations are `actions::associations`'.
 
-use prost::Message;
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
-use tether_proto as pb;
+use tether_ssm::target::{self, Tag, Target};
+use tether_store::{
+    AssociationRow, AssociationStatusRow, InstanceRow, InventoryPut, InventoryRow, Store,
+    StoreError,
+};
+use tether_util::time::now_ms;
 use tracing::warn;
 
-use crate::api::associations::targets_match;
-use crate::core::{AgentError, Coordinator};
-use tether_store::{AssociationRow, AssociationStatusRow, InstanceRow, InventoryPut, InventoryRow};
-use tether_util::time::now_ms;
+use crate::pki::Pki;
+use crate::signing::{self, Signed};
 
 /// Longest run output kept per association and instance.
 const MAX_RUN_OUTPUT_CHARS: usize = 2500;
 
-/// The associations that target `instance`.
-pub async fn for_instance(
-    c: &Coordinator,
-    instance: &InstanceRow,
-) -> Result<Vec<AssociationRow>, AgentError> {
-    Ok(c.associations()
-        .await?
-        .iter()
-        .filter(|a| targets_match(a, instance))
-        .cloned()
-        .collect())
+/// An association with whom it targets, parsed once when it is read: its
+/// `Targets` and, for an association made with the legacy `InstanceId`,
+/// that instance.
+#[derive(Clone, Debug)]
+pub struct Targeted {
+    pub row: AssociationRow,
+    pub targets: Vec<Target>,
+}
+
+impl Targeted {
+    /// Reads the row's targets; the error says why they do not parse.
+    pub fn parse(row: AssociationRow) -> Result<Targeted, String> {
+        let mut targets = target::targets_from_json(&row.targets_json)?;
+        if !row.instance_id.is_empty() {
+            targets.push(Target::InstanceIds(vec![row.instance_id.clone()]));
+        }
+        Ok(Targeted { row, targets })
+    }
+
+    /// Whether it reaches the instance with this ID and these tags.
+    pub fn reaches(&self, instance_id: &str, tags: &[Tag]) -> bool {
+        target::any_matches(&self.targets, instance_id, tags)
+    }
+}
+
+/// The signed association set an agent holds, and its digest.
+#[derive(Clone, Debug, Default)]
+pub struct SignedSet {
+    pub digest: String,
+    pub associations: Vec<Signed>,
 }
 
 /// Digest of what the agent needs to know about a set of associations.
-pub fn digest(set: &[AssociationRow]) -> String {
+pub fn digest<'a>(set: impl IntoIterator<Item = &'a AssociationRow>) -> String {
     let mut h = Sha256::new();
     for a in set {
         for part in [
@@ -54,60 +78,71 @@ pub fn digest(set: &[AssociationRow]) -> String {
     hex::encode(h.finalize())
 }
 
-/// The current set for `instance` when it differs from the agent's `held` digest.
-pub async fn set_if_changed(
-    c: &Coordinator,
+/// The set of `all` that reaches `instance`, signed for it, when it differs
+/// from the one its agent holds (`held`, a digest). The error names the
+/// instance whose stored tags do not read back.
+pub fn set_if_changed(
+    pki: &Pki,
+    all: &[Targeted],
     instance: &InstanceRow,
     held: &str,
-) -> Result<Option<pb::AssociationSet>, AgentError> {
-    let set = for_instance(c, instance).await?;
-    let d = digest(&set);
+) -> Result<Option<SignedSet>, String> {
+    let id = &instance.instance_id;
+    let tags = target::tags_from_json(&instance.tags_json)
+        .map_err(|e| format!("stored instance {id}: tags are corrupt: {e}"))?;
+    let set: Vec<&AssociationRow> = all
+        .iter()
+        .filter(|a| a.reaches(id, &tags))
+        .map(|a| &a.row)
+        .collect();
+    let d = digest(set.iter().copied());
     if d == held || (set.is_empty() && held.is_empty()) {
         return Ok(None);
     }
     let now = now_ms();
-    let associations = set
-        .iter()
-        .map(|a| {
-            let signed = pb::SignedAssociation {
-                instance_id: instance.instance_id.clone(),
-                association_id: a.association_id.clone(),
-                association_version: a.association_version.to_string(),
-                association_name: a.association_name.clone(),
-                document_name: a.document_name.clone(),
-                document_version: a.document_version.clone(),
-                document_content: a.document_content.clone(),
-                document_hash: a.document_hash.clone(),
-                parameters_json: a.resolved_json.clone(),
-                schedule_expression: a.schedule_expression.clone(),
-                apply_only_at_cron_interval: a.apply_only_at_cron_interval,
-                created_at_ms: a.created_ms,
-                issued_at_ms: now,
-            };
-            let payload = signed.encode_to_vec();
-            let mut covered = pb::ASSOCIATION_SIGNING_CONTEXT.to_vec();
-            covered.extend_from_slice(&payload);
-            pb::AssociationEnvelope {
-                signature: c.pki.sign(&covered),
-                payload,
-            }
-        })
-        .collect();
-    Ok(Some(pb::AssociationSet {
+    Ok(Some(SignedSet {
         digest: d,
-        associations,
+        associations: set
+            .iter()
+            .map(|a| signing::association(pki, id, a, now))
+            .collect(),
     }))
 }
 
-/// Wakes every instance so held polls pick up a changed association set.
-pub async fn ring_all(c: &Coordinator) -> Result<(), tether_store::StoreError> {
-    c.associations_changed(true).await;
-    Ok(())
+/// One inventory type in an upload.
+#[derive(Clone, Debug, Default)]
+pub struct InventoryItem {
+    pub type_name: String,
+    pub schema_version: String,
+    pub capture_ms: i64,
+    pub content_hash: String,
+    /// The entries as JSON (empty when `unchanged`).
+    pub content_json: String,
+    /// Only the hash: unchanged since the last acknowledged upload.
+    pub unchanged: bool,
+}
+
+/// One run of an association on the node.
+#[derive(Clone, Debug, Default)]
+pub struct AssociationRun {
+    pub association_id: String,
+    pub association_version: String,
+    pub status: String,
+    pub detail: String,
+    pub ended_ms: i64,
+    pub output: String,
+}
+
+/// What an agent uploads with PutInventory.
+#[derive(Clone, Debug, Default)]
+pub struct InventoryUpload {
+    pub items: Vec<InventoryItem>,
+    pub runs: Vec<AssociationRun>,
 }
 
 /// The hash the agent computes: SHA-256 of the entries' canonical JSON
 /// (each entry's keys sorted, entries sorted).
-pub fn content_hash(entries: &[std::collections::BTreeMap<String, String>]) -> String {
+pub fn content_hash(entries: &[BTreeMap<String, String>]) -> String {
     let mut sorted = entries.to_vec();
     sorted.sort();
     hex::encode(Sha256::digest(
@@ -125,16 +160,16 @@ fn valid_type_name(t: &str) -> bool {
     t.strip_prefix("AWS:").is_some_and(ok_chars) || t.strip_prefix("Custom:").is_some_and(ok_chars)
 }
 
-/// Stores an upload from `instance`; items that do not check out are logged
-/// and left out, never stored half.
+/// Stores an upload from instance `id`; items that do not check out are
+/// logged and left out, never stored half. Gives back the types the store
+/// lacks, for the agent to send in full.
 pub async fn put_inventory(
-    c: &Coordinator,
-    instance: &InstanceRow,
-    req: pb::PutInventoryRequest,
-) -> Result<pb::PutInventoryResponse, AgentError> {
-    let id = &instance.instance_id;
+    store: &Store,
+    id: &str,
+    upload: InventoryUpload,
+) -> Result<Vec<String>, StoreError> {
     let mut puts = Vec::new();
-    for item in req.items {
+    for item in upload.items {
         if !valid_type_name(&item.type_name) {
             warn!(instance_id = %id, type_name = %item.type_name, "inventory type refused: the name must be AWS:<name> or Custom:<name>");
             continue;
@@ -143,13 +178,12 @@ pub async fn put_inventory(
             puts.push(InventoryPut::Unchanged {
                 type_name: item.type_name,
                 content_hash: item.content_hash,
-                capture_ms: item.capture_time_ms,
+                capture_ms: item.capture_ms,
             });
             continue;
         }
-        let entries: Vec<std::collections::BTreeMap<String, String>> = match serde_json::from_str(
-            &item.content_json,
-        ) {
+        let entries: Vec<BTreeMap<String, String>> = match serde_json::from_str(&item.content_json)
+        {
             Ok(e) => e,
             Err(e) => {
                 warn!(instance_id = %id, type_name = %item.type_name, error = %e, "inventory content refused: not a list of objects of strings");
@@ -162,38 +196,34 @@ pub async fn put_inventory(
             continue;
         }
         puts.push(InventoryPut::Content(InventoryRow {
-            instance_id: id.clone(),
+            instance_id: id.to_string(),
             type_name: item.type_name,
             schema_version: item.schema_version,
             content_hash: hash,
-            capture_ms: item.capture_time_ms,
+            capture_ms: item.capture_ms,
             content_json: serde_json::to_string(&entries).unwrap_or_default(),
         }));
     }
-    let resend = c.store.put_inventory(id, &puts).await?;
-    for r in req.runs {
+    let resend = store.put_inventory(id, &puts).await?;
+    for r in upload.runs {
         let status = match r.status.as_str() {
             "Success" | "Failed" => r.status.clone(),
             _ => "Failed".to_string(),
         };
-        let stored = c
-            .store
+        let stored = store
             .record_association_run(&AssociationStatusRow {
                 association_id: r.association_id.clone(),
-                instance_id: id.clone(),
+                instance_id: id.to_string(),
                 association_version: r.association_version,
                 status,
                 detail: r.detail,
                 output: r.output.chars().take(MAX_RUN_OUTPUT_CHARS).collect(),
-                execution_ms: r.ended_at_ms,
+                execution_ms: r.ended_ms,
             })
             .await?;
         if !stored {
             warn!(instance_id = %id, association_id = %r.association_id, "run of a deleted association ignored");
         }
     }
-    Ok(pb::PutInventoryResponse {
-        resend_type_names: resend,
-        server_time_ms: now_ms(),
-    })
+    Ok(resend)
 }

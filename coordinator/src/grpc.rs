@@ -1,22 +1,25 @@
 //! The gRPC edge: translates the three services of `tether.proto` into calls
-//! on [`Coordinator`] and the SSM action layer. No logic of its own beyond
-//! authentication: agents by client certificate, operators by token.
+//! on [`Coordinator`] and the action layer. It authenticates — agents by
+//! client certificate, operators by token — and converts protobuf to the
+//! coordinator's domain values and back; nothing else. Beside `signing`,
+//! which builds the bytes that get signed, it is the only module that knows
+//! protobuf.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tether_proto as pb;
+use tether_ssm::state::Detail;
+use tether_store::{HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult};
+use tether_util::time::now_ms;
 use tonic::{Request, Response, Status};
 
-use crate::api;
-use crate::core::{AgentError, Coordinator, RegisterError};
+use crate::actions;
+use crate::associations::{AssociationRun, InventoryItem, InventoryUpload, SignedSet};
+use crate::core::{AgentError, Coordinator, Poll, RegisterError, Registration, Report};
+use crate::credentials::{Caller, Principal, Transport};
 use crate::pki;
-use tether_store::InstanceRow;
-
-/// Hex SHA-256 of an operator token, as stored.
-pub fn token_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+use crate::signing::Signed;
 
 #[derive(Clone, Debug)]
 pub struct Services {
@@ -51,6 +54,139 @@ fn agent_status(e: AgentError) -> Status {
     }
 }
 
+fn host_info(i: pb::AgentInfo) -> HostInfo {
+    HostInfo {
+        platform_type: i.platform_type,
+        platform_name: i.platform_name,
+        platform_version: i.platform_version,
+        computer_name: i.computer_name,
+        ip_address: i.ip_address,
+        agent_version: i.agent_version,
+    }
+}
+
+fn envelope(s: Signed) -> pb::CommandEnvelope {
+    pb::CommandEnvelope {
+        payload: s.payload,
+        signature: s.signature,
+    }
+}
+
+fn association_set(set: SignedSet) -> pb::AssociationSet {
+    pb::AssociationSet {
+        digest: set.digest,
+        associations: set
+            .associations
+            .into_iter()
+            .map(|s| pb::AssociationEnvelope {
+                payload: s.payload,
+                signature: s.signature,
+            })
+            .collect(),
+    }
+}
+
+fn detail_of(state: pb::InvocationState) -> Detail {
+    match state {
+        pb::InvocationState::Success => Detail::Success,
+        pb::InvocationState::TimedOut => Detail::ExecutionTimedOut,
+        pb::InvocationState::Cancelled => Detail::Cancelled,
+        pb::InvocationState::InProgress => Detail::InProgress,
+        _ => Detail::Failed,
+    }
+}
+
+/// A time on the wire, where 0 means "not given".
+fn when(ms: i64) -> Option<i64> {
+    (ms > 0).then_some(ms)
+}
+
+fn report_of(r: pb::InvocationReport) -> Report {
+    let state = pb::InvocationState::try_from(r.state).unwrap_or(pb::InvocationState::Unspecified);
+    let command_id = r.command_id;
+    match state {
+        pb::InvocationState::InProgress => Report::Started {
+            command_id,
+            started_ms: when(r.started_at_ms),
+            // Live output of the running step, if the report carries any.
+            output: r
+                .plugins
+                .into_iter()
+                .map(|p| OutputChunk {
+                    step_index: i64::from(p.step_index),
+                    name: p.name,
+                    start_ms: when(p.started_at_ms),
+                    stdout_offset: p.stdout_offset,
+                    stdout: p.stdout,
+                    stderr_offset: p.stderr_offset,
+                    stderr: p.stderr,
+                })
+                .collect(),
+        },
+        pb::InvocationState::Refused => Report::Refused {
+            command_id,
+            why: r.detail,
+        },
+        pb::InvocationState::Unspecified => Report::Unknown { command_id },
+        terminal => Report::Finished {
+            command_id,
+            result: InvocationResult {
+                detail: detail_of(terminal),
+                response_code: i64::from(r.response_code),
+                start_ms: when(r.started_at_ms),
+                end_ms: when(r.ended_at_ms),
+                plugins: r
+                    .plugins
+                    .into_iter()
+                    .map(|p| PluginResult {
+                        name: p.name,
+                        detail: detail_of(
+                            pb::InvocationState::try_from(p.state)
+                                .unwrap_or(pb::InvocationState::Failed),
+                        ),
+                        response_code: i64::from(p.response_code),
+                        start_ms: when(p.started_at_ms),
+                        end_ms: when(p.ended_at_ms),
+                        stdout: p.stdout,
+                        stderr: p.stderr,
+                        stdout_truncated: p.stdout_truncated,
+                        stderr_truncated: p.stderr_truncated,
+                    })
+                    .collect(),
+            },
+        },
+    }
+}
+
+fn inventory_upload(req: pb::PutInventoryRequest) -> InventoryUpload {
+    InventoryUpload {
+        items: req
+            .items
+            .into_iter()
+            .map(|i| InventoryItem {
+                type_name: i.type_name,
+                schema_version: i.schema_version,
+                capture_ms: i.capture_time_ms,
+                content_hash: i.content_hash,
+                content_json: i.content_json,
+                unchanged: i.unchanged,
+            })
+            .collect(),
+        runs: req
+            .runs
+            .into_iter()
+            .map(|r| AssociationRun {
+                association_id: r.association_id,
+                association_version: r.association_version,
+                status: r.status,
+                detail: r.detail,
+                ended_ms: r.ended_at_ms,
+                output: r.output,
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::registration_server::Registration for Services {
     async fn register(
@@ -58,8 +194,22 @@ impl pb::registration_server::Registration for Services {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let ip = req.remote_addr().map(|a| a.ip());
-        match self.core.register(ip, req.into_inner()).await {
-            Ok(r) => Ok(Response::new(r)),
+        let r = req.into_inner();
+        let registration = Registration {
+            activation_id: r.activation_id,
+            activation_code: r.activation_code,
+            csr_pem: r.csr_pem,
+            name: r.name,
+            host: host_info(r.info.unwrap_or_default()),
+        };
+        match self.core.register(ip, registration).await {
+            Ok(r) => Ok(Response::new(pb::RegisterResponse {
+                instance_id: r.instance_id,
+                client_certificate_pem: r.client_certificate_pem,
+                ca_certificate_pem: r.ca_certificate_pem,
+                command_signing_public_key: r.command_signing_public_key,
+                server_time_ms: now_ms(),
+            })),
             Err(e) => Err(match e {
                 RegisterError::UnknownActivation(_) => Status::not_found(e.to_string()),
                 RegisterError::WrongCode(_) => Status::permission_denied(e.to_string()),
@@ -78,7 +228,7 @@ impl pb::registration_server::Registration for Services {
         _req: Request<pb::ServerTimeRequest>,
     ) -> Result<Response<pb::ServerTimeResponse>, Status> {
         Ok(Response::new(pb::ServerTimeResponse {
-            server_time_ms: tether_util::now_ms(),
+            server_time_ms: now_ms(),
         }))
     }
 }
@@ -90,12 +240,19 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::PollRequest>,
     ) -> Result<Response<pb::PollResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = self
-            .core
-            .poll(&inst, req.into_inner())
-            .await
-            .map_err(agent_status)?;
-        Ok(Response::new(r))
+        let r = req.into_inner();
+        let poll = Poll {
+            wait: (r.wait_ms > 0).then(|| Duration::from_millis(u64::from(r.wait_ms))),
+            associations_digest: r.associations_digest,
+            host: r.info.map(host_info),
+        };
+        let d = self.core.poll(&inst, poll).await.map_err(agent_status)?;
+        Ok(Response::new(pb::PollResponse {
+            envelopes: d.envelopes.into_iter().map(envelope).collect(),
+            server_time_ms: now_ms(),
+            cancels: d.cancels.into_iter().map(envelope).collect(),
+            associations: d.associations.map(association_set),
+        }))
     }
 
     async fn report(
@@ -103,12 +260,19 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = self
-            .core
-            .report(&inst, req.into_inner())
+        let reports = req
+            .into_inner()
+            .reports
+            .into_iter()
+            .map(report_of)
+            .collect();
+        self.core
+            .report(&inst, reports)
             .await
             .map_err(agent_status)?;
-        Ok(Response::new(r))
+        Ok(Response::new(pb::ReportResponse {
+            server_time_ms: now_ms(),
+        }))
     }
 
     async fn renew_certificate(
@@ -116,12 +280,15 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = self
+        let pem = self
             .core
-            .renew_certificate(&inst, req.into_inner())
+            .renew_certificate(&inst, &req.into_inner().csr_pem)
             .await
             .map_err(agent_status)?;
-        Ok(Response::new(r))
+        Ok(Response::new(pb::RenewCertificateResponse {
+            client_certificate_pem: pem,
+            server_time_ms: now_ms(),
+        }))
     }
 
     async fn put_inventory(
@@ -129,10 +296,15 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::PutInventoryRequest>,
     ) -> Result<Response<pb::PutInventoryResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = crate::associations::put_inventory(&self.core, &inst, req.into_inner())
+        let resend = self
+            .core
+            .put_inventory(&inst, inventory_upload(req.into_inner()))
             .await
             .map_err(agent_status)?;
-        Ok(Response::new(r))
+        Ok(Response::new(pb::PutInventoryResponse {
+            resend_type_names: resend,
+            server_time_ms: now_ms(),
+        }))
     }
 
     async fn ping(
@@ -141,7 +313,7 @@ impl pb::agent_server::Agent for Services {
     ) -> Result<Response<pb::PingResponse>, Status> {
         let inst = self.agent(&req).await?;
         Ok(Response::new(pb::PingResponse {
-            server_time_ms: tether_util::now_ms(),
+            server_time_ms: now_ms(),
             instance_id: inst.instance_id,
         }))
     }
@@ -161,34 +333,28 @@ impl pb::operator_server::Operator for Services {
             .ok_or_else(|| {
                 Status::unauthenticated("missing operator token (authorization: Bearer ...)")
             })?;
-        let presented = token_hash(token);
-        let known = self
-            .core
-            .store
-            .operator_token_hashes()
+        let valid = crate::credentials::operator_token_is_valid(&self.core, token)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let ok = known.iter().fold(false, |acc, h| {
-            let eq: bool = subtle::ConstantTimeEq::ct_eq(h.as_bytes(), presented.as_bytes()).into();
-            acc | eq
-        });
-        if !ok {
+        if !valid {
             return Err(Status::unauthenticated(
                 "the operator token is not valid for this coordinator",
             ));
         }
-        let call = req.into_inner();
-        let body: serde_json::Value = if call.request_json.trim().is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&call.request_json).map_err(|e| {
-                error_status(&tether_ssm::ApiError::new(
-                    "SerializationException",
-                    format!("{}: request is not valid JSON: {e}", call.operation),
-                ))
-            })?
+        let caller = Caller {
+            principal: Principal::Root,
+            transport: Transport::Grpc,
+            source: req.remote_addr().map(|a| a.ip()),
         };
-        match api::invoke(&self.core, &call.operation, &body).await {
+        let call = req.into_inner();
+        match actions::handle(
+            &self.core,
+            &caller,
+            &call.operation,
+            call.request_json.as_bytes(),
+        )
+        .await
+        {
             Ok(v) => Ok(Response::new(pb::OperatorReply {
                 response_json: v.to_string(),
             })),

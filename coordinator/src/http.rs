@@ -143,7 +143,9 @@ pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc
                 }
                 Err(_) => return,
             };
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                // The peer's address, for the caller of the SSM API.
+                req.extensions_mut().insert(peer);
                 let core = core.clone();
                 let downloads = downloads.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(core, downloads, req).await) }

@@ -2,25 +2,28 @@
 //! thin entry points in `main.rs`.
 //!
 //! - [`pki`]: CA, server and client certificates, the command-signing key.
-//! - [`core`]: registration, long-poll dispatch, signed envelopes, result intake.
+//! - [`core`]: registration, long-poll dispatch, result intake (domain values in and out).
+//! - [`signing`]: the bytes that get signed: envelopes, cancels, association sets.
 //! - [`associations`]: signed association sets for polling agents, inventory intake.
-//! - [`api`]: the SSM operations on SSM JSON — the one place that knows those shapes.
+//! - [`actions`]: the one door of every operator request (typed, validated,
+//!   dispatched with its [`credentials::Caller`]); the SSM operations.
+//! - [`credentials`]: operator tokens and access keys: who is calling.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
 //! - [`http`]: the HTTPS listener.
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
 //! - [`sigv4`]: SigV4 signature verification (pure).
-//! - [`access_keys`]: the SigV4 access keys (`create-access-key` and friends).
 //! - [`server`]: `tether serve`.
 
-pub mod access_keys;
-pub mod api;
+pub mod actions;
 pub mod associations;
 pub mod core;
+pub mod credentials;
 pub mod grpc;
 pub mod http;
 pub mod install;
 pub mod pki;
 pub mod replicas;
 pub mod server;
+pub mod signing;
 pub mod sigv4;
 pub mod ssm_http;

@@ -19,7 +19,8 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::core::Coordinator;
-use crate::grpc::{Services, token_hash};
+use crate::credentials::token_hash;
+use crate::grpc::Services;
 use crate::pki::{Pki, write_private};
 use tether_store::Store;
 use tether_util::time::now_ms;

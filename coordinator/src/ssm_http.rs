@@ -6,20 +6,22 @@
 //! This module owns the wire protocol only: authentication, the target header,
 //! the JSON body (checked against botocore's model by `validate`, as AWS's
 //! front end does) and the error shape (`__type`, `X-Amzn-ErrorType`, 400 for the
-//! caller's faults, 500 for ours). What each operation means is decided by
-//! `api::invoke`, the same function the operator CLI reaches over gRPC. Only
-//! the SSM operations of `tether_ssm::OPERATIONS` are served: the access-key
-//! operations are not, so a key cannot mint keys.
+//! caller's faults, 500 for ours). Parsing, validation and what each operation
+//! means are `actions::handle`'s, the same door the operator CLI reaches over
+//! gRPC. Only SSM's operations are served: Tether's own (the access-key
+//! operations among them) are not, so a key cannot mint keys.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::api;
+use tether_ssm::{ApiError, limits};
+
+use crate::actions;
 use crate::core::Coordinator;
-use crate::{access_keys, sigv4};
-use tether_ssm::{ApiError, limits, validate};
+use crate::credentials::{self, Caller, Principal, Transport};
+use crate::sigv4;
 
 type Body = Full<Bytes>;
 
@@ -52,25 +54,20 @@ pub async fn handle(c: &Coordinator, req: Request<hyper::body::Incoming>) -> Res
             ));
         }
     };
-    if let Err(e) = authenticate(c, &parts, &body).await {
-        return error(&e);
-    }
+    let caller = match authenticate(c, &parts, &body).await {
+        Ok(principal) => Caller {
+            principal,
+            transport: Transport::Https,
+            source: parts
+                .extensions
+                .get::<std::net::SocketAddr>()
+                .map(|a| a.ip()),
+        },
+        Err(e) => return error(&e),
+    };
     let operation = match target(&parts.headers) {
         Ok(op) => op,
         Err(e) => return error(&e),
-    };
-    let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(&ApiError::new(
-                    "SerializationException",
-                    format!("{operation}: the request body is not valid JSON: {e}"),
-                ));
-            }
-        }
     };
     if throttle_hook(&operation) {
         return error(&ApiError::new(
@@ -78,10 +75,7 @@ pub async fn handle(c: &Coordinator, req: Request<hyper::body::Incoming>) -> Res
             format!("Rate exceeded ({operation}; TETHER_TEST_SSM_THROTTLE)"),
         ));
     }
-    if let Err(e) = validate::request(&operation, &request) {
-        return error(&e);
-    }
-    match api::invoke(c, &operation, &request).await {
+    match actions::handle(c, &caller, &operation, &body).await {
         Ok(v) => respond(StatusCode::OK, &v, None),
         Err(e) => error(&e),
     }
@@ -121,7 +115,8 @@ fn throttle_hook(operation: &str) -> bool {
     }
 }
 
-/// The SSM operation named by `X-Amz-Target`.
+/// The operation named by `X-Amz-Target` (whether this API serves it is
+/// `actions::handle`'s to say).
 fn target(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers
         .get("x-amz-target")
@@ -133,20 +128,21 @@ fn target(headers: &HeaderMap) -> Result<String, ApiError> {
             )
         })?;
     match raw.strip_prefix(TARGET_PREFIX) {
-        Some(op) if tether_ssm::OPERATIONS.contains(&op) => Ok(op.to_string()),
-        _ => Err(ApiError::new(
+        Some(op) => Ok(op.to_string()),
+        None => Err(ApiError::new(
             "UnknownOperationException",
-            format!("X-Amz-Target {raw:?} is not an SSM operation this coordinator serves"),
+            format!("X-Amz-Target {raw:?} is not an SSM operation ({TARGET_PREFIX}<Operation>)"),
         )),
     }
 }
 
-/// Verifies the request's SigV4 signature against an issued access key.
+/// Verifies the request's SigV4 signature against an issued access key:
+/// the principal is that key.
 async fn authenticate(
     c: &Coordinator,
     parts: &hyper::http::request::Parts,
     body: &Bytes,
-) -> Result<(), ApiError> {
+) -> Result<Principal, ApiError> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -169,12 +165,14 @@ async fn authenticate(
         ApiError::new(e.code(), e.to_string())
     };
     let auth = sigv4::authorization(&signed).map_err(refuse)?;
-    let secret = access_keys::secret(c, &auth.access_key_id)
+    let secret = credentials::access_key_secret(c, &auth.access_key_id)
         .await?
         .ok_or_else(|| refuse(sigv4::SigError::UnknownKey(auth.access_key_id.clone())))?;
     sigv4::verify(&signed, &auth, &secret, SERVICE, chrono::Utc::now()).map_err(refuse)?;
-    access_keys::touch(c, &auth.access_key_id).await;
-    Ok(())
+    credentials::access_key_used(c, &auth.access_key_id).await;
+    Ok(Principal::AccessKey {
+        access_key_id: auth.access_key_id,
+    })
 }
 
 fn respond(status: StatusCode, body: &Value, error_type: Option<&str>) -> Response<Body> {

@@ -6,51 +6,32 @@
 //! - [`validate`]: a request checked against the model, as AWS's front end does.
 //! - [`error`]: [`ApiError`], an SSM error type and a message.
 //! - [`state`]: the invocation and command state machines.
+//! - [`target`], [`rate`], [`ids`]: the domain's values — what a target
+//!   selects, rate control, the shapes of IDs — parsed once, one rule each.
 //! - [`limits`]: every limit and default of the outside contract.
+//! - [`input`]: the typed input of every operation, generated from the model
+//!   by [`codegen`]; [`request`] turns a transport's bytes into one.
 //!
 //! Pure: no IO but decompressing the embedded model once, no async runtime.
 //! The coordinator, the store and the CLI all build on it; it builds on none
 //! of them.
 
+#[cfg(test)]
+mod codegen;
 pub mod error;
+pub mod ids;
+#[rustfmt::skip]
+pub mod input;
 pub mod limits;
 pub mod model;
+pub mod rate;
+pub mod request;
 pub mod state;
+pub mod target;
 pub mod validate;
 
 pub use error::ApiError;
-
-/// Every SSM operation this coordinator implements, as named in the SSM model.
-/// The operator CLI offers exactly these as `aws ssm` verbs, and the HTTPS
-/// API serves exactly these.
-pub const OPERATIONS: &[&str] = &[
-    "CreateActivation",
-    "DescribeActivations",
-    "DeleteActivation",
-    "DescribeInstanceInformation",
-    "DeregisterManagedInstance",
-    "SendCommand",
-    "ListCommands",
-    "ListCommandInvocations",
-    "GetCommandInvocation",
-    "CreateDocument",
-    "UpdateDocument",
-    "DeleteDocument",
-    "GetDocument",
-    "DescribeDocument",
-    "ListDocuments",
-    "ListDocumentVersions",
-    "UpdateDocumentDefaultVersion",
-    "AddTagsToResource",
-    "RemoveTagsFromResource",
-    "ListTagsForResource",
-    "CancelCommand",
-    "CreateAssociation",
-    "ListAssociations",
-    "DescribeAssociation",
-    "UpdateAssociation",
-    "DeleteAssociation",
-    "DescribeInstanceAssociationsStatus",
-    "ListInventoryEntries",
-    "GetInventory",
-];
+pub use input::{Operation, Request};
+pub use rate::Rate;
+pub use request::Timestamp;
+pub use target::Target;

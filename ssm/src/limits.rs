@@ -45,7 +45,7 @@ pub const LIST_INVOCATIONS_OUTPUT_CHARS: usize = 2_500;
 pub const TRUNCATION_MARKER: &str = "\n--output truncated--";
 
 /// Page sizes of the list verbs.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
 
 /// Largest document content accepted (SSM's quota for Command documents).
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;

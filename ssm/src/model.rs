@@ -15,6 +15,7 @@ use serde_json::Value;
 
 static SERVICE_GZ: &[u8] = include_bytes!("../model/ssm-service-2.json.gz");
 static PAGINATORS: &str = include_str!("../model/ssm-paginators-1.json");
+static TETHER_OPERATIONS: &str = include_str!("../model/tether-operations.json");
 
 /// How deep a recursive shape (e.g. `InventoryAggregator`) is followed when
 /// turned into a flag shape; deeper values are taken as JSON, unchecked.
@@ -25,6 +26,8 @@ const MAX_SHAPE_DEPTH: usize = 8;
 pub struct Model {
     service: Value,
     paginators: Value,
+    /// The operations of SSM's own model (the others are Tether's).
+    ssm_operations: std::collections::BTreeSet<String>,
 }
 
 /// How an operation pages its results (botocore's paginator entry).
@@ -104,9 +107,30 @@ pub fn model() -> &'static Model {
             .read_to_string(&mut text)
             .expect("embedded SSM model is valid gzip");
         #[allow(clippy::expect_used)]
+        let mut service: Value = serde_json::from_str(&text).expect("embedded SSM model is JSON");
+        #[allow(clippy::expect_used)]
+        let tether: Value =
+            serde_json::from_str(TETHER_OPERATIONS).expect("embedded Tether operations are JSON");
+        let ssm_operations = service["operations"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        // Tether's own operations join SSM's, shape by shape; none may
+        // replace one of SSM's (the tests check there is no clash).
+        for part in ["operations", "shapes"] {
+            if let (Some(into), Some(from)) =
+                (service[part].as_object_mut(), tether[part].as_object())
+            {
+                for (name, v) in from {
+                    into.entry(name.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        #[allow(clippy::expect_used)]
         Model {
-            service: serde_json::from_str(&text).expect("embedded SSM model is JSON"),
+            service,
             paginators: serde_json::from_str(PAGINATORS).expect("embedded SSM paginators are JSON"),
+            ssm_operations,
         }
     })
 }
@@ -115,6 +139,12 @@ impl Model {
     /// The operation's definition, if the model has it.
     pub fn operation(&'static self, name: &str) -> Option<&'static Value> {
         self.service["operations"].get(name)
+    }
+
+    /// Whether the operation is SSM's own, rather than one of Tether's
+    /// (`model/tether-operations.json`).
+    pub fn is_ssm_operation(&'static self, name: &str) -> bool {
+        self.ssm_operations.contains(name)
     }
 
     /// A shape's definition by name.
@@ -241,7 +271,7 @@ pub fn cli_name(name: &str) -> String {
 }
 
 /// The first sentence of an HTML documentation string, as plain text.
-fn first_sentence(html: &str) -> String {
+pub fn first_sentence(html: &str) -> String {
     let mut text = String::with_capacity(html.len());
     let mut in_tag = false;
     for c in html.chars() {
@@ -271,6 +301,24 @@ mod tests {
         let doc = members.iter().find(|m| m.name == "DocumentName").unwrap();
         assert!(doc.required);
         assert_eq!(m.shape_type("InstanceIdList"), "list");
+    }
+
+    #[test]
+    fn tethers_operations_join_without_replacing_any_of_ssms() {
+        let m = model();
+        let tether: Value = serde_json::from_str(TETHER_OPERATIONS).unwrap();
+        for part in ["operations", "shapes"] {
+            for (name, v) in tether[part].as_object().unwrap() {
+                assert_eq!(
+                    m.service[part][name], *v,
+                    "{part} {name} clashes with SSM's"
+                );
+            }
+        }
+        assert!(m.is_ssm_operation("SendCommand"));
+        assert!(!m.is_ssm_operation("ListInventoryChanges"));
+        let members = m.input_members("ListInventoryChanges");
+        assert!(members.iter().any(|x| x.name == "InstanceId" && x.required));
     }
 
     #[test]

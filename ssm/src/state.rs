@@ -5,6 +5,8 @@
 //! how an invocation's detail maps to its status and how invocations add up to
 //! their command's status and counts.
 
+use crate::rate::Rate;
+
 /// An invocation's `StatusDetails`: the precise state, from which `Status` follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail {
@@ -97,16 +99,14 @@ pub struct CommandSummary {
     pub delivery_timed_out_count: i64,
 }
 
-/// Resolves a MaxErrors value (`N` or `N%`) against the number of targets.
-pub fn max_errors_allowed(max_errors: &str, targets: i64) -> i64 {
-    match max_errors.strip_suffix('%') {
-        Some(pct) => pct.parse::<i64>().map_or(0, |p| targets * p / 100),
-        None => max_errors.parse().unwrap_or(0),
-    }
+/// How many errors MaxErrors allows among `targets` invocations.
+pub fn max_errors_allowed(max_errors: Rate, targets: i64) -> i64 {
+    let allowed = max_errors.errors_allowed(u64::try_from(targets).unwrap_or(0));
+    i64::try_from(allowed).unwrap_or(i64::MAX)
 }
 
 /// The command's status and counts from its invocations' details.
-pub fn summarize(details: &[Detail], max_errors: &str) -> CommandSummary {
+pub fn summarize(details: &[Detail], max_errors: Rate) -> CommandSummary {
     let mut counts: Vec<(Detail, i64)> = Vec::new();
     for d in details {
         match counts.iter_mut().find(|(x, _)| x == d) {
@@ -118,7 +118,7 @@ pub fn summarize(details: &[Detail], max_errors: &str) -> CommandSummary {
 }
 
 /// [`summarize`] from how many invocations are in each state.
-pub fn summarize_counts(counts: &[(Detail, i64)], max_errors: &str) -> CommandSummary {
+pub fn summarize_counts(counts: &[(Detail, i64)], max_errors: Rate) -> CommandSummary {
     let n: i64 = counts.iter().map(|(_, k)| k).sum();
     let count = |f: &dyn Fn(Detail) -> bool| -> i64 {
         counts.iter().filter(|(d, _)| f(*d)).map(|(_, k)| k).sum()
@@ -263,7 +263,7 @@ mod tests {
             ),
         ];
         for (details, max_errors, (status, status_details), counts) in table {
-            let s = summarize(details, max_errors);
+            let s = summarize(details, max_errors.parse().unwrap());
             assert_eq!(
                 (s.status, s.status_details),
                 (*status, *status_details),

@@ -255,8 +255,19 @@ impl Validator {
             }
             "boolean" if !value.is_boolean() => self.wrong_type(path, "a boolean", value),
             "double" | "float" if !value.is_number() => self.wrong_type(path, "a number", value),
-            "timestamp" if !(value.is_number() || value.is_string()) => {
-                self.wrong_type(path, "a timestamp (epoch seconds)", value)
+            "timestamp" => {
+                let ok = match value {
+                    Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+                    Value::String(s) => tether_util::time::parse_timestamp_ms(s).is_some(),
+                    _ => false,
+                };
+                if !ok {
+                    self.wrong_type(
+                        path,
+                        "a timestamp (epoch seconds, or ISO 8601 such as 2030-01-10T20:30:00Z)",
+                        value,
+                    );
+                }
             }
             _ => {}
         }

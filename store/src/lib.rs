@@ -19,6 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
+use tether_ssm::Rate;
 use tether_ssm::state::{self, Detail};
 
 mod documents;
@@ -47,6 +48,10 @@ pub enum StoreError {
     /// Registration refused; the message is shown to the agent.
     #[error("{0}")]
     Registration(String),
+    /// A stored value that does not read back: the row is named, and nothing
+    /// is guessed in its place.
+    #[error("stored {row} is corrupt: {why}")]
+    Corrupt { row: String, why: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -1021,27 +1026,9 @@ impl Store {
     /// slot (fewer delivered, unfinished invocations than the limit) unless
     /// the limit covers every target (`unlimited`, which spares the count); a
     /// redelivery (acknowledgement lost) already holds one.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn claim_delivery(
-        &self,
-        command_id: &str,
-        instance_id: &str,
-        now_ms: i64,
-        redeliver_after_ms: i64,
-        unlimited: bool,
-        payload: &[u8],
-        signature: &[u8],
-    ) -> Result<bool> {
-        let claim = Claim {
-            command_id,
-            instance_id,
-            redeliver_after_ms,
-            unlimited,
-            payload,
-            signature,
-        };
+    pub async fn claim_delivery(&self, claim: &Claim, now_ms: i64) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        claim_in(&mut conn, &claim, now_ms).await
+        claim_in(&mut conn, claim, now_ms).await
     }
 
     /// Instances whose invocation of the command waits for a free slot
@@ -1137,28 +1124,32 @@ impl Store {
         result: &InvocationResult,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = self
-            .write_batch(&[WriteOp::Finish(command_id, instance_id, result)], now_ms)
-            .await?;
-        Ok(done.first().copied().unwrap_or(false))
+        let mut tx = self.write().await?;
+        let stored = finish_in(&mut tx, command_id, instance_id, result, now_ms).await?;
+        if stored {
+            refresh_command(&mut tx, command_id, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// The hot path's writes — delivery claims and agent results — as one
     /// transaction, in order (the coordinator's writer batches what queued up
     /// meanwhile, so the writes never wait on each other for SQLite's lock).
     /// Returns, per operation, whether it took effect.
-    pub async fn write_batch(&self, ops: &[WriteOp<'_>], now_ms: i64) -> Result<Vec<bool>> {
+    pub async fn write_batch(&self, ops: &[&WriteOp], now_ms: i64) -> Result<Vec<bool>> {
         let mut tx = self.write().await?;
         let mut done = Vec::with_capacity(ops.len());
         let mut touched: Vec<&str> = Vec::new();
         for op in ops {
             let applied = match op {
                 WriteOp::Claim(c) => claim_in(&mut tx, c, now_ms).await?,
-                WriteOp::Finish(command_id, instance_id, result) => {
+                WriteOp::Finish(f) => {
                     let stored =
-                        finish_in(&mut tx, command_id, instance_id, result, now_ms).await?;
-                    if stored && !touched.contains(command_id) {
-                        touched.push(command_id);
+                        finish_in(&mut tx, &f.command_id, &f.instance_id, &f.result, now_ms)
+                            .await?;
+                    if stored && !touched.contains(&f.command_id.as_str()) {
+                        touched.push(&f.command_id);
                     }
                     stored
                 }
@@ -1210,24 +1201,35 @@ impl Store {
 
 /// One write of the hot path, for [`Store::write_batch`].
 #[derive(Debug)]
-pub enum WriteOp<'a> {
-    Claim(Claim<'a>),
-    /// Command ID, instance ID, outcome.
-    Finish(&'a str, &'a str, &'a InvocationResult),
+pub enum WriteOp {
+    Claim(Claim),
+    Finish(Finish),
 }
 
-/// A delivery claim (see [`Store::claim_delivery`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Claim<'a> {
-    pub command_id: &'a str,
-    pub instance_id: &'a str,
+/// A delivery claim (see [`Store::claim_delivery`]): the invocation, the
+/// envelope it is delivered in, and the rules the claim must keep.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub command_id: String,
+    pub instance_id: String,
+    /// A delivery not acknowledged for this long may be claimed again.
     pub redeliver_after_ms: i64,
+    /// The concurrency limit covers every target, so no slot is counted.
     pub unlimited: bool,
-    pub payload: &'a [u8],
-    pub signature: &'a [u8],
+    /// The signed envelope, kept for redelivery (empty for the AWS bridge).
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
-async fn claim_in(conn: &mut sqlx::AnyConnection, c: &Claim<'_>, now_ms: i64) -> Result<bool> {
+/// An invocation's outcome to store (see [`Store::finish_invocation`]).
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub command_id: String,
+    pub instance_id: String,
+    pub result: InvocationResult,
+}
+
+async fn claim_in(conn: &mut sqlx::AnyConnection, c: &Claim, now_ms: i64) -> Result<bool> {
     let d = Dialect::of(conn);
     let r = sqlx::query(sql(d, "UPDATE invocations SET delivered_ms = ?1, deliveries = deliveries + 1, \
          envelope_payload = ?6, envelope_signature = ?7 \
@@ -1239,12 +1241,12 @@ async fn claim_in(conn: &mut sqlx::AnyConnection, c: &Claim<'_>, now_ms: i64) ->
               < (SELECT concurrency_limit FROM commands WHERE command_id = ?2))"),
     )
     .bind(now_ms)
-    .bind(c.command_id)
-    .bind(c.instance_id)
+    .bind(&c.command_id)
+    .bind(&c.instance_id)
     .bind(c.redeliver_after_ms)
     .bind(c.unlimited)
-    .bind(c.payload)
-    .bind(c.signature)
+    .bind(&c.payload)
+    .bind(&c.signature)
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -1423,6 +1425,13 @@ async fn refresh_command(
     .bind(command_id)
     .fetch_one(&mut *tx)
     .await?;
+    let max_errors: Rate =
+        max_errors
+            .parse()
+            .map_err(|e: tether_ssm::ApiError| StoreError::Corrupt {
+                row: format!("command {command_id}: max_errors"),
+                why: e.message,
+            })?;
     let summarize = async |tx: &mut sqlx::AnyConnection| -> Result<state::CommandSummary> {
         let rows: Vec<(String, i64)> = sqlx::query_as(sql(
             d,
@@ -1431,14 +1440,20 @@ async fn refresh_command(
         .bind(command_id)
         .fetch_all(&mut *tx)
         .await?;
-        let counts: Vec<(Detail, i64)> = rows
+        let counts = rows
             .iter()
-            .filter_map(|(s, n)| Some((Detail::parse(s)?, *n)))
-            .collect();
-        Ok(state::summarize_counts(&counts, &max_errors))
+            .map(|(s, n)| match Detail::parse(s) {
+                Some(detail) => Ok((detail, *n)),
+                None => Err(StoreError::Corrupt {
+                    row: format!("command {command_id}: command_counts"),
+                    why: format!("{s:?} is not an invocation status"),
+                }),
+            })
+            .collect::<Result<Vec<(Detail, i64)>>>()?;
+        Ok(state::summarize_counts(&counts, max_errors))
     };
     let mut s = summarize(&mut *tx).await?;
-    if s.error_count > state::max_errors_allowed(&max_errors, s.target_count) {
+    if s.error_count > state::max_errors_allowed(max_errors, s.target_count) {
         let terminated = sqlx::query(sql(
             d,
             "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
@@ -1472,6 +1487,18 @@ async fn refresh_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claim of command `c` on `instance`, redelivered after 30 s.
+    fn claim(instance: &str) -> Claim {
+        Claim {
+            command_id: "c".into(),
+            instance_id: instance.into(),
+            redeliver_after_ms: 30_000,
+            unlimited: false,
+            payload: b"p".to_vec(),
+            signature: b"s".to_vec(),
+        }
+    }
 
     /// A fresh store: a SQLite file, or a new database on the PostgreSQL
     /// server `TETHER_TEST_PG_URL` names (`postgres://USER@HOST:PORT`;
@@ -1765,15 +1792,9 @@ mod tests {
             .map(|i| (i.to_string(), String::new()))
             .collect();
         s.insert_command(&c, &targets).await.unwrap();
+        assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
         assert!(
-            s.claim_delivery("c", "mi-1", 1_100, 30_000, false, b"p", b"s")
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.claim_delivery("c", "mi-2", 1_100, 30_000, false, b"p", b"s")
-                .await
-                .unwrap(),
+            !s.claim_delivery(&claim("mi-2"), 1_100).await.unwrap(),
             "the one slot is taken"
         );
         assert_eq!(s.waiting_instances("c").await.unwrap(), ["mi-2", "mi-3"]);
@@ -1782,11 +1803,7 @@ mod tests {
             .await
             .unwrap();
         assert!(s.waiting_instances("c").await.unwrap().is_empty());
-        assert!(
-            !s.claim_delivery("c", "mi-2", 2_100, 30_000, false, b"p", b"s")
-                .await
-                .unwrap()
-        );
+        assert!(!s.claim_delivery(&claim("mi-2"), 2_100).await.unwrap());
         let rows = s
             .invocations(&CommandQuery {
                 command_id: Some("c".into()),
@@ -1814,15 +1831,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
+        assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
         assert!(
-            s.claim_delivery("c", "mi-1", 1_100, 30_000, false, b"p", b"s")
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.claim_delivery("c", "mi-1", 1_150, 30_000, false, b"p", b"s")
-                .await
-                .unwrap(),
+            !s.claim_delivery(&claim("mi-1"), 1_150).await.unwrap(),
             "claimed once"
         );
         assert!(

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod aws;
 pub mod postgres;
+pub mod raw;
 pub mod relay;
 pub mod root;
 

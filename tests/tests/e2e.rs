@@ -11,6 +11,7 @@ mod e2e {
     pub mod install;
     pub mod inventory;
     pub mod node_status;
+    pub mod one_door;
     pub mod packaging;
     pub mod postgres_fixture;
     pub mod recovery;

@@ -9,100 +9,135 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-
-use super::{
-    ApiError, ApiResult, Req, is_instance_id, is_uuid, page_of, parameters_of, resolve_targets,
-    str_list_of, tag_pairs, ts, valid_rate, validate_targets,
+use tether_ssm::input::{
+    CreateAssociationRequest, DeleteAssociationRequest, DescribeAssociationRequest,
+    DescribeInstanceAssociationsStatusRequest, ListAssociationsRequest, UpdateAssociationRequest,
 };
-use crate::associations::ring_all;
+use tether_ssm::{ApiError, Rate, ids, limits};
+use tether_store::{AssociationRow, AssociationStatusRow};
+use tether_util::time::{now_ms, parse_timestamp_ms};
+
+use super::commands::{parse_targets, resolve_targets};
+use super::documents;
+use super::wire::{Page, corrupt, stored, tag_pairs, ts};
+use crate::associations::Targeted;
 use crate::core::Coordinator;
-use tether_store::{AssociationRow, AssociationStatusRow, InstanceRow};
-use tether_util::time::now_ms;
 
-/// Members of the SSM model that Tether does not implement, and why.
-const UNSUPPORTED: [(&str, &str); 10] = [
-    ("OutputLocation", "output is kept in the coordinator"),
-    (
-        "AutomationTargetParameterName",
-        "Automation documents are not supported",
-    ),
-    ("CalendarNames", "Change Calendar is not supported"),
-    (
-        "TargetLocations",
-        "there is one coordinator, not accounts and Regions",
-    ),
-    ("TargetMaps", "use Targets"),
-    ("AlarmConfiguration", "alarms are not supported"),
-    ("ScheduleOffset", "agents add their own upload jitter"),
-    ("Duration", "runs are not cut off by a window"),
-    ("AssociationDispatchAssumeRole", "there are no IAM roles"),
-    ("Tags", "tags on associations are not supported"),
-];
+/// The members both CreateAssociation and UpdateAssociation take, checked
+/// the same way for both (the model has checked names, enums and patterns).
+struct Common<'a> {
+    op: &'static str,
+    max_concurrency: Option<&'a str>,
+    max_errors: Option<&'a str>,
+    sync_compliance: Option<&'a str>,
+    /// Members of the model Tether does not implement: (given, member, why).
+    unsupported: [(bool, &'static str, &'static str); 9],
+}
 
-const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNSPECIFIED"];
+macro_rules! common {
+    ($op:expr, $r:expr) => {
+        Common {
+            op: $op,
+            max_concurrency: $r.max_concurrency.as_deref(),
+            max_errors: $r.max_errors.as_deref(),
+            sync_compliance: $r.sync_compliance.as_deref(),
+            unsupported: [
+                (
+                    $r.output_location.is_some(),
+                    "OutputLocation",
+                    "output is kept in the coordinator",
+                ),
+                (
+                    $r.automation_target_parameter_name.is_some(),
+                    "AutomationTargetParameterName",
+                    "Automation documents are not supported",
+                ),
+                (
+                    $r.calendar_names.is_some(),
+                    "CalendarNames",
+                    "Change Calendar is not supported",
+                ),
+                (
+                    $r.target_locations.is_some(),
+                    "TargetLocations",
+                    "there is one coordinator, not accounts and Regions",
+                ),
+                ($r.target_maps.is_some(), "TargetMaps", "use Targets"),
+                (
+                    $r.alarm_configuration.is_some(),
+                    "AlarmConfiguration",
+                    "alarms are not supported",
+                ),
+                (
+                    $r.schedule_offset.is_some(),
+                    "ScheduleOffset",
+                    "agents add their own upload jitter",
+                ),
+                (
+                    $r.duration.is_some(),
+                    "Duration",
+                    "runs are not cut off by a window",
+                ),
+                (
+                    $r.association_dispatch_assume_role.is_some(),
+                    "AssociationDispatchAssumeRole",
+                    "there are no IAM roles",
+                ),
+            ],
+        }
+    };
+}
 
-fn refuse_unsupported(req: &Req<'_>) -> Result<(), ApiError> {
-    for (member, why) in UNSUPPORTED {
-        if req.body.get(member).is_some_and(|v| !v.is_null()) {
+impl Common<'_> {
+    fn check(&self) -> Result<(), ApiError> {
+        let op = self.op;
+        if let Some((_, member, why)) = self.unsupported.iter().find(|u| u.0) {
             return Err(ApiError::validation(format!(
-                "{}: {member} is not supported by Tether ({why})",
-                req.op
+                "{op}: {member} is not supported by Tether ({why})"
             )));
         }
-    }
-    Ok(())
-}
-
-/// Whether `a` targets `inst`: its legacy InstanceId, `InstanceIds` targets,
-/// `tag:<key>` and `tag-key` targets, as SendCommand resolves them.
-pub fn targets_match(a: &AssociationRow, inst: &InstanceRow) -> bool {
-    if a.instance_id == inst.instance_id {
-        return true;
-    }
-    let targets: Vec<Value> = serde_json::from_str(&a.targets_json).unwrap_or_default();
-    let tags = tag_pairs(&inst.tags_json);
-    targets.iter().any(|t| {
-        let key = t.get("Key").and_then(Value::as_str).unwrap_or("");
-        let values = t.get("Values").and_then(str_list_of).unwrap_or_default();
-        if key.eq_ignore_ascii_case("InstanceIds") {
-            values.iter().any(|v| *v == inst.instance_id || v == "*")
-        } else if key == "tag-key" {
-            tags.iter().any(|(k, _)| values.contains(k))
-        } else if let Some(tag) = key.strip_prefix("tag:") {
-            tags.iter().any(|(k, v)| k == tag && values.contains(v))
-        } else {
-            false
-        }
-    })
-}
-
-fn targets_of(req: &Req<'_>) -> Result<Vec<Value>, ApiError> {
-    let targets = req.list("Targets")?;
-    validate_targets(req.op, targets)?;
-    for t in targets {
-        let key = t.get("Key").and_then(Value::as_str).unwrap_or("");
-        let values = t.get("Values").and_then(str_list_of).unwrap_or_default();
-        if key.eq_ignore_ascii_case("InstanceIds")
-            && let Some(bad) = values.iter().find(|v| *v != "*" && !is_instance_id(v))
+        // The model's patterns have checked their spelling.
+        for v in [self.max_concurrency, self.max_errors]
+            .into_iter()
+            .flatten()
         {
-            return Err(ApiError::new(
-                "InvalidTarget",
-                format!(
-                    "{}: {bad:?} is not an instance ID (mi- or i- and hex digits)",
-                    req.op
-                ),
-            ));
+            v.parse::<Rate>()
+                .map_err(|e| ApiError::validation(format!("{op}: {}", e.message)))?;
         }
+        if let Some(s) = self.sync_compliance
+            && s != "AUTO"
+        {
+            return Err(ApiError::validation(format!(
+                "{op}: SyncCompliance {s:?} is not supported (only AUTO)"
+            )));
+        }
+        Ok(())
     }
-    // Keep the operator's spelling of the key (`instanceids` in the tutorial).
-    Ok(targets.to_vec())
+}
+
+/// The targets of an association, as given: the operator's spelling of the
+/// key is kept (`instanceids` in the tutorial).
+fn targets_json(targets: &[tether_ssm::input::Target]) -> String {
+    json!(
+        targets
+            .iter()
+            .map(|t| json!({"Key": t.key, "Values": t.values}))
+            .collect::<Vec<_>>()
+    )
+    .to_string()
+}
+
+/// An association's targets read back, its legacy InstanceId among them.
+fn targeted(a: &AssociationRow) -> Result<Targeted, ApiError> {
+    Targeted::parse(a.clone())
+        .map_err(|e| corrupt(&format!("association {}: targets", a.association_id), &e))
 }
 
 /// The document (built-in or stored, at the requested version), its version
 /// number, and the parameters resolved against it.
 async fn document_and_parameters(
     c: &Coordinator,
-    req: &Req<'_>,
+    op: &str,
     name: &str,
     version: Option<&str>,
     given: &BTreeMap<String, Vec<String>>,
@@ -114,74 +149,28 @@ async fn document_and_parameters(
     ),
     ApiError,
 > {
-    let found = super::documents::find(c, req.op, name, version, None).await?;
+    let found = documents::find(c, op, name, version, None).await?;
     let resolved = found
         .doc
         .resolve_parameters(given)
-        .map_err(|e| ApiError::new("InvalidParameters", format!("{}: {e}", req.op)))?;
+        .map_err(|e| ApiError::new("InvalidParameters", format!("{op}: {e}")))?;
     Ok((found.doc, found.version, resolved))
 }
 
-fn schedule_of(req: &Req<'_>, expr: &str, only_at_cron: bool) -> Result<(), ApiError> {
+fn schedule_of(op: &str, expr: &str, only_at_cron: bool) -> Result<(), ApiError> {
     if expr.is_empty() {
         if only_at_cron {
             return Err(ApiError::validation(format!(
-                "{}: ApplyOnlyAtCronInterval needs a cron ScheduleExpression",
-                req.op
+                "{op}: ApplyOnlyAtCronInterval needs a cron ScheduleExpression"
             )));
         }
         return Ok(());
     }
     let s = tether_schedule::parse(expr)
-        .map_err(|e| ApiError::new("InvalidSchedule", format!("{}: {e}", req.op)))?;
+        .map_err(|e| ApiError::new("InvalidSchedule", format!("{op}: {e}")))?;
     if only_at_cron && !s.is_cron() {
         return Err(ApiError::validation(format!(
-            "{}: ApplyOnlyAtCronInterval applies to cron expressions only, not {expr:?}",
-            req.op
-        )));
-    }
-    Ok(())
-}
-
-fn check_common(req: &Req<'_>) -> Result<(), ApiError> {
-    refuse_unsupported(req)?;
-    if let Some(n) = req.str("AssociationName")?
-        && (n.len() < 3
-            || n.len() > 128
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
-    {
-        return Err(ApiError::validation(format!(
-            "{}: AssociationName {n:?} must be 3 to 128 letters, digits, _, - and .",
-            req.op
-        )));
-    }
-    for (member, zero_ok) in [("MaxConcurrency", false), ("MaxErrors", true)] {
-        if let Some(v) = req.str(member)?
-            && !valid_rate(v, zero_ok)
-        {
-            return Err(ApiError::validation(format!(
-                "{}: {member} {v:?} must be a number or a percentage (e.g. 10 or 10%)",
-                req.op
-            )));
-        }
-    }
-    if let Some(s) = req.str("ComplianceSeverity")?
-        && !SEVERITIES.contains(&s)
-    {
-        return Err(ApiError::validation(format!(
-            "{}: ComplianceSeverity {s:?} must be one of {}",
-            req.op,
-            SEVERITIES.join(", ")
-        )));
-    }
-    if let Some(s) = req.str("SyncCompliance")?
-        && s != "AUTO"
-    {
-        return Err(ApiError::validation(format!(
-            "{}: SyncCompliance {s:?} is not supported (only AUTO)",
-            req.op
+            "{op}: ApplyOnlyAtCronInterval applies to cron expressions only, not {expr:?}"
         )));
     }
     Ok(())
@@ -193,12 +182,8 @@ async fn statuses(
     a: &AssociationRow,
 ) -> Result<Vec<AssociationStatusRow>, ApiError> {
     let mut rows = c.store.association_statuses(&a.association_id).await?;
-    let targets: Vec<Value> = serde_json::from_str(&a.targets_json).unwrap_or_default();
-    let legacy: Vec<String> = (!a.instance_id.is_empty())
-        .then(|| a.instance_id.clone())
-        .into_iter()
-        .collect();
-    for (id, row) in resolve_targets(c, &legacy, &targets).await? {
+    let targets = targeted(a)?.targets;
+    for (id, row) in resolve_targets(c, &[], &targets).await? {
         if row.is_some() && !rows.iter().any(|r| r.instance_id == id) {
             rows.push(AssociationStatusRow {
                 association_id: a.association_id.clone(),
@@ -234,13 +219,17 @@ fn overview(rows: &[AssociationStatusRow]) -> Value {
     })
 }
 
-fn base_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Value {
+fn base_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Result<Value, ApiError> {
+    let targets: Value = stored(
+        &format!("association {}: targets", a.association_id),
+        &a.targets_json,
+    )?;
     let mut v = json!({
         "Name": a.document_name,
         "AssociationId": a.association_id,
         "AssociationVersion": a.association_version.to_string(),
         "DocumentVersion": a.document_version,
-        "Targets": serde_json::from_str::<Value>(&a.targets_json).unwrap_or_else(|_| json!([])),
+        "Targets": targets,
         "Overview": overview(rows),
     });
     if !a.instance_id.is_empty() {
@@ -255,13 +244,16 @@ fn base_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Value {
     if let Some(t) = a.last_execution_ms {
         v["LastExecutionDate"] = ts(t);
     }
-    v
+    Ok(v)
 }
 
-fn description_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Value {
-    let mut v = base_json(a, rows);
+fn description_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Result<Value, ApiError> {
+    let mut v = base_json(a, rows)?;
     let o = overview(rows);
-    let params: Value = serde_json::from_str(&a.parameters_json).unwrap_or_else(|_| json!({}));
+    let params: Value = stored(
+        &format!("association {}: parameters", a.association_id),
+        &a.parameters_json,
+    )?;
     let m = v.as_object_mut();
     if let Some(m) = m {
         m.insert("Date".into(), ts(a.created_ms));
@@ -292,14 +284,24 @@ fn description_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Value 
             }
         }
     }
-    v
+    Ok(v)
 }
 
-pub(super) async fn create_association(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    check_common(req)?;
-    let name = req.required_str("Name")?;
-    let instance_id = req.str("InstanceId")?.unwrap_or("");
-    let targets = targets_of(req)?;
+pub(super) async fn create(
+    c: &Coordinator,
+    r: CreateAssociationRequest,
+) -> Result<Value, ApiError> {
+    let op = "CreateAssociation";
+    common!(op, r).check()?;
+    if r.tags.is_some() {
+        return Err(ApiError::validation(
+            "CreateAssociation: Tags is not supported by Tether (tags on associations are not supported)",
+        ));
+    }
+    let name = r.name.as_str();
+    let instance_id = r.instance_id.as_deref().unwrap_or("");
+    let wire_targets = r.targets.clone().unwrap_or_default();
+    let targets = parse_targets(op, &wire_targets)?;
     match (instance_id.is_empty(), targets.is_empty()) {
         (true, true) => {
             return Err(ApiError::validation(
@@ -313,36 +315,30 @@ pub(super) async fn create_association(c: &Coordinator, req: &Req<'_>) -> ApiRes
         }
         _ => {}
     }
-    if !instance_id.is_empty() && !is_instance_id(instance_id) {
-        return Err(ApiError::new(
-            "InvalidInstanceId",
-            format!("CreateAssociation: {instance_id:?} is not an instance ID"),
-        ));
-    }
-    let schedule = req.str("ScheduleExpression")?.unwrap_or("").trim();
-    let only_cron = req.bool("ApplyOnlyAtCronInterval")?;
-    schedule_of(req, schedule, only_cron)?;
-    let given = parameters_of(req)?;
+    let schedule = r.schedule_expression.as_deref().unwrap_or("").trim();
+    let only_cron = r.apply_only_at_cron_interval.unwrap_or(false);
+    schedule_of(op, schedule, only_cron)?;
+    let given = r.parameters.clone().unwrap_or_default();
     let (doc, version, resolved) =
-        document_and_parameters(c, req, name, req.str("DocumentVersion")?, &given).await?;
+        document_and_parameters(c, op, name, r.document_version.as_deref(), &given).await?;
     let now = now_ms();
     let a = AssociationRow {
         association_id: uuid::Uuid::new_v4().to_string(),
-        association_name: req.str("AssociationName")?.unwrap_or("").to_string(),
+        association_name: r.association_name.clone().unwrap_or_default(),
         document_name: name.to_string(),
         document_version: version.to_string(),
         document_hash: doc.hash(),
         document_content: doc.content.clone(),
         association_version: 1,
-        parameters_json: serde_json::to_string(&given).unwrap_or_default(),
-        resolved_json: serde_json::to_string(&resolved).unwrap_or_default(),
-        targets_json: Value::Array(targets).to_string(),
+        parameters_json: json!(given).to_string(),
+        resolved_json: json!(resolved).to_string(),
+        targets_json: targets_json(&wire_targets),
         instance_id: instance_id.to_string(),
         schedule_expression: schedule.to_string(),
         apply_only_at_cron_interval: only_cron,
-        max_concurrency: req.str("MaxConcurrency")?.unwrap_or("").to_string(),
-        max_errors: req.str("MaxErrors")?.unwrap_or("").to_string(),
-        compliance_severity: req.str("ComplianceSeverity")?.unwrap_or("").to_string(),
+        max_concurrency: r.max_concurrency.clone().unwrap_or_default(),
+        max_errors: r.max_errors.clone().unwrap_or_default(),
+        compliance_severity: r.compliance_severity.clone().unwrap_or_default(),
         created_ms: now,
         updated_ms: now,
         last_execution_ms: None,
@@ -364,24 +360,29 @@ pub(super) async fn create_association(c: &Coordinator, req: &Req<'_>) -> ApiRes
         ));
     }
     c.store.insert_association(&a).await?;
-    ring_all(c).await?;
+    c.associations_changed(true).await;
     let rows = statuses(c, &a).await?;
-    Ok(json!({ "AssociationDescription": description_json(&a, &rows) }))
+    Ok(json!({ "AssociationDescription": description_json(&a, &rows)? }))
 }
 
 /// The association a request names: AssociationId, or Name and InstanceId.
-async fn named(c: &Coordinator, req: &Req<'_>) -> Result<AssociationRow, ApiError> {
+async fn named(
+    c: &Coordinator,
+    op: &str,
+    association_id: Option<&str>,
+    name: Option<&str>,
+    instance_id: Option<&str>,
+) -> Result<AssociationRow, ApiError> {
     let missing = |what: String| {
         ApiError::new(
             "AssociationDoesNotExist",
-            format!("{}: {what} does not exist", req.op),
+            format!("{op}: {what} does not exist"),
         )
     };
-    if let Some(id) = req.str("AssociationId")? {
-        if !is_uuid(id) {
+    if let Some(id) = association_id {
+        if !ids::is_uuid(id) {
             return Err(ApiError::validation(format!(
-                "{}: AssociationId {id:?} is not an association ID (a lowercase UUID)",
-                req.op
+                "{op}: AssociationId {id:?} is not an association ID (a lowercase UUID)"
             )));
         }
         return c
@@ -390,7 +391,7 @@ async fn named(c: &Coordinator, req: &Req<'_>) -> Result<AssociationRow, ApiErro
             .await?
             .ok_or_else(|| missing(format!("association {id}")));
     }
-    match (req.str("Name")?, req.str("InstanceId")?) {
+    match (name, instance_id) {
         (Some(name), Some(instance)) => c
             .store
             .associations()
@@ -399,85 +400,100 @@ async fn named(c: &Coordinator, req: &Req<'_>) -> Result<AssociationRow, ApiErro
             .find(|a| a.document_name == name && a.instance_id == instance)
             .ok_or_else(|| missing(format!("an association of {name} with {instance}"))),
         _ => Err(ApiError::validation(format!(
-            "{}: give AssociationId, or Name and InstanceId",
-            req.op
+            "{op}: give AssociationId, or Name and InstanceId"
         ))),
     }
 }
 
 /// Only the latest version is kept: an AssociationVersion must name it.
-fn check_version(req: &Req<'_>, a: &AssociationRow) -> Result<(), ApiError> {
-    match req.str("AssociationVersion")? {
+fn check_version(op: &str, wanted: Option<&str>, a: &AssociationRow) -> Result<(), ApiError> {
+    match wanted {
         Some(v) if v != "$LATEST" && v != a.association_version.to_string() => Err(ApiError::new(
             "InvalidAssociationVersion",
             format!(
-                "{}: association {} is at version {}; only the latest version is kept (got {v:?})",
-                req.op, a.association_id, a.association_version
+                "{op}: association {} is at version {}; only the latest version is kept (got {v:?})",
+                a.association_id, a.association_version
             ),
         )),
         _ => Ok(()),
     }
 }
 
-pub(super) async fn describe_association(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let a = named(c, req).await?;
-    check_version(req, &a)?;
+pub(super) async fn describe(
+    c: &Coordinator,
+    r: DescribeAssociationRequest,
+) -> Result<Value, ApiError> {
+    let op = "DescribeAssociation";
+    let a = named(
+        c,
+        op,
+        r.association_id.as_deref(),
+        r.name.as_deref(),
+        r.instance_id.as_deref(),
+    )
+    .await?;
+    check_version(op, r.association_version.as_deref(), &a)?;
     let rows = statuses(c, &a).await?;
-    Ok(json!({ "AssociationDescription": description_json(&a, &rows) }))
+    Ok(json!({ "AssociationDescription": description_json(&a, &rows)? }))
 }
 
-pub(super) async fn update_association(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    check_common(req)?;
-    let id = req.required_str("AssociationId")?;
-    let mut a = named(c, req).await?;
-    check_version(req, &a)?;
-    if let Some(n) = req.str("AssociationName")? {
-        a.association_name = n.to_string();
+pub(super) async fn update(
+    c: &Coordinator,
+    r: UpdateAssociationRequest,
+) -> Result<Value, ApiError> {
+    let op = "UpdateAssociation";
+    common!(op, r).check()?;
+    let id = r.association_id.as_str();
+    let mut a = named(c, op, Some(id), None, None).await?;
+    check_version(op, r.association_version.as_deref(), &a)?;
+    if let Some(n) = &r.association_name {
+        a.association_name = n.clone();
     }
-    if req.body.get("Targets").is_some_and(|t| !t.is_null()) {
-        let targets = targets_of(req)?;
+    if let Some(wire) = &r.targets {
+        let targets = parse_targets(op, wire)?;
         if targets.is_empty() && a.instance_id.is_empty() {
             return Err(ApiError::validation(
                 "UpdateAssociation: Targets cannot be empty",
             ));
         }
-        a.targets_json = Value::Array(targets).to_string();
+        a.targets_json = targets_json(wire);
     }
-    if let Some(s) = req.str("ScheduleExpression")? {
+    if let Some(s) = &r.schedule_expression {
         a.schedule_expression = s.trim().to_string();
     }
-    if req.body.contains_key("ApplyOnlyAtCronInterval") {
-        a.apply_only_at_cron_interval = req.bool("ApplyOnlyAtCronInterval")?;
+    if let Some(only) = r.apply_only_at_cron_interval {
+        a.apply_only_at_cron_interval = only;
     }
-    schedule_of(req, &a.schedule_expression, a.apply_only_at_cron_interval)?;
-    let name = req.str("Name")?.unwrap_or(&a.document_name).to_string();
-    let given = if req.body.get("Parameters").is_some_and(|p| !p.is_null()) {
-        parameters_of(req)?
-    } else if name == a.document_name {
-        serde_json::from_str(&a.parameters_json).unwrap_or_default()
-    } else {
-        BTreeMap::new()
+    schedule_of(op, &a.schedule_expression, a.apply_only_at_cron_interval)?;
+    let name = r.name.clone().unwrap_or_else(|| a.document_name.clone());
+    let given: BTreeMap<String, Vec<String>> = match &r.parameters {
+        Some(p) => p.clone(),
+        None if name == a.document_name => stored(
+            &format!("association {}: parameters", a.association_id),
+            &a.parameters_json,
+        )?,
+        None => BTreeMap::new(),
     };
     // Without a DocumentVersion the association keeps the version it had.
-    let doc_version = req
-        .str("DocumentVersion")?
-        .map(str::to_string)
+    let doc_version = r
+        .document_version
+        .clone()
         .or_else(|| (name == a.document_name).then(|| a.document_version.clone()));
     let (doc, version, resolved) =
-        document_and_parameters(c, req, &name, doc_version.as_deref(), &given).await?;
+        document_and_parameters(c, op, &name, doc_version.as_deref(), &given).await?;
     a.document_name = name;
     a.document_version = version.to_string();
     a.document_hash = doc.hash();
     a.document_content = doc.content.clone();
-    a.parameters_json = serde_json::to_string(&given).unwrap_or_default();
-    a.resolved_json = serde_json::to_string(&resolved).unwrap_or_default();
-    for (member, field) in [
-        ("MaxConcurrency", &mut a.max_concurrency),
-        ("MaxErrors", &mut a.max_errors),
-        ("ComplianceSeverity", &mut a.compliance_severity),
+    a.parameters_json = json!(given).to_string();
+    a.resolved_json = json!(resolved).to_string();
+    for (given, field) in [
+        (&r.max_concurrency, &mut a.max_concurrency),
+        (&r.max_errors, &mut a.max_errors),
+        (&r.compliance_severity, &mut a.compliance_severity),
     ] {
-        if let Some(v) = req.str(member)? {
-            *field = v.to_string();
+        if let Some(v) = given {
+            *field = v.clone();
         }
     }
     a.association_version += 1;
@@ -488,15 +504,25 @@ pub(super) async fn update_association(c: &Coordinator, req: &Req<'_>) -> ApiRes
             format!("UpdateAssociation: association {id} does not exist"),
         ));
     }
-    ring_all(c).await?;
+    c.associations_changed(true).await;
     let rows = statuses(c, &a).await?;
-    Ok(json!({ "AssociationDescription": description_json(&a, &rows) }))
+    Ok(json!({ "AssociationDescription": description_json(&a, &rows)? }))
 }
 
-pub(super) async fn delete_association(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let a = named(c, req).await?;
+pub(super) async fn delete(
+    c: &Coordinator,
+    r: DeleteAssociationRequest,
+) -> Result<Value, ApiError> {
+    let a = named(
+        c,
+        "DeleteAssociation",
+        r.association_id.as_deref(),
+        r.name.as_deref(),
+        r.instance_id.as_deref(),
+    )
+    .await?;
     c.store.delete_association(&a.association_id).await?;
-    ring_all(c).await?;
+    c.associations_changed(true).await;
     Ok(json!({}))
 }
 
@@ -510,12 +536,16 @@ const LIST_FILTER_KEYS: [&str; 7] = [
     "AssociationName",
 ];
 
-pub(super) async fn list_associations(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let (offset, size) = req.page(1, 50)?;
+pub(super) async fn list(c: &Coordinator, r: ListAssociationsRequest) -> Result<Value, ApiError> {
+    let page = Page::of(
+        "ListAssociations",
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     let mut filters = Vec::new();
-    for f in req.list("AssociationFilterList")? {
-        let key = f.get("key").and_then(Value::as_str).unwrap_or("");
-        let value = f.get("value").and_then(Value::as_str).unwrap_or("");
+    for f in r.association_filter_list.iter().flatten() {
+        let (key, value) = (f.key.as_str(), f.value.as_str());
         if !LIST_FILTER_KEYS.contains(&key) {
             return Err(ApiError::validation(format!(
                 "ListAssociations: filter key {key:?} must be one of {}",
@@ -528,7 +558,7 @@ pub(super) async fn list_associations(c: &Coordinator, req: &Req<'_>) -> ApiResu
             )));
         }
         let time = if key.starts_with("LastExecuted") {
-            Some(super::parse_time_ms(value).ok_or_else(|| {
+            Some(parse_timestamp_ms(value).ok_or_else(|| {
                 ApiError::validation(format!(
                     "ListAssociations: {key} {value:?} is not a timestamp"
                 ))
@@ -552,18 +582,24 @@ pub(super) async fn list_associations(c: &Coordinator, req: &Req<'_>) -> ApiResu
             _ => a.last_execution_ms.zip(*t).is_some_and(|(x, t)| x > t),
         });
         if keep {
-            out.push(base_json(&a, &rows));
+            out.push(base_json(&a, &rows)?);
         }
     }
-    Ok(page_of("Associations", out, offset, size))
+    Ok(page.of_list("Associations", out))
 }
 
-pub(super) async fn describe_instance_associations_status(
+pub(super) async fn instance_statuses(
     c: &Coordinator,
-    req: &Req<'_>,
-) -> ApiResult {
-    let id = req.required_str("InstanceId")?;
-    let (offset, size) = req.page(1, 50)?;
+    r: DescribeInstanceAssociationsStatusRequest,
+) -> Result<Value, ApiError> {
+    let op = "DescribeInstanceAssociationsStatus";
+    let id = r.instance_id.as_str();
+    let page = Page::of(
+        op,
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     let Some(inst) = c.store.instance(id).await? else {
         return Err(ApiError::new(
             "InvalidInstanceId",
@@ -571,12 +607,13 @@ pub(super) async fn describe_instance_associations_status(
         ));
     };
     let reported = c.store.instance_association_statuses(id).await?;
+    let tags = tag_pairs(&format!("instance {id}"), &inst.tags_json)?;
     let mut out = Vec::new();
     for a in c.store.associations().await? {
         let row = reported
             .iter()
             .find(|r| r.association_id == a.association_id);
-        if row.is_none() && !targets_match(&a, &inst) {
+        if row.is_none() && !targeted(&a)?.reaches(id, &tags) {
             continue;
         }
         let (status, detail, summary, when, version) = match row {
@@ -618,5 +655,5 @@ pub(super) async fn describe_instance_associations_status(
         }
         out.push(v);
     }
-    Ok(page_of("InstanceAssociationStatusInfos", out, offset, size))
+    Ok(page.of_list("InstanceAssociationStatusInfos", out))
 }

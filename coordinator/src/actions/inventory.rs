@@ -6,11 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
-
-use super::{ApiError, ApiResult, Req, is_instance_id, page_of, str_list_of};
-use crate::core::Coordinator;
+use tether_ssm::input::{
+    GetInventoryRequest, InventoryAggregator, InventoryFilter, ListInventoryChangesRequest,
+    ListInventoryEntriesRequest,
+};
+use tether_ssm::{ApiError, limits};
 use tether_store::InventoryRow;
 use tether_util::time::{iso_ms, now_ms};
+
+use super::wire::{Page, stored};
+use crate::core::Coordinator;
 
 type Entry = BTreeMap<String, String>;
 
@@ -23,32 +28,13 @@ struct Filter {
     kind: String,
 }
 
-const FILTER_TYPES: [&str; 6] = [
-    "Equal",
-    "NotEqual",
-    "BeginWith",
-    "LessThan",
-    "GreaterThan",
-    "Exists",
-];
-
 /// Filters; `Key` is `Attribute` or `TypeName.Attribute` (`AWS:Application.Name`).
-fn filters(req: &Req<'_>, need_type: bool) -> Result<Vec<Filter>, ApiError> {
+/// The model has checked `Type` against its enum.
+fn filters(op: &str, given: &[InventoryFilter], need_type: bool) -> Result<Vec<Filter>, ApiError> {
     let mut out = Vec::new();
-    for f in req.list("Filters")? {
-        let key = f.get("Key").and_then(Value::as_str).unwrap_or("");
-        let values = f.get("Values").and_then(str_list_of).unwrap_or_default();
-        let kind = f.get("Type").and_then(Value::as_str).unwrap_or("Equal");
-        if !FILTER_TYPES.contains(&kind) {
-            return Err(ApiError::new(
-                "InvalidFilter",
-                format!(
-                    "{}: filter Type {kind:?} must be one of {}",
-                    req.op,
-                    FILTER_TYPES.join(", ")
-                ),
-            ));
-        }
+    for f in given {
+        let (key, values) = (f.key.as_str(), f.values.clone());
+        let kind = f.r#type.as_deref().unwrap_or("Equal");
         let (type_name, attribute) = match key.rsplit_once('.') {
             Some((t, a)) if t.contains(':') => (Some(t.to_string()), a.to_string()),
             _ => (None, key.to_string()),
@@ -57,8 +43,7 @@ fn filters(req: &Req<'_>, need_type: bool) -> Result<Vec<Filter>, ApiError> {
             return Err(ApiError::new(
                 "InvalidFilterKey",
                 format!(
-                    "{}: filter Key {key:?} must be {}",
-                    req.op,
+                    "{op}: filter Key {key:?} must be {}",
                     if need_type {
                         "TypeName.Attribute, e.g. AWS:Application.Name"
                     } else {
@@ -70,13 +55,13 @@ fn filters(req: &Req<'_>, need_type: bool) -> Result<Vec<Filter>, ApiError> {
         if values.is_empty() && kind != "Exists" {
             return Err(ApiError::new(
                 "InvalidFilterValue",
-                format!("{}: filter {key:?} needs at least one value", req.op),
+                format!("{op}: filter {key:?} needs at least one value"),
             ));
         }
         if matches!(kind, "LessThan" | "GreaterThan") && values.len() != 1 {
             return Err(ApiError::new(
                 "InvalidFilterValue",
-                format!("{}: {kind} filter {key:?} takes exactly one value", req.op),
+                format!("{op}: {kind} filter {key:?} takes exactly one value"),
             ));
         }
         out.push(Filter {
@@ -115,8 +100,17 @@ impl Filter {
     }
 }
 
-fn entries(row: &InventoryRow) -> Vec<Entry> {
-    serde_json::from_str(&row.content_json).unwrap_or_default()
+/// One stored capture and its entries, read once.
+struct Captured {
+    row: InventoryRow,
+    entries: Vec<Entry>,
+}
+
+fn entries(row: &InventoryRow) -> Result<Vec<Entry>, ApiError> {
+    stored(
+        &format!("inventory {} {}", row.instance_id, row.type_name),
+        &row.content_json,
+    )
 }
 
 fn capture(ms: i64) -> String {
@@ -125,31 +119,25 @@ fn capture(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn valid_type_name(req: &Req<'_>, t: &str) -> Result<(), ApiError> {
+fn valid_type_name(op: &str, t: &str) -> Result<(), ApiError> {
     if t.starts_with("AWS:") || t.starts_with("Custom:") {
         Ok(())
     } else {
         Err(ApiError::new(
             "InvalidTypeNameException",
-            format!(
-                "{}: TypeName {t:?} must start with AWS: or Custom: (e.g. AWS:Application)",
-                req.op
-            ),
+            format!("{op}: TypeName {t:?} must start with AWS: or Custom: (e.g. AWS:Application)"),
         ))
     }
 }
 
-pub(super) async fn list_inventory_entries(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let id = req.required_str("InstanceId")?;
-    let type_name = req.required_str("TypeName")?;
-    if !is_instance_id(id) {
-        return Err(ApiError::new(
-            "InvalidInstanceId",
-            format!("ListInventoryEntries: {id:?} is not an instance ID"),
-        ));
-    }
-    valid_type_name(req, type_name)?;
-    let fs = filters(req, false)?;
+pub(super) async fn list_entries(
+    c: &Coordinator,
+    r: ListInventoryEntriesRequest,
+) -> Result<Value, ApiError> {
+    let op = "ListInventoryEntries";
+    let (id, type_name) = (r.instance_id.as_str(), r.type_name.as_str());
+    valid_type_name(op, type_name)?;
+    let fs = filters(op, r.filters.as_deref().unwrap_or_default(), false)?;
     for f in &fs {
         if f.type_name.as_deref().is_some_and(|t| t != type_name) {
             return Err(ApiError::new(
@@ -161,7 +149,12 @@ pub(super) async fn list_inventory_entries(c: &Coordinator, req: &Req<'_>) -> Ap
             ));
         }
     }
-    let (offset, size) = req.page(1, 50)?;
+    let page = Page::of(
+        op,
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     if c.store.instance(id).await?.is_none() {
         return Err(ApiError::new(
             "InvalidInstanceId",
@@ -171,12 +164,12 @@ pub(super) async fn list_inventory_entries(c: &Coordinator, req: &Req<'_>) -> Ap
     let rows = c.store.inventory(Some(id), Some(type_name)).await?;
     let mut out = json!({"TypeName": type_name, "InstanceId": id, "Entries": []});
     if let Some(row) = rows.first() {
-        let all: Vec<Value> = entries(row)
+        let all: Vec<Value> = entries(row)?
             .into_iter()
             .filter(|e| fs.iter().all(|f| f.matches(e)))
             .map(|e| json!(e))
             .collect();
-        let page = page_of("Entries", all, offset, size);
+        let page = page.of_list("Entries", all);
         out["Entries"] = page["Entries"].clone();
         if let Some(t) = page.get("NextToken") {
             out["NextToken"] = t.clone();
@@ -188,14 +181,17 @@ pub(super) async fn list_inventory_entries(c: &Coordinator, req: &Req<'_>) -> Ap
 }
 
 /// Flattens nested aggregators into (type, attributes) for one count.
-fn aggregator_keys(req: &Req<'_>, agg: &Value, out: &mut Vec<String>) -> Result<(), ApiError> {
-    if agg.get("Groups").is_some_and(|g| !g.is_null()) {
+fn aggregator_keys(
+    op: &str,
+    agg: &InventoryAggregator,
+    out: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    if agg.groups.is_some() {
         return Err(ApiError::validation(format!(
-            "{}: aggregator Groups are not supported; use Filters",
-            req.op
+            "{op}: aggregator Groups are not supported; use Filters"
         )));
     }
-    let expr = agg.get("Expression").and_then(Value::as_str).unwrap_or("");
+    let expr = agg.expression.as_deref().unwrap_or("");
     if expr
         .rsplit_once('.')
         .is_none_or(|(t, a)| !t.contains(':') || a.is_empty())
@@ -203,42 +199,36 @@ fn aggregator_keys(req: &Req<'_>, agg: &Value, out: &mut Vec<String>) -> Result<
         return Err(ApiError::new(
             "InvalidAggregatorException",
             format!(
-                "{}: aggregator Expression {expr:?} must be TypeName.Attribute, e.g. AWS:Application.Version",
-                req.op
+                "{op}: aggregator Expression {expr:?} must be TypeName.Attribute, e.g. AWS:Application.Version"
             ),
         ));
     }
     out.push(expr.to_string());
-    if let Some(Value::Array(inner)) = agg.get("Aggregators") {
-        for a in inner {
-            aggregator_keys(req, a, out)?;
-        }
+    for a in agg.aggregators.iter().flatten() {
+        aggregator_keys(op, a, out)?;
     }
     Ok(())
 }
 
-pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let fs = filters(req, true)?;
-    let (offset, size) = req.page(1, 50)?;
+pub(super) async fn get(c: &Coordinator, r: GetInventoryRequest) -> Result<Value, ApiError> {
+    let op = "GetInventory";
+    let fs = filters(op, r.filters.as_deref().unwrap_or_default(), true)?;
+    let page = Page::of(
+        op,
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     let mut result_types: Vec<String> = Vec::new();
-    for r in req.list("ResultAttributes")? {
-        let t = r.get("TypeName").and_then(Value::as_str).unwrap_or("");
-        valid_type_name(req, t)?;
-        result_types.push(t.to_string());
+    for a in r.result_attributes.iter().flatten() {
+        valid_type_name(op, &a.type_name)?;
+        result_types.push(a.type_name.clone());
     }
     let mut agg_exprs = Vec::new();
-    for a in req.list("Aggregators")? {
+    for a in r.aggregators.iter().flatten() {
         let mut keys = Vec::new();
-        aggregator_keys(req, a, &mut keys)?;
+        aggregator_keys(op, a, &mut keys)?;
         agg_exprs.push(keys);
-    }
-    // Everything, grouped by instance and type.
-    let mut fleet: BTreeMap<String, BTreeMap<String, InventoryRow>> = BTreeMap::new();
-    for row in c.store.inventory(None, None).await? {
-        fleet
-            .entry(row.instance_id.clone())
-            .or_default()
-            .insert(row.type_name.clone(), row);
     }
     let registered: BTreeSet<String> = c
         .store
@@ -247,16 +237,28 @@ pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         .into_iter()
         .map(|i| i.instance_id)
         .collect();
-    fleet.retain(|id, _| registered.contains(id));
+    // Everything of registered instances, grouped by instance and type, each
+    // content read once.
+    let mut fleet: BTreeMap<String, BTreeMap<String, Captured>> = BTreeMap::new();
+    for row in c.store.inventory(None, None).await? {
+        if !registered.contains(&row.instance_id) {
+            continue;
+        }
+        let entries = entries(&row)?;
+        fleet
+            .entry(row.instance_id.clone())
+            .or_default()
+            .insert(row.type_name.clone(), Captured { row, entries });
+    }
     // Instances where every filter finds a matching entry in its type.
-    let matching: Vec<(&String, &BTreeMap<String, InventoryRow>)> = fleet
+    let matching: Vec<(&String, &BTreeMap<String, Captured>)> = fleet
         .iter()
         .filter(|(_, types)| {
             fs.iter().all(|f| {
                 let t = f.type_name.as_deref().unwrap_or("");
                 types
                     .get(t)
-                    .is_some_and(|row| entries(row).iter().any(|e| f.matches(e)))
+                    .is_some_and(|cap| cap.entries.iter().any(|e| f.matches(e)))
             })
         })
         .collect();
@@ -280,14 +282,14 @@ pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
             // Distinct nodes per combination of values.
             let mut counts: BTreeMap<Vec<String>, BTreeSet<&String>> = BTreeMap::new();
             for (id, types) in &matching {
-                let Some(row) = types.get(&type_name) else {
+                let Some(cap) = types.get(&type_name) else {
                     continue;
                 };
-                for e in entries(row) {
+                for e in &cap.entries {
                     if fs
                         .iter()
                         .filter(|f| f.type_name.as_deref() == Some(type_name.as_str()))
-                        .any(|f| !f.matches(&e))
+                        .any(|f| !f.matches(e))
                     {
                         continue;
                     }
@@ -324,9 +326,11 @@ pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
         .map(|(id, types)| {
             let mut data = serde_json::Map::new();
             for t in &result_types {
-                let Some(row) = types.get(t) else { continue };
-                let content: Vec<Entry> = entries(row)
-                    .into_iter()
+                let Some(Captured { row, entries }) = types.get(t) else {
+                    continue;
+                };
+                let content: Vec<&Entry> = entries
+                    .iter()
                     .filter(|e| {
                         fs.iter()
                             .filter(|f| f.type_name.as_deref() == Some(t.as_str()))
@@ -347,7 +351,7 @@ pub(super) async fn get_inventory(c: &Coordinator, req: &Req<'_>) -> ApiResult {
             json!({"Id": id, "Data": data})
         })
         .collect();
-    Ok(page_of("Entities", all, offset, size))
+    Ok(page.of_list("Entities", all))
 }
 
 /// The attributes that identify an entry of `type_name` across captures.
@@ -403,20 +407,14 @@ pub fn diff(type_name: &str, before: &[Entry], after: &[Entry]) -> Value {
 
 /// Tether's ListInventoryChanges: `InstanceId`, optional `TypeName`,
 /// `StartTime` (default: before the first capture) and `EndTime` (default: now).
-pub(super) async fn list_inventory_changes(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let id = req.required_str("InstanceId")?;
-    if !is_instance_id(id) {
-        return Err(ApiError::new(
-            "InvalidInstanceId",
-            format!("ListInventoryChanges: {id:?} is not an instance ID"),
-        ));
-    }
-    let type_name = req.str("TypeName")?;
-    if let Some(t) = type_name {
-        valid_type_name(req, t)?;
-    }
-    let start = req.timestamp_ms("StartTime")?.unwrap_or(0);
-    let end = req.timestamp_ms("EndTime")?.unwrap_or_else(now_ms);
+pub(super) async fn list_changes(
+    c: &Coordinator,
+    r: ListInventoryChangesRequest,
+) -> Result<Value, ApiError> {
+    let id = r.instance_id.as_str();
+    let type_name = r.type_name.as_deref();
+    let start = r.start_time.map_or(0, |t| t.ms);
+    let end = r.end_time.map_or_else(now_ms, |t| t.ms);
     if start > end {
         return Err(ApiError::validation(format!(
             "ListInventoryChanges: StartTime {} is after EndTime {}",
@@ -434,13 +432,14 @@ pub(super) async fn list_inventory_changes(c: &Coordinator, req: &Req<'_>) -> Ap
         .collect();
     let mut changes = Vec::new();
     for t in types {
-        let pick = |rows: &[InventoryRow]| {
-            rows.iter()
-                .find(|r| &r.type_name == t)
-                .map(entries)
-                .unwrap_or_default()
+        // A type absent at one end had no entries then.
+        let pick = |rows: &[InventoryRow]| -> Result<Vec<Entry>, ApiError> {
+            match rows.iter().find(|r| &r.type_name == t) {
+                Some(row) => entries(row),
+                None => Ok(Vec::new()),
+            }
         };
-        let d = diff(t, &pick(&before), &pick(&after));
+        let d = diff(t, &pick(&before)?, &pick(&after)?);
         let empty = |k: &str| d[k].as_array().is_none_or(Vec::is_empty);
         if !(empty("Added") && empty("Removed") && empty("Changed")) {
             changes.push(d);

@@ -9,12 +9,17 @@
 
 use serde_json::{Value, json};
 use tether_documents::{Document, DocumentFormat};
-
-use super::{ApiError, ApiResult, Req, page_of, tags_of, ts};
-use crate::core::Coordinator;
-use tether_ssm::limits;
+use tether_ssm::input::{
+    CreateDocumentRequest, DeleteDocumentRequest, DescribeDocumentRequest, GetDocumentRequest,
+    ListDocumentVersionsRequest, ListDocumentsRequest, UpdateDocumentDefaultVersionRequest,
+    UpdateDocumentRequest,
+};
+use tether_ssm::{ApiError, limits};
 use tether_store::{DocumentRow, DocumentVersionRow, VersionConflict};
 use tether_util::time::now_ms;
+
+use super::wire::{Page, stored, tag_pairs, tags_json, ts};
+use crate::core::Coordinator;
 
 /// Owner shown for the built-in documents.
 const OWNER_AMAZON: &str = "Amazon";
@@ -24,14 +29,9 @@ const OWNER_SELF: &str = "Self";
 const COMMAND: &str = "Command";
 /// Prefixes SSM reserves for its own documents.
 const RESERVED_PREFIXES: [&str; 3] = ["aws", "amazon", "amzn"];
-/// Members of the SSM model Tether does not take.
-const UNSUPPORTED: [(&str, &str); 2] = [
-    ("Requires", "Tether has no document dependencies"),
-    ("Attachments", "Tether runs scripts given inline"),
-];
 
 /// One version of a document, stored or built in, parsed.
-pub(super) struct Version {
+pub struct Version {
     pub doc: Document,
     pub version: i64,
     pub version_name: Option<String>,
@@ -59,7 +59,15 @@ impl Version {
     }
 
     fn stored(head: &DocumentRow, v: DocumentVersionRow) -> Result<Version, ApiError> {
-        let format: DocumentFormat = v.format.parse().unwrap_or(DocumentFormat::Json);
+        let format: DocumentFormat = v.format.parse().map_err(|_| {
+            ApiError::new(
+                "InternalServerError",
+                format!(
+                    "stored document {} version {}: format {:?} is not JSON or YAML",
+                    v.name, v.version, v.format
+                ),
+            )
+        })?;
         // Stored documents were validated when they were stored.
         let doc = Document::parse_as(&v.name, &v.content, format).map_err(|e| {
             ApiError::new(
@@ -91,12 +99,15 @@ impl Version {
             .collect()
     }
 
-    fn tags(&self) -> Value {
-        serde_json::from_str(&self.tags_json).unwrap_or_else(|_| json!([]))
+    fn tags(&self) -> Result<Value, ApiError> {
+        stored(
+            &format!("document {}: tags", self.doc.name),
+            &self.tags_json,
+        )
     }
 
     /// SSM's `DocumentDescription`.
-    fn description(&self) -> Value {
+    fn description(&self) -> Result<Value, ApiError> {
         let parameters: Vec<Value> = self
             .doc
             .parameters
@@ -129,9 +140,9 @@ impl Version {
             "LatestVersion": self.latest_version.to_string(),
             "DefaultVersion": self.default_version.to_string(),
             "DocumentFormat": self.doc.format.as_str(),
-            "Tags": self.tags(),
+            "Tags": self.tags()?,
         });
-        self.with_optional_names(d)
+        Ok(self.with_optional_names(d))
     }
 
     /// Adds VersionName and TargetType when the version has them.
@@ -146,7 +157,7 @@ impl Version {
     }
 
     /// SSM's `DocumentIdentifier`.
-    fn identifier(&self) -> Value {
+    fn identifier(&self) -> Result<Value, ApiError> {
         let d = json!({
             "Name": self.doc.name,
             "CreatedDate": ts(self.created_ms),
@@ -156,9 +167,9 @@ impl Version {
             "DocumentType": COMMAND,
             "SchemaVersion": self.doc.schema_version,
             "DocumentFormat": self.doc.format.as_str(),
-            "Tags": self.tags(),
+            "Tags": self.tags()?,
         });
-        self.with_optional_names(d)
+        Ok(self.with_optional_names(d))
     }
 }
 
@@ -173,19 +184,11 @@ fn is_builtin(name: &str) -> bool {
     tether_documents::builtin(name).is_some()
 }
 
-/// Checks a document name against SSM's pattern (and, for a new document, the
-/// reserved prefixes).
-fn check_name(op: &str, name: &str, new: bool) -> Result<(), ApiError> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok_chars || !(3..=128).contains(&name.len()) {
-        return Err(ApiError::validation(format!(
-            "{op}: Name {name:?} must be 3 to 128 letters, digits, '_', '-' or '.'"
-        )));
-    }
+/// A new document's name may not take a prefix SSM reserves for its own
+/// (the model's pattern has checked the characters and length).
+fn check_new_name(op: &str, name: &str) -> Result<(), ApiError> {
     let lower = name.to_ascii_lowercase();
-    if new && let Some(p) = RESERVED_PREFIXES.iter().find(|p| lower.starts_with(**p)) {
+    if let Some(p) = RESERVED_PREFIXES.iter().find(|p| lower.starts_with(**p)) {
         return Err(ApiError::validation(format!(
             "{op}: Name {name:?} may not begin with {p:?} (reserved for built-in documents)"
         )));
@@ -193,42 +196,19 @@ fn check_name(op: &str, name: &str, new: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_version_name(op: &str, v: Option<&str>) -> Result<(), ApiError> {
-    if let Some(v) = v
-        && (v.is_empty()
-            || v.len() > 128
-            || !v
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(ApiError::validation(format!(
-            "{op}: VersionName {v:?} must be 1 to 128 letters, digits, '_', '-' or '.'"
-        )));
-    }
-    Ok(())
-}
-
-fn check_target_type(op: &str, t: Option<&str>) -> Result<(), ApiError> {
-    if let Some(t) = t
-        && (!t.starts_with('/')
-            || t.len() > 200
-            || !t
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/')))
-    {
-        return Err(ApiError::validation(format!(
-            "{op}: TargetType {t:?} must start with '/' (e.g. /AWS::EC2::Instance)"
-        )));
-    }
-    Ok(())
-}
-
-fn refuse_unsupported(req: &Req<'_>) -> Result<(), ApiError> {
-    for (member, why) in UNSUPPORTED {
-        if req.body.get(member).is_some_and(|v| !v.is_null()) {
+/// Refuses the members of the model Tether does not take.
+fn refuse_unsupported(op: &str, requires: bool, attachments: bool) -> Result<(), ApiError> {
+    for (given, member, why) in [
+        (requires, "Requires", "Tether has no document dependencies"),
+        (
+            attachments,
+            "Attachments",
+            "Tether runs scripts given inline",
+        ),
+    ] {
+        if given {
             return Err(ApiError::validation(format!(
-                "{}: {member} is not supported by Tether ({why})",
-                req.op
+                "{op}: {member} is not supported by Tether ({why})"
             )));
         }
     }
@@ -264,7 +244,7 @@ fn wanted_version(op: &str, v: Option<&str>) -> Result<Wanted, ApiError> {
 }
 
 /// Finds one version of a document by `DocumentVersion` and/or `VersionName`.
-pub(super) async fn find(
+pub async fn find(
     c: &Coordinator,
     op: &str,
     name: &str,
@@ -324,25 +304,27 @@ pub(super) async fn find(
 }
 
 /// Parses new content in the requested format, naming what is wrong.
-fn parse_content(req: &Req<'_>, name: &str) -> Result<Document, ApiError> {
-    let content = req.required_str("Content")?;
+fn parse_content(
+    op: &str,
+    name: &str,
+    content: &str,
+    format: Option<&str>,
+) -> Result<Document, ApiError> {
     if content.len() > limits::MAX_DOCUMENT_BYTES {
         return Err(ApiError::new(
             "MaxDocumentSizeExceeded",
             format!(
-                "{}: Content is {} bytes; a document may be at most {} bytes",
-                req.op,
+                "{op}: Content is {} bytes; a document may be at most {} bytes",
                 content.len(),
                 limits::MAX_DOCUMENT_BYTES
             ),
         ));
     }
-    let format = match req.str("DocumentFormat")? {
+    let format = match format {
         None => DocumentFormat::Json,
         Some(f) => f.parse().map_err(|_| {
             ApiError::validation(format!(
-                "{}: DocumentFormat {f:?} is not supported for Command documents (use JSON or YAML)",
-                req.op
+                "{op}: DocumentFormat {f:?} is not supported for Command documents (use JSON or YAML)"
             ))
         })?,
     };
@@ -353,7 +335,7 @@ fn parse_content(req: &Req<'_>, name: &str) -> Result<Document, ApiError> {
             }
             _ => "InvalidDocumentContent",
         };
-        ApiError::new(kind, format!("{}: {e}", req.op))
+        ApiError::new(kind, format!("{op}: {e}"))
     })
 }
 
@@ -379,11 +361,12 @@ fn version_row(
     }
 }
 
-pub(super) async fn create_document(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    refuse_unsupported(req)?;
-    let name = req.required_str("Name")?;
-    check_name(req.op, name, true)?;
-    if let Some(t) = req.str("DocumentType")?
+pub(super) async fn create(c: &Coordinator, r: CreateDocumentRequest) -> Result<Value, ApiError> {
+    let op = "CreateDocument";
+    refuse_unsupported(op, r.requires.is_some(), r.attachments.is_some())?;
+    let name = r.name.as_str();
+    check_new_name(op, name)?;
+    if let Some(t) = r.document_type.as_deref()
         && t != COMMAND
     {
         return Err(ApiError::new(
@@ -393,17 +376,23 @@ pub(super) async fn create_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
             ),
         ));
     }
-    let version_name = req.str("VersionName")?;
-    check_version_name(req.op, version_name)?;
-    let target_type = req.str("TargetType")?;
-    check_target_type(req.op, target_type)?;
-    let tags = tags_of(req)?;
-    let doc = parse_content(req, name)?;
-    let now = now_ms();
-    let row = version_row(&doc, 1, version_name, target_type, now);
+    let tags: Vec<(String, String)> = r
+        .tags
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    let doc = parse_content(op, name, &r.content, r.document_format.as_deref())?;
+    let row = version_row(
+        &doc,
+        1,
+        r.version_name.as_deref(),
+        r.target_type.as_deref(),
+        now_ms(),
+    );
     if !c
         .store
-        .create_document(&row, &Value::Array(tags).to_string())
+        .create_document(&row, &tags_json(&tags).to_string())
         .await?
     {
         return Err(ApiError::new(
@@ -413,30 +402,24 @@ pub(super) async fn create_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
             ),
         ));
     }
-    let v = find(c, req.op, name, Some("1"), None).await?;
-    Ok(json!({"DocumentDescription": v.description()}))
+    let v = find(c, op, name, Some("1"), None).await?;
+    Ok(json!({"DocumentDescription": v.description()?}))
 }
 
-pub(super) async fn update_document(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    refuse_unsupported(req)?;
-    let name = req.required_str("Name")?;
-    check_name(req.op, name, false)?;
+pub(super) async fn update(c: &Coordinator, r: UpdateDocumentRequest) -> Result<Value, ApiError> {
+    let op = "UpdateDocument";
+    refuse_unsupported(op, false, r.attachments.is_some())?;
+    let name = r.name.as_str();
     if is_builtin(name) {
         return Err(ApiError::new(
             "InvalidDocumentOperation",
             format!("UpdateDocument: {name} is a built-in document and cannot be changed"),
         ));
     }
-    let version_name = req.str("VersionName")?;
-    check_version_name(req.op, version_name)?;
-    let target_type = req.str("TargetType")?;
-    check_target_type(req.op, target_type)?;
-    let latest = find(c, req.op, name, Some("$LATEST"), None).await?;
+    let version_name = r.version_name.as_deref();
+    let latest = find(c, op, name, Some("$LATEST"), None).await?;
     // Only the latest version can be updated; leaving it out means that one.
-    match wanted_version(
-        req.op,
-        Some(req.str("DocumentVersion")?.unwrap_or("$LATEST")),
-    )? {
+    match wanted_version(op, Some(r.document_version.as_deref().unwrap_or("$LATEST")))? {
         Wanted::Latest => {}
         Wanted::Number(n) if n == latest.version => {}
         _ => {
@@ -449,7 +432,7 @@ pub(super) async fn update_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
             ));
         }
     }
-    let doc = parse_content(req, name)?;
+    let doc = parse_content(op, name, &r.content, r.document_format.as_deref())?;
     if doc.content == latest.doc.content {
         return Err(ApiError::new(
             "DuplicateDocumentContent",
@@ -459,7 +442,7 @@ pub(super) async fn update_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
             ),
         ));
     }
-    let target_type = target_type.or(latest.target_type.as_deref());
+    let target_type = r.target_type.as_deref().or(latest.target_type.as_deref());
     let row = version_row(
         &doc,
         latest.version + 1,
@@ -469,7 +452,7 @@ pub(super) async fn update_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
     );
     match c.store.add_document_version(&row, latest.version).await? {
         Ok(()) => {}
-        Err(VersionConflict::Missing) => return Err(invalid_document(req.op, name)),
+        Err(VersionConflict::Missing) => return Err(invalid_document(op, name)),
         Err(VersionConflict::NotLatest(l)) => {
             return Err(ApiError::new(
                 "InvalidDocumentVersion",
@@ -486,27 +469,27 @@ pub(super) async fn update_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
             ));
         }
     }
-    let v = find(c, req.op, name, Some(&row.version.to_string()), None).await?;
-    Ok(json!({"DocumentDescription": v.description()}))
+    let v = find(c, op, name, Some(&row.version.to_string()), None).await?;
+    Ok(json!({"DocumentDescription": v.description()?}))
 }
 
-pub(super) async fn delete_document(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let name = req.required_str("Name")?;
+pub(super) async fn delete(c: &Coordinator, r: DeleteDocumentRequest) -> Result<Value, ApiError> {
+    let op = "DeleteDocument";
+    let name = r.name.as_str();
     if is_builtin(name) {
         return Err(ApiError::new(
             "InvalidDocumentOperation",
             format!("DeleteDocument: {name} is a built-in document and cannot be deleted"),
         ));
     }
-    let version = req.str("DocumentVersion")?;
-    let version_name = req.str("VersionName")?;
+    let (version, version_name) = (r.document_version.as_deref(), r.version_name.as_deref());
     if version.is_none() && version_name.is_none() {
         if !c.store.delete_document(name).await? {
-            return Err(invalid_document(req.op, name));
+            return Err(invalid_document(op, name));
         }
         return Ok(json!({}));
     }
-    let v = find(c, req.op, name, version, version_name).await?;
+    let v = find(c, op, name, version, version_name).await?;
     if v.version == v.default_version {
         return Err(ApiError::new(
             "InvalidDocumentOperation",
@@ -517,32 +500,36 @@ pub(super) async fn delete_document(c: &Coordinator, req: &Req<'_>) -> ApiResult
         ));
     }
     if !c.store.delete_document_version(name, v.version).await? {
-        return Err(invalid_document(req.op, name));
+        return Err(invalid_document(op, name));
     }
     Ok(json!({}))
 }
 
-/// The version a request names with Name, DocumentVersion and VersionName.
-async fn find_requested(c: &Coordinator, req: &Req<'_>) -> Result<Version, ApiError> {
-    let name = req.required_str("Name")?;
-    find(
+pub(super) async fn describe(
+    c: &Coordinator,
+    r: DescribeDocumentRequest,
+) -> Result<Value, ApiError> {
+    let v = find(
         c,
-        req.op,
-        name,
-        req.str("DocumentVersion")?,
-        req.str("VersionName")?,
+        "DescribeDocument",
+        &r.name,
+        r.document_version.as_deref(),
+        r.version_name.as_deref(),
     )
-    .await
+    .await?;
+    Ok(json!({"Document": v.description()?}))
 }
 
-pub(super) async fn describe_document(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let v = find_requested(c, req).await?;
-    Ok(json!({"Document": v.description()}))
-}
-
-pub(super) async fn get_document(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let v = find_requested(c, req).await?;
-    let format = match req.str("DocumentFormat")? {
+pub(super) async fn get(c: &Coordinator, r: GetDocumentRequest) -> Result<Value, ApiError> {
+    let v = find(
+        c,
+        "GetDocument",
+        &r.name,
+        r.document_version.as_deref(),
+        r.version_name.as_deref(),
+    )
+    .await?;
+    let format = match r.document_format.as_deref() {
         None => v.doc.format,
         Some(f) => f.parse().map_err(|_| {
             ApiError::validation(format!(
@@ -571,33 +558,19 @@ struct Filter {
     values: Vec<String>,
 }
 
-fn list_filters(req: &Req<'_>) -> Result<Vec<Filter>, ApiError> {
+fn list_filters(r: &ListDocumentsRequest) -> Result<Vec<Filter>, ApiError> {
     let mut out = Vec::new();
-    for f in req.list("Filters")? {
-        let key = f.get("Key").and_then(Value::as_str).unwrap_or_default();
-        let values = f
-            .get("Values")
-            .and_then(super::str_list_of)
-            .unwrap_or_default();
+    for f in r.filters.iter().flatten() {
         out.push(Filter {
-            key: key.to_owned(),
-            values,
+            key: f.key.clone().unwrap_or_default(),
+            values: f.values.clone().unwrap_or_default(),
         });
     }
-    for f in req.list("DocumentFilterList")? {
-        let key = f.get("key").and_then(Value::as_str).unwrap_or_default();
-        let value = f.get("value").and_then(Value::as_str).unwrap_or_default();
-        if !matches!(key, "Name" | "Owner" | "PlatformTypes" | "DocumentType") {
-            return Err(ApiError::new(
-                "InvalidFilterKey",
-                format!(
-                    "ListDocuments: DocumentFilterList key {key:?} is unknown (use Name, Owner, PlatformTypes or DocumentType)"
-                ),
-            ));
-        }
+    // The model limits these keys to Name, Owner, PlatformTypes and DocumentType.
+    for f in r.document_filter_list.iter().flatten() {
         out.push(Filter {
-            key: key.to_owned(),
-            values: vec![value.to_owned()],
+            key: f.key.clone(),
+            values: vec![f.value.clone()],
         });
     }
     for f in &out {
@@ -630,9 +603,9 @@ fn list_filters(req: &Req<'_>) -> Result<Vec<Filter>, ApiError> {
     Ok(out)
 }
 
-fn matches(v: &Version, f: &Filter) -> bool {
+fn matches(v: &Version, f: &Filter) -> Result<bool, ApiError> {
     let any = |pred: &dyn Fn(&str) -> bool| f.values.iter().any(|x| pred(x));
-    match f.key.as_str() {
+    Ok(match f.key.as_str() {
         "Name" => any(&|x| v.doc.name.starts_with(x)),
         "SearchKeyword" => any(&|x| v.doc.name.to_lowercase().contains(&x.to_lowercase())),
         "Owner" => any(&|x| match x {
@@ -647,16 +620,21 @@ fn matches(v: &Version, f: &Filter) -> bool {
         "TargetType" => any(&|x| v.target_type.as_deref() == Some(x)),
         key => {
             let tag = key.strip_prefix("tag:").unwrap_or_default();
-            super::tag_pairs(&v.tags_json)
+            tag_pairs(&format!("document {}", v.doc.name), &v.tags_json)?
                 .iter()
                 .any(|(k, val)| k == tag && any(&|x| x == val))
         }
-    }
+    })
 }
 
-pub(super) async fn list_documents(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let filters = list_filters(req)?;
-    let (offset, size) = req.page(1, 50)?;
+pub(super) async fn list(c: &Coordinator, r: ListDocumentsRequest) -> Result<Value, ApiError> {
+    let filters = list_filters(&r)?;
+    let page = Page::of(
+        "ListDocuments",
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     let mut all: Vec<Version> = tether_documents::builtin_names()
         .iter()
         .filter_map(|n| tether_documents::builtin(n))
@@ -666,17 +644,31 @@ pub(super) async fn list_documents(c: &Coordinator, req: &Req<'_>) -> ApiResult 
         all.push(Version::stored(&head, row)?);
     }
     all.sort_by(|a, b| a.doc.name.cmp(&b.doc.name));
-    let items: Vec<Value> = all
-        .iter()
-        .filter(|v| filters.iter().all(|f| matches(v, f)))
-        .map(Version::identifier)
-        .collect();
-    Ok(page_of("DocumentIdentifiers", items, offset, size))
+    let mut items = Vec::new();
+    for v in &all {
+        let mut keep = true;
+        for f in &filters {
+            keep &= matches(v, f)?;
+        }
+        if keep {
+            items.push(v.identifier()?);
+        }
+    }
+    Ok(page.of_list("DocumentIdentifiers", items))
 }
 
-pub(super) async fn list_document_versions(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let name = req.required_str("Name")?;
-    let (offset, size) = req.page(1, 50)?;
+pub(super) async fn list_versions(
+    c: &Coordinator,
+    r: ListDocumentVersionsRequest,
+) -> Result<Value, ApiError> {
+    let op = "ListDocumentVersions";
+    let name = r.name.as_str();
+    let page = Page::of(
+        op,
+        r.next_token.as_deref(),
+        r.max_results,
+        limits::DEFAULT_PAGE_SIZE,
+    )?;
     let entry = |name: &str,
                  version: i64,
                  version_name: Option<&str>,
@@ -710,7 +702,7 @@ pub(super) async fn list_document_versions(c: &Coordinator, req: &Req<'_>) -> Ap
             .store
             .document(name)
             .await?
-            .ok_or_else(|| invalid_document(req.op, name))?;
+            .ok_or_else(|| invalid_document(op, name))?;
         c.store
             .document_versions(name)
             .await?
@@ -727,13 +719,16 @@ pub(super) async fn list_document_versions(c: &Coordinator, req: &Req<'_>) -> Ap
             })
             .collect()
     };
-    Ok(page_of("DocumentVersions", items, offset, size))
+    Ok(page.of_list("DocumentVersions", items))
 }
 
-pub(super) async fn update_document_default_version(c: &Coordinator, req: &Req<'_>) -> ApiResult {
-    let name = req.required_str("Name")?;
-    let version = req.required_str("DocumentVersion")?;
-    let Wanted::Number(n) = wanted_version(req.op, Some(version))? else {
+pub(super) async fn update_default_version(
+    c: &Coordinator,
+    r: UpdateDocumentDefaultVersionRequest,
+) -> Result<Value, ApiError> {
+    let op = "UpdateDocumentDefaultVersion";
+    let (name, version) = (r.name.as_str(), r.document_version.as_str());
+    let Wanted::Number(n) = wanted_version(op, Some(version))? else {
         return Err(ApiError::new(
             "InvalidDocumentVersion",
             format!(
@@ -741,9 +736,9 @@ pub(super) async fn update_document_default_version(c: &Coordinator, req: &Req<'
             ),
         ));
     };
-    let v = find(c, req.op, name, Some(version), None).await?;
+    let v = find(c, op, name, Some(version), None).await?;
     if v.owner == OWNER_SELF && !c.store.set_default_document_version(name, n).await? {
-        return Err(invalid_document(req.op, name));
+        return Err(invalid_document(op, name));
     }
     let mut d = json!({"Name": name, "DefaultVersion": n.to_string()});
     if let Some(vn) = &v.version_name {
@@ -753,7 +748,7 @@ pub(super) async fn update_document_default_version(c: &Coordinator, req: &Req<'
 }
 
 /// Tags of a stored document (for the tagging operations).
-pub(super) async fn tags(c: &Coordinator, op: &str, name: &str) -> Result<String, ApiError> {
+pub(super) async fn stored_tags(c: &Coordinator, op: &str, name: &str) -> Result<String, ApiError> {
     if is_builtin(name) {
         return Err(ApiError::new(
             "InvalidResourceId",
@@ -777,13 +772,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_ssm_rules() {
-        assert!(check_name("Op", "My-Doc_1.0", true).is_ok());
-        assert!(check_name("Op", "ab", true).is_err());
-        assert!(check_name("Op", "has space", true).is_err());
-        let e = check_name("Op", "AWS-Mine", true).unwrap_err();
-        assert!(e.message.contains("reserved"), "{}", e.message);
-        assert!(check_name("Op", "AWS-RunShellScript", false).is_ok());
+    fn new_names_keep_off_reserved_prefixes() {
+        assert!(check_new_name("Op", "My-Doc_1.0").is_ok());
+        for name in ["AWS-Mine", "amazon-x", "Amzn.doc"] {
+            let e = check_new_name("Op", name).unwrap_err();
+            assert!(e.message.contains("reserved"), "{}", e.message);
+        }
     }
 
     #[test]

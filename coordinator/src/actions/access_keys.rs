@@ -1,7 +1,7 @@
 //! SigV4 access keys for the SSM-compatible HTTP API: `CreateAccessKey`,
 //! `ListAccessKeys`, `DeleteAccessKey` (IAM's shapes, reachable only through
-//! the operator's token, never through a SigV4-signed request), and the lookup
-//! that the HTTP layer uses to verify a signature.
+//! the operator channel, never through a SigV4-signed request). The lookup
+//! that verifies a signature is `crate::credentials`.
 //!
 //! SigV4 is an HMAC: verifying it needs the secret itself, so the secret cannot
 //! be stored hashed as the operator token is. It is sealed with AES-256-GCM
@@ -12,14 +12,12 @@
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::core::Coordinator;
-use tether_ssm::ApiError;
-use tether_ssm::limits;
-use tether_store::{AccessKeyRow, StoreError};
+use tether_ssm::input::DeleteAccessKeyRequest;
+use tether_ssm::{ApiError, limits};
+use tether_store::AccessKeyRow;
 use tether_util::time::{iso_ms, now_ms};
 
-/// The operations this module answers; the HTTP API refuses them.
-pub const OPERATIONS: [&str; 3] = ["CreateAccessKey", "ListAccessKeys", "DeleteAccessKey"];
+use crate::core::Coordinator;
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -31,19 +29,6 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
         .collect()
 }
 
-/// Runs one access-key operation.
-pub async fn invoke(c: &Coordinator, operation: &str, request: &Value) -> Result<Value, ApiError> {
-    match operation {
-        "CreateAccessKey" => create(c).await,
-        "ListAccessKeys" => list(c).await,
-        "DeleteAccessKey" => delete(c, request).await,
-        other => Err(ApiError::new(
-            "UnknownOperationException",
-            format!("{other} is not an access-key operation"),
-        )),
-    }
-}
-
 fn metadata(row: &AccessKeyRow) -> Value {
     json!({
         "AccessKeyId": row.access_key_id,
@@ -52,7 +37,7 @@ fn metadata(row: &AccessKeyRow) -> Value {
     })
 }
 
-async fn create(c: &Coordinator) -> Result<Value, ApiError> {
+pub(super) async fn create(c: &Coordinator) -> Result<Value, ApiError> {
     let id = format!(
         "{}{}",
         limits::ACCESS_KEY_ID_PREFIX,
@@ -81,7 +66,7 @@ async fn create(c: &Coordinator) -> Result<Value, ApiError> {
     Ok(json!({ "AccessKey": key }))
 }
 
-async fn list(c: &Coordinator) -> Result<Value, ApiError> {
+pub(super) async fn list(c: &Coordinator) -> Result<Value, ApiError> {
     let keys: Vec<Value> = c
         .store
         .access_keys()
@@ -98,22 +83,8 @@ async fn list(c: &Coordinator) -> Result<Value, ApiError> {
     Ok(json!({ "AccessKeyMetadata": keys, "IsTruncated": false }))
 }
 
-async fn delete(c: &Coordinator, request: &Value) -> Result<Value, ApiError> {
-    let id = match request.get("AccessKeyId") {
-        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-        Some(other) if !other.is_null() => {
-            return Err(ApiError::new(
-                "ValidationException",
-                format!("DeleteAccessKey: AccessKeyId must be a non-empty string, got {other}"),
-            ));
-        }
-        _ => {
-            return Err(ApiError::new(
-                "ValidationException",
-                "DeleteAccessKey: the member AccessKeyId is required",
-            ));
-        }
-    };
+pub(super) async fn delete(c: &Coordinator, r: DeleteAccessKeyRequest) -> Result<Value, ApiError> {
+    let id = r.access_key_id.as_str();
     if !c.store.delete_access_key(id).await? {
         return Err(ApiError::new(
             "NoSuchEntity",
@@ -122,28 +93,4 @@ async fn delete(c: &Coordinator, request: &Value) -> Result<Value, ApiError> {
     }
     tracing::info!(access_key_id = %id, "access key deleted");
     Ok(json!({}))
-}
-
-/// The secret of `access_key_id` in clear, for verifying a signature; `None`
-/// when no such key exists (or its sealed secret does not open under this
-/// data directory's key, which is logged).
-pub async fn secret(c: &Coordinator, access_key_id: &str) -> Result<Option<String>, StoreError> {
-    let Some(row) = c.store.access_key(access_key_id).await? else {
-        return Ok(None);
-    };
-    let opened = c
-        .pki
-        .open(access_key_id.as_bytes(), &row.secret_sealed)
-        .and_then(|b| String::from_utf8(b).ok());
-    if opened.is_none() {
-        tracing::error!(%access_key_id, "access key secret does not open under access-keys.key");
-    }
-    Ok(opened)
-}
-
-/// Records that a key was just used (shown by ListAccessKeys).
-pub async fn touch(c: &Coordinator, access_key_id: &str) {
-    if let Err(e) = c.store.touch_access_key(access_key_id, now_ms()).await {
-        tracing::warn!(%access_key_id, error = %e, "could not record access key use");
-    }
 }

@@ -1,0 +1,101 @@
+//! The action layer: the one door every operator request comes through,
+//! whatever carried it — the tether CLI over gRPC (`grpc.rs`), AWS JSON 1.1
+//! over HTTPS (`ssm_http.rs`), the web console to come.
+//!
+//! [`handle`] takes the operation's name and the body's bytes from an edge,
+//! parses and validates them once against the model into a typed
+//! [`Request`] (`tether_ssm::request`), and [`dispatch`]es it with the
+//! [`Caller`] to one handler per operation. [`dispatch`] is the single
+//! place where authorisation and audit hook in: it sees every request, typed,
+//! with who sent it. The same bad request therefore gets the same error code
+//! and message on every transport.
+//!
+//! The children own the operations, one area each; only this module and
+//! its children know the SSM JSON shapes of answers. Handlers check what the
+//! model cannot (semantics, existence, Tether's own limits from
+//! `tether_ssm::limits`), never what it already has.
+
+pub mod access_keys;
+mod activations;
+mod associations;
+mod commands;
+mod documents;
+mod instances;
+mod inventory;
+mod tags;
+pub mod wire;
+
+use serde_json::Value;
+use tether_ssm::{ApiError, Operation, Request};
+
+pub use commands::truncate_output;
+
+use crate::core::Coordinator;
+use crate::credentials::{Caller, Transport};
+
+/// Runs one request as an edge received it: `operation` by name, `body` the
+/// JSON bytes (empty for no input).
+pub async fn handle(
+    c: &Coordinator,
+    caller: &Caller,
+    operation: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let op = Operation::named(operation)?;
+    // Tether's own operations (access keys among them: a key cannot mint
+    // keys) are for the operator channel; the HTTPS API is SSM's.
+    if caller.transport == Transport::Https && !op.is_ssm() {
+        return Err(ApiError::new(
+            "UnknownOperationException",
+            format!("operation {operation:?} is not supported by this coordinator"),
+        ));
+    }
+    let request = Request::from_json(op, body)?;
+    dispatch(c, caller, request).await
+}
+
+/// Runs one typed request for `caller`.
+pub async fn dispatch(
+    c: &Coordinator,
+    caller: &Caller,
+    request: Request,
+) -> Result<Value, ApiError> {
+    tracing::debug!(operation = request.operation().name(), principal = ?caller.principal, transport = ?caller.transport, "action");
+    match request {
+        Request::CreateActivation(r) => activations::create(c, r).await,
+        Request::DescribeActivations(r) => activations::describe(c, r).await,
+        Request::DeleteActivation(r) => activations::delete(c, r).await,
+        Request::DescribeInstanceInformation(r) => instances::describe(c, r).await,
+        Request::DeregisterManagedInstance(r) => instances::deregister(c, r).await,
+        Request::SendCommand(r) => commands::send(c, r).await,
+        Request::ListCommands(r) => commands::list(c, r).await,
+        Request::ListCommandInvocations(r) => commands::list_invocations(c, r).await,
+        Request::GetCommandInvocation(r) => commands::get_invocation(c, r).await,
+        Request::CancelCommand(r) => commands::cancel(c, r).await,
+        Request::CreateDocument(r) => documents::create(c, r).await,
+        Request::UpdateDocument(r) => documents::update(c, r).await,
+        Request::DeleteDocument(r) => documents::delete(c, r).await,
+        Request::GetDocument(r) => documents::get(c, r).await,
+        Request::DescribeDocument(r) => documents::describe(c, r).await,
+        Request::ListDocuments(r) => documents::list(c, r).await,
+        Request::ListDocumentVersions(r) => documents::list_versions(c, r).await,
+        Request::UpdateDocumentDefaultVersion(r) => documents::update_default_version(c, r).await,
+        Request::AddTagsToResource(r) => tags::add(c, r).await,
+        Request::RemoveTagsFromResource(r) => tags::remove(c, r).await,
+        Request::ListTagsForResource(r) => tags::list(c, r).await,
+        Request::CreateAssociation(r) => associations::create(c, r).await,
+        Request::ListAssociations(r) => associations::list(c, r).await,
+        Request::DescribeAssociation(r) => associations::describe(c, r).await,
+        Request::UpdateAssociation(r) => associations::update(c, r).await,
+        Request::DeleteAssociation(r) => associations::delete(c, r).await,
+        Request::DescribeInstanceAssociationsStatus(r) => {
+            associations::instance_statuses(c, r).await
+        }
+        Request::ListInventoryEntries(r) => inventory::list_entries(c, r).await,
+        Request::GetInventory(r) => inventory::get(c, r).await,
+        Request::ListInventoryChanges(r) => inventory::list_changes(c, r).await,
+        Request::CreateAccessKey(_) => access_keys::create(c).await,
+        Request::ListAccessKeys(_) => access_keys::list(c).await,
+        Request::DeleteAccessKey(r) => access_keys::delete(c, r).await,
+    }
+}

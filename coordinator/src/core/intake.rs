@@ -1,0 +1,136 @@
+//! What agents send back: invocation reports (started, with live output;
+//! refused; finished), certificate renewals and inventory uploads.
+
+use tether_ssm::limits;
+use tether_ssm::state::Detail;
+use tether_store::{Finish, InstanceRow, InvocationResult, OutputChunk, PluginResult, WriteOp};
+use tether_util::time::now_ms;
+use tracing::{info, warn};
+
+use super::{AgentError, Coordinator};
+use crate::associations::{self, InventoryUpload};
+
+/// One invocation's report, as the gRPC edge decoded it.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// The invocation runs; any live output of its running step comes along.
+    Started {
+        command_id: String,
+        started_ms: Option<i64>,
+        output: Vec<OutputChunk>,
+    },
+    /// The agent refused the envelope (a signature, an address, an expiry…).
+    Refused { command_id: String, why: String },
+    /// The invocation ended.
+    Finished {
+        command_id: String,
+        result: InvocationResult,
+    },
+    /// A report without a state: nothing to do but say so.
+    Unknown { command_id: String },
+}
+
+impl Coordinator {
+    /// Stores what an agent reports. Idempotent: a report for an invocation
+    /// that is already terminal changes nothing.
+    pub async fn report(
+        &self,
+        instance: &InstanceRow,
+        reports: Vec<Report>,
+    ) -> Result<(), AgentError> {
+        let id = &instance.instance_id;
+        let now = now_ms();
+        self.seen(id);
+        for r in reports {
+            match r {
+                Report::Started {
+                    command_id,
+                    started_ms,
+                    output,
+                } => {
+                    self.store
+                        .mark_started(&command_id, id, started_ms, now)
+                        .await?;
+                    for chunk in &output {
+                        self.store.append_output(&command_id, id, chunk).await?;
+                    }
+                }
+                Report::Refused { command_id, why } => {
+                    // Only an invocation the agent never accepted can fail this
+                    // way; a refused replay of a finished one changes nothing.
+                    warn!(instance_id = %id, %command_id, detail = %why,
+                        "agent refused a command envelope");
+                    let pending = self
+                        .store
+                        .invocation_status(&command_id, id)
+                        .await?
+                        .is_some_and(|status| status == "Pending");
+                    if pending {
+                        let result = refused(&why, now);
+                        self.store
+                            .finish_invocation(&command_id, id, &result, now)
+                            .await?;
+                    }
+                }
+                Report::Unknown { command_id } => {
+                    warn!(instance_id = %id, %command_id, "report without a state ignored");
+                }
+                Report::Finished { command_id, result } => {
+                    let detail = result.detail;
+                    let op = WriteOp::Finish(Finish {
+                        command_id,
+                        instance_id: id.clone(),
+                        result,
+                    });
+                    let (stored, op) = self.write(op).await?;
+                    if stored && let WriteOp::Finish(f) = op {
+                        self.ring_waiting(&f.command_id).await?;
+                        info!(instance_id = %id, command_id = %f.command_id, status = detail.as_str(), "invocation finished");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new client certificate for the instance's new key.
+    pub async fn renew_certificate(
+        &self,
+        instance: &InstanceRow,
+        csr_pem: &str,
+    ) -> Result<String, AgentError> {
+        self.pki
+            .issue_client_cert(&instance.instance_id, csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .map_err(|e| AgentError::Internal(e.to_string()))
+    }
+
+    /// Stores an inventory upload; gives back the types to send in full.
+    pub async fn put_inventory(
+        &self,
+        instance: &InstanceRow,
+        upload: InventoryUpload,
+    ) -> Result<Vec<String>, AgentError> {
+        Ok(associations::put_inventory(&self.store, &instance.instance_id, upload).await?)
+    }
+}
+
+/// The outcome of an envelope the agent refused.
+fn refused(why: &str, now: i64) -> InvocationResult {
+    InvocationResult {
+        detail: Detail::Failed,
+        response_code: -1,
+        start_ms: None,
+        end_ms: Some(now),
+        plugins: vec![PluginResult {
+            name: "envelope".into(),
+            detail: Detail::Failed,
+            response_code: -1,
+            start_ms: None,
+            end_ms: Some(now),
+            stdout: Vec::new(),
+            stderr: format!("the agent refused the command envelope: {why}").into_bytes(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+        }],
+    }
+}

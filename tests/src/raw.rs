@@ -1,0 +1,132 @@
+//! Raw requests to a coordinator, around the clients' own checks: any JSON
+//! body to any operation, over the operator gRPC channel (as the tether CLI
+//! sends it, with the token of `operator.json`) and over the SSM-compatible
+//! HTTPS API (signed with SigV4 by botocore, as the aws CLI signs it). Tests
+//! compare how the coordinator answers the same bytes on both.
+
+use serde_json::{Value, json};
+use tether_proto as pb;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::Coordinator;
+use crate::aws::AwsClient;
+
+/// An answer: the response JSON, or the error's SSM type and message.
+pub type Answer = Result<Value, (String, String)>;
+
+/// Sends `body` to `operation` over the operator gRPC channel.
+pub fn grpc(coord: &Coordinator, operation: &str, body: &[u8]) -> Answer {
+    let operator: Value = serde_json::from_str(
+        &std::fs::read_to_string(coord.operator_json()).expect("operator.json"),
+    )
+    .expect("operator.json is JSON");
+    let endpoint = operator["Endpoint"].as_str().expect("Endpoint").to_string();
+    let ca = operator["CaCertificate"]
+        .as_str()
+        .expect("CaCertificate")
+        .to_string();
+    let token = operator["Token"].as_str().expect("Token").to_string();
+    let request_json = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(endpoint)
+            .expect("the endpoint is a URL")
+            .tls_config(tls)
+            .expect("TLS configuration")
+            .connect()
+            .await
+            .expect("connect to the operator channel");
+        let mut client = pb::operator_client::OperatorClient::new(channel);
+        let mut req = tonic::Request::new(pb::OperatorCall {
+            operation: operation.to_string(),
+            request_json,
+        });
+        req.metadata_mut().insert(
+            pb::OPERATOR_TOKEN_HEADER,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        match client.invoke(req).await {
+            Ok(r) => Ok(serde_json::from_str(&r.into_inner().response_json)
+                .expect("the coordinator answers JSON")),
+            Err(status) => Err((
+                status
+                    .metadata()
+                    .get(pb::ERROR_TYPE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(no type)")
+                    .to_string(),
+                status.message().to_string(),
+            )),
+        }
+    })
+}
+
+/// Sends each `(operation, body)` to the HTTPS API, SigV4-signed with
+/// `key`; one answer each, in order.
+pub fn https(key: &AwsClient, requests: &[(&str, &[u8])]) -> Vec<Answer> {
+    let bodies: Vec<Value> = requests
+        .iter()
+        .map(|(op, body)| json!([op, String::from_utf8_lossy(body)]))
+        .collect();
+    let script = r#"
+import json, sys
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.httpsession import URLLib3Session
+endpoint, bundle, requests = json.load(sys.stdin)
+creds = botocore.session.get_session().get_credentials()
+http = URLLib3Session(verify=bundle)
+out = []
+for op, body in requests:
+    req = AWSRequest(method="POST", url=endpoint + "/", data=body.encode(),
+                     headers={"X-Amz-Target": "AmazonSSM." + op,
+                              "Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(creds, "ssm", "us-east-1").add_auth(req)
+    r = http.send(req.prepare())
+    answer = json.loads(r.content)
+    if r.status_code == 200:
+        out.append({"ok": answer})
+    else:
+        out.append({"type": answer.get("__type"), "message": answer.get("message")})
+print(json.dumps(out))
+"#;
+    let input = json!([key.endpoint, key.ca_bundle, bodies]).to_string();
+    let mut child = key
+        .command("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write the requests");
+    }
+    let out = child.wait_with_output().expect("python3 ends");
+    let answers: Vec<Value> = crate::success_json("raw HTTPS requests", &out)
+        .as_array()
+        .cloned()
+        .expect("a list of answers");
+    answers
+        .into_iter()
+        .map(|a| match a.get("ok") {
+            Some(v) => Ok(v.clone()),
+            None => Err((
+                a["type"].as_str().unwrap_or("(no type)").to_string(),
+                a["message"].as_str().unwrap_or("").to_string(),
+            )),
+        })
+        .collect()
+}
