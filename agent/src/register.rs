@@ -182,7 +182,7 @@ async fn register_at(
     args: &RegisterArgs,
     csr: &str,
 ) -> Result<pb::RegisterResponse, RegisterError> {
-    let (host, port) = tls::split_endpoint(endpoint)?;
+    let (host, port) = endpoints::split_endpoint(endpoint).map_err(TlsError::from)?;
     let verifier = Arc::new(PinnedCaVerifier::new(pin));
     let channel = tls::channel(endpoint, tls::pinned_config(verifier.clone())?)?;
     let mut client = pb::registration_client::RegistrationClient::new(channel);

@@ -11,7 +11,7 @@ use tether_proto as pb;
 
 use crate::spool::Stage;
 use crate::state::StateDir;
-use crate::{net, now_ms, run, tls};
+use crate::{endpoints, net, now_ms, run, tls};
 
 /// Clock difference beyond which `status` tells the operator to sync time.
 const SKEW_WARN_MS: i64 = 30_000;
@@ -27,7 +27,7 @@ fn ago(ms: i64) -> String {
 /// Checks the way to the coordinator one stage at a time, printing each that
 /// passes; the first that fails is returned (its message names the stage).
 async fn reach_stages(endpoint: &str, ca_pin: &str) -> Result<(), String> {
-    let (host, port) = tls::split_endpoint(endpoint).map_err(|e| e.to_string())?;
+    let (host, port) = endpoints::split_endpoint(endpoint).map_err(|e| e.to_string())?;
     match net::proxy_for(&host, port) {
         Some(p) => println!("Proxy:         {p} (https_proxy; no_proxy does not exclude {host})"),
         None => {

@@ -73,7 +73,7 @@ impl Upstream {
 
     /// Host and port of the endpoint in use.
     pub(super) fn host(&self) -> (String, u16) {
-        tls::split_endpoint(self.endpoint(self.rotation.current())).unwrap_or_default()
+        endpoints::split_endpoint(self.endpoint(self.rotation.current())).unwrap_or_default()
     }
 
     /// A call on endpoint `used` failed with `status`. On a transport failure
