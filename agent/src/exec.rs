@@ -14,18 +14,19 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::pending;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tether_util::now_ms;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -761,13 +762,6 @@ fn io_desc(e: &io::Error) -> String {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn remove_if_exists(path: &Path) -> Result<(), ExecError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -789,34 +783,13 @@ fn write_json<T: Serialize>(path: &Path, what: &'static str, value: &T) -> Resul
     write_atomic(path, &bytes)
 }
 
-/// Writes `path` so that readers see either the old file or the whole new
-/// one, and the new one survives a crash: a temporary file beside it,
-/// fsynced, renamed over it, then the directory fsynced.
+/// Writes `path` atomically (owner-only): readers see either the old file
+/// or the whole new one, and the new one survives a crash.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let wrap = |source| ExecError::Write {
+    tether_util::fs::write_private(path, bytes).map_err(|source| ExecError::Write {
         path: path.to_owned(),
         source,
-    };
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(wrap(source));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(wrap)
+    })
 }
 
 #[cfg(test)]

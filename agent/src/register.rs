@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use tether_proto as pb;
+use tether_util::now_ms;
 
 use crate::state::{Registration, StateDir, StateError};
 use crate::tls::{self, PinnedCaVerifier, TlsError};
-use crate::{endpoints, now_ms, sysinfo};
+use crate::{endpoints, sysinfo};
 
 /// Largest clock difference accepted at registration.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;

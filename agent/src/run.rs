@@ -17,6 +17,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use tether_documents::{Document, PlatformType, Step, StepAction};
 use tether_proto as pb;
+use tether_util::now_ms;
 use tokio::sync::{Notify, Semaphore};
 use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
@@ -25,7 +26,7 @@ use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
-use crate::{endpoints, inventory, now_ms, register, sysinfo, tls};
+use crate::{endpoints, inventory, register, sysinfo, tls};
 
 mod associations;
 mod upstream;

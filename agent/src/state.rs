@@ -5,8 +5,7 @@
 //! `run` and `status`. Nothing here talks to the network.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -77,19 +76,10 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))
 }
 
-/// Writes a file atomically with mode 0600.
+/// Writes a file atomically with mode 0600 ([`tether_util::fs::write_private`]),
+/// an error naming it.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    tether_util::fs::write_private(path, data).map_err(io(path))
 }
 
 pub fn read_text(path: &Path) -> Result<String, StateError> {

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use tether_proto as pb;
+use tether_util::now_ms;
 
 use crate::spool::Stage;
 use crate::state::StateDir;
-use crate::{endpoints, net, now_ms, run, tls};
+use crate::{endpoints, net, run, tls};
 
 /// Clock difference beyond which `status` tells the operator to sync time.
 const SKEW_WARN_MS: i64 = 30_000;

@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tether_documents::{Document, PlatformType, StepAction};
 use tether_proto as pb;
+use tether_util::now_ms;
 use tracing::{debug, error, info, warn};
 
 use super::Agent;
 use crate::envelope;
 use crate::inventory::{self, Identity, Item, Selection};
-use crate::now_ms;
 use crate::state::write_private;
 
 /// Output kept per association run in its report.

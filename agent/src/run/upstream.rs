@@ -12,12 +12,13 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
+use tether_util::now_ms;
 use tonic::transport::Channel;
 use tracing::info;
 
 use super::RunError;
 use crate::state::StateDir;
-use crate::{endpoints, now_ms, tls};
+use crate::{endpoints, tls};
 
 pub(super) struct Upstream {
     endpoints: Vec<String>,
