@@ -18,13 +18,14 @@ use std::io::{self, ErrorKind};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tether_util::now_ms;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
@@ -474,13 +475,11 @@ struct StreamState {
 
 impl StreamState {
     fn note_error(&self, error: String) {
-        if let Ok(mut slot) = self.error.lock() {
-            slot.get_or_insert(error);
-        }
+        self.error.lock().get_or_insert(error);
     }
 
     fn error(&self) -> Option<String> {
-        self.error.lock().ok().and_then(|slot| slot.clone())
+        self.error.lock().clone()
     }
 }
 

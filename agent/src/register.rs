@@ -70,12 +70,7 @@ fn transport_error(
     verifier: &PinnedCaVerifier,
     e: &dyn std::error::Error,
 ) -> RegisterError {
-    if let Some(m) = verifier
-        .problem
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
+    if let Some(m) = verifier.problem.lock().clone() {
         return RegisterError::Untrusted(m);
     }
     RegisterError::Tls(TlsError::Unreachable {

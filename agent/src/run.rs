@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use parking_lot::Mutex;
 use tether_documents::{Document, PlatformType, Step, StepAction};
 use tether_proto as pb;
 use tether_util::now_ms;
@@ -237,12 +238,7 @@ impl Agent {
             }
         };
         let id = cmd.command_id.clone();
-        if self
-            .cancelled_unseen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
+        if self.cancelled_unseen.lock().contains(&id) {
             info!(command_id = %id, "command was cancelled before it arrived; not running it");
             return;
         }
@@ -300,10 +296,7 @@ impl Agent {
         let id = cancel.command_id;
         if !self.spool.has(&id) {
             info!(command_id = %id, "cancelled before it reached this agent");
-            self.cancelled_unseen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
+            self.cancelled_unseen.lock().insert(id.clone());
             let report = pb::InvocationReport {
                 command_id: id.clone(),
                 state: pb::InvocationState::Cancelled as i32,
@@ -371,7 +364,7 @@ impl Agent {
 
     fn start(self: &Arc<Self>, command_id: String) {
         {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = self.running.lock();
             if !running.insert(command_id.clone()) {
                 return;
             }
@@ -385,10 +378,7 @@ impl Agent {
                 error!(command_id = %command_id, error = %e, "cannot save the report");
             }
             drop(permit);
-            me.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&command_id);
+            me.running.lock().remove(&command_id);
             me.report_bell.notify_one();
         });
     }

@@ -55,7 +55,6 @@ async fn reach_stages(endpoint: &str, ca_pin: &str) -> Result<(), String> {
             let why = verifier
                 .problem
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .unwrap_or_else(|| e.to_string());
             Err(format!("TLS: {why}"))

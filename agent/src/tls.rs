@@ -6,9 +6,10 @@
 //! registration the coordinator's CA must be in the handshake and hash to the
 //! pin given on the command line; afterwards only the stored CA is trusted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -98,7 +99,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 },
                 hex::encode(self.pin)
             );
-            *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            *self.problem.lock() = Some(msg.clone());
             return Err(rustls::Error::General(msg));
         };
         let mut roots = RootCertStore::empty();
@@ -121,7 +122,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 let now_text = chrono::DateTime::from_timestamp(now.as_secs() as i64, 0)
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default();
-                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                *self.problem.lock() = Some(format!(
                     "clock skew: by this node's clock ({now_text}) the coordinator's certificate is {what}; \
                      sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
                 ));

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tether_documents::{Document, PlatformType, StepAction};
 use tether_proto as pb;
@@ -75,7 +76,7 @@ struct Outbox {
 pub struct Local {
     assoc_dir: PathBuf,
     inv_dir: PathBuf,
-    lock: std::sync::Mutex<()>,
+    lock: Mutex<()>,
     /// Rung when a new set arrives.
     pub bell: tokio::sync::Notify,
     /// Rung when the outbox has something.
@@ -112,14 +113,14 @@ impl Local {
         Ok(Local {
             assoc_dir,
             inv_dir,
-            lock: std::sync::Mutex::new(()),
+            lock: Mutex::new(()),
             bell: tokio::sync::Notify::new(),
             upload_bell: tokio::sync::Notify::new(),
         })
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock()
     }
 
     /// The digest of the set held, for the poll.
