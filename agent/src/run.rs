@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
+use crate::outcome::{self, Next};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
 use crate::{endpoints, inventory, register, sysinfo, tls};
@@ -107,10 +108,6 @@ pub const DEFAULT_RETURN_HOME_AFTER: Duration = Duration::from_secs(600);
 /// Default upper bound of the random delay before an inventory upload.
 pub const DEFAULT_UPLOAD_JITTER: Duration = Duration::from_secs(30);
 
-/// Exit codes with a meaning beyond success and failure (as amazon-ssm-agent).
-const EXIT_SUCCESS_AND_SKIP: i32 = 168;
-const EXIT_FAILURE_AND_SKIP: i32 = 169;
-const EXIT_SUCCESS_AND_REBOOT: i32 = 194;
 /// Largest report batch sent in one call: half the message limit, so one
 /// report with every stream at its cap still goes through after [`fit_report`].
 const REPORT_BUDGET_BYTES: usize = pb::MAX_MESSAGE_BYTES / 2;
@@ -416,40 +413,40 @@ impl Agent {
             Err(e) => return (failed(e), false),
         };
         let mut plugins = Vec::new();
-        let mut skip_rest = false;
-        let mut reboot = false;
-        let mut last_code = 0;
+        let mut invocation = outcome::Invocation::default();
         let started = now_ms();
         for (i, step) in steps.iter().enumerate() {
             let dir = self.spool.step_dir(command_id, i);
-            if self.spool.is_cancelled(command_id) && !dir.join(exec::SPEC_FILE).exists() {
-                let now = now_ms();
-                plugins.push(pb::PluginReport {
-                    name: step.name.clone(),
-                    state: pb::InvocationState::Cancelled as i32,
-                    response_code: -1,
-                    stderr: b"the command was cancelled before this step started".to_vec(),
-                    started_at_ms: now,
-                    ended_at_ms: now,
-                    ..Default::default()
-                });
-                continue;
-            }
-            if skip_rest || step.skipped.is_some() {
-                let why = step.skipped.clone().unwrap_or_else(|| {
-                    "Step execution skipped: an earlier step exited 168 or 169".to_string()
-                });
-                let now = now_ms();
-                plugins.push(pb::PluginReport {
-                    name: step.name.clone(),
-                    state: pb::InvocationState::Success as i32,
-                    response_code: 0,
-                    stdout: why.into_bytes(),
-                    started_at_ms: now,
-                    ended_at_ms: now,
-                    ..Default::default()
-                });
-                continue;
+            let cancelled = self.spool.is_cancelled(command_id);
+            let set_up = dir.join(exec::SPEC_FILE).exists();
+            match invocation.next_step(cancelled, set_up, step.skipped.as_deref()) {
+                Next::Run => {}
+                Next::Cancelled => {
+                    let now = now_ms();
+                    plugins.push(pb::PluginReport {
+                        name: step.name.clone(),
+                        state: pb::InvocationState::Cancelled as i32,
+                        response_code: -1,
+                        stderr: b"the command was cancelled before this step started".to_vec(),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                Next::Skip(why) => {
+                    let now = now_ms();
+                    plugins.push(pb::PluginReport {
+                        name: step.name.clone(),
+                        state: pb::InvocationState::Success as i32,
+                        response_code: 0,
+                        stdout: why.into_bytes(),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                        ..Default::default()
+                    });
+                    continue;
+                }
             }
             let result = match self.run_step(&cmd, i, step, &dir).await {
                 Ok(r) => r,
@@ -464,27 +461,11 @@ impl Agent {
                     error: Some(e),
                 },
             };
-            last_code = result.exit_code;
-            let state = if result.cancelled {
-                pb::InvocationState::Cancelled
-            } else if result.timed_out {
-                pb::InvocationState::TimedOut
-            } else {
-                match result.exit_code {
-                    0 | EXIT_SUCCESS_AND_SKIP => pb::InvocationState::Success,
-                    EXIT_SUCCESS_AND_REBOOT => {
-                        reboot = true;
-                        pb::InvocationState::Success
-                    }
-                    _ => pb::InvocationState::Failed,
-                }
-            };
-            if matches!(
-                result.exit_code,
-                EXIT_SUCCESS_AND_SKIP | EXIT_FAILURE_AND_SKIP
-            ) {
-                skip_rest = true;
-            }
+            let state = invocation.ran(outcome::Ended {
+                exit_code: result.exit_code,
+                timed_out: result.timed_out,
+                cancelled: result.cancelled,
+            });
             let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
             let mut stderr = read(exec::STDERR_FILE);
             if let Some(err) = &result.error {
@@ -509,7 +490,7 @@ impl Agent {
             }
             plugins.push(pb::PluginReport {
                 name: step.name.clone(),
-                state: state as i32,
+                state: invocation_state(state) as i32,
                 response_code: result.exit_code,
                 stdout: read(exec::STDOUT_FILE),
                 stderr,
@@ -521,26 +502,19 @@ impl Agent {
                 ..Default::default()
             });
         }
-        let states: Vec<i32> = plugins.iter().map(|p| p.state).collect();
-        let overall = [
-            pb::InvocationState::Cancelled,
-            pb::InvocationState::TimedOut,
-            pb::InvocationState::Failed,
-        ]
-        .into_iter()
-        .find(|s| states.contains(&(*s as i32)))
-        .unwrap_or(pb::InvocationState::Success);
-        info!(command_id, status = ?overall, exit_code = last_code, "command finished");
+        let done = invocation.outcome();
+        let overall = invocation_state(done.status);
+        info!(command_id, status = ?overall, exit_code = done.response_code, "command finished");
         let report = pb::InvocationReport {
             command_id: command_id.to_string(),
             state: overall as i32,
-            response_code: last_code,
+            response_code: done.response_code,
             started_at_ms: plugins.first().map_or(started, |p| p.started_at_ms),
             ended_at_ms: plugins.last().map_or_else(now_ms, |p| p.ended_at_ms),
             detail: String::new(),
             plugins,
         };
-        (report, reboot)
+        (report, done.reboot)
     }
 
     /// Runs one step under a supervisor, or picks up one that is already
@@ -902,6 +876,16 @@ impl Agent {
             }
             Err(s) => warn!(error = %s.message(), "certificate renewal failed; will retry"),
         }
+    }
+}
+
+/// The wire form of a step's or an invocation's status.
+fn invocation_state(status: outcome::Status) -> pb::InvocationState {
+    match status {
+        outcome::Status::Success => pb::InvocationState::Success,
+        outcome::Status::Failed => pb::InvocationState::Failed,
+        outcome::Status::TimedOut => pb::InvocationState::TimedOut,
+        outcome::Status::Cancelled => pb::InvocationState::Cancelled,
     }
 }
 
