@@ -346,6 +346,18 @@ pub fn read_result(dir: &Path) -> Result<Option<StepResult>, ExecError> {
         })
 }
 
+/// The step's captured `stdout` or `stderr` (`name`) in `dir`: empty when the
+/// step never started and so has none, an error naming the file when it
+/// cannot be read.
+pub fn read_output(dir: &Path, name: &str) -> Result<Vec<u8>, ExecError> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ExecError::Read { path, source }),
+    }
+}
+
 /// Asks the supervisor of `dir` to kill the step, by creating the `cancel` file.
 pub fn request_cancel(dir: &Path) -> Result<(), ExecError> {
     let path = dir.join(CANCEL_FILE);

@@ -198,7 +198,12 @@ impl Agent {
     }
 
     fn save_status(&self, last_error: Option<String>) {
-        let mut s = self.state.load_status();
+        // status.json is rewritten whole at every poll: a damaged one is
+        // replaced, and said so.
+        let mut s = self.state.load_status().unwrap_or_else(|e| {
+            warn!(error = %e, "status.json unreadable; writing it afresh");
+            Default::default()
+        });
         if last_error.is_none() {
             s.last_poll_ms = Some(now_ms());
         }
@@ -239,7 +244,16 @@ impl Agent {
             info!(command_id = %id, "command was cancelled before it arrived; not running it");
             return;
         }
-        if let Some(nonce) = self.spool.nonce(&id) {
+        let seen = match self.spool.nonce(&id) {
+            Ok(seen) => seen,
+            Err(e) => {
+                // Whether it ran already cannot be told: not now. The
+                // coordinator delivers it again if it is not acknowledged.
+                error!(command_id = %id, error = %e, "cannot tell whether the command was received before; not running it now");
+                return;
+            }
+        };
+        if let Some(nonce) = seen {
             if nonce == cmd.nonce {
                 self.refuse(Some(id.clone()), Refusal::Replayed(id)).await;
             } else {
@@ -315,7 +329,11 @@ impl Agent {
         if let Err(e) = self.spool.mark_cancelled(&id) {
             error!(command_id = %id, error = %e, "cannot record the cancellation");
         }
-        for dir in self.spool.step_dirs(&id) {
+        let dirs = self.spool.step_dirs(&id).unwrap_or_else(|e| {
+            error!(command_id = %id, error = %e, "cannot find the running step to stop; later steps will not start");
+            Vec::new()
+        });
+        for dir in dirs {
             if matches!(exec::read_result(&dir), Ok(None))
                 && let Err(e) = exec::request_cancel(&dir)
             {
@@ -466,9 +484,18 @@ impl Agent {
                 timed_out: result.timed_out,
                 cancelled: result.cancelled,
             });
-            let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
+            // Output that cannot be read is reported as such, never as none.
+            let mut unread = Vec::new();
+            let mut read = |name: &str| {
+                exec::read_output(&dir, name).unwrap_or_else(|e| {
+                    error!(command_id, error = %e, "step output unreadable; reporting why");
+                    unread.push(e.to_string());
+                    Vec::new()
+                })
+            };
+            let stdout = read(exec::STDOUT_FILE);
             let mut stderr = read(exec::STDERR_FILE);
-            if let Some(err) = &result.error {
+            for err in result.error.iter().chain(&unread) {
                 if !stderr.is_empty() {
                     stderr.push(b'\n');
                 }
@@ -492,7 +519,7 @@ impl Agent {
                 name: step.name.clone(),
                 state: invocation_state(state) as i32,
                 response_code: result.exit_code,
-                stdout: read(exec::STDOUT_FILE),
+                stdout,
                 stderr,
                 stdout_truncated: result.stdout_truncated,
                 stderr_truncated: result.stderr_truncated,
@@ -616,7 +643,7 @@ impl Agent {
         dir: &std::path::Path,
     ) -> std::convert::Infallible {
         // Association runs are not commands: their outcome goes with the inventory upload.
-        if self.spool.nonce(command_id).is_none() {
+        if !self.spool.has(command_id) {
             return std::future::pending().await;
         }
         let mut sent = [0u64; 2];
@@ -669,14 +696,19 @@ impl Agent {
     async fn reporter(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
         loop {
-            let pending: Vec<String> = self
-                .spool
-                .unfinished()
-                .into_iter()
-                .filter(|(_, s)| *s == Stage::Finished)
-                .map(|(id, _)| id)
-                .collect();
             let mut wait = Duration::from_secs(30);
+            let pending: Vec<String> = match self.spool.unfinished() {
+                Ok(unfinished) => unfinished
+                    .into_iter()
+                    .filter(|(_, s)| *s == Stage::Finished)
+                    .map(|(id, _)| id)
+                    .collect(),
+                Err(e) => {
+                    wait = backoff.next().unwrap_or(self.cfg.max_backoff);
+                    error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list the spool; results wait in it");
+                    Vec::new()
+                }
+            };
             if !pending.is_empty() {
                 match self.send_reports(&pending).await {
                     Ok(()) => backoff = self::backoff(self.cfg.max_backoff),
@@ -686,9 +718,10 @@ impl Agent {
                     }
                 }
             }
-            let pruned = self.spool.prune(SPOOL_RETENTION);
-            if pruned > 0 {
-                debug!(pruned, "old reported commands removed from the spool");
+            match self.spool.prune(SPOOL_RETENTION) {
+                Ok(0) => {}
+                Ok(pruned) => debug!(pruned, "old reported commands removed from the spool"),
+                Err(e) => debug!(error = %e, "old reported commands not pruned"),
             }
             tokio::select! {
                 _ = self.report_bell.notified() => {}
@@ -783,7 +816,7 @@ impl Agent {
             let poll = pb::PollRequest {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
-                associations_digest: self.assoc.digest(),
+                associations_digest: self.assoc.digest(&self.signing_key, &self.reg.instance_id),
             };
             let polled = self
                 .call(|mut c| {
@@ -831,10 +864,18 @@ impl Agent {
 
     /// Renews the client certificate when less than half its life is left.
     async fn renew_if_due(&self) {
-        let Ok(pem) = self.state.cert_pem() else {
-            return;
+        let pem = match self.state.cert_pem() {
+            Ok(pem) => pem,
+            Err(e) => {
+                error!(error = %e, "cannot read the client certificate to see when it expires");
+                return;
+            }
         };
         let Some((not_before, not_after)) = cert_validity(&pem) else {
+            error!(
+                path = %self.state.path(crate::state::CERT_FILE).display(),
+                "the client certificate does not parse; cannot see when it expires"
+            );
             return;
         };
         let now = now_ms() / 1000;
@@ -1006,7 +1047,7 @@ pub async fn run(
     info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), version = env!("CARGO_PKG_VERSION"), "agent started");
 
     // Resume whatever a previous run left unfinished.
-    for (id, stage) in agent.spool.unfinished() {
+    for (id, stage) in agent.spool.unfinished()? {
         if stage == Stage::Running {
             info!(command_id = %id, "resuming a command from the spool");
             agent.start(id);
@@ -1037,10 +1078,8 @@ pub async fn run(
 }
 
 /// For `status`: the running and unreported commands in the spool.
-pub fn spool_summary(state: &StateDir) -> Vec<(String, Stage)> {
-    Spool::new(state.spool())
-        .map(|s| s.unfinished())
-        .unwrap_or_default()
+pub fn spool_summary(state: &StateDir) -> Result<Vec<(String, Stage)>, StateError> {
+    Spool::new(state.spool())?.unfinished()
 }
 
 #[cfg(test)]

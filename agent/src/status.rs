@@ -157,30 +157,38 @@ pub async fn status(state: &StateDir) -> i32 {
         );
     }
     let healthy = answering > 0;
-    let st = state.load_status();
-    match st.last_poll_ms {
-        Some(t) => println!("Last poll:     {}", ago(t)),
-        None => println!("Last poll:     never (is `tether-agent run` running?)"),
-    }
-    if let Some(e) = st.last_error {
-        println!("Last error:    {e}");
-    }
-    let spool = run::spool_summary(state);
-    let running: Vec<&str> = spool
-        .iter()
-        .filter(|(_, s)| *s == Stage::Running)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    let unreported = spool.iter().filter(|(_, s)| *s == Stage::Finished).count();
-    println!(
-        "Running:       {}{}",
-        running.len(),
-        if running.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", running.join(", "))
+    match state.load_status() {
+        Ok(st) => {
+            match st.last_poll_ms {
+                Some(t) => println!("Last poll:     {}", ago(t)),
+                None => println!("Last poll:     never (is `tether-agent run` running?)"),
+            }
+            if let Some(e) = st.last_error {
+                println!("Last error:    {e}");
+            }
         }
-    );
-    println!("Unreported:    {unreported}");
+        Err(e) => println!("Last poll:     UNKNOWN: {e}"),
+    }
+    match run::spool_summary(state) {
+        Ok(spool) => {
+            let running: Vec<&str> = spool
+                .iter()
+                .filter(|(_, s)| *s == Stage::Running)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let unreported = spool.iter().filter(|(_, s)| *s == Stage::Finished).count();
+            println!(
+                "Running:       {}{}",
+                running.len(),
+                if running.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", running.join(", "))
+                }
+            );
+            println!("Unreported:    {unreported}");
+        }
+        Err(e) => println!("Spool:         UNREADABLE: {e}"),
+    }
     if healthy { 0 } else { 1 }
 }
