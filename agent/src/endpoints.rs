@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::tls;
-
 /// Separates the endpoints of `--endpoint` and of the stored `Endpoint`.
 pub const SEPARATOR: char = ',';
 
@@ -46,8 +44,7 @@ pub fn parse(list: &str) -> Result<Vec<String>, EndpointsError> {
                 position: i + 1,
             });
         }
-        let (host, _) =
-            tls::split_endpoint(entry).map_err(|_| EndpointsError::Bad(entry.to_string()))?;
+        let (host, _) = split_endpoint(entry)?;
         if rustls_pki_types::ServerName::try_from(host.as_str()).is_err() {
             return Err(EndpointsError::Bad(entry.to_string()));
         }
@@ -57,6 +54,22 @@ pub fn parse(list: &str) -> Result<Vec<String>, EndpointsError> {
         out.push(entry.to_string());
     }
     Ok(out)
+}
+
+/// Host and port of one `https://HOST:PORT` endpoint (port 443 when none is
+/// given; an IPv6 host without its brackets).
+pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), EndpointsError> {
+    let bad = || EndpointsError::Bad(endpoint.to_string());
+    let uri: http::Uri = endpoint.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad());
+    }
+    let host = uri.host().ok_or_else(bad)?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
 }
 
 /// The stored form of a parsed list.
@@ -297,6 +310,29 @@ mod tests {
                 .to_string()
                 .contains("\"http://b:1\" is not an https://HOST:PORT URL")
         );
+    }
+
+    #[test]
+    fn single_endpoints_split_into_host_and_port() {
+        let ok: &[(&str, (&str, u16))] = &[
+            ("https://127.0.0.1:8443", ("127.0.0.1", 8443)),
+            ("https://[::1]:9", ("::1", 9)),
+            ("https://coord.example", ("coord.example", 443)),
+        ];
+        for (endpoint, (host, port)) in ok {
+            assert_eq!(
+                split_endpoint(endpoint).unwrap(),
+                (host.to_string(), *port),
+                "{endpoint}"
+            );
+        }
+        for bad in ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"] {
+            assert_eq!(
+                split_endpoint(bad).unwrap_err(),
+                EndpointsError::Bad(bad.into()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

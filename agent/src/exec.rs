@@ -14,18 +14,20 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::pending;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tether_util::now_ms;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -344,6 +346,18 @@ pub fn read_result(dir: &Path) -> Result<Option<StepResult>, ExecError> {
         })
 }
 
+/// The step's captured `stdout` or `stderr` (`name`) in `dir`: empty when the
+/// step never started and so has none, an error naming the file when it
+/// cannot be read.
+pub fn read_output(dir: &Path, name: &str) -> Result<Vec<u8>, ExecError> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ExecError::Read { path, source }),
+    }
+}
+
 /// Asks the supervisor of `dir` to kill the step, by creating the `cancel` file.
 pub fn request_cancel(dir: &Path) -> Result<(), ExecError> {
     let path = dir.join(CANCEL_FILE);
@@ -473,13 +487,11 @@ struct StreamState {
 
 impl StreamState {
     fn note_error(&self, error: String) {
-        if let Ok(mut slot) = self.error.lock() {
-            slot.get_or_insert(error);
-        }
+        self.error.lock().get_or_insert(error);
     }
 
     fn error(&self) -> Option<String> {
-        self.error.lock().ok().and_then(|slot| slot.clone())
+        self.error.lock().clone()
     }
 }
 
@@ -761,13 +773,6 @@ fn io_desc(e: &io::Error) -> String {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn remove_if_exists(path: &Path) -> Result<(), ExecError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -789,34 +794,13 @@ fn write_json<T: Serialize>(path: &Path, what: &'static str, value: &T) -> Resul
     write_atomic(path, &bytes)
 }
 
-/// Writes `path` so that readers see either the old file or the whole new
-/// one, and the new one survives a crash: a temporary file beside it,
-/// fsynced, renamed over it, then the directory fsynced.
+/// Writes `path` atomically (owner-only): readers see either the old file
+/// or the whole new one, and the new one survives a crash.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let wrap = |source| ExecError::Write {
+    tether_util::fs::write_private(path, bytes).map_err(|source| ExecError::Write {
         path: path.to_owned(),
         source,
-    };
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(wrap(source));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(wrap)
+    })
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl Item {
         Item {
             type_name: type_name.to_string(),
             schema_version: schema_version.to_string(),
-            capture_time: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            capture_time: tether_util::time::iso_secs(chrono::Utc::now().timestamp()),
             content_hash: content_hash(&content),
             content,
         }

@@ -4,6 +4,7 @@
 //! - [`run`]: the daemon — long-poll, verify, spool, execute, report.
 //! - [`envelope`]: verification of signed command envelopes (pure).
 //! - [`exec`]: the detached step supervisor and the step directory format.
+//! - [`outcome`]: what step exit codes mean and how steps add up to an invocation's status (pure).
 //! - [`spool`]: per-command durable state.
 //! - [`state`]: the registration on disk.
 //! - [`endpoints`]: the coordinator replicas' list, start index and rotation (pure).
@@ -20,6 +21,7 @@ pub mod exec;
 pub mod inventory;
 pub mod logging;
 pub mod net;
+pub mod outcome;
 pub mod register;
 pub mod run;
 pub mod spool;
@@ -27,10 +29,3 @@ pub mod state;
 pub mod status;
 pub mod sysinfo;
 pub mod tls;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

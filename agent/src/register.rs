@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use tether_proto as pb;
+use tether_util::now_ms;
 
 use crate::state::{Registration, StateDir, StateError};
 use crate::tls::{self, PinnedCaVerifier, TlsError};
-use crate::{endpoints, now_ms, sysinfo};
+use crate::{endpoints, sysinfo};
 
 /// Largest clock difference accepted at registration.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -69,12 +70,7 @@ fn transport_error(
     verifier: &PinnedCaVerifier,
     e: &dyn std::error::Error,
 ) -> RegisterError {
-    if let Some(m) = verifier
-        .problem
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
+    if let Some(m) = verifier.problem.lock().clone() {
         return RegisterError::Untrusted(m);
     }
     RegisterError::Tls(TlsError::Unreachable {
@@ -182,7 +178,7 @@ async fn register_at(
     args: &RegisterArgs,
     csr: &str,
 ) -> Result<pb::RegisterResponse, RegisterError> {
-    let (host, port) = tls::split_endpoint(endpoint)?;
+    let (host, port) = endpoints::split_endpoint(endpoint).map_err(TlsError::from)?;
     let verifier = Arc::new(PinnedCaVerifier::new(pin));
     let channel = tls::channel(endpoint, tls::pinned_config(verifier.clone())?)?;
     let mut client = pb::registration_client::RegistrationClient::new(channel);

@@ -10,22 +10,25 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use parking_lot::Mutex;
 use tether_documents::{Document, PlatformType, Step, StepAction};
 use tether_proto as pb;
+use tether_util::now_ms;
 use tokio::sync::{Notify, Semaphore};
 use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
 
 use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
+use crate::outcome::{self, Next};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
-use crate::{endpoints, inventory, now_ms, register, sysinfo, tls};
+use crate::{endpoints, inventory, register, sysinfo, tls};
 
 mod associations;
 mod upstream;
@@ -105,10 +108,6 @@ pub const DEFAULT_RETURN_HOME_AFTER: Duration = Duration::from_secs(600);
 /// Default upper bound of the random delay before an inventory upload.
 pub const DEFAULT_UPLOAD_JITTER: Duration = Duration::from_secs(30);
 
-/// Exit codes with a meaning beyond success and failure (as amazon-ssm-agent).
-const EXIT_SUCCESS_AND_SKIP: i32 = 168;
-const EXIT_FAILURE_AND_SKIP: i32 = 169;
-const EXIT_SUCCESS_AND_REBOOT: i32 = 194;
 /// Largest report batch sent in one call: half the message limit, so one
 /// report with every stream at its cap still goes through after [`fit_report`].
 const REPORT_BUDGET_BYTES: usize = pb::MAX_MESSAGE_BYTES / 2;
@@ -199,7 +198,12 @@ impl Agent {
     }
 
     fn save_status(&self, last_error: Option<String>) {
-        let mut s = self.state.load_status();
+        // status.json is rewritten whole at every poll: a damaged one is
+        // replaced, and said so.
+        let mut s = self.state.load_status().unwrap_or_else(|e| {
+            warn!(error = %e, "status.json unreadable; writing it afresh");
+            Default::default()
+        });
         if last_error.is_none() {
             s.last_poll_ms = Some(now_ms());
         }
@@ -236,16 +240,20 @@ impl Agent {
             }
         };
         let id = cmd.command_id.clone();
-        if self
-            .cancelled_unseen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-        {
+        if self.cancelled_unseen.lock().contains(&id) {
             info!(command_id = %id, "command was cancelled before it arrived; not running it");
             return;
         }
-        if let Some(nonce) = self.spool.nonce(&id) {
+        let seen = match self.spool.nonce(&id) {
+            Ok(seen) => seen,
+            Err(e) => {
+                // Whether it ran already cannot be told: not now. The
+                // coordinator delivers it again if it is not acknowledged.
+                error!(command_id = %id, error = %e, "cannot tell whether the command was received before; not running it now");
+                return;
+            }
+        };
+        if let Some(nonce) = seen {
             if nonce == cmd.nonce {
                 self.refuse(Some(id.clone()), Refusal::Replayed(id)).await;
             } else {
@@ -299,10 +307,7 @@ impl Agent {
         let id = cancel.command_id;
         if !self.spool.has(&id) {
             info!(command_id = %id, "cancelled before it reached this agent");
-            self.cancelled_unseen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
+            self.cancelled_unseen.lock().insert(id.clone());
             let report = pb::InvocationReport {
                 command_id: id.clone(),
                 state: pb::InvocationState::Cancelled as i32,
@@ -324,7 +329,11 @@ impl Agent {
         if let Err(e) = self.spool.mark_cancelled(&id) {
             error!(command_id = %id, error = %e, "cannot record the cancellation");
         }
-        for dir in self.spool.step_dirs(&id) {
+        let dirs = self.spool.step_dirs(&id).unwrap_or_else(|e| {
+            error!(command_id = %id, error = %e, "cannot find the running step to stop; later steps will not start");
+            Vec::new()
+        });
+        for dir in dirs {
             if matches!(exec::read_result(&dir), Ok(None))
                 && let Err(e) = exec::request_cancel(&dir)
             {
@@ -370,7 +379,7 @@ impl Agent {
 
     fn start(self: &Arc<Self>, command_id: String) {
         {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = self.running.lock();
             if !running.insert(command_id.clone()) {
                 return;
             }
@@ -384,10 +393,7 @@ impl Agent {
                 error!(command_id = %command_id, error = %e, "cannot save the report");
             }
             drop(permit);
-            me.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&command_id);
+            me.running.lock().remove(&command_id);
             me.report_bell.notify_one();
         });
     }
@@ -425,40 +431,40 @@ impl Agent {
             Err(e) => return (failed(e), false),
         };
         let mut plugins = Vec::new();
-        let mut skip_rest = false;
-        let mut reboot = false;
-        let mut last_code = 0;
+        let mut invocation = outcome::Invocation::default();
         let started = now_ms();
         for (i, step) in steps.iter().enumerate() {
             let dir = self.spool.step_dir(command_id, i);
-            if self.spool.is_cancelled(command_id) && !dir.join(exec::SPEC_FILE).exists() {
-                let now = now_ms();
-                plugins.push(pb::PluginReport {
-                    name: step.name.clone(),
-                    state: pb::InvocationState::Cancelled as i32,
-                    response_code: -1,
-                    stderr: b"the command was cancelled before this step started".to_vec(),
-                    started_at_ms: now,
-                    ended_at_ms: now,
-                    ..Default::default()
-                });
-                continue;
-            }
-            if skip_rest || step.skipped.is_some() {
-                let why = step.skipped.clone().unwrap_or_else(|| {
-                    "Step execution skipped: an earlier step exited 168 or 169".to_string()
-                });
-                let now = now_ms();
-                plugins.push(pb::PluginReport {
-                    name: step.name.clone(),
-                    state: pb::InvocationState::Success as i32,
-                    response_code: 0,
-                    stdout: why.into_bytes(),
-                    started_at_ms: now,
-                    ended_at_ms: now,
-                    ..Default::default()
-                });
-                continue;
+            let cancelled = self.spool.is_cancelled(command_id);
+            let set_up = dir.join(exec::SPEC_FILE).exists();
+            match invocation.next_step(cancelled, set_up, step.skipped.as_deref()) {
+                Next::Run => {}
+                Next::Cancelled => {
+                    let now = now_ms();
+                    plugins.push(pb::PluginReport {
+                        name: step.name.clone(),
+                        state: pb::InvocationState::Cancelled as i32,
+                        response_code: -1,
+                        stderr: b"the command was cancelled before this step started".to_vec(),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                Next::Skip(why) => {
+                    let now = now_ms();
+                    plugins.push(pb::PluginReport {
+                        name: step.name.clone(),
+                        state: pb::InvocationState::Success as i32,
+                        response_code: 0,
+                        stdout: why.into_bytes(),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                        ..Default::default()
+                    });
+                    continue;
+                }
             }
             let result = match self.run_step(&cmd, i, step, &dir).await {
                 Ok(r) => r,
@@ -473,30 +479,23 @@ impl Agent {
                     error: Some(e),
                 },
             };
-            last_code = result.exit_code;
-            let state = if result.cancelled {
-                pb::InvocationState::Cancelled
-            } else if result.timed_out {
-                pb::InvocationState::TimedOut
-            } else {
-                match result.exit_code {
-                    0 | EXIT_SUCCESS_AND_SKIP => pb::InvocationState::Success,
-                    EXIT_SUCCESS_AND_REBOOT => {
-                        reboot = true;
-                        pb::InvocationState::Success
-                    }
-                    _ => pb::InvocationState::Failed,
-                }
+            let state = invocation.ran(outcome::Ended {
+                exit_code: result.exit_code,
+                timed_out: result.timed_out,
+                cancelled: result.cancelled,
+            });
+            // Output that cannot be read is reported as such, never as none.
+            let mut unread = Vec::new();
+            let mut read = |name: &str| {
+                exec::read_output(&dir, name).unwrap_or_else(|e| {
+                    error!(command_id, error = %e, "step output unreadable; reporting why");
+                    unread.push(e.to_string());
+                    Vec::new()
+                })
             };
-            if matches!(
-                result.exit_code,
-                EXIT_SUCCESS_AND_SKIP | EXIT_FAILURE_AND_SKIP
-            ) {
-                skip_rest = true;
-            }
-            let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
+            let stdout = read(exec::STDOUT_FILE);
             let mut stderr = read(exec::STDERR_FILE);
-            if let Some(err) = &result.error {
+            for err in result.error.iter().chain(&unread) {
                 if !stderr.is_empty() {
                     stderr.push(b'\n');
                 }
@@ -518,9 +517,9 @@ impl Agent {
             }
             plugins.push(pb::PluginReport {
                 name: step.name.clone(),
-                state: state as i32,
+                state: invocation_state(state) as i32,
                 response_code: result.exit_code,
-                stdout: read(exec::STDOUT_FILE),
+                stdout,
                 stderr,
                 stdout_truncated: result.stdout_truncated,
                 stderr_truncated: result.stderr_truncated,
@@ -530,26 +529,19 @@ impl Agent {
                 ..Default::default()
             });
         }
-        let states: Vec<i32> = plugins.iter().map(|p| p.state).collect();
-        let overall = [
-            pb::InvocationState::Cancelled,
-            pb::InvocationState::TimedOut,
-            pb::InvocationState::Failed,
-        ]
-        .into_iter()
-        .find(|s| states.contains(&(*s as i32)))
-        .unwrap_or(pb::InvocationState::Success);
-        info!(command_id, status = ?overall, exit_code = last_code, "command finished");
+        let done = invocation.outcome();
+        let overall = invocation_state(done.status);
+        info!(command_id, status = ?overall, exit_code = done.response_code, "command finished");
         let report = pb::InvocationReport {
             command_id: command_id.to_string(),
             state: overall as i32,
-            response_code: last_code,
+            response_code: done.response_code,
             started_at_ms: plugins.first().map_or(started, |p| p.started_at_ms),
             ended_at_ms: plugins.last().map_or_else(now_ms, |p| p.ended_at_ms),
             detail: String::new(),
             plugins,
         };
-        (report, reboot)
+        (report, done.reboot)
     }
 
     /// Runs one step under a supervisor, or picks up one that is already
@@ -651,7 +643,7 @@ impl Agent {
         dir: &std::path::Path,
     ) -> std::convert::Infallible {
         // Association runs are not commands: their outcome goes with the inventory upload.
-        if self.spool.nonce(command_id).is_none() {
+        if !self.spool.has(command_id) {
             return std::future::pending().await;
         }
         let mut sent = [0u64; 2];
@@ -704,14 +696,19 @@ impl Agent {
     async fn reporter(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
         loop {
-            let pending: Vec<String> = self
-                .spool
-                .unfinished()
-                .into_iter()
-                .filter(|(_, s)| *s == Stage::Finished)
-                .map(|(id, _)| id)
-                .collect();
             let mut wait = Duration::from_secs(30);
+            let pending: Vec<String> = match self.spool.unfinished() {
+                Ok(unfinished) => unfinished
+                    .into_iter()
+                    .filter(|(_, s)| *s == Stage::Finished)
+                    .map(|(id, _)| id)
+                    .collect(),
+                Err(e) => {
+                    wait = backoff.next().unwrap_or(self.cfg.max_backoff);
+                    error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list the spool; results wait in it");
+                    Vec::new()
+                }
+            };
             if !pending.is_empty() {
                 match self.send_reports(&pending).await {
                     Ok(()) => backoff = self::backoff(self.cfg.max_backoff),
@@ -721,9 +718,10 @@ impl Agent {
                     }
                 }
             }
-            let pruned = self.spool.prune(SPOOL_RETENTION);
-            if pruned > 0 {
-                debug!(pruned, "old reported commands removed from the spool");
+            match self.spool.prune(SPOOL_RETENTION) {
+                Ok(0) => {}
+                Ok(pruned) => debug!(pruned, "old reported commands removed from the spool"),
+                Err(e) => debug!(error = %e, "old reported commands not pruned"),
             }
             tokio::select! {
                 _ = self.report_bell.notified() => {}
@@ -818,7 +816,7 @@ impl Agent {
             let poll = pb::PollRequest {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
-                associations_digest: self.assoc.digest(),
+                associations_digest: self.assoc.digest(&self.signing_key, &self.reg.instance_id),
             };
             let polled = self
                 .call(|mut c| {
@@ -866,10 +864,18 @@ impl Agent {
 
     /// Renews the client certificate when less than half its life is left.
     async fn renew_if_due(&self) {
-        let Ok(pem) = self.state.cert_pem() else {
-            return;
+        let pem = match self.state.cert_pem() {
+            Ok(pem) => pem,
+            Err(e) => {
+                error!(error = %e, "cannot read the client certificate to see when it expires");
+                return;
+            }
         };
         let Some((not_before, not_after)) = cert_validity(&pem) else {
+            error!(
+                path = %self.state.path(crate::state::CERT_FILE).display(),
+                "the client certificate does not parse; cannot see when it expires"
+            );
             return;
         };
         let now = now_ms() / 1000;
@@ -911,6 +917,16 @@ impl Agent {
             }
             Err(s) => warn!(error = %s.message(), "certificate renewal failed; will retry"),
         }
+    }
+}
+
+/// The wire form of a step's or an invocation's status.
+fn invocation_state(status: outcome::Status) -> pb::InvocationState {
+    match status {
+        outcome::Status::Success => pb::InvocationState::Success,
+        outcome::Status::Failed => pb::InvocationState::Failed,
+        outcome::Status::TimedOut => pb::InvocationState::TimedOut,
+        outcome::Status::Cancelled => pb::InvocationState::Cancelled,
     }
 }
 
@@ -1031,7 +1047,7 @@ pub async fn run(
     info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), version = env!("CARGO_PKG_VERSION"), "agent started");
 
     // Resume whatever a previous run left unfinished.
-    for (id, stage) in agent.spool.unfinished() {
+    for (id, stage) in agent.spool.unfinished()? {
         if stage == Stage::Running {
             info!(command_id = %id, "resuming a command from the spool");
             agent.start(id);
@@ -1062,10 +1078,8 @@ pub async fn run(
 }
 
 /// For `status`: the running and unreported commands in the spool.
-pub fn spool_summary(state: &StateDir) -> Vec<(String, Stage)> {
-    Spool::new(state.spool())
-        .map(|s| s.unfinished())
-        .unwrap_or_default()
+pub fn spool_summary(state: &StateDir) -> Result<Vec<(String, Stage)>, StateError> {
+    Spool::new(state.spool())?.unfinished()
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! before anything runs), one step directory per document step (owned by
 //! [`crate::exec`]), the final report once every step is over, and a
 //! `reported` marker once the coordinator has stored it.
+//!
+//! A file or directory that is absent is a stage not reached yet; one that
+//! cannot be read is an error naming it, never taken for absent.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// `Ok(None)` when `path` does not exist, the error naming it when it cannot
+/// be read.
+fn absent_or<T>(path: &Path, read: std::io::Result<T>) -> Result<Option<T>, StateError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
     }
 }
 
@@ -77,15 +90,19 @@ impl Spool {
     }
 
     /// The step directories of a command that exist so far.
-    pub fn step_dirs(&self, command_id: &str) -> Vec<PathBuf> {
-        fs::read_dir(self.dir(command_id).join(STEPS_DIR))
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default()
+    pub fn step_dirs(&self, command_id: &str) -> Result<Vec<PathBuf>, StateError> {
+        let steps = self.dir(command_id).join(STEPS_DIR);
+        let Some(rd) = absent_or(&steps, fs::read_dir(&steps))? else {
+            return Ok(Vec::new());
+        };
+        rd.map(|e| e.map(|e| e.path()).map_err(io(&steps)))
+            .collect()
     }
 
     /// The nonce of the envelope a command arrived in, if it is spooled.
-    pub fn nonce(&self, command_id: &str) -> Option<String> {
-        fs::read_to_string(self.dir(command_id).join(NONCE_FILE)).ok()
+    pub fn nonce(&self, command_id: &str) -> Result<Option<String>, StateError> {
+        let path = self.dir(command_id).join(NONCE_FILE);
+        absent_or(&path, fs::read_to_string(&path))
     }
 
     /// Records a verified envelope before anything runs.
@@ -147,7 +164,8 @@ impl Spool {
     pub fn mark_reported(&self, command_id: &str) -> Result<bool, StateError> {
         let dir = self.dir(command_id);
         write_private(&dir.join(REPORTED_FILE), b"")?;
-        Ok(fs::remove_file(dir.join(REBOOT_FILE)).is_ok())
+        let reboot = dir.join(REBOOT_FILE);
+        Ok(absent_or(&reboot, fs::remove_file(&reboot))?.is_some())
     }
 
     /// Queues a stored report to be sent again (the coordinator asked for the command anew).
@@ -161,36 +179,38 @@ impl Spool {
     }
 
     /// Every spooled command ID (directories named like command IDs only).
-    pub fn command_ids(&self) -> Vec<String> {
-        let Ok(rd) = fs::read_dir(&self.root) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| crate::envelope::is_command_id(n))
-            .collect();
+    pub fn command_ids(&self) -> Result<Vec<String>, StateError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let name = entry.map_err(io(&self.root))?.file_name();
+            if let Some(name) = name.to_str()
+                && crate::envelope::is_command_id(name)
+            {
+                ids.push(name.to_string());
+            }
+        }
         ids.sort();
-        ids
+        Ok(ids)
     }
 
     /// Commands not yet reported, in a stable order.
-    pub fn unfinished(&self) -> Vec<(String, Stage)> {
-        self.command_ids()
+    pub fn unfinished(&self) -> Result<Vec<(String, Stage)>, StateError> {
+        Ok(self
+            .command_ids()?
             .into_iter()
             .map(|id| {
                 let s = self.stage(&id);
                 (id, s)
             })
             .filter(|(_, s)| *s != Stage::Reported)
-            .collect()
+            .collect())
     }
 
     /// Removes reported commands older than `keep`, so the spool (and the
     /// inode count) stays bounded.
-    pub fn prune(&self, keep: Duration) -> usize {
+    pub fn prune(&self, keep: Duration) -> Result<usize, StateError> {
         let mut removed = 0;
-        for id in self.command_ids() {
+        for id in self.command_ids()? {
             let marker = self.dir(&id).join(REPORTED_FILE);
             let old = fs::metadata(&marker)
                 .and_then(|m| m.modified())
@@ -201,7 +221,7 @@ impl Spool {
                 removed += 1;
             }
         }
-        removed
+        Ok(removed)
     }
 }
 
@@ -224,10 +244,15 @@ mod tests {
             payload: cmd.encode_to_vec(),
             signature: vec![1],
         };
+        assert_eq!(spool.nonce(CMD).unwrap(), None);
+        assert!(spool.step_dirs(CMD).unwrap().is_empty());
         spool.accept(&cmd, &env).unwrap();
-        assert_eq!(spool.nonce(CMD).as_deref(), Some("abc"));
+        assert_eq!(spool.nonce(CMD).unwrap().as_deref(), Some("abc"));
         assert_eq!(spool.command(CMD).unwrap(), cmd);
-        assert_eq!(spool.unfinished(), vec![(CMD.to_string(), Stage::Running)]);
+        assert_eq!(
+            spool.unfinished().unwrap(),
+            vec![(CMD.to_string(), Stage::Running)]
+        );
         let report = pb::InvocationReport {
             command_id: CMD.into(),
             response_code: 3,
@@ -237,9 +262,32 @@ mod tests {
         assert_eq!(spool.stage(CMD), Stage::Finished);
         assert_eq!(spool.report(CMD).unwrap(), report);
         assert!(spool.mark_reported(CMD).unwrap());
-        assert!(spool.unfinished().is_empty());
-        assert_eq!(spool.prune(Duration::from_secs(3600)), 0);
-        assert_eq!(spool.prune(Duration::ZERO), 1);
-        assert!(spool.command_ids().is_empty());
+        assert!(
+            !spool.mark_reported(CMD).unwrap(),
+            "the reboot is asked once"
+        );
+        assert!(spool.unfinished().unwrap().is_empty());
+        assert_eq!(spool.prune(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(spool.prune(Duration::ZERO).unwrap(), 1);
+        assert!(spool.command_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_an_error_naming_it_not_an_absence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::new(tmp.path().join("spool")).unwrap();
+        // A nonce that is a directory cannot be read: the command is not
+        // taken for unseen (it would run again).
+        std::fs::create_dir_all(spool.dir(CMD).join(NONCE_FILE)).unwrap();
+        let e = spool.nonce(CMD).unwrap_err().to_string();
+        assert!(e.contains(NONCE_FILE), "{e}");
+        // Steps that are a file, not a directory.
+        std::fs::write(spool.dir(CMD).join(STEPS_DIR), b"").unwrap();
+        let e = spool.step_dirs(CMD).unwrap_err().to_string();
+        assert!(e.contains(STEPS_DIR), "{e}");
+        // A spool that is gone is not an empty one.
+        std::fs::remove_dir_all(tmp.path().join("spool")).unwrap();
+        let e = spool.unfinished().unwrap_err().to_string();
+        assert!(e.contains("spool"), "{e}");
     }
 }

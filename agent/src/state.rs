@@ -5,8 +5,7 @@
 //! `run` and `status`. Nothing here talks to the network.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -77,19 +76,10 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))
 }
 
-/// Writes a file atomically with mode 0600.
+/// Writes a file atomically with mode 0600 ([`tether_util::fs::write_private`]),
+/// an error naming it.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    tether_util::fs::write_private(path, data).map_err(io(path))
 }
 
 pub fn read_text(path: &Path) -> Result<String, StateError> {
@@ -161,16 +151,28 @@ impl StateDir {
         read_text(&self.path(CA_FILE))
     }
 
-    pub fn load_status(&self) -> RunStatus {
-        read_text(&self.path(STATUS_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+    /// What the daemon last saw: nothing before it first wrote it; an
+    /// error naming `status.json` when it cannot be read or does not parse.
+    pub fn load_status(&self) -> Result<RunStatus, StateError> {
+        let path = self.path(STATUS_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RunStatus::default()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
     }
 
     pub fn save_status(&self, s: &RunStatus) -> Result<(), StateError> {
-        let json = serde_json::to_vec_pretty(s).unwrap_or_default();
-        write_private(&self.path(STATUS_FILE), &json)
+        let path = self.path(STATUS_FILE);
+        let json = serde_json::to_vec_pretty(s).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        write_private(&path, &json)
     }
 }
 
@@ -198,6 +200,23 @@ mod tests {
         assert_eq!(mode(s.dir.clone()), 0o700);
         assert_eq!(mode(s.path(KEY_FILE)), 0o600);
         assert_eq!(mode(s.path(REGISTRATION_FILE)), 0o600);
+    }
+
+    #[test]
+    fn status_is_empty_before_the_daemon_writes_it_and_damage_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().to_path_buf());
+        assert_eq!(s.load_status().unwrap(), RunStatus::default());
+        let st = RunStatus {
+            last_poll_ms: Some(5),
+            pid: Some(7),
+            ..RunStatus::default()
+        };
+        s.save_status(&st).unwrap();
+        assert_eq!(s.load_status().unwrap(), st);
+        fs::write(s.path(STATUS_FILE), b"{\"LastPollMs\": \"soon\"}").unwrap();
+        let e = s.load_status().unwrap_err().to_string();
+        assert!(e.contains(STATUS_FILE) && e.contains("not valid"), "{e}");
     }
 
     #[test]

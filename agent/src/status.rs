@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use tether_proto as pb;
+use tether_util::now_ms;
 
 use crate::spool::Stage;
 use crate::state::StateDir;
-use crate::{net, now_ms, run, tls};
+use crate::{endpoints, net, run, tls};
 
 /// Clock difference beyond which `status` tells the operator to sync time.
 const SKEW_WARN_MS: i64 = 30_000;
@@ -27,7 +28,7 @@ fn ago(ms: i64) -> String {
 /// Checks the way to the coordinator one stage at a time, printing each that
 /// passes; the first that fails is returned (its message names the stage).
 async fn reach_stages(endpoint: &str, ca_pin: &str) -> Result<(), String> {
-    let (host, port) = tls::split_endpoint(endpoint).map_err(|e| e.to_string())?;
+    let (host, port) = endpoints::split_endpoint(endpoint).map_err(|e| e.to_string())?;
     match net::proxy_for(&host, port) {
         Some(p) => println!("Proxy:         {p} (https_proxy; no_proxy does not exclude {host})"),
         None => {
@@ -54,7 +55,6 @@ async fn reach_stages(endpoint: &str, ca_pin: &str) -> Result<(), String> {
             let why = verifier
                 .problem
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .unwrap_or_else(|| e.to_string());
             Err(format!("TLS: {why}"))
@@ -157,30 +157,38 @@ pub async fn status(state: &StateDir) -> i32 {
         );
     }
     let healthy = answering > 0;
-    let st = state.load_status();
-    match st.last_poll_ms {
-        Some(t) => println!("Last poll:     {}", ago(t)),
-        None => println!("Last poll:     never (is `tether-agent run` running?)"),
-    }
-    if let Some(e) = st.last_error {
-        println!("Last error:    {e}");
-    }
-    let spool = run::spool_summary(state);
-    let running: Vec<&str> = spool
-        .iter()
-        .filter(|(_, s)| *s == Stage::Running)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    let unreported = spool.iter().filter(|(_, s)| *s == Stage::Finished).count();
-    println!(
-        "Running:       {}{}",
-        running.len(),
-        if running.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", running.join(", "))
+    match state.load_status() {
+        Ok(st) => {
+            match st.last_poll_ms {
+                Some(t) => println!("Last poll:     {}", ago(t)),
+                None => println!("Last poll:     never (is `tether-agent run` running?)"),
+            }
+            if let Some(e) = st.last_error {
+                println!("Last error:    {e}");
+            }
         }
-    );
-    println!("Unreported:    {unreported}");
+        Err(e) => println!("Last poll:     UNKNOWN: {e}"),
+    }
+    match run::spool_summary(state) {
+        Ok(spool) => {
+            let running: Vec<&str> = spool
+                .iter()
+                .filter(|(_, s)| *s == Stage::Running)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let unreported = spool.iter().filter(|(_, s)| *s == Stage::Finished).count();
+            println!(
+                "Running:       {}{}",
+                running.len(),
+                if running.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", running.join(", "))
+                }
+            );
+            println!("Unreported:    {unreported}");
+        }
+        Err(e) => println!("Spool:         UNREADABLE: {e}"),
+    }
     if healthy { 0 } else { 1 }
 }

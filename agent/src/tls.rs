@@ -6,9 +6,10 @@
 //! registration the coordinator's CA must be in the handshake and hash to the
 //! pin given on the command line; afterwards only the stored CA is trusted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -17,11 +18,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::endpoints::{self, EndpointsError};
+
 /// Errors building TLS configuration or connecting.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("--endpoint {0:?} is not an https://HOST:PORT URL")]
-    BadEndpoint(String),
     #[error("--ca-pin {0:?} is not sha256: followed by 64 hex digits")]
     BadPin(String),
     #[error("{what}: {detail}")]
@@ -31,7 +32,7 @@ pub enum TlsError {
     #[error("cannot reach the coordinator at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error(transparent)]
-    Endpoints(#[from] crate::endpoints::EndpointsError),
+    Endpoints(#[from] EndpointsError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -98,7 +99,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 },
                 hex::encode(self.pin)
             );
-            *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            *self.problem.lock() = Some(msg.clone());
             return Err(rustls::Error::General(msg));
         };
         let mut roots = RootCertStore::empty();
@@ -121,7 +122,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 let now_text = chrono::DateTime::from_timestamp(now.as_secs() as i64, 0)
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default();
-                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                *self.problem.lock() = Some(format!(
                     "clock skew: by this node's clock ({now_text}) the coordinator's certificate is {what}; \
                      sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
                 ));
@@ -205,26 +206,11 @@ pub fn mtls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Client
     Ok(cfg)
 }
 
-/// Host and port of an `https://HOST:PORT` endpoint.
-pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), TlsError> {
-    let bad = || TlsError::BadEndpoint(endpoint.to_string());
-    let uri: http::Uri = endpoint.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("https") {
-        return Err(bad());
-    }
-    let host = uri.host().ok_or_else(bad)?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok((host, uri.port_u16().unwrap_or(443)))
-}
-
 /// A lazily connecting channel to `endpoint` over TLS with `config`.
 pub fn channel(endpoint: &str, config: ClientConfig) -> Result<Channel, TlsError> {
-    let (host, port) = split_endpoint(endpoint)?;
+    let (host, port) = endpoints::split_endpoint(endpoint)?;
     let server_name = ServerName::try_from(host.clone())
-        .map_err(|_| TlsError::BadEndpoint(endpoint.to_string()))?
+        .map_err(|_| EndpointsError::Bad(endpoint.to_string()))?
         .to_owned();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let addr = if host.contains(':') {
@@ -234,7 +220,7 @@ pub fn channel(endpoint: &str, config: ClientConfig) -> Result<Channel, TlsError
     };
     // The TLS is ours; the URI only names the authority for HTTP/2.
     let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|_| TlsError::BadEndpoint(endpoint.to_string()))?
+        .map_err(|_| EndpointsError::Bad(endpoint.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
@@ -286,21 +272,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pins_and_endpoints_parse_strictly() {
+    fn pins_parse_strictly() {
         let pin = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(parse_pin(&pin).unwrap(), [0xab; 32]);
         assert!(parse_pin("sha256:abcd").is_err());
         assert!(parse_pin(&"ab".repeat(32)).is_err());
-        assert_eq!(
-            split_endpoint("https://127.0.0.1:8443").unwrap(),
-            ("127.0.0.1".to_string(), 8443)
-        );
-        assert_eq!(
-            split_endpoint("https://[::1]:9").unwrap(),
-            ("::1".to_string(), 9)
-        );
-        assert!(split_endpoint("http://127.0.0.1:8443").is_err());
-        assert!(split_endpoint("127.0.0.1:8443").is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tether_agent::state::StateDir;
 use tether_cli as cli;
 use tether_cli::OperatorConfig;
 use tether_store::{self as store, Dialect, Store};
+use tether_util::now_ms;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -456,10 +457,6 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
 
 fn round(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
-}
-
-fn now_ms() -> i64 {
-    tether_agent::now_ms()
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {

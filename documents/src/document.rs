@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use crate::error::DocumentError;
-use crate::node::{self, DocumentFormat, Node, Obj};
+use crate::format::DocumentFormat;
+use crate::node::{self, Node, Obj};
 use crate::parameter::{self, ParameterDef};
 use crate::step::{self, PlatformType, Step, StepDef};
 

@@ -12,10 +12,14 @@
 //! - `node`: JSON/YAML loading into an order-preserving tree with field paths.
 //! - `builtin`: the embedded `AWS-RunShellScript` and `AWS-RunPowerShellScript`.
 //! - `error`: [`DocumentError`], whose messages name field, rule and value.
+//! - `format`: [`DocumentFormat`] (JSON or YAML) and its detection.
+//! - `message`: how values are quoted in messages; [`UnknownName`].
 
 mod builtin;
 mod document;
 mod error;
+mod format;
+mod message;
 mod node;
 mod parameter;
 mod step;
@@ -23,8 +27,9 @@ mod template;
 
 pub use builtin::{builtin, builtin_content, builtin_names};
 pub use document::{Document, SUPPORTED_SCHEMA_VERSIONS};
-pub use error::{DocumentError, UnknownName};
-pub use node::DocumentFormat;
+pub use error::DocumentError;
+pub use format::DocumentFormat;
+pub use message::UnknownName;
 pub use parameter::{ParameterDef, ParameterType};
 pub use step::{PlatformType, Step, StepAction};
 

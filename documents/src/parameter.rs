@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use regex::Regex;
 
-use crate::error::{DocumentError, UnknownName, quote};
+use crate::error::DocumentError;
+use crate::message::{UnknownName, quote};
 use crate::node::{Node, Obj, wrong_type};
 use crate::template::is_name_char;
 

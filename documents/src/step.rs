@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{DocumentError, UnknownName};
+use crate::error::DocumentError;
+use crate::message::UnknownName;
 use crate::node::{Node, Obj, wrong_type};
 use crate::parameter::{ParameterDef, check_timeout};
 use crate::template::Template;

@@ -10,10 +10,11 @@
 //!   ranges, steps (`0/30`, `*/5`, `10-40/10`), `L`, `LW`, `nW` (day-of-month),
 //!   `L`, `nL`, `n#k` (day-of-week, 1 = Sunday).
 //!
-//! Next-run times come from the `cron` crate when the expression fits it (no
-//! `L`, `W` or `#`: the parsed fields are re-emitted in its syntax, days of the
-//! week as names so its numbering never matters), and from our own day walk
-//! otherwise. This crate does no IO; [`ScheduleError`] names the field and why.
+//! Next-run times come from one day walk over the parsed fields, for every
+//! expression: whole years and months that cannot match are jumped over, so
+//! a search looks at no more than a year's months plus the days of the
+//! matching months, per year up to [`YEAR_MAX`]. This crate does no IO;
+//! [`ScheduleError`] names the field and why.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 
@@ -87,8 +88,6 @@ pub struct Cron {
     pub day_of_week: DayOfWeek,
     /// Years that fire (sorted); `None` = every year.
     pub years: Option<Vec<i32>>,
-    /// The same schedule in the `cron` crate's syntax, when it can say it.
-    crate_form: Option<String>,
 }
 
 /// A parsed schedule expression.
@@ -205,16 +204,14 @@ fn parse_cron(expr: &str, body: &str) -> Result<Cron, ScheduleError> {
             });
         }
     }
-    let mut c = Cron {
+    let c = Cron {
         minutes,
         hours: hours as u32,
         day_of_month,
         months: months as u16,
         day_of_week,
         years,
-        crate_form: None,
     };
-    c.crate_form = c.for_cron_crate();
     if c.next_after(Utc.with_ymd_and_hms(YEAR_MIN, 1, 1, 0, 0, 0).single())
         .is_none()
     {
@@ -226,75 +223,33 @@ fn parse_cron(expr: &str, body: &str) -> Result<Cron, ScheduleError> {
     Ok(c)
 }
 
-fn bits_list(bits: u64, lo: u32, hi: u32, name: impl Fn(u32) -> String) -> String {
-    (lo..=hi)
-        .filter(|b| bits & (1 << b) != 0)
-        .map(name)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
 impl Cron {
-    /// The `cron` crate's form (seconds first, year last), when no `L`, `W`
-    /// or `#` is used.
-    fn for_cron_crate(&self) -> Option<String> {
-        let dom = match &self.day_of_month {
-            DayOfMonth::Any => "*".to_string(),
-            DayOfMonth::Days(bits) => bits_list(u64::from(*bits), 1, 31, |d| d.to_string()),
-            _ => return None,
-        };
-        let dow = match &self.day_of_week {
-            DayOfWeek::Any => "*".to_string(),
-            DayOfWeek::Days(bits) => bits_list(u64::from(*bits), 1, 7, |d| {
-                DAY_NAMES[(d - 1) as usize].to_string()
-            }),
-            _ => return None,
-        };
-        let years = match &self.years {
-            None => "*".to_string(),
-            Some(ys) => ys.iter().map(i32::to_string).collect::<Vec<_>>().join(","),
-        };
-        Some(format!(
-            "0 {} {} {dom} {} {dow} {years}",
-            bits_list(self.minutes, 0, 59, |m| m.to_string()),
-            bits_list(u64::from(self.hours), 0, 23, |h| h.to_string()),
-            bits_list(u64::from(self.months), 1, 12, |m| m.to_string()),
-        ))
-    }
-
-    /// Whether the `cron` crate computes this expression's times.
-    pub fn uses_cron_crate(&self) -> bool {
-        self.crate_form.is_some()
-    }
-
     /// The first firing strictly after `after` (whole minutes).
     pub fn next_after(&self, after: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-        let after = after?;
-        if let Some(form) = &self.crate_form
-            && let Ok(s) = form.parse::<cron::Schedule>()
-        {
-            return s.after(&after).next();
-        }
-        self.walk_days(after)
+        self.walk(after?, &mut 0)
     }
 
-    /// Our own search: day by day from `after`, skipping whole years and
-    /// months that cannot match; at most [`YEAR_MAX`] - year days ahead.
-    pub(crate) fn walk_days(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The search: day by day from `after`, up to the end of [`YEAR_MAX`].
+    /// Each turn (counted in `turns`) jumps to the next year or month that
+    /// may fire, or looks at one day of a month that may fire; so a year
+    /// costs at most 1 + 32 turns per month of it that may fire.
+    pub(crate) fn walk(&self, after: DateTime<Utc>, turns: &mut u32) -> Option<DateTime<Utc>> {
         let start = after
             .with_second(0)?
             .with_nanosecond(0)?
             .checked_add_signed(Duration::minutes(1))?;
         let mut day = start.date_naive();
         while day.year() <= YEAR_MAX {
+            *turns += 1;
             if !self.year_matches(day.year()) {
-                day = NaiveDate::from_ymd_opt(day.year() + 1, 1, 1)?;
+                day = NaiveDate::from_ymd_opt(self.next_year(day.year())?, 1, 1)?;
                 continue;
             }
             if self.months & (1 << day.month()) == 0 {
-                day = first_of_next_month(day)?;
+                day = match (day.month() + 1..=12).find(|m| self.months & (1 << m) != 0) {
+                    Some(m) => NaiveDate::from_ymd_opt(day.year(), m, 1)?,
+                    None => NaiveDate::from_ymd_opt(day.year() + 1, 1, 1)?,
+                };
                 continue;
             }
             if self.day_matches(day) {
@@ -320,8 +275,18 @@ impl Cron {
         None
     }
 
+    /// The first year after `y` that may fire; `None` past the year field's last.
+    fn next_year(&self, y: i32) -> Option<i32> {
+        match &self.years {
+            None => Some(y + 1),
+            Some(ys) => ys.iter().copied().find(|&n| n > y),
+        }
+    }
+
     fn year_matches(&self, y: i32) -> bool {
-        self.years.as_ref().is_none_or(|ys| ys.contains(&y))
+        self.years
+            .as_ref()
+            .is_none_or(|ys| ys.binary_search(&y).is_ok())
     }
 
     fn day_matches(&self, d: NaiveDate) -> bool {

@@ -229,26 +229,91 @@ fn refusals_name_the_field_and_the_rule() {
     }
 }
 
+/// The walk's cost is bounded by construction: each turn jumps to a year or
+/// a month that may fire, or looks at one day of such a month. These are the
+/// expressions that make it look furthest; each is held to the turns its
+/// calendar needs (a year of February only: a jump in, its days, a jump
+/// out), not to a time.
 #[test]
-fn the_cron_crate_handles_plain_expressions_and_our_walk_the_rest() {
-    let plain = ["cron(0 0/30 * 1/1 * ? *)", "cron(15 10 ? * MON-FRI *)"];
-    let special = [
-        "cron(0 12 L * ? *)",
-        "cron(0 2 ? * SUN#2 *)",
-        "cron(0 9 15W * ? *)",
+fn the_walk_jumps_what_cannot_fire_and_its_turns_stay_bounded() {
+    let table: &[(&str, &str, &str, u32)] = &[
+        // Leap days: four years of February's days and two jumps.
+        (
+            "cron(0 0 29 2 ? *)",
+            "2024-03-01 00:00",
+            "2028-02-29 00:00 Tue",
+            5 * (2 + 29),
+        ),
+        // 2100 is not a leap year: eight years to the next leap day.
+        (
+            "cron(0 0 29 FEB ? 2096-2110)",
+            "2096-03-01 00:00",
+            "2104-02-29 00:00 Fri",
+            9 * (2 + 29),
+        ),
+        // A year far ahead is one jump, not a walk through the years between.
+        (
+            "cron(0 0 1 1 ? 2199)",
+            "1970-01-01 00:00",
+            "2199-01-01 00:00 Tue",
+            2,
+        ),
+        (
+            "cron(0 12 L DEC ? 2150,2199)",
+            "2151-01-01 00:00",
+            "2199-12-31 12:00 Tue",
+            2 + 31,
+        ),
+        // The fifth Sunday of February: only in a leap year starting on a Sunday.
+        (
+            "cron(0 0 ? FEB 1#5 *)",
+            "2004-03-01 00:00",
+            "2032-02-29 00:00 Sun",
+            29 * (2 + 29),
+        ),
+        // Past the year field's last year: nothing, at once.
+        ("cron(0 0 1 1 ? 2030)", "2030-06-01 00:00", "none", 2),
+        // Past the last year of all: nothing, walking only to the end of 2199.
+        (
+            "cron(0 0 29 2 ? *)",
+            "2196-03-01 00:00",
+            "none",
+            4 * (2 + 29),
+        ),
     ];
-    for e in plain {
-        let Ok(Schedule::Cron(c)) = parse(e) else {
-            panic!("{e}")
+    for &(expr, after, want, bound) in table {
+        assert_eq!(next(expr, after), want, "{expr} after {after}");
+        let Ok(Schedule::Cron(c)) = parse(expr) else {
+            panic!("{expr}")
         };
-        assert!(c.uses_cron_crate(), "{e}");
+        let mut turns = 0;
+        c.walk(t(after), &mut turns);
+        assert!(
+            turns <= bound,
+            "{expr} after {after}: {turns} turns, more than {bound}"
+        );
     }
-    for e in special {
-        let Ok(Schedule::Cron(c)) = parse(e) else {
-            panic!("{e}")
-        };
-        assert!(!c.uses_cron_crate(), "{e}");
-    }
+    // The longest search parsing makes: an expression that never fires is
+    // walked from the first year to the last, and refused, in turns bounded
+    // by the same rule (230 years of one month's days and two jumps).
+    let impossible = "cron(0 0 30 FEB ? *)";
+    assert!(parse(impossible).is_err());
+    let c = Cron {
+        minutes: 1,
+        hours: 1,
+        day_of_month: DayOfMonth::Days(1 << 30),
+        months: 1 << 2,
+        day_of_week: DayOfWeek::Any,
+        years: None,
+    };
+    let mut turns = 0;
+    let from = Utc.with_ymd_and_hms(YEAR_MIN, 1, 1, 0, 0, 0).single();
+    assert_eq!(c.walk(from.unwrap_or_default(), &mut turns), None);
+    let years = (YEAR_MAX - YEAR_MIN + 1) as u32;
+    assert!(
+        turns <= years * (2 + 29),
+        "{impossible}: {turns} turns for {years} years"
+    );
 }
 
 // ----- the independent reference -----
@@ -382,6 +447,21 @@ fn plain_field(lo: u32, hi: u32) -> impl Strategy<Value = String> {
     })
 }
 
+/// Day fields without `L`, `W` or `#`: the expressions the `cron` crate
+/// computed before our walk took them over.
+fn plain_days_fields() -> impl Strategy<Value = (String, String)> {
+    let dow = prop_oneof![
+        plain_field(1, 7),
+        Just("MON-FRI".to_string()),
+        Just("SUN,SAT".to_string()),
+        Just("TUE-THU,SAT".to_string()),
+    ];
+    prop_oneof![
+        plain_field(1, 31).prop_map(|d| (d, "?".to_string())),
+        dow.prop_map(|w| ("?".to_string(), w)),
+    ]
+}
+
 fn days_fields() -> impl Strategy<Value = (String, String)> {
     let dom = prop_oneof![
         plain_field(1, 31),
@@ -418,9 +498,68 @@ fn months_field() -> impl Strategy<Value = String> {
 
 fn years_field() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => Just("*".to_string()),
-        1 => (2026..=2030u32).prop_map(|y| format!("{y}-2031")),
+        8 => Just("*".to_string()),
+        2 => (2026..=2030u32).prop_map(|y| format!("{y}-2031")),
+        1 => (2026..=2029u32).prop_map(|y| format!("{y},{}", y + 2)),
+        // Beyond the reference's horizon: the walk jumps there.
+        1 => (2100..=2199u32).prop_map(|y| format!("{y}")),
     ]
+}
+
+/// Checks one generated expression against the reference: the same next
+/// run within the horizon (nothing in it when the reference finds nothing),
+/// a refusal only when nothing ever fires, and the walk's turns within its
+/// bound (1 + 32 × 12 a year, up to the year it stops in).
+fn check_against_reference(
+    fields: [String; 6],
+    seconds: bool,
+    start: i64,
+) -> Result<(), TestCaseError> {
+    let expr = format!(
+        "cron({}{})",
+        if seconds { "0 " } else { "" },
+        fields.join(" ")
+    );
+    let after = DateTime::from_timestamp(start, 0).unwrap_or_default();
+    let want = reference::next(&fields, after.naive_utc(), HORIZON_DAYS);
+    match parse(&expr) {
+        Ok(s) => {
+            let got = s.next_after(after, after);
+            match want {
+                Some(w) => prop_assert_eq!(got.map(|g| g.naive_utc()), Some(w), "{}", expr),
+                None => prop_assert!(
+                    got.is_none_or(|g| g.naive_utc()
+                        > after.naive_utc() + chrono::Duration::days(HORIZON_DAYS - 1)),
+                    "{} fired at {:?}; the reference found nothing",
+                    expr,
+                    got
+                ),
+            }
+            let Schedule::Cron(c) = &s else {
+                return Err(TestCaseError::fail(format!("{expr} is not a cron")));
+            };
+            let mut turns = 0;
+            prop_assert_eq!(c.walk(after, &mut turns), got);
+            let last_year = got.map_or(YEAR_MAX, |g| g.year());
+            let years = (last_year - after.year() + 1) as u32;
+            prop_assert!(
+                turns <= years * (12 + 31 * 12),
+                "{}: {} turns over {} years",
+                expr,
+                turns,
+                years
+            );
+        }
+        // Only impossible dates are refused among generated expressions.
+        Err(e) => prop_assert!(
+            want.is_none(),
+            "{} refused ({}) but fires at {:?}",
+            expr,
+            e,
+            want
+        ),
+    }
+    Ok(())
 }
 
 const HORIZON_DAYS: i64 = 6 * 366;
@@ -438,27 +577,22 @@ proptest! {
         start in 1_767_225_600i64..1_830_000_000i64,
         seconds in proptest::bool::ANY,
     ) {
-        let fields = [minute, hour, days.0, month, days.1, year];
-        let expr = format!("cron({}{})", if seconds { "0 " } else { "" }, fields.join(" "));
-        let after = DateTime::from_timestamp(start, 0).unwrap_or_default();
-        let want = reference::next(&fields, after.naive_utc(), HORIZON_DAYS);
-        match parse(&expr) {
-            Ok(s) => {
-                let got = s.next_after(after, after);
-                match want {
-                    Some(w) => prop_assert_eq!(got.map(|g| g.naive_utc()), Some(w), "{}", expr),
-                    None => prop_assert!(
-                        got.is_none_or(|g| g.naive_utc() > after.naive_utc() + chrono::Duration::days(HORIZON_DAYS - 1)),
-                        "{} fired at {:?}; the reference found nothing", expr, got),
-                }
-                // Both engines agree where the cron crate is used.
-                if let Schedule::Cron(c) = &s && c.uses_cron_crate() {
-                    prop_assert_eq!(c.walk_days(after), got, "{} (own walk vs cron crate)", expr);
-                }
-            }
-            // Only impossible dates are refused among generated expressions.
-            Err(e) => prop_assert!(want.is_none(), "{} refused ({}) but fires at {:?}", expr, e, want),
-        }
+        check_against_reference([minute, hour, days.0, month, days.1, year], seconds, start)?;
+    }
+
+    /// Lists, ranges, steps and names only — what the `cron` crate used to
+    /// compute — held to the same reference on their own.
+    #[test]
+    fn plain_expressions_match_the_brute_force_reference(
+        minute in plain_field(0, 59),
+        hour in plain_field(0, 23),
+        days in plain_days_fields(),
+        month in months_field(),
+        year in years_field(),
+        start in 1_767_225_600i64..1_830_000_000i64,
+        seconds in proptest::bool::ANY,
+    ) {
+        check_against_reference([minute, hour, days.0, month, days.1, year], seconds, start)?;
     }
 
     #[test]

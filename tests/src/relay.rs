@@ -4,9 +4,11 @@
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// A running relay from `127.0.0.1:port` to `127.0.0.1:target`.
 pub struct Relay {
@@ -63,7 +65,7 @@ impl Relay {
                     continue;
                 };
                 {
-                    let mut all = streams.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut all = streams.lock();
                     if stopped.load(Ordering::SeqCst) {
                         let _ = c2.shutdown(Shutdown::Both);
                         let _ = u2.shutdown(Shutdown::Both);
@@ -89,12 +91,7 @@ impl Relay {
     /// Closes the listener and cuts every relayed connection.
     pub fn kill(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        for s in self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for s in self.streams.lock().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
         // The accept loop notices within its 20 ms nap and drops the listener.

@@ -20,6 +20,14 @@ pub fn iso_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// ISO 8601 in UTC to the second, as SSM writes inventory capture and
+/// install times (`2017-06-14T21:38:43Z`).
+pub fn iso_secs(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
 /// A timestamp as the aws CLI and SSM accept it, in epoch milliseconds:
 /// RFC 3339 (`2030-01-10T20:30:00Z`, any offset), a date and time without a
 /// zone (taken as UTC), a bare date (midnight UTC), or epoch seconds (with
@@ -66,6 +74,11 @@ mod tests {
             assert_eq!(parse_timestamp_ms(text), want, "{text:?}");
         }
         assert_eq!(iso_ms(1_484_080_200_000), "2017-01-10T20:30:00.000Z");
+        assert_eq!(iso_secs(1_484_080_200), "2017-01-10T20:30:00Z");
+        assert_eq!(
+            parse_timestamp_ms(&iso_secs(1_484_080_200)),
+            Some(1_484_080_200_000)
+        );
         assert!(now_ms() > 1_484_080_200_000);
     }
 }

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use tether_util::time::iso_secs;
+
 use super::{Entry, Sources, entry};
 
 /// SSM's architecture names: amd64 is reported as x86_64.
@@ -19,13 +21,9 @@ pub fn architecture(a: &str) -> String {
 /// A file's modification time as ISO 8601 UTC.
 pub fn mtime_iso(p: &Path) -> Option<String> {
     let t = std::fs::metadata(p).ok()?.modified().ok()?;
-    Some(iso(chrono::DateTime::<chrono::Utc>::from(t).timestamp()))
-}
-
-fn iso(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    Some(iso_secs(
+        chrono::DateTime::<chrono::Utc>::from(t).timestamp(),
+    ))
 }
 
 /// Every package the sources know, and what could not be read.
@@ -206,7 +204,7 @@ pub fn rpm_header(b: &[u8]) -> Option<Entry> {
     let installed = tags
         .get(&RPMTAG_INSTALLTIME)
         .and_then(|s| s.parse::<i64>().ok())
-        .map(iso)
+        .map(iso_secs)
         .unwrap_or_default();
     let (version, release, arch) = (get(RPMTAG_VERSION), get(RPMTAG_RELEASE), get(RPMTAG_ARCH));
     Some(entry([

@@ -10,27 +10,48 @@
 //! last full content per type, for the coordinator's re-send requests) and
 //! `acked.json` (type → hash the coordinator holds). A type whose hash equals
 //! the acknowledged one is sent as its hash alone.
+//!
+//! A file that is absent holds nothing yet. One that cannot be read or does
+//! not parse is an error naming it, never taken silently for empty: a set
+//! whose file or any envelope is damaged is not run from, and its digest is
+//! withheld so the coordinator sends the set again; any other damaged file
+//! is set aside as `NAME.corrupt` (kept for the operator, never overwritten)
+//! with an error naming both paths, and started afresh.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tether_documents::{Document, PlatformType, StepAction};
 use tether_proto as pb;
+use tether_util::now_ms;
+use tether_util::time::parse_timestamp_ms;
 use tracing::{debug, error, info, warn};
 
 use super::Agent;
 use crate::envelope;
 use crate::inventory::{self, Identity, Item, Selection};
-use crate::now_ms;
-use crate::state::write_private;
+use crate::state::{StateError, write_private};
 
 /// Output kept per association run in its report.
 const RUN_OUTPUT_CHARS: usize = 2500;
+/// The held set of associations, as received.
+const SET_FILE: &str = "set.json";
+/// Per association: version, first seen, last run.
+const RUNS_FILE: &str = "runs.json";
+/// Items and run outcomes not yet stored by the coordinator.
+const OUTBOX_FILE: &str = "outbox.json";
+/// The last full content per inventory type.
+const LATEST_FILE: &str = "latest.json";
+/// Type → the content hash the coordinator holds.
+const ACKED_FILE: &str = "acked.json";
+
 /// Run outcomes kept in the outbox while the coordinator is unreachable.
 const MAX_PENDING_RUNS: usize = 500;
 /// The scheduler looks again at least this often.
@@ -75,7 +96,7 @@ struct Outbox {
 pub struct Local {
     assoc_dir: PathBuf,
     inv_dir: PathBuf,
-    lock: std::sync::Mutex<()>,
+    lock: Mutex<()>,
     /// Rung when a new set arrives.
     pub bell: tokio::sync::Notify,
     /// Rung when the outbox has something.
@@ -86,21 +107,112 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-fn read_json<T: for<'de> Deserialize<'de> + Default>(p: &std::path::Path) -> T {
-    match std::fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            error!(path = %p.display(), error = %e, "unreadable state file; starting it afresh");
-            T::default()
-        }),
-        Err(_) => T::default(),
+/// A state file's content: the empty value when the file is absent (nothing
+/// stored yet); an error naming the file when it cannot be read or does not
+/// parse.
+fn read_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// A state file's content as [`read_json`] reads it; a damaged file is set
+/// aside (see [`set_aside`]) and started afresh.
+fn load<T: DeserializeOwned + Default>(path: &Path) -> T {
+    read_json(path).unwrap_or_else(|e| {
+        set_aside(path, &e);
+        T::default()
+    })
+}
+
+/// Moves a damaged state file to `NAME.corrupt` beside it, where the next
+/// write cannot overwrite it, and says so at error level with why.
+fn set_aside(path: &Path, why: &StateError) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {
+            error!(error = %why, kept_as = %aside.display(), "state file damaged; set aside and started afresh")
+        }
+        Err(e) => {
+            error!(error = %why, set_aside_error = %e, "state file damaged and could not be set aside; started afresh")
+        }
     }
 }
 
-fn write_json<T: Serialize>(p: &std::path::Path, v: &T) {
-    let data = serde_json::to_vec(v).unwrap_or_default();
+fn write_json<T: Serialize>(p: &Path, v: &T) {
+    let data = match serde_json::to_vec(v) {
+        Ok(data) => data,
+        Err(e) => {
+            error!(path = %p.display(), error = %e, "cannot encode state file; left as it was");
+            return;
+        }
+    };
     if let Err(e) = write_private(p, &data) {
         error!(path = %p.display(), error = %e, "cannot write state file");
     }
+}
+
+/// The verified associations of a stored set, or an error naming the file
+/// (and the envelope) when the file or any envelope in it is damaged: every
+/// one verified when it was stored.
+fn verified_set(
+    path: &Path,
+    key: &[u8],
+    instance_id: &str,
+) -> Result<(String, Vec<pb::SignedAssociation>), StateError> {
+    let set: StoredSet = read_json(path)?;
+    let corrupt = |detail: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut held = Vec::with_capacity(set.envelopes.len());
+    for (i, (payload, signature)) in set.envelopes.iter().enumerate() {
+        let decode = |what: &str, text: &str| {
+            b64()
+                .decode(text)
+                .map_err(|e| corrupt(format!("envelope {i}: {what} is not base64: {e}")))
+        };
+        let env = pb::AssociationEnvelope {
+            payload: decode("payload", payload)?,
+            signature: decode("signature", signature)?,
+        };
+        let a = envelope::verify_association(&env, key, instance_id)
+            .map_err(|r| corrupt(format!("envelope {i} no longer verifies: {r}")))?;
+        held.push(a);
+    }
+    Ok((set.digest, held))
+}
+
+/// Run states whose times a date can hold; an error naming the file and the
+/// association of the first that cannot.
+fn checked_runs(
+    path: &Path,
+    runs: BTreeMap<String, RunState>,
+) -> Result<BTreeMap<String, RunState>, StateError> {
+    for (id, st) in &runs {
+        for ms in std::iter::once(st.first_seen_ms).chain(st.last_run_ms) {
+            if DateTime::from_timestamp_millis(ms).is_none() {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("association {id}: time {ms} ms is out of range"),
+                });
+            }
+        }
+    }
+    Ok(runs)
 }
 
 impl Local {
@@ -112,20 +224,23 @@ impl Local {
         Ok(Local {
             assoc_dir,
             inv_dir,
-            lock: std::sync::Mutex::new(()),
+            lock: Mutex::new(()),
             bell: tokio::sync::Notify::new(),
             upload_bell: tokio::sync::Notify::new(),
         })
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock()
     }
 
-    /// The digest of the set held, for the poll.
-    pub fn digest(&self) -> String {
+    /// The digest of the set held, for the poll; empty when the stored set
+    /// is damaged, so the coordinator sends it again.
+    pub fn digest(&self, key: &[u8], instance_id: &str) -> String {
         let _g = self.guard();
-        read_json::<StoredSet>(&self.assoc_dir.join("set.json")).digest
+        verified_set(&self.assoc_dir.join(SET_FILE), key, instance_id)
+            .map(|(digest, _)| digest)
+            .unwrap_or_default()
     }
 
     /// Keeps a new set: only envelopes that verify are stored.
@@ -142,7 +257,7 @@ impl Local {
         }
         let _g = self.guard();
         write_json(
-            &self.assoc_dir.join("set.json"),
+            &self.assoc_dir.join(SET_FILE),
             &StoredSet {
                 digest: set.digest,
                 envelopes: kept,
@@ -152,37 +267,41 @@ impl Local {
         self.bell.notify_one();
     }
 
-    /// The held associations, verified again.
-    pub fn associations(&self, key: &[u8], instance_id: &str) -> Vec<pb::SignedAssociation> {
+    /// The held associations, verified again; an error naming the set's
+    /// file when it is damaged (its digest is then withheld from the poll,
+    /// so the coordinator sends the set again).
+    pub fn associations(
+        &self,
+        key: &[u8],
+        instance_id: &str,
+    ) -> Result<Vec<pb::SignedAssociation>, StateError> {
         let _g = self.guard();
-        let set: StoredSet = read_json(&self.assoc_dir.join("set.json"));
-        set.envelopes
-            .iter()
-            .filter_map(|(p, s)| {
-                let env = pb::AssociationEnvelope {
-                    payload: b64().decode(p).ok()?,
-                    signature: b64().decode(s).ok()?,
-                };
-                envelope::verify_association(&env, key, instance_id).ok()
-            })
-            .collect()
+        verified_set(&self.assoc_dir.join(SET_FILE), key, instance_id).map(|(_, held)| held)
     }
 
+    /// Per association, its version, when it was first seen and last run;
+    /// a damaged file is set aside and the associations count as new.
     pub fn runs(&self) -> BTreeMap<String, RunState> {
         let _g = self.guard();
-        read_json(&self.assoc_dir.join("runs.json"))
+        let path = self.assoc_dir.join(RUNS_FILE);
+        read_json(&path)
+            .and_then(|runs| checked_runs(&path, runs))
+            .unwrap_or_else(|e| {
+                set_aside(&path, &e);
+                BTreeMap::new()
+            })
     }
 
     fn save_runs(&self, runs: &BTreeMap<String, RunState>) {
         let _g = self.guard();
-        write_json(&self.assoc_dir.join("runs.json"), runs);
+        write_json(&self.assoc_dir.join(RUNS_FILE), runs);
     }
 
     /// Queues gathered items and a run outcome for upload.
     pub fn queue(&self, items: Vec<Item>, run: Run) {
         let _g = self.guard();
-        let mut out: Outbox = read_json(&self.inv_dir.join("outbox.json"));
-        let mut latest: BTreeMap<String, Item> = read_json(&self.inv_dir.join("latest.json"));
+        let mut out: Outbox = load(&self.inv_dir.join(OUTBOX_FILE));
+        let mut latest: BTreeMap<String, Item> = load(&self.inv_dir.join(LATEST_FILE));
         for i in items {
             latest.insert(i.type_name.clone(), i.clone());
             out.items.insert(i.type_name.clone(), i);
@@ -190,8 +309,8 @@ impl Local {
         out.runs.push(run);
         let excess = out.runs.len().saturating_sub(MAX_PENDING_RUNS);
         out.runs.drain(..excess);
-        write_json(&self.inv_dir.join("outbox.json"), &out);
-        write_json(&self.inv_dir.join("latest.json"), &latest);
+        write_json(&self.inv_dir.join(OUTBOX_FILE), &out);
+        write_json(&self.inv_dir.join(LATEST_FILE), &latest);
         drop(_g);
         self.upload_bell.notify_one();
     }
@@ -200,15 +319,19 @@ impl Local {
     /// and what it contains, to clear once stored.
     fn request(&self) -> Option<Pending> {
         let _g = self.guard();
-        let out: Outbox = read_json(&self.inv_dir.join("outbox.json"));
+        let outbox = self.inv_dir.join(OUTBOX_FILE);
+        let out: Outbox = load(&outbox);
         if out.items.is_empty() && out.runs.is_empty() {
             return None;
         }
-        let acked: BTreeMap<String, String> = read_json(&self.inv_dir.join("acked.json"));
+        let acked: BTreeMap<String, String> = load(&self.inv_dir.join(ACKED_FILE));
         let items = out
             .items
             .values()
-            .map(|i| to_pb(i, acked.get(&i.type_name) == Some(&i.content_hash)))
+            .map(|i| {
+                let unchanged = acked.get(&i.type_name) == Some(&i.content_hash);
+                to_pb(i, unchanged, &outbox)
+            })
             .collect();
         let runs = out
             .runs
@@ -238,19 +361,20 @@ impl Local {
     /// Full content of the latest gathering of `types`.
     fn full(&self, types: &[String]) -> Vec<pb::InventoryItem> {
         let _g = self.guard();
-        let latest: BTreeMap<String, Item> = read_json(&self.inv_dir.join("latest.json"));
+        let path = self.inv_dir.join(LATEST_FILE);
+        let latest: BTreeMap<String, Item> = load(&path);
         types
             .iter()
             .filter_map(|t| latest.get(t))
-            .map(|i| to_pb(i, false))
+            .map(|i| to_pb(i, false, &path))
             .collect()
     }
 
     /// The coordinator stored `sent` and the first `runs` outcomes.
     fn stored(&self, sent: &[(String, String)], runs: usize) {
         let _g = self.guard();
-        let mut out: Outbox = read_json(&self.inv_dir.join("outbox.json"));
-        let mut acked: BTreeMap<String, String> = read_json(&self.inv_dir.join("acked.json"));
+        let mut out: Outbox = load(&self.inv_dir.join(OUTBOX_FILE));
+        let mut acked: BTreeMap<String, String> = load(&self.inv_dir.join(ACKED_FILE));
         for (t, h) in sent {
             if out.items.get(t).is_some_and(|i| &i.content_hash == h) {
                 out.items.remove(t);
@@ -258,21 +382,26 @@ impl Local {
             acked.insert(t.clone(), h.clone());
         }
         out.runs.drain(..runs.min(out.runs.len()));
-        write_json(&self.inv_dir.join("outbox.json"), &out);
-        write_json(&self.inv_dir.join("acked.json"), &acked);
+        write_json(&self.inv_dir.join(OUTBOX_FILE), &out);
+        write_json(&self.inv_dir.join(ACKED_FILE), &acked);
     }
 }
 
 /// An upload request, the (type, hash) pairs it carries, and how many runs.
 type Pending = (pb::PutInventoryRequest, Vec<(String, String)>, usize);
 
-fn to_pb(i: &Item, unchanged: bool) -> pb::InventoryItem {
+/// The upload form of an item stored in `source`. An item whose capture time
+/// does not parse goes with the time it is sent, and an error naming the file
+/// and the type: its content stays good.
+fn to_pb(i: &Item, unchanged: bool, source: &Path) -> pb::InventoryItem {
+    let capture_time_ms = parse_timestamp_ms(&i.capture_time).unwrap_or_else(|| {
+        error!(path = %source.display(), type_name = %i.type_name, capture_time = %i.capture_time, "stored inventory item's capture time is not a timestamp; sending it with the current time");
+        now_ms()
+    });
     pb::InventoryItem {
         type_name: i.type_name.clone(),
         schema_version: i.schema_version.clone(),
-        capture_time_ms: DateTime::parse_from_rfc3339(&i.capture_time)
-            .map(|t| t.timestamp_millis())
-            .unwrap_or_else(|_| now_ms()),
+        capture_time_ms,
         content_hash: i.content_hash.clone(),
         content_json: if unchanged {
             String::new()
@@ -283,8 +412,8 @@ fn to_pb(i: &Item, unchanged: bool) -> pb::InventoryItem {
     }
 }
 
-fn ms_to_dt(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+fn ms_to_dt(ms: i64) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("time {ms} ms is out of range"))
 }
 
 /// When an association is next due, in ms; `None` = never again.
@@ -292,11 +421,13 @@ pub fn next_due(a: &pb::SignedAssociation, st: &RunState) -> Result<Option<i64>,
     if a.schedule_expression.trim().is_empty() {
         return Ok(st.last_run_ms.is_none().then_some(st.first_seen_ms));
     }
-    let sched = tether_schedule::parse(&a.schedule_expression).map_err(|e| e.to_string())?;
+    let sched = tether_schedule::parse(&a.schedule_expression)
+        .map_err(|e| format!("schedule expression: {e}"))?;
     let next = match st.last_run_ms {
-        Some(last) => sched.next_after(ms_to_dt(last), ms_to_dt(last)),
+        Some(last) => sched.next_after(ms_to_dt(last)?, ms_to_dt(last)?),
         None if a.apply_only_at_cron_interval && sched.is_cron() => {
-            sched.next_after(ms_to_dt(st.first_seen_ms), ms_to_dt(st.first_seen_ms))
+            let seen = ms_to_dt(st.first_seen_ms)?;
+            sched.next_after(seen, seen)
         }
         // A new association (or a new version) runs once right away.
         None => return Ok(Some(st.first_seen_ms)),
@@ -309,9 +440,22 @@ impl Agent {
     pub(super) async fn scheduler(self: Arc<Self>) {
         loop {
             let now = now_ms();
-            let held = self
+            let held = match self
                 .assoc
-                .associations(&self.signing_key, &self.reg.instance_id);
+                .associations(&self.signing_key, &self.reg.instance_id)
+            {
+                Ok(held) => held,
+                Err(e) => {
+                    // Its digest is withheld from the poll, so the coordinator
+                    // sends the set again and `replace` rings the bell.
+                    error!(error = %e, "held associations are damaged; none run until the coordinator sends them again");
+                    tokio::select! {
+                        _ = self.assoc.bell.notified() => {}
+                        _ = tokio::time::sleep(SCHEDULER_TICK) => {}
+                    }
+                    continue;
+                }
+            };
             let mut runs = self.assoc.runs();
             runs.retain(|id, _| held.iter().any(|a| &a.association_id == id));
             let mut wake = now + SCHEDULER_TICK.as_millis() as i64;
@@ -338,10 +482,7 @@ impl Agent {
                     Err(e) => {
                         if st.last_run_ms.is_none() {
                             st.last_run_ms = Some(now);
-                            self.assoc.queue(
-                                Vec::new(),
-                                failed_run(a, format!("schedule expression: {e}")),
-                            );
+                            self.assoc.queue(Vec::new(), failed_run(a, e));
                         }
                     }
                 }
@@ -364,8 +505,10 @@ impl Agent {
             Ok(d) => d,
             Err(e) => return (Vec::new(), failed_run(a, e.to_string())),
         };
-        let params: BTreeMap<String, Vec<String>> =
-            serde_json::from_str(&a.parameters_json).unwrap_or_default();
+        let params: BTreeMap<String, Vec<String>> = match serde_json::from_str(&a.parameters_json) {
+            Ok(p) => p,
+            Err(e) => return (Vec::new(), failed_run(a, format!("parameters: {e}"))),
+        };
         let steps = match doc.plan(&params, PlatformType::Linux) {
             Ok(s) => s,
             Err(e) => return (Vec::new(), failed_run(a, e.to_string())),
@@ -441,9 +584,10 @@ impl Agent {
             }
             match self.run_step(&cmd, i, step, &dir).await {
                 Ok(r) => {
-                    let read = |n: &str| {
-                        String::from_utf8_lossy(&std::fs::read(dir.join(n)).unwrap_or_default())
-                            .into_owned()
+                    // Output that cannot be read is reported as such, never as none.
+                    let read = |n: &str| match crate::exec::read_output(&dir, n) {
+                        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Err(e) => format!("{}: {e}\n", step.name),
                     };
                     output.push_str(&read(crate::exec::STDOUT_FILE));
                     output.push_str(&read(crate::exec::STDERR_FILE));
@@ -654,5 +798,105 @@ mod tests {
         let (req, _, runs) = local.request().unwrap_or_else(|| panic!("lost"));
         assert_eq!((req.items.len(), runs), (1, 1));
         assert!(!req.items[0].unchanged);
+    }
+
+    #[test]
+    fn a_damaged_set_is_not_run_from_and_its_digest_is_withheld() {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        const ME: &str = "mi-0123456789abcdef0";
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let local = Local::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap_or_else(|e| panic!("{e}"));
+        let k = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        let public = k.public_key().as_ref().to_vec();
+        let content = r#"{"schemaVersion":"2.2"}"#.to_string();
+        let a = pb::SignedAssociation {
+            instance_id: ME.into(),
+            association_id: "6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b".into(),
+            association_version: "1".into(),
+            document_hash: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(content.as_bytes())),
+            document_content: content,
+            ..Default::default()
+        };
+        let payload = prost::Message::encode_to_vec(&a);
+        let mut covered = pb::ASSOCIATION_SIGNING_CONTEXT.to_vec();
+        covered.extend_from_slice(&payload);
+        let set = pb::AssociationSet {
+            digest: "d1".into(),
+            associations: vec![pb::AssociationEnvelope {
+                signature: k.sign(&covered).as_ref().to_vec(),
+                payload,
+            }],
+        };
+        // Nothing held yet: no digest, no associations, no error.
+        assert_eq!(local.digest(&public, ME), "");
+        assert!(local.associations(&public, ME).is_ok_and(|h| h.is_empty()));
+        local.replace(set.clone(), &public, ME);
+        assert_eq!(local.digest(&public, ME), "d1");
+        assert_eq!(local.associations(&public, ME).ok(), Some(vec![a.clone()]));
+
+        // A signature damaged on disk: named, not run from, digest withheld.
+        let path = dir.path().join("associations").join(SET_FILE);
+        let mut stored: StoredSet = read_json(&path).unwrap_or_else(|e| panic!("{e}"));
+        stored.envelopes[0].1 = b64().encode([0u8; 64]);
+        write_json(&path, &stored);
+        let e = local
+            .associations(&public, ME)
+            .map_or_else(|e| e.to_string(), |h| panic!("damaged set read as {h:?}"));
+        assert!(
+            e.contains("set.json") && e.contains("envelope 0 no longer verifies"),
+            "{e}"
+        );
+        assert_eq!(local.digest(&public, ME), "");
+        // Not JSON at all.
+        std::fs::write(&path, b"{\"Digest\": ").unwrap_or_else(|e| panic!("{e}"));
+        let e = local
+            .associations(&public, ME)
+            .map_or_else(|e| e.to_string(), |h| panic!("damaged set read as {h:?}"));
+        assert!(e.contains("set.json: not valid"), "{e}");
+        // The coordinator sends the set again.
+        local.replace(set, &public, ME);
+        assert_eq!(local.digest(&public, ME), "d1");
+        assert_eq!(local.associations(&public, ME).ok(), Some(vec![a]));
+    }
+
+    #[test]
+    fn damaged_state_files_are_set_aside_not_taken_for_empty() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let local = Local::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let outbox = dir.path().join("inventory").join(OUTBOX_FILE);
+        let aside = dir.path().join("inventory").join("outbox.json.corrupt");
+        std::fs::write(&outbox, b"not json").unwrap_or_else(|e| panic!("{e}"));
+        // The damaged outbox is kept beside, whole; the new run is queued.
+        local.queue(Vec::new(), Run::default());
+        assert_eq!(
+            std::fs::read(&aside).unwrap_or_else(|e| panic!("{e}")),
+            b"not json"
+        );
+        let (_, _, runs) = local.request().unwrap_or_else(|| panic!("lost"));
+        assert_eq!(runs, 1);
+
+        // Run states with a time no date can hold are damage too.
+        let runs_path = dir.path().join("associations").join(RUNS_FILE);
+        assert!(local.runs().is_empty());
+        assert!(!runs_path.exists(), "absent stays absent");
+        let bad = r#"{"6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b": {"Version": "1", "FirstSeenMs": 1, "LastRunMs": 9223372036854775807}}"#;
+        std::fs::write(&runs_path, bad).unwrap_or_else(|e| panic!("{e}"));
+        let e = read_json(&runs_path)
+            .and_then(|r| checked_runs(&runs_path, r))
+            .map_or_else(|e| e.to_string(), |r| panic!("read as {r:?}"));
+        assert!(
+            e.contains("runs.json")
+                && e.contains("association 6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b"),
+            "{e}"
+        );
+        assert!(local.runs().is_empty());
+        assert!(dir.path().join("associations/runs.json.corrupt").exists());
+        let fine: BTreeMap<String, RunState> = [("x".to_string(), RunState::default())]
+            .into_iter()
+            .collect();
+        local.save_runs(&fine);
+        assert_eq!(local.runs(), fine);
     }
 }

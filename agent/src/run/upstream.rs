@@ -9,15 +9,17 @@
 //! another (an upgrade) do not leave the whole fleet on the last one. What a
 //! call means is never decided here.
 
-use std::sync::RwLock;
 use std::time::Duration;
 
+use parking_lot::RwLock;
+
+use tether_util::now_ms;
 use tonic::transport::Channel;
 use tracing::info;
 
 use super::RunError;
 use crate::state::StateDir;
-use crate::{endpoints, now_ms, tls};
+use crate::{endpoints, tls};
 
 pub(super) struct Upstream {
     endpoints: Vec<String>,
@@ -56,14 +58,14 @@ impl Upstream {
     /// Builds every channel again (the client certificate was renewed).
     pub(super) fn rebuild(&self, state: &StateDir) -> Result<(), RunError> {
         let channels = build_channels(state, &self.endpoints)?;
-        *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channels;
+        *self.channels.write() = channels;
         Ok(())
     }
 
     /// The index of the endpoint in use and its channel.
     pub(super) fn current(&self) -> (usize, Channel) {
         let i = self.rotation.current();
-        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let channels = self.channels.read();
         (i, channels[i % channels.len().max(1)].clone())
     }
 
@@ -73,7 +75,7 @@ impl Upstream {
 
     /// Host and port of the endpoint in use.
     pub(super) fn host(&self) -> (String, u16) {
-        tls::split_endpoint(self.endpoint(self.rotation.current())).unwrap_or_default()
+        endpoints::split_endpoint(self.endpoint(self.rotation.current())).unwrap_or_default()
     }
 
     /// A call on endpoint `used` failed with `status`. On a transport failure
