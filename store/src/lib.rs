@@ -28,6 +28,7 @@ pub use run_control::{CancelOutcome, OutputChunk};
 mod inventory;
 pub use inventory::{AssociationRow, AssociationStatusRow, InventoryPut, InventoryRow};
 mod access_keys;
+pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
@@ -325,7 +326,10 @@ impl Dialect {
 /// A statement as `d` spells it. Statements are written for SQLite with `?`
 /// (or `?N`) placeholders and `GREATEST(a, b)`; PostgreSQL gets `$N`, SQLite
 /// its scalar `MAX(a, b)`. Quoted text is left alone.
-pub fn sql(d: Dialect, text: impl Into<Cow<'static, str>>) -> AssertSqlSafe<Cow<'static, str>> {
+pub(crate) fn sql(
+    d: Dialect,
+    text: impl Into<Cow<'static, str>>,
+) -> AssertSqlSafe<Cow<'static, str>> {
     let text = text.into();
     let text = match d {
         Dialect::Sqlite if text.contains("GREATEST(") => {
@@ -521,12 +525,6 @@ impl Store {
     /// Which engine this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.dialect
-    }
-
-    /// The connection pool, for tools that read the database directly
-    /// (`tether-bench`); statements go through [`sql`].
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
     }
 
     /// A write transaction, serialised with every other writer — the
@@ -1617,7 +1615,7 @@ mod tests {
         );
     }
 
-    fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {
+    pub(super) fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {
         ActivationRow {
             activation_id: id.into(),
             code_salt: vec![1],
