@@ -33,7 +33,8 @@ use tether_agent::run::{self, AgentConfig, Executor};
 use tether_agent::state::StateDir;
 use tether_cli as cli;
 use tether_cli::OperatorConfig;
-use tether_store::{self as store, Dialect, Store};
+use tether_store::Store;
+use tether_store::bench::SyntheticHistory;
 use tether_util::now_ms;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, watch};
@@ -280,11 +281,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         // The command's own tally (one row), not a count over its invocations.
-        let done: i64 =
-            sqlx::query_scalar(db.q("SELECT completed_count FROM commands WHERE command_id = ?"))
-                .bind(&command_id)
-                .fetch_one(&db.pool)
-                .await?;
+        let done = db.bench().completed_count(&command_id).await?;
         if done as usize >= n {
             break;
         }
@@ -297,19 +294,8 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     // Coordinator CPU per invocation: what the fan-out cost it, whatever else
     // the machine was doing meanwhile.
     let fanout_cpu_ms = (coord.sample()?.cpu_ticks - cpu_before) as f64 / ticks_per_sec() * 1000.0;
-    let lat: Vec<i64> = sqlx::query_scalar(
-        db.q("SELECT i.end_ms - c.requested_ms FROM invocations i JOIN commands c ON c.command_id = i.command_id \
-         WHERE i.command_id = ? ORDER BY 1"),
-    )
-    .bind(&command_id)
-    .fetch_all(&db.pool)
-    .await?;
-    let by_status: Vec<(String, i64)> = sqlx::query_as(
-        db.q("SELECT status_details, COUNT(*) FROM invocations WHERE command_id = ? GROUP BY 1"),
-    )
-    .bind(&command_id)
-    .fetch_all(&db.pool)
-    .await?;
+    let lat = db.bench().latencies_ms(&command_id).await?;
+    let by_status = db.bench().status_counts(&command_id).await?;
     let succeeded = by_status
         .iter()
         .find(|(s, _)| s == "Success")
@@ -392,18 +378,23 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     // ----- history -----
     if args.history_invocations > 0 {
         let started = Instant::now();
-        seed_history(&db, args.history_invocations).await?;
+        let content = tether_documents::builtin_content("AWS-RunShellScript").unwrap_or_default();
+        db.bench()
+            .seed_history(SyntheticHistory {
+                commands: args.history_invocations.div_ceil(PER_COMMAND),
+                per_command: PER_COMMAND,
+                now_ms: now_ms(),
+                document_content: content,
+            })
+            .await?;
         say(format!(
             "history: {} synthetic invocations stored in {:.1} s",
             args.history_invocations,
             started.elapsed().as_secs_f64()
         ));
         let op = Operator::connect(cfg.clone()).await?;
-        let sample_cmd: String = sqlx::query_scalar(
-            db.q("SELECT command_id FROM commands WHERE command_id LIKE '00000000-0000-4000-8000-%' LIMIT 1 OFFSET 17"),
-        )
-        .fetch_one(&db.pool)
-        .await?;
+        let commands = args.history_invocations.div_ceil(PER_COMMAND);
+        let sample_cmd = db.bench().history_command(17.min(commands - 1)).await?;
         let mut worst: f64 = 0.0;
         for (label, operation, body) in [
             ("list-commands", "ListCommands", json!({"MaxResults": 50})),
@@ -490,18 +481,13 @@ fn listen_overflows() -> u64 {
 
 /// How many instances have polled since `since_ms` (pings are stored by the
 /// coordinator's 2 s sweep).
-async fn polled_since(db: &Db, since_ms: i64) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar(db.q("SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?"))
-            .bind(since_ms)
-            .fetch_one(&db.pool)
-            .await?,
-    )
+async fn polled_since(db: &Store, since_ms: i64) -> anyhow::Result<i64> {
+    Ok(db.bench().polled_since(since_ms).await?)
 }
 
 /// Waits until `n` instances have polled since `since_ms`.
 async fn wait_polled(
-    db: &Db,
+    db: &Store,
     n: usize,
     since_ms: i64,
     timeout: Duration,
@@ -519,138 +505,8 @@ async fn wait_polled(
     }
 }
 
-/// The coordinator's database, as the benchmark reads and seeds it.
-struct Db {
-    dialect: Dialect,
-    pool: sqlx::AnyPool,
-}
-
-impl Db {
-    /// A statement as this database spells it (see `tether_store::sql`).
-    fn q(&self, text: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
-        store::sql(self.dialect, text)
-    }
-}
-
 /// Commands of synthetic history hold this many invocations each.
 const PER_COMMAND: usize = 100;
-
-/// Stores `total` finished invocations: commands of 100 invocations each, one
-/// step with a line of output apiece, spread over the last 20 days.
-async fn seed_history(db: &Db, total: usize) -> anyhow::Result<()> {
-    let now = now_ms();
-    let commands = total.div_ceil(PER_COMMAND);
-    let content = tether_documents::builtin_content("AWS-RunShellScript").unwrap_or_default();
-    if db.dialect == Dialect::Postgres {
-        return seed_history_postgres(db, commands, now, content).await;
-    }
-    for chunk in (0..commands).collect::<Vec<_>>().chunks(100) {
-        let mut tx = db.pool.begin().await?;
-        for &c in chunk {
-            // Recognisable, and a lowercase UUID as command IDs must be.
-            let id = format!("00000000-0000-4000-8000-{c:012x}");
-            let requested = now - 20 * 86_400_000 + (c as i64 * 86_400_000 * 20 / commands as i64);
-            sqlx::query(
-                db.q("INSERT INTO commands (command_id, document_name, document_version, document_hash, \
-                 document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
-                 max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, \
-                 status_details, target_count, completed_count, error_count, delivery_timed_out_count) \
-                 VALUES (?, 'AWS-RunShellScript', '1', 'h', ?, '{}', '{}', 'history', ?, 600, '50', '0', 50, '[]', '[]', \
-                 'Success', 'Success', ?, ?, 0, 0)"),
-            )
-            .bind(&id)
-            .bind(content)
-            .bind(requested)
-            .bind(PER_COMMAND as i64)
-            .bind(PER_COMMAND as i64)
-            .execute(&mut *tx)
-            .await?;
-            for i in 0..PER_COMMAND {
-                let instance = format!("mi-{:017x}", i);
-                sqlx::query(
-                    db.q("INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, \
-                     requested_ms, delivered_ms, acked_ms, start_ms, end_ms, response_code) \
-                     VALUES (?, ?, 'node', 'Success', 'Success', ?, ?, ?, ?, ?, 0)"),
-                )
-                .bind(&id)
-                .bind(&instance)
-                .bind(requested)
-                .bind(requested + 5)
-                .bind(requested + 8)
-                .bind(requested + 10)
-                .bind(requested + 40)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    db.q("INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, status_details, \
-                     response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, stderr_truncated) \
-                     VALUES (?, ?, 0, 'aws:runShellScript', 'Success', 'Success', 0, ?, ?, ?, x'', 0, 0)"),
-                )
-                .bind(&id)
-                .bind(&instance)
-                .bind(requested + 10)
-                .bind(requested + 40)
-                .bind(b"Linux node 6.1.0 x86_64\n".to_vec())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-    }
-    Ok(())
-}
-
-/// [`seed_history`] on PostgreSQL, generated by the server: the same rows in
-/// three statements instead of two million.
-async fn seed_history_postgres(
-    db: &Db,
-    commands: usize,
-    now: i64,
-    content: &str,
-) -> anyhow::Result<()> {
-    let mut tx = db.pool.begin().await?;
-    sqlx::query(db.q(
-        "INSERT INTO commands (command_id, document_name, document_version, document_hash, \
-         document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
-         max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, \
-         status_details, target_count, completed_count, error_count, delivery_timed_out_count) \
-         SELECT '00000000-0000-4000-8000-' || lpad(to_hex(c), 12, '0'), 'AWS-RunShellScript', '1', 'h', \
-         ?, '{}', '{}', 'history', ? - 20 * 86400000 + (c * 86400000 * 20 / ?), 600, '50', '0', 50, \
-         '[]', '[]', 'Success', 'Success', ?, ?, 0, 0 FROM generate_series(0::bigint, ? - 1) c",
-    ))
-    .bind(content)
-    .bind(now)
-    .bind(commands as i64)
-    .bind(PER_COMMAND as i64)
-    .bind(PER_COMMAND as i64)
-    .bind(commands as i64)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(db.q(
-        "INSERT INTO invocations (command_id, instance_id, instance_name, status, status_details, \
-         requested_ms, delivered_ms, acked_ms, start_ms, end_ms, response_code) \
-         SELECT c.command_id, 'mi-' || lpad(to_hex(i), 17, '0'), 'node', 'Success', 'Success', \
-         c.requested_ms, c.requested_ms + 5, c.requested_ms + 8, c.requested_ms + 10, c.requested_ms + 40, 0 \
-         FROM commands c, generate_series(0::bigint, ? - 1) i WHERE c.comment = 'history'",
-    ))
-    .bind(PER_COMMAND as i64)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(db.q(
-        "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, status_details, \
-         response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, stderr_truncated) \
-         SELECT i.command_id, i.instance_id, 0, 'aws:runShellScript', 'Success', 'Success', 0, \
-         i.start_ms, i.end_ms, ?, ?, 0, 0 FROM invocations i JOIN commands c \
-         ON c.command_id = i.command_id WHERE c.comment = 'history'",
-    ))
-    .bind(b"Linux node 6.1.0 x86_64\n".to_vec())
-    .bind(Vec::<u8>::new())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    sqlx::query("ANALYZE").execute(&db.pool).await?;
-    Ok(())
-}
 
 /// Coordinator memory and CPU, from /proc.
 #[derive(Clone, Copy, Debug, Default)]
@@ -753,12 +609,8 @@ impl Coord {
 
     /// A connection to the coordinator's database, for counting and for
     /// seeding history (opened after the coordinator has migrated it).
-    async fn db(&self) -> anyhow::Result<Db> {
-        let store = Store::open_url(&self.database).await?;
-        Ok(Db {
-            dialect: store.dialect(),
-            pool: store.pool().clone(),
-        })
+    async fn db(&self) -> anyhow::Result<Store> {
+        Ok(Store::open_url(&self.database).await?)
     }
 }
 

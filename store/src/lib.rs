@@ -29,6 +29,7 @@ pub use run_control::{CancelOutcome, OutputChunk};
 mod inventory;
 pub use inventory::{AssociationRow, AssociationStatusRow, InventoryPut, InventoryRow};
 mod access_keys;
+pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
@@ -330,7 +331,10 @@ impl Dialect {
 /// A statement as `d` spells it. Statements are written for SQLite with `?`
 /// (or `?N`) placeholders and `GREATEST(a, b)`; PostgreSQL gets `$N`, SQLite
 /// its scalar `MAX(a, b)`. Quoted text is left alone.
-pub fn sql(d: Dialect, text: impl Into<Cow<'static, str>>) -> AssertSqlSafe<Cow<'static, str>> {
+pub(crate) fn sql(
+    d: Dialect,
+    text: impl Into<Cow<'static, str>>,
+) -> AssertSqlSafe<Cow<'static, str>> {
     let text = text.into();
     let text = match d {
         Dialect::Sqlite if text.contains("GREATEST(") => {
@@ -526,12 +530,6 @@ impl Store {
     /// Which engine this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.dialect
-    }
-
-    /// The connection pool, for tools that read the database directly
-    /// (`tether-bench`); statements go through [`sql`].
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
     }
 
     /// A write transaction, serialised with every other writer — the
@@ -1534,36 +1532,79 @@ mod tests {
         format!("{server}/{name}")
     }
 
+    /// Two stores on one database, as two coordinators would open it.
+    async fn two_stores() -> (tempfile::TempDir, Store, Store) {
+        let (d, a) = store().await;
+        let b = match &a.url {
+            Some(url) => Store::open_url(url).await.unwrap(),
+            None => Store::open(&d.path().join("t.db")).await.unwrap(),
+        };
+        (d, a, b)
+    }
+
+    /// Who leads (`Store::lead`) among two stores on one database, as two
+    /// coordinators would open it; each pass of scripts/test.sh checks its
+    /// engine's answer.
     #[tokio::test]
-    async fn one_replica_leads_until_its_connection_is_gone() {
-        let (_d, a) = store().await;
-        if a.dialect() == Dialect::Sqlite {
-            // One coordinator per file: it always leads.
-            assert!(a.lead(Lead::Sweep).await.unwrap());
-            return;
+    async fn leading_as_the_engine_shares_work() {
+        let (_d, a, b) = two_stores().await;
+        match a.dialect() {
+            Dialect::Sqlite => every_store_leads_on_sqlite(a, b).await,
+            Dialect::Postgres => one_store_leads_on_postgres(a, b).await,
         }
-        let url = a.url.clone().expect("a PostgreSQL store knows its URL");
-        let b = Store::open_url(&url).await.unwrap();
-        assert!(a.lead(Lead::Sweep).await.unwrap());
-        assert!(a.lead(Lead::Sweep).await.unwrap(), "the holder keeps it");
-        assert!(!b.lead(Lead::Sweep).await.unwrap(), "one replica at a time");
-        assert!(
-            b.lead(Lead::Bridge).await.unwrap(),
-            "each work has its own lock"
-        );
-        assert!(!a.lead(Lead::Bridge).await.unwrap());
-        // Replica A dies: its connections close and B takes the sweep over
-        // (once the server has ended A's sessions, which it does on its own time).
-        a.leads.lock().await.clear();
-        a.pool.close().await;
+    }
+
+    /// SQLite: every caller leads, every time. A SQLite file serves one
+    /// coordinator (replicas share work on PostgreSQL only), so there is
+    /// nobody to share the work with, and SQLite has no session that could
+    /// hold a lock for a replica's lifetime: `lead` answers yes without
+    /// asking the database, even to a second store on the same file.
+    async fn every_store_leads_on_sqlite(a: Store, b: Store) {
+        for work in [Lead::Sweep, Lead::Bridge] {
+            let (x, y) = tokio::join!(a.lead(work), b.lead(work));
+            assert!(x.unwrap() && y.unwrap(), "{work:?}: both stores lead");
+            assert!(a.lead(work).await.unwrap(), "{work:?}: and go on leading");
+            assert!(b.lead(work).await.unwrap(), "{work:?}: and go on leading");
+        }
+        assert!(a.leads.lock().await.is_empty(), "no lock is held");
+        assert!(b.leads.lock().await.is_empty(), "no lock is held");
+    }
+
+    /// PostgreSQL: of two stores on one database exactly one leads each
+    /// work (its session advisory lock), and keeps it; when that store is
+    /// dropped its connection closes and the other takes the work over.
+    async fn one_store_leads_on_postgres(a: Store, b: Store) {
+        // Both ask at once: exactly one wins.
+        let (x, y) = tokio::join!(a.lead(Lead::Sweep), b.lead(Lead::Sweep));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x ^ y, "exactly one leads the sweep: a {x}, b {y}");
+        let (leader, other) = if x { (a, b) } else { (b, a) };
+        for _ in 0..3 {
+            assert!(
+                leader.lead(Lead::Sweep).await.unwrap(),
+                "the holder keeps it"
+            );
+            assert!(!other.lead(Lead::Sweep).await.unwrap(), "one at a time");
+        }
+        // Each work has its own lock: the other store can lead the bridge.
+        assert!(other.lead(Lead::Bridge).await.unwrap());
+        assert!(!leader.lead(Lead::Bridge).await.unwrap());
+        // The leader goes away: once the server has ended its session (on
+        // its own time, after the connection closes), the other takes over.
+        drop(leader);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !b.lead(Lead::Sweep).await.unwrap() {
+        while !other.lead(Lead::Sweep).await.unwrap() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the sweep lock outlived its holder"
+                "the sweep lock outlived the store that held it"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(other.lead(Lead::Sweep).await.unwrap(), "and keeps it");
+        assert!(
+            other.lead(Lead::Bridge).await.unwrap(),
+            "its own lead stays"
+        );
     }
 
     #[tokio::test]
@@ -1601,7 +1642,7 @@ mod tests {
         );
     }
 
-    fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {
+    pub(super) fn activation(id: &str, limit: i64, expiration_ms: i64) -> ActivationRow {
         ActivationRow {
             activation_id: id.into(),
             code_salt: vec![1],

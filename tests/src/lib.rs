@@ -525,6 +525,14 @@ impl Agent {
         std::fs::read_to_string(self.log_dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// Whether agent.log has a line with `message` about `id` (a command or
+    /// association ID), e.g. `logged("command accepted", &command_id)`.
+    pub fn logged(&self, message: &str, id: &str) -> bool {
+        self.log()
+            .lines()
+            .any(|l| l.contains(message) && l.contains(id))
+    }
+
     /// Runs `tether-agent status` with no proxy but what `env` sets; returns
     /// whether it exited 0, and its output.
     pub fn status(&self, env: &[(&str, &str)]) -> (bool, String) {

@@ -4,201 +4,59 @@
 use serde_json::json;
 use tether_tests::{Agent, Coordinator};
 
-fn fails_with(coord: &Coordinator, args: &[&str], code: i32, needle: &str) {
-    let out = coord.cli(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
-    assert!(
-        err.contains(needle),
-        "{args:?}: expected {needle:?} in {err}"
-    );
-}
+/// Refused invocations: (arguments, exit status, what stderr must contain).
+/// Arguments are split at spaces; `$ME` is a registered instance, `$UNKNOWN`
+/// an ID nothing has, `$MANY` 51 well-formed instance IDs (one over the limit).
+#[rustfmt::skip]
+const REFUSED: &[(&str, i32, &str)] = &[
+    // Service errors: 255, the error code or the offending field named.
+    ("get-command-invocation --command-id $UNKNOWN --instance-id $ME", 255, "(InvocationDoesNotExist)"),
+    ("list-commands --command-id $UNKNOWN", 255, "(InvalidCommandId)"),
+    ("send-command --instance-ids $ME --document-name AWS-RunShellScript --parameters executionTimeout=0,commands=true", 255, "executionTimeout"),
+    ("send-command --instance-ids $ME --document-name AWS-RunShellScript --parameters executionTimeout=172801,commands=true", 255, "executionTimeout"),
+    ("send-command --instance-ids $ME --document-name AWS-RunShellScript", 255, "(InvalidParameters)"),
+    ("send-command --instance-ids $ME --document-name AWS-RunShellScript --parameters command=true", 255, "command"),
+    ("send-command --instance-ids $ME --document-name No-Such-Doc --parameters commands=true", 255, "(InvalidDocument)"),
+    ("send-command --instance-ids bogus --document-name AWS-RunShellScript --parameters commands=true", 255, "(InvalidInstanceId)"),
+    ("send-command --instance-ids $ME --document-name AWS-RunShellScript --parameters commands=true --timeout-seconds 5", 255, "TimeoutSeconds"),
+    ("send-command --document-name AWS-RunShellScript --parameters commands=true --instance-ids $MANY", 255, "at most 50 InstanceIds"),
+    ("create-activation --iam-role r --registration-limit 1001", 255, "RegistrationLimit"),
+    ("create-activation --iam-role r --expiration-date 2020-01-01T00:00:00Z", 255, "ExpirationDate"),
+    ("delete-activation --activation-id $UNKNOWN", 255, "(InvalidActivationId)"),
+    // Usage errors: 2, the flag or verb named.
+    ("send-command --instance-ids $ME", 2, "--document-name"),
+    ("create-activation --iam-role r --registration-limit ten", 2, "--registration-limit"),
+    ("no-such-verb", 2, "no-such-verb"),
+];
 
 #[test]
 fn bad_requests_get_clear_errors_and_aws_exit_statuses() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
     let agent = Agent::start(tmp.path(), "a", &coord);
-    let me = agent.instance_id.as_str();
-    let unknown = "00000000-0000-4000-8000-000000000000";
-
-    fails_with(
-        &coord,
-        &[
-            "get-command-invocation",
-            "--command-id",
-            unknown,
-            "--instance-id",
-            me,
-        ],
-        255,
-        "(InvocationDoesNotExist)",
-    );
-    fails_with(
-        &coord,
-        &["list-commands", "--command-id", unknown],
-        255,
-        "(InvalidCommandId)",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "AWS-RunShellScript",
-            "--parameters",
-            "executionTimeout=0,commands=true",
-        ],
-        255,
-        "executionTimeout",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "AWS-RunShellScript",
-            "--parameters",
-            "executionTimeout=172801,commands=true",
-        ],
-        255,
-        "executionTimeout",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "AWS-RunShellScript",
-        ],
-        255,
-        "(InvalidParameters)",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "AWS-RunShellScript",
-            "--parameters",
-            "command=true",
-        ],
-        255,
-        "command",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "No-Such-Doc",
-            "--parameters",
-            "commands=true",
-        ],
-        255,
-        "(InvalidDocument)",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            "bogus",
-            "--document-name",
-            "AWS-RunShellScript",
-            "--parameters",
-            "commands=true",
-        ],
-        255,
-        "(InvalidInstanceId)",
-    );
-    fails_with(
-        &coord,
-        &[
-            "send-command",
-            "--instance-ids",
-            me,
-            "--document-name",
-            "AWS-RunShellScript",
-            "--parameters",
-            "commands=true",
-            "--timeout-seconds",
-            "5",
-        ],
-        255,
-        "TimeoutSeconds",
-    );
     let many: Vec<String> = (0..51).map(|i| format!("mi-{i:017x}")).collect();
-    let mut args = vec![
-        "send-command",
-        "--document-name",
-        "AWS-RunShellScript",
-        "--parameters",
-        "commands=true",
-        "--instance-ids",
-    ];
-    args.extend(many.iter().map(String::as_str));
-    fails_with(&coord, &args, 255, "at most 50 InstanceIds");
-    fails_with(
-        &coord,
-        &[
-            "create-activation",
-            "--iam-role",
-            "r",
-            "--registration-limit",
-            "1001",
-        ],
-        255,
-        "RegistrationLimit",
-    );
-    fails_with(
-        &coord,
-        &[
-            "create-activation",
-            "--iam-role",
-            "r",
-            "--expiration-date",
-            "2020-01-01T00:00:00Z",
-        ],
-        255,
-        "ExpirationDate",
-    );
-    fails_with(
-        &coord,
-        &["delete-activation", "--activation-id", unknown],
-        255,
-        "(InvalidActivationId)",
-    );
-    fails_with(
-        &coord,
-        &["send-command", "--instance-ids", me],
-        2,
-        "--document-name",
-    );
-    fails_with(
-        &coord,
-        &[
-            "create-activation",
-            "--iam-role",
-            "r",
-            "--registration-limit",
-            "ten",
-        ],
-        2,
-        "--registration-limit",
-    );
-    fails_with(&coord, &["no-such-verb"], 2, "no-such-verb");
+    for &(invocation, code, needle) in REFUSED {
+        let args: Vec<&str> = invocation
+            .split(' ')
+            .flat_map(|a| match a {
+                "$ME" => vec![agent.instance_id.as_str()],
+                "$UNKNOWN" => vec!["00000000-0000-4000-8000-000000000000"],
+                "$MANY" => many.iter().map(String::as_str).collect(),
+                a => vec![a],
+            })
+            .collect();
+        let out = coord.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "tether {invocation}: {err}");
+        assert!(
+            out.stdout.is_empty(),
+            "tether {invocation} printed on stdout"
+        );
+        assert!(
+            err.contains(needle),
+            "tether {invocation}: expected {needle:?} in {err}"
+        );
+    }
     // Nothing was stored by the refused requests.
     assert_eq!(coord.json(&["list-commands"])["Commands"], json!([]));
 }

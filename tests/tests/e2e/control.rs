@@ -249,7 +249,19 @@ fn cancel_kills_a_running_process_tree_and_pending_work_never_starts() {
             .any(|i| i["InstanceId"] == b.instance_id.as_str() && i["PingStatus"] == "Online")
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Proof that b has polled past the point where the cancelled invocation
+    // would have reached it: work sent after it has come back and run. The
+    // cancelled one would have come in the same poll or an earlier one, and
+    // the agent logs "command accepted" on receipt, before running anything.
+    let later = coord.send(&[&b.instance_id], &json!({"commands": ["echo later"]}));
+    let inv = coord.wait_invocation(&later, &b.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("later\n"), "{inv}");
+    assert!(b.logged("command accepted", &later), "{}", b.log());
+    assert!(
+        !b.logged("command accepted", &queued),
+        "a cancelled invocation must not reach the agent: {}",
+        b.log()
+    );
     assert!(!marker.exists(), "a cancelled invocation must not run");
 
     let e = service_error(

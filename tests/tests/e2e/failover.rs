@@ -296,7 +296,12 @@ fn an_agent_with_several_endpoints_returns_after_a_coordinator_restart() {
         (coord.invocation(&cmd, me)["Status"] == "InProgress").then_some(())
     });
     coord.crash();
-    std::thread::sleep(Duration::from_secs(5));
+    // The agent finishes the command while no endpoint answers it.
+    wait_for(
+        "the command to finish on the agent",
+        Duration::from_secs(20),
+        || agent.logged("command finished", &cmd).then_some(()),
+    );
     let (ok, out) = agent.status(&[]);
     assert!(!ok, "{out}");
     assert!(out.contains("Answering:     0 of 2"), "{out}");

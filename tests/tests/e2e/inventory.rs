@@ -437,21 +437,8 @@ fn associations_update_delete_and_follow_tags() {
         .as_str()
         .unwrap()
         .to_string();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(!tmp.path().join("tagged").exists());
-    coord.json(&[
-        "add-tags-to-resource",
-        "--resource-type",
-        "ManagedInstance",
-        "--resource-id",
-        &n1.instance_id,
-        "--tags",
-        "Key=Env,Value=lab",
-    ]);
-    wait_success(&coord, &tagged_id, 1);
-    assert!(tmp.path().join("tagged").exists());
-    coord.json(&["delete-association", "--association-id", &tagged_id]);
-    // An association that applies only at its cron interval does not run now.
+    // An association that applies only at its cron interval does not run now
+    // (checked below); created after the tagged one, it changes n1's set.
     let later = coord.json(&[
         "create-association",
         "--name",
@@ -468,6 +455,29 @@ fn associations_update_delete_and_follow_tags() {
         .as_str()
         .unwrap()
         .to_string();
+    // Once the agent has received `later`, it holds a set made after the
+    // tagged association existed: that set must not have included it.
+    wait_for("n1 to receive its new set", Duration::from_secs(30), || {
+        n1.logged("association received", &later_id).then_some(())
+    });
+    assert!(
+        !n1.logged("association received", &tagged_id),
+        "{}",
+        n1.log()
+    );
+    assert!(!tmp.path().join("tagged").exists());
+    coord.json(&[
+        "add-tags-to-resource",
+        "--resource-type",
+        "ManagedInstance",
+        "--resource-id",
+        &n1.instance_id,
+        "--tags",
+        "Key=Env,Value=lab",
+    ]);
+    wait_success(&coord, &tagged_id, 1);
+    assert!(tmp.path().join("tagged").exists());
+    coord.json(&["delete-association", "--association-id", &tagged_id]);
     // Update: a new version runs again right away.
     let up = coord.json(&[
         "update-association",
@@ -492,6 +502,12 @@ fn associations_update_delete_and_follow_tags() {
         .find(|i| i["AssociationId"] == later_id.as_str())
         .unwrap();
     assert_eq!(pending["Status"], "Pending");
+    // The agent has held it since before version 2 ran, and never ran it.
+    assert!(
+        !n1.logged("association run starting", &later_id),
+        "{}",
+        n1.log()
+    );
     assert!(!tmp.path().join("never").exists());
     let named = coord.json(&[
         "list-associations",

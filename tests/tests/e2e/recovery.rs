@@ -40,7 +40,12 @@ fn a_result_produced_while_the_coordinator_is_down_arrives_once() {
         (coord.invocation(&id, me)["Status"] == "InProgress").then_some(())
     });
     coord.crash();
-    std::thread::sleep(Duration::from_secs(5));
+    // The agent finishes the command while nothing answers it.
+    wait_for(
+        "the command to finish on the agent",
+        Duration::from_secs(20),
+        || agent.logged("command finished", &id).then_some(()),
+    );
     coord.restart();
     let inv = coord.wait_invocation(&id, me, Duration::from_secs(40));
     assert_eq!(inv["Status"], json!("Success"));

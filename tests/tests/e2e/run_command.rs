@@ -187,10 +187,17 @@ fn an_offline_agent_gets_queued_work_when_it_returns() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
     let mut a = Agent::start(tmp.path(), "a", &coord);
+    let online = Agent::start(tmp.path(), "online", &coord);
     a.crash();
     let me = a.instance_id.clone();
-    let id = coord.send(&[&me], &json!({"commands": ["echo queued"]}));
-    std::thread::sleep(Duration::from_millis(500));
+    let id = coord.send(
+        &[&me, &online.instance_id],
+        &json!({"commands": ["echo queued"]}),
+    );
+    // The same command has gone out to the node that is there and come back:
+    // the coordinator has dispatched it, and the offline node's share waits.
+    let there = coord.wait_invocation(&id, &online.instance_id, Duration::from_secs(30));
+    assert_eq!(there["Status"], json!("Success"), "{there}");
     assert_eq!(coord.invocation(&id, &me)["Status"], json!("Pending"));
     a.run();
     let inv = coord.wait_invocation(&id, &me, Duration::from_secs(30));
@@ -198,7 +205,7 @@ fn an_offline_agent_gets_queued_work_when_it_returns() {
     wait_for(
         "the agent to log the command",
         Duration::from_secs(5),
-        || a.log().contains("command accepted").then_some(()),
+        || a.logged("command accepted", &id).then_some(()),
     );
 }
 
@@ -281,10 +288,15 @@ fn a_command_never_picked_up_ends_as_delivery_timed_out() {
         ),
         (json!("TimedOut"), json!(1), json!(0))
     );
-    // The agent, back later, does not run it.
+    // The agent, back later, does not run it: a command sent after it is back
+    // has reached it and run (the timed-out one, were it delivered, would
+    // have come in the same poll or an earlier one, and is logged on receipt).
     a.run();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(!a.log().contains("command accepted"), "{}", a.log());
+    let later = coord.send(&[&a.instance_id], &json!({"commands": ["echo later"]}));
+    let inv = coord.wait_invocation(&later, &a.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["StandardOutputContent"], json!("later\n"), "{inv}");
+    assert!(a.logged("command accepted", &later), "{}", a.log());
+    assert!(!a.logged("command accepted", id), "{}", a.log());
 }
 
 #[test]

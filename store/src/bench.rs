@@ -1,0 +1,317 @@
+//! What `tether-bench` reads from a running coordinator's database and the
+//! synthetic history it seeds there for its list-latency figures. The
+//! coordinator never calls these; they live here because only this crate
+//! knows SQL. Reached through [`Store::bench`].
+
+use super::{Dialect, Result, Store, sql};
+
+/// The benchmark's statements on a store (see [`Store::bench`]).
+#[derive(Debug)]
+pub struct Bench<'a> {
+    store: &'a Store,
+}
+
+/// Finished invocations to store as history (see [`Bench::seed_history`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticHistory<'a> {
+    /// Commands of `per_command` invocations each.
+    pub commands: usize,
+    pub per_command: usize,
+    /// The commands are spread over the 20 days before this.
+    pub now_ms: i64,
+    /// The document content every command records.
+    pub document_content: &'a str,
+}
+
+/// The command ID of synthetic command `n`: recognisable (see
+/// [`Bench::history_command`]), and a lowercase UUID as command IDs must be.
+/// PostgreSQL's seeding spells the same in SQL.
+pub fn history_command_id(n: usize) -> String {
+    format!("{HISTORY_PREFIX}{n:012x}")
+}
+
+const HISTORY_PREFIX: &str = "00000000-0000-4000-8000-";
+
+/// One step's output in every synthetic invocation.
+const HISTORY_STDOUT: &[u8] = b"Linux node 6.1.0 x86_64\n";
+
+impl Store {
+    /// The statements `tether-bench` uses.
+    pub fn bench(&self) -> Bench<'_> {
+        Bench { store: self }
+    }
+}
+
+impl Bench<'_> {
+    fn dialect(&self) -> Dialect {
+        self.store.dialect
+    }
+
+    /// The command's own tally of finished invocations (one row, not a count
+    /// over its invocations).
+    pub async fn completed_count(&self, command_id: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect(),
+            "SELECT completed_count FROM commands WHERE command_id = ?",
+        ))
+        .bind(command_id)
+        .fetch_one(&self.store.pool)
+        .await?)
+    }
+
+    /// Each invocation's end minus the command's request time, in ms,
+    /// smallest first.
+    pub async fn latencies_ms(&self, command_id: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect(),
+            "SELECT i.end_ms - c.requested_ms FROM invocations i \
+             JOIN commands c ON c.command_id = i.command_id \
+             WHERE i.command_id = ? ORDER BY 1",
+        ))
+        .bind(command_id)
+        .fetch_all(&self.store.pool)
+        .await?)
+    }
+
+    /// How many of the command's invocations have each StatusDetails.
+    pub async fn status_counts(&self, command_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(sql(
+            self.dialect(),
+            "SELECT status_details, COUNT(*) FROM invocations WHERE command_id = ? \
+             GROUP BY status_details ORDER BY status_details",
+        ))
+        .bind(command_id)
+        .fetch_all(&self.store.pool)
+        .await?)
+    }
+
+    /// How many instances have polled since `since_ms` (pings are stored by
+    /// the coordinator's 2 s sweep).
+    pub async fn polled_since(&self, since_ms: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect(),
+            "SELECT COUNT(*) FROM instances WHERE last_ping_ms >= ?",
+        ))
+        .bind(since_ms)
+        .fetch_one(&self.store.pool)
+        .await?)
+    }
+
+    /// The `nth` synthetic command (in command ID order) that is stored.
+    pub async fn history_command(&self, nth: usize) -> Result<String> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect(),
+            "SELECT command_id FROM commands WHERE command_id LIKE ? \
+             ORDER BY command_id LIMIT 1 OFFSET ?",
+        ))
+        .bind(format!("{HISTORY_PREFIX}%"))
+        .bind(nth as i64)
+        .fetch_one(&self.store.pool)
+        .await?)
+    }
+
+    /// Stores finished history: commands of `per_command` invocations
+    /// (`mi-` + 17 hex digits from 0), each with one step and a line of
+    /// output, spread over the last 20 days; commands are numbered from 0
+    /// ([`history_command_id`]) and commented `history`.
+    pub async fn seed_history(&self, h: SyntheticHistory<'_>) -> Result<()> {
+        match self.dialect() {
+            Dialect::Sqlite => self.seed_history_row_by_row(h).await,
+            Dialect::Postgres => self.seed_history_on_the_server(h).await,
+        }
+    }
+
+    /// SQLite: row by row, a transaction per 100 commands.
+    async fn seed_history_row_by_row(&self, h: SyntheticHistory<'_>) -> Result<()> {
+        let d = self.dialect();
+        for chunk in (0..h.commands).collect::<Vec<_>>().chunks(100) {
+            let mut tx = self.store.pool.begin().await?;
+            for &c in chunk {
+                let id = history_command_id(c);
+                let requested =
+                    h.now_ms - 20 * 86_400_000 + (c as i64 * 86_400_000 * 20 / h.commands as i64);
+                sqlx::query(sql(
+                    d,
+                    "INSERT INTO commands (command_id, document_name, document_version, \
+                     document_hash, document_content, parameters_json, resolved_json, comment, \
+                     requested_ms, timeout_seconds, max_concurrency, max_errors, concurrency_limit, \
+                     instance_ids_json, targets_json, status, status_details, target_count, \
+                     completed_count, error_count, delivery_timed_out_count) \
+                     VALUES (?, 'AWS-RunShellScript', '1', 'h', ?, '{}', '{}', 'history', ?, 600, \
+                     '50', '0', 50, '[]', '[]', 'Success', 'Success', ?, ?, 0, 0)",
+                ))
+                .bind(&id)
+                .bind(h.document_content)
+                .bind(requested)
+                .bind(h.per_command as i64)
+                .bind(h.per_command as i64)
+                .execute(&mut *tx)
+                .await?;
+                for i in 0..h.per_command {
+                    let instance = format!("mi-{i:017x}");
+                    sqlx::query(sql(
+                        d,
+                        "INSERT INTO invocations (command_id, instance_id, instance_name, status, \
+                         status_details, requested_ms, delivered_ms, acked_ms, start_ms, end_ms, \
+                         response_code) \
+                         VALUES (?, ?, 'node', 'Success', 'Success', ?, ?, ?, ?, ?, 0)",
+                    ))
+                    .bind(&id)
+                    .bind(&instance)
+                    .bind(requested)
+                    .bind(requested + 5)
+                    .bind(requested + 8)
+                    .bind(requested + 10)
+                    .bind(requested + 40)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(sql(
+                        d,
+                        "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
+                         status_details, response_code, start_ms, end_ms, stdout, stderr, \
+                         stdout_truncated, stderr_truncated) \
+                         VALUES (?, ?, 0, 'aws:runShellScript', 'Success', 'Success', 0, ?, ?, ?, ?, \
+                         0, 0)",
+                    ))
+                    .bind(&id)
+                    .bind(&instance)
+                    .bind(requested + 10)
+                    .bind(requested + 40)
+                    .bind(HISTORY_STDOUT.to_vec())
+                    .bind(Vec::<u8>::new())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: the same rows generated by the server, in three
+    /// statements instead of two million, then ANALYZE for the planner.
+    async fn seed_history_on_the_server(&self, h: SyntheticHistory<'_>) -> Result<()> {
+        let d = self.dialect();
+        let mut tx = self.store.pool.begin().await?;
+        sqlx::query(sql(
+            d,
+            "INSERT INTO commands (command_id, document_name, document_version, document_hash, \
+             document_content, parameters_json, resolved_json, comment, requested_ms, \
+             timeout_seconds, max_concurrency, max_errors, concurrency_limit, instance_ids_json, \
+             targets_json, status, status_details, target_count, completed_count, error_count, \
+             delivery_timed_out_count) \
+             SELECT ? || lpad(to_hex(c), 12, '0'), 'AWS-RunShellScript', '1', 'h', ?, '{}', '{}', \
+             'history', ? - 20 * 86400000 + (c * 86400000 * 20 / ?), 600, '50', '0', 50, '[]', \
+             '[]', 'Success', 'Success', ?, ?, 0, 0 FROM generate_series(0::bigint, ? - 1) c",
+        ))
+        .bind(HISTORY_PREFIX)
+        .bind(h.document_content)
+        .bind(h.now_ms)
+        .bind(h.commands as i64)
+        .bind(h.per_command as i64)
+        .bind(h.per_command as i64)
+        .bind(h.commands as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sql(
+            d,
+            "INSERT INTO invocations (command_id, instance_id, instance_name, status, \
+             status_details, requested_ms, delivered_ms, acked_ms, start_ms, end_ms, response_code) \
+             SELECT c.command_id, 'mi-' || lpad(to_hex(i), 17, '0'), 'node', 'Success', 'Success', \
+             c.requested_ms, c.requested_ms + 5, c.requested_ms + 8, c.requested_ms + 10, \
+             c.requested_ms + 40, 0 \
+             FROM commands c, generate_series(0::bigint, ? - 1) i WHERE c.comment = 'history'",
+        ))
+        .bind(h.per_command as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sql(
+            d,
+            "INSERT INTO invocation_plugins (command_id, instance_id, seq, name, status, \
+             status_details, response_code, start_ms, end_ms, stdout, stderr, stdout_truncated, \
+             stderr_truncated) \
+             SELECT i.command_id, i.instance_id, 0, 'aws:runShellScript', 'Success', 'Success', 0, \
+             i.start_ms, i.end_ms, ?, ?, 0, 0 FROM invocations i JOIN commands c \
+             ON c.command_id = i.command_id WHERE c.comment = 'history'",
+        ))
+        .bind(HISTORY_STDOUT.to_vec())
+        .bind(Vec::<u8>::new())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        sqlx::query("ANALYZE").execute(&self.store.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InstanceRow;
+
+    /// On both engines (scripts/test.sh's second pass runs this on
+    /// PostgreSQL): what the benchmark seeds, the store's own readers read,
+    /// and the benchmark's counts see it.
+    #[tokio::test]
+    async fn seeded_history_reads_back() {
+        let (_d, s) = crate::tests::store().await;
+        let b = s.bench();
+        let content = "{\"schemaVersion\":\"2.2\"}";
+        let now = 1_900_000_000_000;
+        b.seed_history(SyntheticHistory {
+            commands: 3,
+            per_command: 4,
+            now_ms: now,
+            document_content: content,
+        })
+        .await
+        .unwrap();
+        assert_eq!(b.history_command(1).await.unwrap(), history_command_id(1));
+        assert!(b.history_command(3).await.is_err(), "three commands only");
+        let mut requested = Vec::new();
+        for c in 0..3 {
+            let id = history_command_id(c);
+            assert_eq!(b.completed_count(&id).await.unwrap(), 4);
+            // Every invocation ends 40 ms after its command was requested.
+            assert_eq!(b.latencies_ms(&id).await.unwrap(), vec![40; 4]);
+            assert_eq!(
+                b.status_counts(&id).await.unwrap(),
+                vec![("Success".to_string(), 4)]
+            );
+            let row = s.command(&id).await.unwrap().expect("seeded command");
+            assert_eq!(
+                (row.document_content.as_str(), row.comment.as_str()),
+                (content, "history")
+            );
+            requested.push(row.requested_ms);
+            let plugins = s.plugins(&id, "mi-00000000000000003").await.unwrap();
+            assert_eq!(plugins.len(), 1, "one step");
+            assert_eq!(plugins[0].stdout, HISTORY_STDOUT);
+            assert!(plugins[0].stderr.is_empty());
+        }
+        // Spread over the 20 days before `now`, oldest first.
+        assert_eq!(requested[0], now - 20 * 86_400_000);
+        assert!(
+            requested.windows(2).all(|w| w[0] < w[1] && w[1] < now),
+            "{requested:?}"
+        );
+
+        s.insert_activation(&crate::tests::activation("a", 2, i64::MAX))
+            .await
+            .unwrap();
+        for id in ["mi-1", "mi-2"] {
+            let inst = InstanceRow {
+                instance_id: id.into(),
+                activation_id: "a".into(),
+                ..Default::default()
+            };
+            s.register_instance(&inst, 1_000).await.unwrap();
+        }
+        assert_eq!(b.polled_since(5_000).await.unwrap(), 0);
+        s.pings(&[("mi-1".into(), 4_000), ("mi-2".into(), 6_000)])
+            .await
+            .unwrap();
+        assert_eq!(b.polled_since(5_000).await.unwrap(), 1);
+        assert_eq!(b.polled_since(4_000).await.unwrap(), 2);
+    }
+}
