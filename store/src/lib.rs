@@ -154,6 +154,10 @@ pub struct CommandRow {
     pub completed_count: i64,
     pub error_count: i64,
     pub delivery_timed_out_count: i64,
+    /// `DocumentVersion` as the sender named it (`$DEFAULT` when it named
+    /// none); `document_version` is the version it resolved to. Empty for
+    /// commands stored before this was kept.
+    pub requested_document_version: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -394,7 +398,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
@@ -798,7 +802,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -821,6 +825,7 @@ impl Store {
         .bind(c.completed_count)
         .bind(c.error_count)
         .bind(c.delivery_timed_out_count)
+        .bind(&c.requested_document_version)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -952,6 +957,7 @@ impl Store {
                     completed_count: r.try_get("c_completed_count")?,
                     error_count: r.try_get("c_error_count")?,
                     delivery_timed_out_count: r.try_get("c_delivery_timed_out_count")?,
+                    requested_document_version: r.try_get("c_requested_document_version")?,
                 };
                 Ok((inv, cmd))
             })
@@ -1682,6 +1688,7 @@ mod tests {
             completed_count: 0,
             error_count: 0,
             delivery_timed_out_count: 0,
+            requested_document_version: "$DEFAULT".into(),
         }
     }
 
