@@ -102,6 +102,8 @@ pub struct Member {
     pub required: bool,
     /// First sentence of its documentation, as plain text.
     pub help: String,
+    /// Its whole documentation, as the model has it (HTML).
+    pub documentation: &'static str,
 }
 
 /// The shape a flag expects, enough to coerce shorthand as awscli does.
@@ -226,6 +228,7 @@ impl Model {
                     shape: m["shape"].as_str()?,
                     required: required.contains(&name.as_str()),
                     help: first_sentence(m["documentation"].as_str().unwrap_or("")),
+                    documentation: m["documentation"].as_str().unwrap_or(""),
                 })
             })
             .collect()
