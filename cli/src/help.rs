@@ -329,8 +329,12 @@ pub fn waiter(name: Option<&str>) -> String {
     }
 }
 
+/// One verb for completion: its name, its options, and the enum values of
+/// the options that have them.
+type VerbCompletion = (String, Vec<String>, Vec<(String, Vec<String>)>);
+
 /// Every verb with its options and each option's enum values, for completion.
-fn completion_table(verbs: &[String]) -> Vec<(String, Vec<String>, Vec<(String, Vec<String>)>)> {
+fn completion_table(verbs: &[String]) -> Vec<VerbCompletion> {
     let m = model::model();
     verbs
         .iter()

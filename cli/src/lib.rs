@@ -399,15 +399,17 @@ impl Paging {
 }
 
 /// The aws CLI's resume token: base64 of `{"NextToken": …, "boto_truncate_amount": n}`.
+///
+/// Byte for byte botocore's: `json.dumps` of the page's input token (null
+/// on the first page) and, when the page was cut, the items taken from it.
 fn encode_resume(input_token: &str, token: Option<&str>, skip: usize) -> String {
-    let mut t = Map::new();
-    if let Some(token) = token {
-        t.insert(input_token.to_owned(), json!(token));
-    }
-    if skip > 0 {
-        t.insert("boto_truncate_amount".into(), json!(skip));
-    }
-    base64::engine::general_purpose::STANDARD.encode(Value::Object(t).to_string())
+    let token = token.map_or_else(|| "null".to_owned(), |t| json!(t).to_string());
+    let text = if skip > 0 {
+        format!("{{\"{input_token}\": {token}, \"boto_truncate_amount\": {skip}}}")
+    } else {
+        format!("{{\"{input_token}\": {token}}}")
+    };
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// Reads a resume token; a token that is not one of ours is the service's own.
@@ -828,7 +830,16 @@ async fn operation(
         Some("yaml-input") => return Ok(params::yaml_skeleton(operation)),
         _ => {}
     }
-    params::validate(operation, &request)?;
+    // botocore checks each page's request: with --page-size as its limit.
+    let mut checked = request.clone();
+    if let (Some(p), Some(n)) = (m.paginator(operation), parsed.one("--page-size"))
+        && let Some(k) = p.limit_key
+        && checked.get(k).is_none()
+        && let Ok(n) = n.trim().parse::<i64>()
+    {
+        checked[k] = json!(n);
+    }
+    params::validate(operation, &checked)?;
     if parsed.one("--generate-cli-skeleton") == Some("output") {
         let skeleton = m
             .output_shape(operation)
@@ -1185,6 +1196,11 @@ mod tests {
 
     #[test]
     fn resume_tokens_round_trip() {
+        // What botocore encodes for a first page cut after one item.
+        assert_eq!(
+            encode_resume("NextToken", None, 1),
+            "eyJOZXh0VG9rZW4iOiBudWxsLCAiYm90b190cnVuY2F0ZV9hbW91bnQiOiAxfQ=="
+        );
         let t = encode_resume("NextToken", Some("b2Zmc2V0OjUw"), 3);
         assert_eq!(
             decode_resume("NextToken", &t),

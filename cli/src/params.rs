@@ -437,21 +437,13 @@ fn check(m: &'static Model, v: &Value, shape_name: &str, name: &str, problems: &
             Value::Bool(b) => range(problems, shape, name, i64::from(*b), "value", &py_str(v)),
             _ => invalid_type(problems, name, v, "<class 'int'>"),
         },
-        "double" | "float" => {
-            if !(v.is_number() || v.is_boolean()) {
-                invalid_type(
-                    problems,
-                    name,
-                    v,
-                    "<class 'float'>, <class 'decimal.Decimal'>, <class 'int'>",
-                );
-            }
-        }
-        "boolean" => {
-            if !v.is_boolean() {
-                invalid_type(problems, name, v, "<class 'bool'>");
-            }
-        }
+        "double" | "float" if !(v.is_number() || v.is_boolean()) => invalid_type(
+            problems,
+            name,
+            v,
+            "<class 'float'>, <class 'decimal.Decimal'>, <class 'int'>",
+        ),
+        "boolean" if !v.is_boolean() => invalid_type(problems, name, v, "<class 'bool'>"),
         "timestamp" => {
             let ok = match v {
                 Value::Number(_) => true,
