@@ -233,12 +233,12 @@ fn without_extras(text: &str) -> String {
             dropped = true;
             continue;
         }
-        if dropped && (line.trim_start().starts_with('}')) {
-            if let Some(last) = out.last_mut() {
-                if let Some(stripped) = last.strip_suffix(',') {
-                    *last = stripped.to_owned();
-                }
-            }
+        if dropped
+            && line.trim_start().starts_with('}')
+            && let Some(last) = out.last_mut()
+            && let Some(stripped) = last.strip_suffix(',')
+        {
+            *last = stripped.to_owned();
         }
         dropped = false;
         out.push(line.to_owned());
