@@ -608,3 +608,67 @@ fn profiles_debug_skeletons_help_and_completion() {
     let out = coord.cli(&["completion", "zsh"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("#compdef tether\n"));
 }
+
+#[test]
+fn terminal_escapes_from_a_node_never_reach_the_operators_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let agent = Agent::start(tmp.path(), "a", &coord);
+    let me = agent.instance_id.as_str();
+    // ESC sequences (colour, a window title), BEL and a C1 CSI.
+    let id = coord.send(
+        &[me],
+        &json!({"commands": [r"printf '\033[31mred\033[0m\033]0;pwned\007|\302\233|\n'"]}),
+    );
+    coord.wait_invocation(&id, me, std::time::Duration::from_secs(30));
+    let args = [
+        "get-command-invocation",
+        "--command-id",
+        &id,
+        "--instance-id",
+        me,
+        "--query",
+        "StandardOutputContent",
+    ];
+    // Through a pipe: the bytes, as the aws CLI prints them.
+    for (query, format) in [
+        ("StandardOutputContent", "text"),
+        ("[StandardOutputContent]", "table"),
+    ] {
+        let out = coord.cli(&[&args[..5], &["--query", query, "--output", format]].concat());
+        assert!(out.status.success());
+        assert!(
+            out.stdout.contains(&0x1b),
+            "{format}: a pipe gets the bytes"
+        );
+    }
+    // On a terminal (script(1) gives tether a pty): shown escaped.
+    let line = [
+        tether_tests::bin("tether").display().to_string(),
+        "--config".into(),
+        coord.operator_json().display().to_string(),
+    ]
+    .into_iter()
+    .chain(args.iter().map(|a| a.to_string()))
+    .chain(["--output".to_owned(), "text".to_owned()])
+    .collect::<Vec<_>>()
+    .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .expect("script(1), from bsdutils");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(r"\x1b[31mred\x1b[0m\x1b]0;pwned\x07|\x9b|"),
+        "{shown:?}"
+    );
+}
