@@ -67,6 +67,11 @@ pub struct Coordinator {
     pub pki: Arc<Pki>,
     /// When the coordinator stops waiting for agents, and how long history is kept.
     pub timeouts: Timeouts,
+    /// The account ID and region in ARNs.
+    pub account: crate::authz::Account,
+    /// What `operator.json` says (its token aside): the template of the
+    /// operator configs issued to users.
+    pub operator_config: Option<tether_cli::OperatorConfig>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// Deliberately corrupt envelopes (end-to-end tests only).
@@ -108,6 +113,8 @@ impl Coordinator {
             store,
             pki,
             timeouts: Timeouts::default(),
+            account: crate::authz::Account::default(),
+            operator_config: None,
             poll_hold: limits::LONG_POLL_HOLD,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::actions;
 use crate::associations::{AssociationRun, InventoryItem, InventoryUpload, SignedSet};
 use crate::core::{AgentError, Coordinator, Poll, RegisterError, Registration, Report};
-use crate::credentials::{Caller, Principal, Transport};
+use crate::credentials::{Caller, Transport};
 use crate::pki;
 use crate::signing::Signed;
 
@@ -333,16 +333,15 @@ impl pb::operator_server::Operator for Services {
             .ok_or_else(|| {
                 Status::unauthenticated("missing operator token (authorization: Bearer ...)")
             })?;
-        let valid = crate::credentials::operator_token_is_valid(&self.core, token)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !valid {
-            return Err(Status::unauthenticated(
-                "the operator token is not valid for this coordinator",
-            ));
-        }
+        let principal = match crate::credentials::operator_principal(&self.core, token).await {
+            Ok(p) => p,
+            Err(crate::credentials::Refused::Store(e)) => {
+                return Err(Status::internal(e.to_string()));
+            }
+            Err(e) => return Err(Status::unauthenticated(e.to_string())),
+        };
         let caller = Caller {
-            principal: Principal::Root,
+            principal,
             transport: Transport::Grpc,
             source: req.remote_addr().map(|a| a.ip()),
         };

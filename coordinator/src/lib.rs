@@ -8,6 +8,7 @@
 //! - [`actions`]: the one door of every operator request (typed, validated,
 //!   dispatched with its [`credentials::Caller`]); the SSM operations.
 //! - [`credentials`]: operator tokens and access keys: who is calling.
+//! - [`authz`]: what a caller may do: IAM-style policies, checked at the one door.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
 //! - [`http`]: the HTTPS listener.
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
@@ -16,6 +17,7 @@
 
 pub mod actions;
 pub mod associations;
+pub mod authz;
 pub mod core;
 pub mod credentials;
 pub mod grpc;

@@ -70,6 +70,27 @@ struct Serve {
     /// binary, else /usr/share/tether/tether-agent).
     #[arg(long, env = "TETHER_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
+    /// The region named in ARNs (`arn:aws:ssm:REGION:ACCOUNT:…`) and in
+    /// operator.json; replicas of one database should agree.
+    #[arg(long, env = "TETHER_REGION", default_value = tether_coordinator::authz::DEFAULT_REGION, value_parser = region)]
+    region: String,
+}
+
+/// A region name as AWS spells them (`us-east-1`, `eu-central-2`, `lab-1`).
+fn region(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a region name (lowercase letters, digits and dashes, e.g. us-east-1)"
+        ))
+    }
 }
 
 /// Logs to stderr (journald under systemd), or to `TETHER_LOG_FILE` rotated by
@@ -155,6 +176,7 @@ fn main() -> ExitCode {
                 },
                 aws_config: s.aws_config,
                 agent_binary: s.agent_binary,
+                region: s.region,
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub aws_config: Option<PathBuf>,
     /// The agent binary served to nodes (default: see [`crate::install::AgentDownload::load`]).
     pub agent_binary: Option<PathBuf>,
+    /// `--region`: the region named in ARNs.
+    pub region: String,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -88,8 +90,8 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
     if let Ok(text) = std::fs::read_to_string(path)
         && let Ok(old) = serde_json::from_str::<OperatorConfig>(&text)
     {
-        let known = store.operator_token_hashes().await?;
-        if known.contains(&token_hash(&old.token)) {
+        let known = store.operator_token(&token_hash(&old.token)).await?;
+        if known.is_some_and(|t| t.user_name.is_none()) {
             return Ok(old.token);
         }
     }
@@ -98,6 +100,17 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
         .add_operator_token(&token_hash(&token), now_ms())
         .await?;
     Ok(token)
+}
+
+/// A fresh 12-digit account ID (never starting with 0, as AWS's).
+fn new_account_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let first = rng.random_range(1..=9u8);
+    let rest: String = (0..11)
+        .map(|_| char::from(b'0' + rng.random_range(0..=9u8)))
+        .collect();
+    format!("{first}{rest}")
 }
 
 /// The AWS bridge's configuration, if any; a bad file stops the start.
@@ -171,6 +184,14 @@ pub async fn run(
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    // The account ID: made by the first replica to start, kept in the database.
+    let account = crate::authz::Account {
+        id: store
+            .setting_or_init("account_id", &new_account_id())
+            .await
+            .context("reading the account ID")?,
+        region: cfg.region.clone(),
+    };
     let operator_path = cfg.data_dir.join("operator.json");
     let operator = OperatorConfig {
         endpoint: local_url(grpc_addr),
@@ -180,6 +201,8 @@ pub async fn run(
         token: operator_token(&store, &operator_path).await?,
         advertised_endpoint: advertised_url(&cfg.advertise, grpc_addr),
         advertised_http_endpoint: advertised_url(&cfg.advertise, http_addr),
+        account_id: account.id.clone(),
+        region: account.region.clone(),
     };
     write_private(
         &operator_path,
@@ -198,6 +221,11 @@ pub async fn run(
 
     let mut coordinator = Coordinator::new(store, pki.clone());
     coordinator.timeouts = cfg.timeouts;
+    coordinator.account = account;
+    coordinator.operator_config = Some(OperatorConfig {
+        token: String::new(),
+        ..operator.clone()
+    });
     let core = Arc::new(coordinator);
     // Replicas on one PostgreSQL database wake each other's held polls.
     let replica_tasks = if core.store.dialect() == tether_store::Dialect::Postgres {

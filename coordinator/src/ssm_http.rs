@@ -165,14 +165,22 @@ async fn authenticate(
         ApiError::new(e.code(), e.to_string())
     };
     let auth = sigv4::authorization(&signed).map_err(refuse)?;
-    let secret = credentials::access_key_secret(c, &auth.access_key_id)
-        .await?
-        .ok_or_else(|| refuse(sigv4::SigError::UnknownKey(auth.access_key_id.clone())))?;
+    let (secret, principal) = match credentials::access_key(c, &auth.access_key_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return Err(refuse(sigv4::SigError::UnknownKey(
+                auth.access_key_id.clone(),
+            )));
+        }
+        Err(credentials::Refused::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::debug!(error = %e, "SSM API request refused");
+            return Err(ApiError::new("UnrecognizedClientException", e.to_string()));
+        }
+    };
     sigv4::verify(&signed, &auth, &secret, SERVICE, chrono::Utc::now()).map_err(refuse)?;
     credentials::access_key_used(c, &auth.access_key_id).await;
-    Ok(Principal::AccessKey {
-        access_key_id: auth.access_key_id,
-    })
+    Ok(principal)
 }
 
 fn respond(status: StatusCode, body: &Value, error_type: Option<&str>) -> Response<Body> {

@@ -71,6 +71,19 @@ pub const MAX_HTTP_API_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const ACCESS_KEY_ID_PREFIX: &str = "TKIA";
 pub const ACCESS_KEY_ID_LEN: usize = 20;
 pub const ACCESS_KEY_SECRET_LEN: usize = 40;
+/// Access keys one user may hold at once (IAM's quota).
+pub const ACCESS_KEYS_PER_USER: usize = 2;
+/// Inline policies one user may have, and the bytes of all of them
+/// together (IAM's 2,048 characters per user, without whitespace, is
+/// raised: Tether's policies name many documents and instances).
+pub const INLINE_POLICIES_PER_USER: usize = 20;
+pub const INLINE_POLICY_BYTES_PER_USER: usize = 64 * 1024;
+/// Users in one account.
+pub const USERS_PER_ACCOUNT: usize = 5_000;
+/// An operator token issued to a user without `--expires-in` lasts this long;
+/// none lasts longer than the maximum.
+pub const OPERATOR_TOKEN_DEFAULT_TTL_SECS: i64 = 30 * 24 * 3600;
+pub const OPERATOR_TOKEN_MAX_TTL_SECS: i64 = 366 * 24 * 3600;
 
 /// The AWS bridge: instance IDs per AWS SendCommand call (AWS's own limit),
 /// how often it looks for work and polls AWS invocations, the ceiling of its

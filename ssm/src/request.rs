@@ -51,6 +51,16 @@ impl Operation {
         model::model().is_ssm_operation(self.name())
     }
 
+    /// Its action name in IAM policies (`ssm:SendCommand`, `iam:CreateUser`,
+    /// `tether:CreateOperatorConfig`).
+    pub fn action(self) -> String {
+        format!(
+            "{}:{}",
+            model::model().action_service(self.name()),
+            self.name()
+        )
+    }
+
     /// The operation of this name, or the error AWS gives for an unknown one.
     pub fn named(name: &str) -> Result<Operation, ApiError> {
         Operation::from_name(name).ok_or_else(|| {

@@ -32,7 +32,9 @@ mod access_keys;
 pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
+mod users;
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
+pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,9 @@ pub struct CommandRow {
     /// none); `document_version` is the version it resolved to. Empty for
     /// commands stored before this was kept.
     pub requested_document_version: String,
+    /// The ARN of the principal that sent it (empty for commands stored
+    /// before this was kept).
+    pub requested_by: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -398,7 +403,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version, requested_by";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
@@ -557,25 +562,6 @@ impl Store {
                 Ok(tx)
             }
         }
-    }
-
-    // ----- operator tokens -----
-
-    pub async fn add_operator_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
-        sqlx::query(sql(self.dialect, "INSERT INTO operator_tokens (token_hash, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING"))
-            .bind(token_hash)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn operator_token_hashes(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar(sql(self.dialect, "SELECT token_hash FROM operator_tokens"))
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 
     // ----- activations -----
@@ -802,7 +788,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -826,6 +812,7 @@ impl Store {
         .bind(c.error_count)
         .bind(c.delivery_timed_out_count)
         .bind(&c.requested_document_version)
+        .bind(&c.requested_by)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -958,6 +945,7 @@ impl Store {
                     error_count: r.try_get("c_error_count")?,
                     delivery_timed_out_count: r.try_get("c_delivery_timed_out_count")?,
                     requested_document_version: r.try_get("c_requested_document_version")?,
+                    requested_by: r.try_get("c_requested_by")?,
                 };
                 Ok((inv, cmd))
             })
@@ -1689,6 +1677,7 @@ mod tests {
             error_count: 0,
             delivery_timed_out_count: 0,
             requested_document_version: "$DEFAULT".into(),
+            requested_by: String::new(),
         }
     }
 

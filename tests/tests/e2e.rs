@@ -21,5 +21,6 @@ mod e2e {
     pub mod security;
     pub mod ssm_http;
     pub mod ssm_sdk;
+    pub mod trust;
     pub mod tutorial;
 }

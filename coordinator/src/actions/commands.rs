@@ -25,6 +25,7 @@ use tether_util::time::{now_ms, parse_timestamp_ms};
 
 use super::documents;
 use super::wire::{Page, stored, string_time, tag_pairs, ts};
+use crate::authz::{Authority, Resource};
 use crate::core::Coordinator;
 
 /// What AWS answers as `DocumentVersion` when SendCommand named none.
@@ -43,10 +44,14 @@ fn answered_version(c: &CommandRow) -> &str {
 
 /// Tether's documented extra members (`ssm/model/tether-operations.json`,
 /// `extraMembers`) on every answer about a command: the version the
-/// command resolved to and the SHA-256 of the content it ran.
+/// command resolved to, the SHA-256 of the content it ran, and the ARN of
+/// the principal that sent it.
 fn add_document_extras(v: &mut Value, c: &CommandRow) {
     v["ResolvedDocumentVersion"] = json!(c.document_version);
     v["DocumentHash"] = json!(c.document_hash);
+    if !c.requested_by.is_empty() {
+        v["RequestedBy"] = json!(c.requested_by);
+    }
 }
 
 /// Members of SendCommand Tether does not take, and why.
@@ -199,6 +204,7 @@ pub(super) async fn resolve_targets(
 /// Stores the command and one invocation per instance, in one transaction.
 async fn store_command(
     c: &Coordinator,
+    requested_by: &str,
     r: &SendCommandRequest,
     p: &Prepared,
     reached: &[(String, Option<InstanceRow>)],
@@ -241,6 +247,7 @@ async fn store_command(
             .document_version
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
+        requested_by: requested_by.to_owned(),
     };
     let pairs: Vec<(String, String)> = reached
         .iter()
@@ -284,7 +291,32 @@ async fn dispatch_command(
     Ok(())
 }
 
-pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value, ApiError> {
+/// Authorises `ssm:SendCommand` on every instance the targets reached (the
+/// door checked the document): one the caller may not touch refuses the
+/// whole command, naming it, before anything is stored.
+fn authorize_instances(
+    c: &Coordinator,
+    authority: &Authority,
+    reached: &[(String, Option<InstanceRow>)],
+) -> Result<(), ApiError> {
+    if matches!(authority, Authority::Root { .. }) {
+        return Ok(());
+    }
+    for (id, row) in reached {
+        let resource = match row {
+            Some(row) => Resource::instance(&c.account, row)?,
+            None => Resource::untagged(c.account.instance_arn(id)),
+        };
+        authority.check("ssm:SendCommand", &resource)?;
+    }
+    Ok(())
+}
+
+pub(super) async fn send(
+    c: &Coordinator,
+    authority: &Authority,
+    r: SendCommandRequest,
+) -> Result<Value, ApiError> {
     if let Some((member, why)) = unsupported(&r) {
         return Err(ApiError::validation(format!(
             "SendCommand: {member} is not supported by Tether ({why})"
@@ -313,7 +345,16 @@ pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value
             "SendCommand: No Instances In Tag: the targets match no managed instance",
         ));
     }
-    let row = store_command(c, &r, &prepared, &reached, (max_concurrency, max_errors)).await?;
+    authorize_instances(c, authority, &reached)?;
+    let row = store_command(
+        c,
+        authority.arn(),
+        &r,
+        &prepared,
+        &reached,
+        (max_concurrency, max_errors),
+    )
+    .await?;
     dispatch_command(c, &row.command_id, &reached).await?;
     let row = c.store.command(&row.command_id).await?.unwrap_or(row);
     Ok(json!({"Command": command_json(&row)?}))
