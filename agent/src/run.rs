@@ -275,7 +275,7 @@ impl Agent {
             error!(command_id = %id, error = %e, "cannot spool the command; not running it");
             return;
         }
-        info!(command_id = %id, document = %cmd.document_name, "command accepted");
+        info!(command_id = %id, document = %cmd.document_name, requested_by = %cmd.requested_by, "command accepted");
         self.start(id.clone());
         // A command that ends within ACK_DELAY is acknowledged by its result
         // alone: one call and one write fewer per invocation on a busy fleet.

@@ -56,8 +56,8 @@ impl EnvelopeHook {
 }
 
 /// The envelope of one invocation: the command bound to the instance, the
-/// document's content and hash, the resolved parameters, an expiry and a
-/// fresh nonce.
+/// document's content and hash, the resolved parameters, the principal that
+/// sent it, an expiry and a fresh nonce.
 pub fn command(
     pki: &Pki,
     hook: Option<EnvelopeHook>,
@@ -76,6 +76,7 @@ pub fn command(
         issued_at_ms: now,
         expires_at_ms: now + limits::ENVELOPE_LIFETIME.as_millis() as i64,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
+        requested_by: cmd.requested_by.clone(),
     };
     match hook {
         Some(EnvelopeHook::Misaddress) => signed.instance_id = "mi-00000000000000000".into(),
