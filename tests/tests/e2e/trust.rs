@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether_tests::aws::AwsClient;
-use tether_tests::{Agent, Coordinator, bin, success_json};
+use tether_tests::{Agent, Coordinator, TestDatabase, bin, success_json};
 
 /// Alice may send only AWS-RunShellScript, only to instances tagged
 /// Env=lab, and read; bob may only read.
@@ -526,4 +526,82 @@ fn inactive_keys_expired_or_revoked_tokens_and_deleted_users_are_refused_at_once
     assert_eq!(names, ["alice"], "{users}");
     // Root is untouched by all of it.
     assert!(c.cli(&["list-commands"]).status.success());
+}
+
+/// Two replicas on one PostgreSQL database: a credential changed through one
+/// is refused by the other on its very next request (each request reads the
+/// user, its credential and its policies from the database), and both name
+/// the same account in ARNs.
+#[test]
+fn a_change_through_one_replica_is_refused_at_once_by_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = TestDatabase::postgres();
+    let secrets = tmp.path().join("secrets");
+    let env = [
+        ("TETHER_DATABASE", db.url.as_str()),
+        ("TETHER_SECRETS_DIR", secrets.to_str().unwrap()),
+    ];
+    let [a, b] = ["a", "b"].map(|n| {
+        let dir = tmp.path().join(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        Coordinator::start_with_env(&dir, &env)
+    });
+    let operator = |c: &Coordinator| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(c.operator_json()).unwrap()).unwrap()
+    };
+    assert_eq!(operator(&a)["AccountId"], operator(&b)["AccountId"]);
+
+    // Carol, through replica a; her token and key, used on replica b.
+    a.json(&["create-user", "--user-name", "carol"]);
+    let out = a.cli(&[
+        "put-user-policy",
+        "--user-name",
+        "carol",
+        "--policy-name",
+        "read",
+        "--policy-document",
+        BOB_POLICY,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut config = a.json(&["create-operator-config", "--user-name", "carol"]);
+    config["Endpoint"] = operator(&b)["Endpoint"].clone();
+    let carol = tmp.path().join("carol.json");
+    std::fs::write(&carol, config.to_string()).unwrap();
+    let key = key_of(&b, "carol");
+    assert!(cli(&carol, &["list-commands"]).status.success());
+    assert!(key.aws(&["list-commands"]).status.success());
+
+    // Her policy removed on a: b denies her next read.
+    a.json(&[
+        "delete-user-policy",
+        "--user-name",
+        "carol",
+        "--policy-name",
+        "read",
+    ]);
+    denied(&cli(&carol, &["list-commands"]));
+    // Her key made Inactive on a: b refuses it.
+    let id = key.access_key_id.as_str();
+    a.json(&[
+        "update-access-key",
+        "--user-name",
+        "carol",
+        "--access-key-id",
+        id,
+        "--status",
+        "Inactive",
+    ]);
+    let out = key.aws(&["list-commands"]);
+    assert!(stderr(&out).contains("is Inactive"), "{}", stderr(&out));
+    // Her key deleted and then the user on a: b refuses her token.
+    a.json(&[
+        "delete-access-key",
+        "--user-name",
+        "carol",
+        "--access-key-id",
+        id,
+    ]);
+    a.json(&["delete-user", "--user-name", "carol"]);
+    let err = unauthenticated(&cli(&carol, &["list-commands"]));
+    assert!(err.contains("not valid"), "{err}");
 }
