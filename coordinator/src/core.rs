@@ -53,6 +53,10 @@ pub enum AgentError {
     Deregistered(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// This replica cannot serve now (it cannot reach its database): the
+    /// agent should try another.
+    #[error("this coordinator cannot serve now: {0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for AgentError {
@@ -69,6 +73,8 @@ pub struct Coordinator {
     pub timeouts: Timeouts,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
+    /// The most one poll response carries (tests make it smaller).
+    pub delivery_budget: usize,
     /// Deliberately corrupt envelopes (end-to-end tests only).
     hook: Option<EnvelopeHook>,
     bells: bell::Bells,
@@ -78,6 +84,10 @@ pub struct Coordinator {
     limiter: Mutex<registration::FailureLimiter>,
     /// Set when the server is stopping: held polls return at once.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Whether the last readiness check reached the database
+    /// ([`Coordinator::check_readiness`]); while it is false agents are
+    /// answered Unavailable, so that they move to another replica.
+    ready: tokio::sync::watch::Sender<bool>,
     /// Set when replicas share a PostgreSQL database: wake-ups go to them too.
     bus: OnceLock<Bus>,
 }
@@ -109,6 +119,7 @@ impl Coordinator {
             pki,
             timeouts: Timeouts::default(),
             poll_hold: limits::LONG_POLL_HOLD,
+            delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),
             associations: AssociationCache::default(),
@@ -116,6 +127,7 @@ impl Coordinator {
             sweeper: sweep::Sweeper::default(),
             limiter: Mutex::new(registration::FailureLimiter::default()),
             stopping: tokio::sync::watch::Sender::new(false),
+            ready: tokio::sync::watch::Sender::new(true),
             bus: OnceLock::new(),
         }
     }
@@ -124,6 +136,48 @@ impl Coordinator {
     /// the hold time; agents simply poll again (and reconnect to the next run).
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Whether this replica can serve: its database answered the last
+    /// readiness check, and it is not stopping.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow() && !*self.stopping.borrow()
+    }
+
+    /// Checks that the database answers within
+    /// [`limits::READINESS_CHECK_TIMEOUT`], and records the verdict (logged
+    /// when it changes). `tether serve` runs it every
+    /// [`limits::READINESS_CHECK_INTERVAL`].
+    pub async fn check_readiness(&self) -> bool {
+        let verdict =
+            match tokio::time::timeout(limits::READINESS_CHECK_TIMEOUT, self.store.check()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} s",
+                    limits::READINESS_CHECK_TIMEOUT.as_secs()
+                )),
+            };
+        let ok = verdict.is_ok();
+        let was = self.ready.send_replace(ok);
+        match verdict {
+            Err(e) if was => tracing::error!(error = %e,
+                "the database cannot be reached: not ready; agents are sent to other replicas"),
+            Ok(()) if !was => tracing::info!("the database answers again: ready"),
+            _ => {}
+        }
+        ok
+    }
+
+    /// Refuses an agent's call while this replica cannot serve it.
+    pub fn serving(&self) -> Result<(), AgentError> {
+        if *self.ready.borrow() {
+            Ok(())
+        } else {
+            Err(AgentError::Unavailable(
+                "it cannot reach its database".into(),
+            ))
+        }
     }
 
     /// Wakes the instances whose invocation of `command_id` waits for a slot.

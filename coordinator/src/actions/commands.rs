@@ -19,7 +19,7 @@ use tether_ssm::state::Detail;
 use tether_ssm::target::Target;
 use tether_ssm::{ApiError, Rate, ids, limits};
 use tether_store::{
-    self as store, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
+    self as store, CommandBrief, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
 };
 use tether_util::time::{now_ms, parse_timestamp_ms};
 
@@ -280,6 +280,16 @@ pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value
         None => Rate::DEFAULT_ERRORS,
     };
     let prepared = prepare(c, &r).await?;
+    let (doc, version) = (&prepared.found.doc, prepared.found.version.to_string());
+    let resolved = json!(prepared.resolved).to_string();
+    let parts = [
+        &*doc.content,
+        &resolved,
+        &r.document_name,
+        &version,
+        &doc.hash(),
+    ];
+    super::sizes::check_envelope("SendCommand", "the command", &parts)?;
     let reached = resolve_targets(c, &instance_ids, &targets).await?;
     if reached.is_empty() {
         return Err(ApiError::new(
@@ -486,12 +496,31 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
         page,
     )
     .await?;
-    let rows = c.store.commands(&q).await?;
-    let commands = rows
-        .iter()
-        .map(command_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.with_next_token(json!({"Commands": commands}), rows.len()))
+    // The page is cut by the bytes each command lists before any is read whole.
+    let sizes = c.store.command_sizes(&q).await?;
+    let mut packer = page.packer();
+    let mut chosen = Vec::new();
+    let mut bytes = 0usize;
+    for (id, size) in &sizes {
+        let listed = usize::try_from(*size).unwrap_or(usize::MAX);
+        if !chosen.is_empty() && bytes.saturating_add(listed) > limits::MAX_LIST_PAGE_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(listed);
+        chosen.push(id.clone());
+    }
+    let mut consumed = 0;
+    for row in c.store.commands_by_id(&chosen).await? {
+        if !packer.push(command_json(&row)?) {
+            break;
+        }
+        consumed = 1 + chosen
+            .iter()
+            .position(|id| *id == row.command_id)
+            .unwrap_or(0);
+    }
+    let more = consumed < sizes.len() || sizes.len() as i64 >= page.size;
+    Ok(page.answer("Commands", packer, consumed, more))
 }
 
 /// Characters of `bytes` (as UTF-8, invalid sequences replaced), cut to
@@ -534,6 +563,15 @@ fn step_names(cmd: &CommandRow) -> Result<Vec<String>, ApiError> {
         .plan(&params, PlatformType::Linux)
         .map(|steps| steps.into_iter().map(|s| s.name).collect())
         .unwrap_or_default())
+}
+
+/// The step names of a stored command (see [`step_names`]).
+async fn step_names_of(c: &Coordinator, command_id: &str) -> Result<Vec<String>, ApiError> {
+    match c.store.command(command_id).await? {
+        Some(cmd) => step_names(&cmd),
+        // Pruned since its invocations were read.
+        None => Ok(Vec::new()),
+    }
 }
 
 fn plugin_json(p: &PluginRow) -> Value {
@@ -586,14 +624,22 @@ pub(super) async fn list_invocations(
     .await?;
     let details = r.details.unwrap_or(false);
     let rows = c.store.invocations(&q).await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut packer = page.packer();
     for (inv, cmd) in &rows {
         let mut v = invocation_json(inv, cmd);
         if details {
-            let plugins = c.store.plugins(&inv.command_id, &inv.instance_id).await?;
+            let plugins = c
+                .store
+                .plugins_head(
+                    &inv.command_id,
+                    &inv.instance_id,
+                    limits::LIST_INVOCATIONS_OUTPUT_BYTES,
+                )
+                .await?;
             v["CommandPlugins"] = if plugins.is_empty() {
                 Value::Array(
-                    step_names(cmd)?
+                    step_names_of(c, &inv.command_id)
+                        .await?
                         .into_iter()
                         .map(|name| {
                             json!({"Name": name, "Status": inv.status, "StatusDetails": inv.status_details,
@@ -607,13 +653,16 @@ pub(super) async fn list_invocations(
                 Value::Array(plugins.iter().map(plugin_json).collect())
             };
         }
-        out.push(v);
+        if !packer.push(v) {
+            break;
+        }
     }
-    let n = out.len();
-    Ok(page.with_next_token(json!({"CommandInvocations": out}), n))
+    let consumed = packer.len();
+    let more = consumed < rows.len() || rows.len() as i64 >= page.size;
+    Ok(page.answer("CommandInvocations", packer, consumed, more))
 }
 
-fn invocation_json(inv: &InvocationRow, cmd: &CommandRow) -> Value {
+fn invocation_json(inv: &InvocationRow, cmd: &CommandBrief) -> Value {
     json!({
         "CommandId": inv.command_id,
         "InstanceId": inv.instance_id,
@@ -663,7 +712,7 @@ pub(super) async fn get_invocation(
     };
     let plugins = c.store.plugins(command_id, instance_id).await?;
     let names: Vec<String> = if plugins.is_empty() {
-        step_names(cmd)?
+        step_names_of(c, command_id).await?
     } else {
         plugins.iter().map(|p| p.name.clone()).collect()
     };
