@@ -88,6 +88,8 @@ pub struct Coordinator {
     /// ([`Coordinator::check_readiness`]); while it is false agents are
     /// answered Unavailable, so that they move to another replica.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Readiness checks failed in a row.
+    failed_checks: std::sync::atomic::AtomicU32,
     /// Set when replicas share a PostgreSQL database: wake-ups go to them too.
     bus: OnceLock<Bus>,
 }
@@ -128,6 +130,7 @@ impl Coordinator {
             limiter: Mutex::new(registration::FailureLimiter::default()),
             stopping: tokio::sync::watch::Sender::new(false),
             ready: tokio::sync::watch::Sender::new(true),
+            failed_checks: std::sync::atomic::AtomicU32::new(0),
             bus: OnceLock::new(),
         }
     }
@@ -146,7 +149,8 @@ impl Coordinator {
 
     /// Checks that the database answers within
     /// [`limits::READINESS_CHECK_TIMEOUT`], and records the verdict (logged
-    /// when it changes). `tether serve` runs it every
+    /// when it changes): unready after [`limits::READINESS_FAILURES`]
+    /// failed checks in a row, ready again after one that passes. `tether serve` runs it every
     /// [`limits::READINESS_CHECK_INTERVAL`].
     pub async fn check_readiness(&self) -> bool {
         let verdict =
@@ -158,15 +162,35 @@ impl Coordinator {
                     limits::READINESS_CHECK_TIMEOUT.as_secs()
                 )),
             };
-        let ok = verdict.is_ok();
-        let was = self.ready.send_replace(ok);
+        let failures = match verdict {
+            Ok(()) => 0,
+            Err(_) => self.failed_checks.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        if failures == 0 {
+            self.failed_checks.store(0, Ordering::SeqCst);
+        }
+        // One failed check may be a blip; two in a row are not.
+        let ok = failures < limits::READINESS_FAILURES;
+        let was = *self.ready.borrow();
+        // Only a change wakes whoever waits on it (held polls do).
+        self.ready
+            .send_if_modified(|r| std::mem::replace(r, ok) != ok);
         match verdict {
-            Err(e) if was => tracing::error!(error = %e,
+            Err(e) if was && !ok => tracing::error!(error = %e,
                 "the database cannot be reached: not ready; agents are sent to other replicas"),
+            Err(e) => tracing::warn!(error = %e, failures, "readiness check failed"),
             Ok(()) if !was => tracing::info!("the database answers again: ready"),
-            _ => {}
+            Ok(()) => {}
         }
         ok
+    }
+
+    /// Resolves once this replica cannot reach its database (at once if it
+    /// cannot now): calls in flight are answered Unavailable rather than
+    /// left waiting on a database that is gone.
+    pub async fn until_unready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| !*r).await;
     }
 
     /// Refuses an agent's call while this replica cannot serve it.

@@ -363,7 +363,10 @@ pub enum Admit {
 /// message is read and decoded: a caller without credentials is answered
 /// `Unauthenticated` without the coordinator reading (up to the service's
 /// message limit) what it sent. The services check again, fully, once
-/// decoded (an agent's certificate must name a registered instance).
+/// decoded (an agent's certificate must name a registered instance). The
+/// gate also holds the replica's readiness: refused at once while it cannot
+/// reach its database, and a call in flight when it loses it answered
+/// `Unavailable` then.
 #[derive(Clone, Debug)]
 pub struct Gate<S> {
     inner: S,
@@ -410,9 +413,17 @@ where
                     Admit::Operators => check_operator_token(&core, req.headers()).await,
                 },
             };
-            match checked {
-                Ok(()) => inner.call(req).await,
-                Err(status) => Ok(status.into_http()),
+            if let Err(status) = checked {
+                return Ok(status.into_http());
+            }
+            // A call still waiting when the database goes (on a query, or a
+            // held poll) is answered Unavailable at once.
+            tokio::select! {
+                answer = inner.call(req) => answer,
+                () = core.until_unready() => Ok(agent_status(AgentError::Unavailable(
+                    "it lost its database".into(),
+                ))
+                .into_http()),
             }
         })
     }

@@ -124,6 +124,8 @@ pub const HTTP_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// one check may take before it counts as failed.
 pub const READINESS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed checks in a row that make a replica unready (one may be a blip).
+pub const READINESS_FAILURES: u32 = 2;
 /// Access keys: the ID's prefix and length (20, as AWS) and the secret's length (40, as AWS).
 pub const ACCESS_KEY_ID_PREFIX: &str = "TKIA";
 pub const ACCESS_KEY_ID_LEN: usize = 20;

@@ -124,6 +124,7 @@ mod tests {
     #[tokio::test]
     async fn a_signature_is_claimed_once_until_it_expires() {
         let (_d, s) = store().await;
+        s.check().await.unwrap();
         assert!(s.claim_signature("h1", 10_000).await.unwrap());
         assert!(!s.claim_signature("h1", 10_000).await.unwrap(), "a replay");
         assert!(s.claim_signature("h2", 20_000).await.unwrap());

@@ -296,6 +296,25 @@ pub struct Store {
     /// PostgreSQL: the connections holding this replica's session advisory
     /// locks (see [`Store::lead`]); a lock lives as long as its connection.
     leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
+    /// PostgreSQL: a connection of its own for [`Store::check`], so that a
+    /// busy pool never reads as an unreachable database; made again when it
+    /// fails.
+    probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
+}
+
+/// The URL [`Store::check`] connects to, and its connection.
+#[derive(Default)]
+struct Probe {
+    url: Option<String>,
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("connected", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A lead this replica holds, with the connection that holds its lock.
@@ -481,6 +500,10 @@ impl Store {
             #[cfg(test)]
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
+            probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
+                url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+                conn: None,
+            })),
         })
     }
 
@@ -536,9 +559,25 @@ impl Store {
         Ok(Listener { inner })
     }
 
-    /// Whether the database answers (a trivial query on a pooled connection).
+    /// Whether the database answers a trivial query: on PostgreSQL over a
+    /// connection kept for this alone (a saturated pool is not an
+    /// unreachable server), on SQLite over the pool.
     pub async fn check(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut probe = self.probe.lock().await;
+        let Some(url) = probe.url.clone() else {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            return Ok(());
+        };
+        let mut conn = match probe.conn.take() {
+            Some(c) => c,
+            None => {
+                use sqlx::Connection;
+                sqlx::AnyConnection::connect(&url).await?
+            }
+        };
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        // Kept only once it answered: a failed one is made again next time.
+        probe.conn = Some(conn);
         Ok(())
     }
 

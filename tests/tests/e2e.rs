@@ -8,6 +8,7 @@ mod e2e {
     pub mod control;
     pub mod documents;
     pub mod failover;
+    pub mod health;
     pub mod install;
     pub mod inventory;
     pub mod limits;
