@@ -24,7 +24,7 @@ use tether_store::{
 use tether_util::time::{now_ms, parse_timestamp_ms};
 
 use super::documents;
-use super::wire::{Page, stored, string_time, tag_pairs, ts};
+use super::wire::{self, Page, stored, string_time, tag_pairs, ts};
 use crate::core::Coordinator;
 
 /// Members of SendCommand Tether does not take, and why.
@@ -498,26 +498,17 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
     .await?;
     // The page is cut by the bytes each command lists before any is read whole.
     let sizes = c.store.command_sizes(&q).await?;
+    let chosen = wire::fitting(&sizes);
     let mut packer = page.packer();
-    let mut chosen = Vec::new();
-    let mut bytes = 0usize;
-    for (id, size) in &sizes {
-        let listed = usize::try_from(*size).unwrap_or(usize::MAX);
-        if !chosen.is_empty() && bytes.saturating_add(listed) > limits::MAX_LIST_PAGE_BYTES {
-            break;
-        }
-        bytes = bytes.saturating_add(listed);
-        chosen.push(id.clone());
-    }
-    let mut consumed = 0;
+    let mut consumed = chosen.len();
     for row in c.store.commands_by_id(&chosen).await? {
         if !packer.push(command_json(&row)?) {
+            consumed = chosen
+                .iter()
+                .position(|id| *id == row.command_id)
+                .unwrap_or(0);
             break;
         }
-        consumed = 1 + chosen
-            .iter()
-            .position(|id| *id == row.command_id)
-            .unwrap_or(0);
     }
     let more = consumed < sizes.len() || sizes.len() as i64 >= page.size;
     Ok(page.answer("Commands", packer, consumed, more))

@@ -129,6 +129,23 @@ impl Packer {
     }
 }
 
+/// The IDs, from the first on, whose sizes (the bytes each item will list,
+/// as the store counts them) fit [`limits::MAX_LIST_PAGE_BYTES`] together;
+/// always the first: a page is never empty while items remain.
+pub fn fitting(sizes: &[(String, i64)]) -> Vec<String> {
+    let mut bytes = 0usize;
+    let mut chosen = Vec::new();
+    for (id, size) in sizes {
+        let n = usize::try_from(*size).unwrap_or(usize::MAX);
+        if !chosen.is_empty() && bytes.saturating_add(n) > limits::MAX_LIST_PAGE_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(n);
+        chosen.push(id.clone());
+    }
+    chosen
+}
+
 /// The bytes `v` takes as JSON, counted without building the text.
 pub fn json_bytes(v: &Value) -> usize {
     struct Count(usize);
