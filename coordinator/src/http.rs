@@ -43,9 +43,13 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     Ok(cfg)
 }
 
+/// The downloads once they are ready: reading and hashing the agent binary
+/// takes a while (seconds for a debug build), and nothing else waits for it.
+pub type DownloadsReady = tokio::sync::watch::Receiver<Option<Arc<Downloads>>>;
+
 async fn handle(
     core: Arc<Coordinator>,
-    downloads: Arc<Downloads>,
+    mut ready: DownloadsReady,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     if crate::ssm_http::is_api_request(&req) {
@@ -54,6 +58,21 @@ async fn handle(
         }
         return crate::ssm_http::handle(&core, req).await;
     }
+    let downloads = match req.uri().path() {
+        "/install.sh" | "/agent/tether-agent" | "/agent/tether-agent.sha256" => {
+            match ready.wait_for(Option::is_some).await.map(|d| d.clone()) {
+                Ok(Some(d)) => d,
+                _ => Arc::new(Downloads {
+                    agent: Err("the agent download was not loaded".into()),
+                    script: String::new(),
+                }),
+            }
+        }
+        _ => Arc::new(Downloads {
+            agent: Err(String::new()),
+            script: String::new(),
+        }),
+    };
     let pki = &core.pki;
     let missing = |e: &String| {
         (
@@ -132,7 +151,7 @@ async fn handle(
 /// after as long), a body within [`limits::HTTP_BODY_TIMEOUT`]
 /// (`ssm_http`), and a response the client stops reading is abandoned after
 /// [`limits::HTTP_WRITE_STALL_TIMEOUT`].
-pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc<Downloads>) {
+pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: DownloadsReady) {
     let cfg = match tls_config(&core.pki) {
         Ok(c) => Arc::new(c),
         Err(e) => {

@@ -246,23 +246,28 @@ pub async fn run(
         })
     };
     let writer = tokio::spawn(core.clone().run_writer());
-    let downloads = {
-        let agent = crate::install::AgentDownload::load(cfg.agent_binary.as_deref());
-        match &agent {
-            Ok(a) => {
-                info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+    // The agent download is read and hashed beside the start, not before it.
+    let (set_downloads, downloads) = tokio::sync::watch::channel(None);
+    let loading = {
+        let (binary, operator) = (cfg.agent_binary.clone(), operator.clone());
+        tokio::task::spawn_blocking(move || {
+            let agent = crate::install::AgentDownload::load(binary.as_deref());
+            match &agent {
+                Ok(a) => {
+                    info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+                }
+                Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
             }
-            Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
-        }
-        let script = crate::install::render_script(
-            &operator.advertised_endpoint,
-            &operator.advertised_http_endpoint,
-            &operator.ca_pin,
-            agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
-        );
-        Arc::new(crate::http::Downloads {
-            agent: agent.map_err(|e| e.to_string()),
-            script,
+            let script = crate::install::render_script(
+                &operator.advertised_endpoint,
+                &operator.advertised_http_endpoint,
+                &operator.ca_pin,
+                agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
+            );
+            set_downloads.send_replace(Some(Arc::new(crate::http::Downloads {
+                agent: agent.map_err(|e| e.to_string()),
+                script,
+            })));
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
@@ -302,6 +307,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     acceptor.abort();
+    loading.abort();
     sweeper.abort();
     readiness.abort();
     for t in replica_tasks {

@@ -75,7 +75,6 @@ fn a_replica_that_loses_its_database_turns_unready_and_its_agents_move() {
     let a = start("a", &relayed);
     let b = start("b", &db.url);
     for c in [&a, &b] {
-        // (A debug build hashes its agent download for some seconds first.)
         wait_for("the HTTPS listener", Duration::from_secs(60), || {
             (probe(c, "/healthz").0 == 200).then_some(())
         });
