@@ -263,3 +263,49 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_reads_fails_after_the_limit() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut guarded = StallGuard::new(ours, Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let e = guarded.write_all(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        // A peer that reads keeps it going, however long the whole takes.
+        let (ours, mut theirs2) = tokio::io::duplex(1024);
+        let mut guarded = StallGuard::new(ours, Duration::from_secs(30));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut total = 0;
+            while total < 64 * 1024 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                total += theirs2.read(&mut buf).await.unwrap();
+            }
+        });
+        guarded.write_all(&[0u8; 64 * 1024]).await.unwrap();
+        reader.await.unwrap();
+        let _ = theirs.read(&mut [0u8; 1]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_read_must_come_within_the_limit_and_later_ones_may_wait() {
+        let (ours, _silent) = tokio::io::duplex(1024);
+        let mut conn = FirstRead::new(ours, Duration::from_secs(10));
+        let e = conn.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        let (ours, mut client) = tokio::io::duplex(1024);
+        let mut conn = FirstRead::new(ours, Duration::from_secs(10));
+        client.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        assert_eq!(conn.read(&mut [0u8; 16]).await.unwrap(), 14);
+        // Afterwards a quiet client is the protocol's business.
+        let later = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut [0u8; 16])).await;
+        assert!(later.is_err(), "still waiting after a minute: no deadline");
+    }
+}
