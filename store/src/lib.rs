@@ -154,6 +154,10 @@ pub struct CommandRow {
     pub completed_count: i64,
     pub error_count: i64,
     pub delivery_timed_out_count: i64,
+    /// `DocumentVersion` as the sender named it (`$DEFAULT` when it named
+    /// none); `document_version` is the version it resolved to. Empty for
+    /// commands stored before this was kept.
+    pub requested_document_version: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -171,13 +175,31 @@ pub struct InvocationRow {
     pub response_code: i64,
 }
 
-/// What a listing of invocations shows of their command.
+/// What a listing of invocations shows of their command: everything but
+/// its document, parameters and targets.
 #[derive(Clone, Debug)]
 pub struct CommandBrief {
     pub command_id: String,
     pub document_name: String,
+    /// The version it resolved to.
     pub document_version: String,
+    pub document_hash: String,
+    /// The version as the sender named it (see [`CommandRow`]).
+    pub requested_document_version: String,
     pub comment: String,
+}
+
+impl From<&CommandRow> for CommandBrief {
+    fn from(c: &CommandRow) -> Self {
+        CommandBrief {
+            command_id: c.command_id.clone(),
+            document_name: c.document_name.clone(),
+            document_version: c.document_version.clone(),
+            document_hash: c.document_hash.clone(),
+            requested_document_version: c.requested_document_version.clone(),
+            comment: c.comment.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -422,7 +444,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
@@ -852,7 +874,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -875,6 +897,7 @@ impl Store {
         .bind(c.completed_count)
         .bind(c.error_count)
         .bind(c.delivery_timed_out_count)
+        .bind(&c.requested_document_version)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -981,7 +1004,9 @@ impl Store {
     ) -> Result<Vec<(InvocationRow, CommandBrief)>> {
         let mut text = format!(
             "SELECT {INVOCATION_COLUMNS}, c.document_name AS c_document_name, \
-             c.document_version AS c_document_version, c.comment AS c_comment \
+             c.document_version AS c_document_version, c.comment AS c_comment, \
+             c.document_hash AS c_document_hash, \
+             c.requested_document_version AS c_requested_document_version \
              FROM invocations i JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
         );
         if q.command_id.is_some() {
@@ -1026,6 +1051,8 @@ impl Store {
                     document_name: r.try_get("c_document_name")?,
                     document_version: r.try_get("c_document_version")?,
                     comment: r.try_get("c_comment")?,
+                    document_hash: r.try_get("c_document_hash")?,
+                    requested_document_version: r.try_get("c_requested_document_version")?,
                 };
                 Ok((inv, cmd))
             })
@@ -1784,6 +1811,7 @@ mod tests {
             completed_count: 0,
             error_count: 0,
             delivery_timed_out_count: 0,
+            requested_document_version: "$DEFAULT".into(),
         }
     }
 
