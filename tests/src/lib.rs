@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod closed_port;
 pub mod postgres;
 pub mod raw;
 pub mod relay;
