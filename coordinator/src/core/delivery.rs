@@ -302,6 +302,7 @@ mod tests {
             command_id: id.into(),
             document_name: "AWS-RunShellScript".into(),
             document_version: "1".into(),
+            requested_document_version: String::new(),
             document_hash: "h".into(),
             document_content: "{}".into(),
             parameters_json: params.clone(),
