@@ -38,7 +38,13 @@ pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The disk holding the database is full (SQLite `SQLITE_FULL`,
+    /// PostgreSQL `disk_full`): the write was rolled back, nothing half-stored.
+    #[error(
+        "the coordinator's database is out of disk space ({0}); nothing of this request was stored: free space on its disk and retry"
+    )]
+    DiskFull(sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// `--database` names neither a PostgreSQL URL nor a SQLite path.
@@ -56,6 +62,26 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let full = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| is_disk_full_code(&code));
+        if full {
+            StoreError::DiskFull(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (13, also as the low byte of an extended code)
+/// and PostgreSQL's `disk_full` (53100).
+fn is_disk_full_code(code: &str) -> bool {
+    code == "53100" || code.parse::<i64>().is_ok_and(|c| c & 0xff == 13)
+}
 
 /// A storage failure, as the SSM API reports it: the service's fault, logged
 /// here because the caller sees only its summary.
@@ -499,6 +525,23 @@ impl Store {
                             )
                             .await?;
                             Ok(())
+                        })
+                    })
+                    // A write whose COMMIT failed (a full disk) may leave the
+                    // connection inside a transaction SQLite already rolled
+                    // back, so sqlx's ROLLBACK fails and every later BEGIN
+                    // on it would be refused: such a connection is closed
+                    // (the ping first runs the rollback queued on drop).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::Connection::ping(&mut *conn).await?;
+                            let stuck = sqlx::Connection::is_in_transaction(&*conn);
+                            if stuck {
+                                tracing::warn!(
+                                    "closing a database connection left inside a failed transaction"
+                                );
+                            }
+                            Ok(!stuck)
                         })
                     })
                     .connect_with(opts)
@@ -1613,6 +1656,20 @@ async fn refresh_command(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn disk_full_codes_are_recognised() {
+        for (code, full) in [
+            ("13", true),
+            ("53100", true),
+            ("5", false),
+            ("2067", false),
+            ("23505", false),
+            ("x", false),
+        ] {
+            assert_eq!(super::is_disk_full_code(code), full, "{code}");
+        }
+    }
+
     use super::*;
 
     /// A claim of command `c` on `instance`, redelivered after 30 s.

@@ -4,6 +4,7 @@
 mod e2e {
     pub mod aws_bridge;
     pub mod bench;
+    pub mod chaos;
     pub mod cli;
     pub mod control;
     pub mod documents;
