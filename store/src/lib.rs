@@ -1334,7 +1334,9 @@ impl Store {
     }
 
     /// Ends every invocation whose delivery timeout passed before its agent
-    /// accepted it (Delivery Timed Out). Returns how many changed.
+    /// accepted it (Delivery Timed Out); one whose envelope was handed over
+    /// is only presumed undelivered, so a late result still replaces the
+    /// verdict. Returns how many changed.
     pub async fn sweep_delivery_timeouts(&self, now_ms: i64) -> Result<usize> {
         let expired: Vec<(String, String)> = sqlx::query_as(sql(
             self.dialect,
@@ -1357,6 +1359,19 @@ impl Store {
                 Detail::DeliveryTimedOut,
                 now_ms,
             )
+            .await?;
+            // An envelope handed over but never acknowledged may still reach
+            // the agent (a held poll on a link cut meanwhile) and run: the
+            // verdict is then the coordinator's guess, which the agent's
+            // real result replaces, as for a silent agent presumed lost.
+            sqlx::query(sql(
+                self.dialect,
+                "UPDATE invocations SET presumed_lost = 1 \
+                 WHERE command_id = ? AND instance_id = ? AND delivered_ms IS NOT NULL",
+            ))
+            .bind(command_id)
+            .bind(instance_id)
+            .execute(&mut *tx)
             .await?;
         }
         let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();

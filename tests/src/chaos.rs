@@ -128,7 +128,7 @@ fn terminal(status: &str) -> bool {
 pub struct Audit {
     /// Invocations in the history.
     pub invocations: usize,
-    /// Count per final status.
+    /// Count per final status, by its details (`Success`, `Delivery Timed Out`, ...).
     pub statuses: BTreeMap<String, usize>,
     /// Acknowledged (command, instance) pairs missing from the history, or
     /// Success without the step's output stored.
@@ -216,7 +216,8 @@ pub fn audit(
             i["InstanceId"].as_str().unwrap_or("").to_string(),
         );
         let status = i["Status"].as_str().unwrap_or("").to_string();
-        *a.statuses.entry(status.clone()).or_default() += 1;
+        let detail = i["StatusDetails"].as_str().unwrap_or("").to_string();
+        *a.statuses.entry(detail.clone()).or_default() += 1;
         let ran = runs.get(&(c.clone(), n.clone())).copied().unwrap_or(0);
         if ran > 1 {
             a.duplicates.push(format!("{c} on {n}: ran {ran} times"));
@@ -237,7 +238,7 @@ pub fn audit(
                     ));
                 }
             }
-            "DeliveryTimedOut" if ran > 0 => {
+            "TimedOut" if detail == "Delivery Timed Out" && ran > 0 => {
                 a.unexplained.push(format!(
                     "{c} on {n}: Delivery Timed Out but ran {ran} times"
                 ));
