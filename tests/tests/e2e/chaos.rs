@@ -125,19 +125,31 @@ fn partitions_cut_lossy_and_slow_links_lose_nothing_and_run_nothing_twice() {
     let mut last = Vec::new();
     while cut_at.elapsed() < Duration::from_secs(45) {
         last = cli
-            .try_json(&["list-command-invocations", "--command-id", &short, "--details"])
+            .try_json(&[
+                "list-command-invocations",
+                "--command-id",
+                &short,
+                "--details",
+            ])
             .map(|v| v["CommandInvocations"].clone())
             .unwrap_or_default()
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if last.len() == 2 && last.iter().all(|i| i["StatusDetails"] == "Delivery Timed Out") {
+        if last.len() == 2
+            && last
+                .iter()
+                .all(|i| i["StatusDetails"] == "Delivery Timed Out")
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
-        last.len() == 2 && last.iter().all(|i| i["StatusDetails"] == "Delivery Timed Out"),
+        last.len() == 2
+            && last
+                .iter()
+                .all(|i| i["StatusDetails"] == "Delivery Timed Out"),
         "the short command ends Delivery Timed Out while the link is cut: {last:?}"
     );
     let cut_for = cut_at.elapsed();
@@ -262,8 +274,13 @@ fn kill_9_loops_of_coordinator_and_agents_lose_nothing_and_run_nothing_twice() {
 
     let mut rng = Rng::from_env();
     let (mut coord_kills, mut agent_kills) = (0usize, 0usize);
-    for _ in 0..kills {
-        std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+    for k in 0..kills {
+        // Spread over the stream: the k-th kill once k/kills of it was sent.
+        let due = k * commands / kills;
+        while ledger.lock().len() < due && !sender.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(rng.range(100, 800)));
         if rng.range(0, 3) == 0 {
             coord.crash();
             std::thread::sleep(Duration::from_millis(rng.range(50, 500)));
