@@ -116,7 +116,7 @@ fn replicas_share_one_database_and_survive_the_loss_of_one() {
     wait_for("every invocation to start", Duration::from_secs(60), || {
         for i in &ids {
             if !running.contains(i) && replicas[one].invocation(&cmd, i)["Status"] == "InProgress" {
-                running.insert(i.clone());
+                running.insert(*i);
             }
         }
         (running.len() == ids.len()).then_some(())
