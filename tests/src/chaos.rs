@@ -135,6 +135,8 @@ pub struct Audit {
     pub lost: Vec<String>,
     /// (command, instance) that ran more than once, with the count.
     pub duplicates: Vec<String>,
+    /// Invocations that ended other than Success: details, runs and output.
+    pub others: Vec<String>,
     /// Runs the history does not account for: a trace line of an
     /// invocation that ended Delivery Timed Out, or of none at all.
     pub unexplained: Vec<String>,
@@ -221,6 +223,22 @@ pub fn audit(
         let ran = runs.get(&(c.clone(), n.clone())).copied().unwrap_or(0);
         if ran > 1 {
             a.duplicates.push(format!("{c} on {n}: ran {ran} times"));
+        }
+        if status != "Success" {
+            let out: String = i["CommandPlugins"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["Output"].as_str().unwrap_or(""))
+                        .collect::<String>()
+                })
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            a.others.push(format!(
+                "{c} on {n}: {detail}, ran {ran} times, output {out:?}"
+            ));
         }
         match status.as_str() {
             "Success" => {
