@@ -23,55 +23,20 @@ use tether_ssm::{ApiError, Operation, Request};
 use tether_store::{InstanceRow, UserRow};
 use tether_util::time::{iso_ms, now_ms};
 
-use crate::actions::wire::tag_pairs;
+pub use crate::account::{Account, DEFAULT_REGION};
 use crate::core::Coordinator;
+
+/// A stored tag list, read or refused naming its row.
+fn tag_pairs(row: &str, tags_json: &str) -> Result<Vec<(String, String)>, ApiError> {
+    tether_ssm::target::tags_from_json(tags_json).map_err(|e| {
+        tracing::error!(%row, error = %e, "stored value does not read back");
+        ApiError::new(
+            "InternalServerError",
+            format!("stored {row}: tags is corrupt: {e}"),
+        )
+    })
+}
 use crate::credentials::{Caller, Principal};
-
-/// The account's identity in ARNs: a 12-digit ID made on first start and
-/// shared by every replica, and the region the coordinator is configured with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Account {
-    pub id: String,
-    pub region: String,
-}
-
-impl Default for Account {
-    fn default() -> Self {
-        Account {
-            id: "000000000000".into(),
-            region: DEFAULT_REGION.into(),
-        }
-    }
-}
-
-pub const DEFAULT_REGION: &str = "us-east-1";
-
-impl Account {
-    /// `arn:aws:iam::ACCOUNT:user/PATH/NAME`.
-    pub fn user_arn(&self, path: &str, name: &str) -> String {
-        format!("arn:aws:iam::{}:user{}{name}", self.id, path)
-    }
-
-    /// The root principal's ARN.
-    pub fn root_arn(&self) -> String {
-        format!("arn:aws:iam::{}:root", self.id)
-    }
-
-    /// `arn:aws:ssm:REGION:ACCOUNT:TYPE/ID`.
-    pub fn ssm_arn(&self, kind: &str, id: &str) -> String {
-        format!("arn:aws:ssm:{}:{}:{kind}/{id}", self.region, self.id)
-    }
-
-    /// An instance's ARN: `managed-instance/mi-…` for Tether's nodes,
-    /// EC2's `instance/i-…` for the AWS bridge's.
-    pub fn instance_arn(&self, id: &str) -> String {
-        if id.starts_with("i-") {
-            format!("arn:aws:ec2:{}:{}:instance/{id}", self.region, self.id)
-        } else {
-            self.ssm_arn("managed-instance", id)
-        }
-    }
-}
 
 /// The names a policy may use: every SSM operation (a policy copied from AWS
 /// may name ones Tether does not serve), the IAM, CloudTrail and Tether

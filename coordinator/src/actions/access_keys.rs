@@ -12,7 +12,6 @@
 //! and shown in clear once, in CreateAccessKey's reply. A copy of the database
 //! alone reveals no secret.
 
-use rand::Rng;
 use serde_json::{Value, json};
 
 use tether_ssm::input::{
@@ -23,18 +22,11 @@ use tether_ssm::{ApiError, limits};
 use tether_store::AccessKeyRow;
 use tether_util::time::{iso_ms, now_ms};
 
+use super::wire::{ID_ALPHABET, duration_ms, random_string};
 use crate::authz::Authority;
 use crate::core::Coordinator;
 
-pub(super) const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub(super) fn random_string(alphabet: &[u8], len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
-        .collect()
-}
 
 fn metadata(row: &AccessKeyRow) -> Value {
     let mut v = json!({
@@ -126,7 +118,7 @@ pub(super) async fn create(
     );
     let secret = random_string(SECRET_ALPHABET, limits::ACCESS_KEY_SECRET_LEN);
     let expires_ms = match &r.expires_in {
-        Some(d) => Some(now_ms() + super::users::duration_ms("CreateAccessKey", "ExpiresIn", d)?),
+        Some(d) => Some(now_ms() + duration_ms("CreateAccessKey", "ExpiresIn", d)?),
         None => None,
     };
     let row = AccessKeyRow {

@@ -20,39 +20,10 @@ use tether_ssm::{ApiError, limits};
 use tether_store::{OperatorTokenRow, UserDeletion, UserRow};
 use tether_util::time::{iso_ms, now_ms};
 
-use super::access_keys::{ID_ALPHABET, random_string};
-use super::wire::tag_pairs;
+use super::wire::{ID_ALPHABET, duration_ms, random_string, tag_pairs};
 use crate::authz::{self, Authority, Resource};
 use crate::core::Coordinator;
 use crate::credentials::{Caller, token_hash};
-
-/// `30d`, `12h`, `15m`, `90s` in milliseconds; `op`'s `member` is named in
-/// the refusal.
-pub(super) fn duration_ms(op: &str, member: &str, text: &str) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::validation(format!(
-            "{op}: {member} {text:?} is not a duration (a number and a unit, s, m, h or d: e.g. 30d)"
-        ))
-    };
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        _ => None,
-    }
-    .filter(|s| *s > 0)
-    .ok_or_else(bad)?;
-    if secs > limits::OPERATOR_TOKEN_MAX_TTL_SECS {
-        return Err(ApiError::validation(format!(
-            "{op}: {member} {text:?} is longer than the most allowed, {} days",
-            limits::OPERATOR_TOKEN_MAX_TTL_SECS / 86_400
-        )));
-    }
-    Ok(secs * 1000)
-}
 
 fn no_such_user(op: &str, name: &str) -> ApiError {
     ApiError::new(
