@@ -6,7 +6,7 @@ install -d -m 0700 -o tether -g tether /var/log/tether-coordinator
 # the shared one goes back to root.
 if [ -d /var/log/tether ] && [ ! -L /var/log/tether ]; then
     for f in /var/log/tether/coordinator.log /var/log/tether/coordinator.log.* /var/log/tether/coordinator.stdout.log; do
-        if [ -f "$f" ] && [ ! -L "$f" ]; then
+        if [ -f "$f" ] && [ ! -L "$f" ] && [ ! -e "/var/log/tether-coordinator/${f##*/}" ]; then
             mv "$f" /var/log/tether-coordinator/
             chown tether:tether "/var/log/tether-coordinator/${f##*/}"
         fi

@@ -597,7 +597,7 @@ fn steps_run_as_the_user_the_nodes_configuration_names() {
         "--targets",
         &format!("Key=InstanceIds,Values={}", agent.instance_id),
         "--parameters",
-        "commands=id -un > \"$HOME/assoc-ran\"",
+        r#"{"commands":["id -un > \"$HOME/assoc-ran\""]}"#,
     ]);
     let assoc = created["AssociationDescription"]["AssociationId"]
         .as_str()
