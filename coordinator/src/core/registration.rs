@@ -7,8 +7,9 @@
 //! holder of the right code learns that its activation expired, was deleted
 //! or is used up.
 //!
-//! Failed attempts are counted per source address and per activation ID
-//! ([`FailureLimiter`]); past either budget, a failing attempt is answered
+//! Failed attempts (an unknown ID or a wrong code: what a guess gets) are
+//! counted per source address and per activation ID ([`FailureLimiter`]);
+//! past either budget, such an attempt is answered
 //! "too many failed registration attempts … retry in N s" and logged once per
 //! window instead of each time. A right code is never refused for it: the
 //! code is checked first, so nodes behind a NAT shared with a misconfigured
@@ -201,7 +202,14 @@ impl Coordinator {
                 warn!(%ip, activation_id = %activation_id, error = %e, why, "registration failed");
                 return Err(e);
             }
-            Err(refused) => refused,
+            Err((e @ RegisterError::WrongIdOrCode, why)) => (e, why),
+            // Only a holder of the right code gets here (expired, deleted,
+            // used up, a malformed CSR): not a guess, so not counted, and
+            // always told what it is.
+            Err((e, why)) => {
+                warn!(%ip, activation_id = %activation_id, error = %e, why, "registration refused");
+                return Err(e);
+            }
         };
         let over = {
             let mut limiter = self.limiter.lock();

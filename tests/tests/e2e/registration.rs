@@ -192,6 +192,15 @@ fn repeated_failures_from_one_source_are_rate_limited_but_the_right_code_gets_in
     }
     let out = register(&tmp.path().join("ok"), &ep, &id, &code, &pin);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A right code on a deleted activation is still told so, not to back off.
+    let (gone, gone_code) = coord.activation(1);
+    coord.json(&["delete-activation", "--activation-id", &gone]);
+    let out = register(&tmp.path().join("gone"), &ep, &gone, &gone_code, &pin);
+    assert!(
+        stderr(&out).contains(&format!("activation {gone} was deleted")),
+        "{}",
+        stderr(&out)
+    );
     let log = coord.log();
     let past = log
         .lines()
@@ -291,4 +300,70 @@ fn a_skewed_clock_is_refused_with_advice() {
             .iter()
             .all(|a| a["RegistrationsCount"] == 0)
     );
+}
+
+/// A wrong-code flood on one activation from many sources, each under its
+/// own budget: past the activation's budget, failures are told to back off
+/// whatever their source, while the right code still registers, from a
+/// source that took part in the flood and from a fresh one.
+#[test]
+fn a_flood_on_one_activation_is_told_to_back_off_but_the_right_code_gets_in() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use tether_ssm::limits::{
+        MAX_FAILED_REGISTRATIONS_PER_ACTIVATION, MAX_FAILED_REGISTRATIONS_PER_SOURCE,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let (id, code) = coord.activation(2);
+    let per_source = MAX_FAILED_REGISTRATIONS_PER_SOURCE - 2;
+    let flood = MAX_FAILED_REGISTRATIONS_PER_ACTIVATION + 5;
+    let source = |n: u32| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + (n / per_source) as u8));
+    let mut last_source = source(0);
+    for n in 0..flood {
+        last_source = source(n);
+        let got =
+            tether_tests::raw::register_from(&coord, last_source, &id, "ABCDEFGHJKLMNPQRSTUV");
+        let (status, message) = got.expect_err("a wrong code never registers");
+        if n < MAX_FAILED_REGISTRATIONS_PER_ACTIVATION {
+            assert_eq!(
+                (status, message.as_str()),
+                (
+                    tonic::Code::PermissionDenied,
+                    "activation ID or code is wrong"
+                ),
+                "attempt {n} from {last_source}"
+            );
+        } else {
+            assert_eq!(status, tonic::Code::ResourceExhausted, "{message}");
+            assert!(
+                message.starts_with(&format!(
+                    "too many failed registration attempts for activation {id}; retry in "
+                )),
+                "attempt {n} from {last_source}: {message}"
+            );
+        }
+    }
+    // Another activation is not touched by this one's flood.
+    let (other, _) = coord.activation(1);
+    let got = tether_tests::raw::register_from(&coord, source(0), &other, "ABCDEFGHJKLMNPQRSTUV");
+    assert_eq!(
+        got.map_err(|(s, m)| (s, m)),
+        Err((
+            tonic::Code::PermissionDenied,
+            "activation ID or code is wrong".to_string()
+        ))
+    );
+    // The right code, from a flooding source and from a fresh one.
+    for from in [last_source, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 99))] {
+        let instance = tether_tests::raw::register_from(&coord, from, &id, &code)
+            .unwrap_or_else(|e| panic!("the right code from {from}: {e:?}"));
+        assert!(instance.starts_with("mi-"), "{instance}");
+    }
+    let log = coord.log();
+    let past: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("registration failures past their budget"))
+        .collect();
+    assert_eq!(past.len(), 1, "logged once: {log}");
+    assert!(past[0].contains("for activation"), "{}", past[0]);
 }
