@@ -347,7 +347,7 @@ fn a_flood_on_one_activation_is_told_to_back_off_but_the_right_code_gets_in() {
     let (other, _) = coord.activation(1);
     let got = tether_tests::raw::register_from(&coord, source(0), &other, "ABCDEFGHJKLMNPQRSTUV");
     assert_eq!(
-        got.map_err(|(s, m)| (s, m)),
+        got,
         Err((
             tonic::Code::PermissionDenied,
             "activation ID or code is wrong".to_string()
