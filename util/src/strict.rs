@@ -17,7 +17,9 @@
 //! the way to `/`: a directory anyone can write anywhere above lets them
 //! rename the whole tree away and put their own in its place. Paths are
 //! resolved first (`canonicalize`), so a symbolic link to the tree is judged
-//! by where it leads. Missing paths are not errors: what does not exist yet
+//! by where it leads; so is a link inside the tree (the file or directory it
+//! leads to, not what such a directory holds, and the directories above it).
+//! Missing paths are not errors: what does not exist yet
 //! is judged by the directories it would be created in.
 //!
 //! Nothing is changed here: a daemon that finds its tree unsafe refuses to
@@ -210,9 +212,8 @@ impl Policy {
                 above: None,
             });
         }
-        // A symbolic link's own mode means nothing; where it leads is not
-        // followed (nothing of ours is a link, and a link needs its
-        // directory's write permission, checked there).
+        // A symbolic link's own mode means nothing: the tree walk judges
+        // where it leads (`check_file`).
         if meta.file_type().is_symlink() {
             return Ok(());
         }
@@ -327,13 +328,17 @@ impl Policy {
                 // Files come and go while a daemon's helpers run (atomic
                 // writes through temporary files): a vanished one is fine.
                 let Some(meta) = lstat(&path)? else { continue };
+                let secret = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| secrets.contains(&n));
                 if meta.is_dir() {
                     stack.push(path);
+                } else if meta.file_type().is_symlink() {
+                    // What the daemon reads through it is what it leads to.
+                    self.entry(&path, &meta, false)?;
+                    self.check_file(&path, secret)?;
                 } else {
-                    let secret = entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|n| secrets.contains(&n));
                     self.entry(&path, &meta, secret)?;
                 }
             }
@@ -521,6 +526,47 @@ mod tests {
             .check_file(&state.join("x.db"), false)
             .unwrap_err();
         assert!(e.to_string().contains("directory above"), "{e}");
+    }
+
+    #[test]
+    fn a_symbolic_link_in_the_tree_is_judged_by_where_it_leads() {
+        let (tmp, state) = tree();
+        let me = uid_of(&state);
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        chmod(&outside, 0o700);
+        let ca = outside.join("ca.pem");
+        fs::write(&ca, b"x").unwrap();
+        chmod(&ca, 0o644);
+        std::os::unix::fs::symlink(&ca, state.join("ca.pem")).unwrap();
+        Policy::new(me).check_tree(&state, &["agent.key"]).unwrap();
+        // The file it leads to, anyone can write.
+        chmod(&ca, 0o666);
+        let e = Policy::new(me).check_tree(&state, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "{} is writable by its group and everyone else (mode 0666",
+                ca.canonicalize().unwrap().display()
+            )),
+            "{e}"
+        );
+        chmod(&ca, 0o644);
+        // A key reached through a link must be private where it lies.
+        fs::remove_file(state.join("agent.key")).unwrap();
+        std::os::unix::fs::symlink(&ca, state.join("agent.key")).unwrap();
+        let e = Policy::new(me)
+            .check_tree(&state, &["agent.key"])
+            .unwrap_err();
+        assert!(matches!(e, Unsafe::Readable { .. }), "{e:?}");
+        fs::remove_file(state.join("agent.key")).unwrap();
+        // The directory it lies in, anyone can write.
+        chmod(&outside, 0o777);
+        let e = Policy::new(me).check_tree(&state, &[]).unwrap_err();
+        assert!(e.to_string().contains("directory above"), "{e}");
+        chmod(&outside, 0o700);
+        // A link that leads nowhere yet is judged by the tree it is in.
+        std::os::unix::fs::symlink(outside.join("none"), state.join("later")).unwrap();
+        Policy::new(me).check_tree(&state, &[]).unwrap();
     }
 
     #[test]
