@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock),
-# python3 with venv for the AWS clients below; the install and packaging tests:
+# python3 with venv for the AWS clients below, the aws CLI v2; the install and packaging tests:
 # unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm.
 need=()
 command -v ps >/dev/null 2>&1 || need+=(procps)
@@ -20,6 +20,10 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmp >/dev/null 2>&1 || need+=(diffutils)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
+# The aws CLI v2 (Debian's awscli package): the CLI tests compare tether's
+# output with it byte for byte. It is called by its path, /usr/bin/aws; the
+# aws in the virtual environment below is the PyPI v1 the SDK tests use.
+[ -x /usr/bin/aws ] || need+=(awscli)
 # The PostgreSQL pass: Debian's server binaries (initdb, pg_ctl, postgres, psql).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

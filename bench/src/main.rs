@@ -151,7 +151,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     // ----- coordinator -----
     let mut coord = Coord::start(&tether, &work.join("coord"), args.database.clone()).await?;
     let cfg = cli::load_config(&coord.dir.join("operator.json"))
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let op = Operator::connect(cfg.clone()).await?;
     let baseline = coord.sample()?;
     say(format!(
@@ -630,7 +630,7 @@ impl Operator {
     async fn connect(cfg: OperatorConfig) -> anyhow::Result<Operator> {
         let channel = cli::connect(&cfg)
             .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         Ok(Operator {
             channel,
             token: cfg.token,
@@ -640,7 +640,7 @@ impl Operator {
     async fn call(&self, operation: &str, body: Value) -> anyhow::Result<Value> {
         cli::call(self.channel.clone(), &self.token, operation, &body)
             .await
-            .map_err(|e| anyhow::anyhow!(e.message))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))
     }
 }
 

@@ -78,75 +78,28 @@ pub fn render_with_width(
     match format {
         OutputFormat::Json => render_json(&value),
         OutputFormat::Text => render_text(&value),
-        OutputFormat::Table => render_table(operation, &value, terminal_width),
+        OutputFormat::Table => render_table(operation, &value, terminal_width, false),
     }
+}
+
+/// [`render`], tables coloured as awscli colours them when `color` is set.
+pub fn render_styled(operation: &str, value: &Value, format: OutputFormat, color: bool) -> String {
+    if format != OutputFormat::Table || !color {
+        return render(operation, value, format);
+    }
+    let mut value = value.clone();
+    if let Value::Object(members) = &mut value {
+        members.remove("ResponseMetadata");
+    }
+    timestamps_to_iso(&mut value);
+    render_table(operation, &value, DEFAULT_TERMINAL_WIDTH, true)
 }
 
 // ---------------------------------------------------------------------------
 // Timestamps.
 
-/// Every structure member name that is timestamp-typed somewhere in the
-/// botocore SSM model (`ssm/2014-11-06/service-2.json`), sorted. `CaptureTime`,
-/// `EndDate`, `ExecutionTime` and `StartDate` are string-typed in some
-/// shapes; since only numbers are converted, those strings are left alone.
-/// (`ExecutionStartDateTime` and friends are strings everywhere, so absent.)
-const TIMESTAMP_MEMBERS: &[&str] = &[
-    "ActualEndTime",
-    "ActualStartTime",
-    "ApprovalDate",
-    "CaptureTime",
-    "CreateTime",
-    "CreatedDate",
-    "CreatedTime",
-    "CreationDate",
-    "Date",
-    "DeletionStartTime",
-    "EndDate",
-    "EndTime",
-    "EndedAt",
-    "ExecutionDate",
-    "ExecutionEndTime",
-    "ExecutionStartTime",
-    "ExecutionTime",
-    "ExpirationDate",
-    "ExpirationTime",
-    "ExpiresAfter",
-    "InstalledTime",
-    "LastAssociationExecutionDate",
-    "LastExecutionDate",
-    "LastModifiedDate",
-    "LastModifiedTime",
-    "LastNoRebootInstallOperationTime",
-    "LastPingDateTime",
-    "LastStatusUpdateTime",
-    "LastSuccessfulAssociationExecutionDate",
-    "LastSuccessfulExecutionDate",
-    "LastSuccessfulSyncTime",
-    "LastSyncTime",
-    "LastUpdateAssociationDate",
-    "LaunchTime",
-    "ModifiedDate",
-    "OperationEndTime",
-    "OperationStartTime",
-    "PlannedEndTime",
-    "PlannedStartTime",
-    "RegistrationDate",
-    "ReleaseDate",
-    "RequestedDateTime",
-    "ResponseFinishDateTime",
-    "ResponseStartDateTime",
-    "ReviewedTime",
-    "ScheduledEndTime",
-    "ScheduledTime",
-    "StartDate",
-    "StartTime",
-    "SyncCreatedTime",
-    "SyncLastModifiedTime",
-    "UpdatedTime",
-];
-
 /// Converts, in place and at any depth, every number held by a member named
-/// in the SSM model as a timestamp from epoch seconds to the ISO 8601 text
+/// in the SSM model as a timestamp ([`tether_ssm::model::Model::timestamp_members`]) from epoch seconds to the ISO 8601 text
 /// awscli v2 prints: `datetime.fromtimestamp(t, utc).isoformat()`, e.g.
 /// `2017-01-05T16:05:42.658000+00:00`, with microseconds only when non-zero.
 /// Anything else (strings, already-converted values) is left as it is.
@@ -155,7 +108,9 @@ pub fn timestamps_to_iso(value: &mut Value) {
         Value::Object(members) => {
             for (name, member) in members.iter_mut() {
                 if let Value::Number(n) = member {
-                    if TIMESTAMP_MEMBERS.binary_search(&name.as_str()).is_ok()
+                    if tether_ssm::model::model()
+                        .timestamp_members()
+                        .contains(name.as_str())
                         && let Some(iso) = epoch_to_iso(n)
                     {
                         *member = Value::String(iso);
@@ -202,6 +157,74 @@ fn epoch_to_iso(n: &Number) -> Option<String> {
     } else {
         format!("{base}.{micros:06}+00:00")
     })
+}
+
+// ---------------------------------------------------------------------------
+// Member order.
+
+/// Puts every structure's members in the order of `shape` in the model, as
+/// botocore parses an answer (it walks the model's members, not the
+/// wire's), Tether's documented extra members after them, and members
+/// neither knows last, as they came.
+pub fn order_by_model(value: &mut Value, shape: &str) {
+    let m = tether_ssm::model::model();
+    let Some(def) = m.shape(shape) else {
+        return;
+    };
+    match (def["type"].as_str().unwrap_or(""), value) {
+        ("structure", Value::Object(obj)) => {
+            let mut taken = std::mem::take(obj);
+            let mut out = Map::new();
+            for (name, member) in m.members(shape).into_iter().chain(m.extra_members(shape)) {
+                if let Some(mut v) = taken.remove(name) {
+                    if let Some(s) = member["shape"].as_str() {
+                        order_by_model(&mut v, s);
+                    }
+                    out.insert(name.to_owned(), v);
+                }
+            }
+            out.extend(taken);
+            *obj = out;
+        }
+        ("list", Value::Array(items)) => {
+            if let Some(s) = def["member"]["shape"].as_str() {
+                items.iter_mut().for_each(|i| order_by_model(i, s));
+            }
+        }
+        ("map", Value::Object(obj)) => {
+            if let Some(s) = def["value"]["shape"].as_str() {
+                obj.values_mut().for_each(|i| order_by_model(i, s));
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Terminals.
+
+/// `text` made safe for a terminal: control characters (C0 but newline and
+/// tab, a carriage return not ending a line, DEL, C1) shown as `\xNN`
+/// instead of reaching the terminal, where a node's output could move the
+/// cursor, rewrite the screen or set the window title. The aws CLI prints
+/// them as they are; the CLI escapes them only when stdout is a terminal,
+/// so what scripts read through a pipe stays byte for byte the aws CLI's.
+pub fn escape_for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let control = match c {
+            '\n' | '\t' => false,
+            '\r' => chars.peek() != Some(&'\n'),
+            c => c < ' ' || ('\u{7f}'..='\u{9f}').contains(&c),
+        };
+        if control {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -258,7 +281,7 @@ fn py_number(n: &Number) -> String {
 }
 
 /// `str(x)` of a decoded JSON value, as text and table cells show it.
-fn py_str(value: &Value) -> String {
+pub fn py_str(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => py_repr(other),
@@ -522,13 +545,19 @@ fn sorted(members: &Map<String, Value>) -> Vec<(&str, &Value)> {
 // ---------------------------------------------------------------------------
 // Table (formatter.py `TableFormatter`, table.py `MultiTable`).
 
-fn render_table(operation: &str, value: &Value, terminal_width: usize) -> String {
+fn render_table(operation: &str, value: &Value, terminal_width: usize, color: bool) -> String {
     let mut table = MultiTable::default();
     if !table.build(Some(operation), value, 0) {
         return String::new();
     }
-    table.render(terminal_width)
+    table.render(terminal_width, color)
 }
+
+/// awscli's `ColorizedStyler` (`--color on`, or `auto` on a terminal):
+/// row elements bright blue, the nesting bars dim yellow.
+const ROW_STYLE: &str = "\u{1b}[1m\u{1b}[34m";
+const INDENT_STYLE: &str = "\u{1b}[2m\u{1b}[33m";
+const RESET_STYLE: &str = "\u{1b}[0m";
 
 /// Python truthiness: empty containers and strings, zero, false and null
 /// make no table.
@@ -684,7 +713,7 @@ impl MultiTable {
             .unwrap_or(0)
     }
 
-    fn render(&mut self, terminal_width: usize) -> String {
+    fn render(&mut self, terminal_width: usize, color: bool) -> String {
         let mut max_width = self.max_width();
         if max_width > terminal_width {
             self.convert_to_vertical();
@@ -694,7 +723,7 @@ impl MultiTable {
         out.push_str(&"-".repeat(max_width));
         out.push('\n');
         for section in &self.sections {
-            section.render(&mut out, max_width);
+            section.render(&mut out, max_width, color);
         }
         out
     }
@@ -793,8 +822,12 @@ impl Section {
         (text_width(&self.title) + outer).max(columns + outer)
     }
 
-    fn render(&self, out: &mut String, max_width: usize) {
-        let edge = "|".repeat(self.indent_level);
+    fn render(&self, out: &mut String, max_width: usize, color: bool) {
+        let edge = if color {
+            format!("{INDENT_STYLE}|{RESET_STYLE}").repeat(self.indent_level)
+        } else {
+            "|".repeat(self.indent_level)
+        };
         let mut line = |text: &str| {
             let _ = writeln!(out, "{edge}{text}{edge}");
         };
@@ -823,7 +856,20 @@ impl Section {
             for row in &self.rows {
                 let mut current = String::new();
                 for (i, (w, cell)) in widths.iter().zip(row).enumerate() {
-                    current.push_str(&align_left(cell, *w, if i == 0 { "|" } else { "" }, "|"));
+                    let styled = format!("{ROW_STYLE}{cell}{RESET_STYLE}");
+                    // The padding is the plain text's; only the text is styled.
+                    let shown = if color {
+                        styled.as_str()
+                    } else {
+                        cell.as_str()
+                    };
+                    current.push_str(&align_left_as(
+                        shown,
+                        text_width(cell),
+                        *w,
+                        if i == 0 { "|" } else { "" },
+                        "|",
+                    ));
                 }
                 line(&current);
             }
@@ -859,9 +905,16 @@ fn center_text(text: &str, length: usize, left_edge: &str, right_edge: &str) -> 
     )
 }
 
-/// `table.align_left` with its two columns of left padding.
-fn align_left(text: &str, length: usize, left_edge: &str, right_edge: &str) -> String {
-    let text_length = text_width(text) as i64;
+/// `table.align_left` with its two columns of left padding, for `text`
+/// that shows as `text_length` columns (styled text is longer).
+fn align_left_as(
+    text: &str,
+    text_length: usize,
+    length: usize,
+    left_edge: &str,
+    right_edge: &str,
+) -> String {
+    let text_length = text_length as i64;
     let length = length as i64;
     let edges = (left_edge.len() + right_edge.len()) as i64;
     let padding = if length - (text_length + 2 + edges) >= 0 {
@@ -1522,7 +1575,7 @@ mod tests {
             }],
             // String-typed in the model: never converted.
             "ExecutionStartDateTime": "2017-01-05T16:05:44.75Z",
-            // Timestamp in some shapes, string in others: only numbers convert.
+            // Timestamp in some shapes, string in others: left as it is.
             "StartDate": "2017-01-05",
             "EndDate": 1483632342,
             // Not a timestamp member at all.
@@ -1546,7 +1599,7 @@ mod tests {
                 }],
                 "ExecutionStartDateTime": "2017-01-05T16:05:44.75Z",
                 "StartDate": "2017-01-05",
-                "EndDate": "2017-01-05T16:05:42+00:00",
+                "EndDate": 1483632342,
                 "TimeoutSeconds": 3600,
                 "CreatedDate": 1e300,
             })
@@ -1554,16 +1607,50 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_members_are_sorted_and_exclude_string_only_names() {
-        assert!(TIMESTAMP_MEMBERS.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(TIMESTAMP_MEMBERS.len(), 52);
+    fn timestamp_members_come_from_the_model_and_exclude_string_names() {
+        let names = tether_ssm::model::model().timestamp_members();
+        assert!(names.len() > 40, "{names:?}");
         for name in [
             "ExecutionStartDateTime",
             "ExecutionEndDateTime",
             "ExecutionElapsedTime",
+            // Timestamps in some shapes, strings in others: not told by name.
+            "StartDate",
+            "EndDate",
         ] {
-            assert!(TIMESTAMP_MEMBERS.binary_search(&name).is_err(), "{name}");
+            assert!(!names.contains(name), "{name}");
         }
+        for name in ["RequestedDateTime", "ResponseStartDateTime", "ExpiresAfter"] {
+            assert!(names.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn terminal_escapes_never_reach_a_terminal() {
+        assert_eq!(
+            escape_for_terminal("\u{1b}[31mred\u{1b}[0m\u{7}\u{1}\u{7f}\u{9b}|\tx\r\nok\rhidden\n"),
+            "\\x1b[31mred\\x1b[0m\\x07\\x01\\x7f\\x9b|\tx\r\nok\\x0dhidden\n"
+        );
+        assert_eq!(escape_for_terminal("データ é\n"), "データ é\n");
+    }
+
+    #[test]
+    fn members_print_in_model_order_with_extras_after() {
+        let mut v = json!({"Status": "Success", "Zed": 1, "DocumentHash": "h",
+                           "PluginName": "aws:runShellScript", "CommandId": "c"});
+        order_by_model(&mut v, "GetCommandInvocationResult");
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["CommandId", "PluginName", "Status", "DocumentHash", "Zed"]
+        );
+        let mut v = json!({"CommandInvocations": [{"Status": "x", "CommandId": "c",
+                           "CommandPlugins": [{"Output": "o", "Name": "n"}]}]});
+        order_by_model(&mut v, "ListCommandInvocationsResult");
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"CommandInvocations":[{"CommandId":"c","Status":"x","CommandPlugins":[{"Name":"n","Output":"o"}]}]}"#
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub enum ShorthandError {
     },
     /// The shorthand syntax is malformed.
     #[error(
-        "expected: '{expected}', received: '{received}' for input:\n{}",
+        "Expected: '{expected}', received: '{received}' for input:\n{}",
         error_location(.input, *.index)
     )]
     Syntax {
@@ -73,44 +73,16 @@ pub enum ShorthandError {
         input: String,
     },
     /// A value that looks like JSON is not valid JSON (or not the JSON kind expected).
-    #[error("invalid JSON: {reason}\nJSON received: {input}")]
+    #[error("Invalid JSON: {reason}\nJSON received: {input}")]
     InvalidJson {
         /// What was wrong with it.
         reason: String,
         /// The JSON text received.
         input: String,
     },
-    /// A structure member the shape does not have.
-    #[error("unknown parameter in {location}: \"{member}\", must be one of: {allowed}")]
-    UnknownMember {
-        /// Where the structure is.
-        location: String,
-        /// The unknown member name.
-        member: String,
-        /// The members the structure allows, comma-separated.
-        allowed: String,
-    },
-    /// A value of the wrong kind (e.g. a list where a string is expected).
-    #[error("invalid type for parameter {location}, value: {value}, expected: {expected}")]
-    InvalidType {
-        /// Where the value is.
-        location: String,
-        /// The offending value, as compact JSON.
-        value: String,
-        /// The kind of value the shape expects there.
-        expected: &'static str,
-    },
     /// A value that should be an integer is not one.
-    #[error("invalid integer for parameter {location}: {value:?}")]
+    #[error("invalid literal for int() with base 10: '{value}'")]
     InvalidInteger {
-        /// Where the value is.
-        location: String,
-        /// The text given.
-        value: String,
-    },
-    /// A value that should be a boolean is neither `true` nor `false`.
-    #[error("invalid boolean for parameter {location}: {value:?} (expected true or false)")]
-    InvalidBoolean {
         /// Where the value is.
         location: String,
         /// The text given.
@@ -172,6 +144,10 @@ pub fn parse_list_arg(raws: &[String], shape: &Shape) -> Result<Value, Shorthand
     };
     if let [one] = raws {
         return parse_value(one, shape);
+    }
+    if raws.is_empty() {
+        // `--instance-ids` with no words: an empty list, as argparse's `nargs='*'`.
+        return Ok(Value::Array(Vec::new()));
     }
     let words: Vec<&str> = raws.iter().map(String::as_str).collect();
     list_from_words(&words, member)
@@ -276,19 +252,12 @@ fn conform(
     location: &str,
     mode: Mode,
 ) -> Result<Value, ShorthandError> {
-    let invalid_type = |value: &Value| ShorthandError::InvalidType {
-        location: location.to_owned(),
-        value: value.to_string(),
-        expected: shape.kind(),
-    };
+    // Only shorthand is coerced (awscli's `BackCompatVisitor`); anything the
+    // shape does not fit is left as it is, for the parameter validation to
+    // refuse in botocore's words.
     match shape {
-        Shape::Any => Ok(value),
-        Shape::String => match value {
-            Value::String(_) => Ok(value),
-            other => Err(invalid_type(&other)),
-        },
+        Shape::Any | Shape::String => Ok(value),
         Shape::Integer => match value {
-            Value::Number(ref n) if n.is_i64() || n.is_u64() => Ok(value),
             Value::String(text) if mode == Mode::Shorthand => match text.trim().parse::<i64>() {
                 Ok(n) => Ok(Value::from(n)),
                 Err(_) => Err(ShorthandError::InvalidInteger {
@@ -296,23 +265,19 @@ fn conform(
                     value: text,
                 }),
             },
-            other => Err(invalid_type(&other)),
+            other => Ok(other),
         },
         Shape::Boolean => match value {
-            Value::Bool(_) => Ok(value),
             Value::String(text) if mode == Mode::Shorthand => {
                 if text.eq_ignore_ascii_case("true") {
                     Ok(Value::Bool(true))
                 } else if text.eq_ignore_ascii_case("false") {
                     Ok(Value::Bool(false))
                 } else {
-                    Err(ShorthandError::InvalidBoolean {
-                        location: location.to_owned(),
-                        value: text,
-                    })
+                    Ok(Value::String(text))
                 }
             }
-            other => Err(invalid_type(&other)),
+            other => Ok(other),
         },
         Shape::List(member) => match value {
             Value::Array(items) => items
@@ -322,11 +287,11 @@ fn conform(
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             // `foo=bar` where a list is expected means `["bar"]`.
-            other if mode == Mode::Shorthand => {
+            other if mode == Mode::Shorthand && !other.is_null() => {
                 let item = conform(other, member, &format!("{location}[0]"), mode)?;
                 Ok(Value::Array(vec![item]))
             }
-            other => Err(invalid_type(&other)),
+            other => Ok(other),
         },
         Shape::Map(inner) => match value {
             Value::Object(entries) => {
@@ -337,26 +302,23 @@ fn conform(
                 }
                 Ok(Value::Object(out))
             }
-            other => Err(invalid_type(&other)),
+            other => Ok(other),
         },
         Shape::Structure(members) => match value {
             Value::Object(entries) => {
                 let mut out = Map::new();
                 for (key, item) in entries {
-                    let Some((_, member)) = members.iter().find(|(name, _)| *name == key) else {
-                        let allowed: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
-                        return Err(ShorthandError::UnknownMember {
-                            location: location.to_owned(),
-                            member: key,
-                            allowed: allowed.join(", "),
-                        });
+                    let item = match members.iter().find(|(name, _)| *name == key) {
+                        Some((_, member)) => {
+                            conform(item, member, &format!("{location}.{key}"), mode)?
+                        }
+                        None => item,
                     };
-                    let item = conform(item, member, &format!("{location}.{key}"), mode)?;
                     out.insert(key, item);
                 }
                 Ok(Value::Object(out))
             }
-            other => Err(invalid_type(&other)),
+            other => Ok(other),
         },
     }
 }
@@ -836,16 +798,21 @@ mod tests {
     enum Want {
         Ok(Value),
         Err(Check),
+        /// Read, and left as it is for the parameter validation to refuse
+        /// (`params::validate`, botocore's words).
+        Left,
     }
 
     fn check(what: &str, got: Result<Value, ShorthandError>, want: &Want) {
         match (got, want) {
             (Ok(got), Want::Ok(want)) => assert_eq!(&got, want, "{what}"),
+            (Ok(_), Want::Left) => {}
             (Err(err), Want::Err(check)) => {
                 assert!(check(&err), "{what}: unexpected error {err:?}")
             }
             (Ok(got), Want::Err(_)) => panic!("{what}: expected an error, got {got}"),
             (Err(err), Want::Ok(want)) => panic!("{what}: expected {want}, got error {err}"),
+            (Err(err), Want::Left) => panic!("{what}: expected it read, got error {err}"),
         }
     }
 
@@ -925,10 +892,7 @@ mod tests {
             // awscli rejects whitespace after a closing bracket; a file's
             // final newline is accepted here.
             ("commands=[ls]\n", Want::Ok(json!({"commands": ["ls"]}))),
-            (
-                "commands={}\n",
-                Want::Err(|e| matches!(e, ShorthandError::InvalidType { .. })),
-            ),
+            ("commands={}\n", Want::Left),
             // Errors.
             (
                 "commands",
@@ -949,20 +913,8 @@ mod tests {
                     |e| matches!(e, ShorthandError::DuplicateKey { key, .. } if key == "commands"),
                 ),
             ),
-            (
-                r#"{"commands": "ls"}"#,
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "list", .. }
-                        if location == "value.commands")
-                }),
-            ),
-            (
-                r#"{"commands": [1]}"#,
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, value, expected: "string" }
-                        if location == "value.commands[0]" && value == "1")
-                }),
-            ),
+            (r#"{"commands": "ls"}"#, Want::Left),
+            (r#"{"commands": [1]}"#, Want::Left),
             (
                 "{bad json",
                 Want::Err(
@@ -973,25 +925,8 @@ mod tests {
                 r#"["ls"]"#,
                 Want::Err(|e| matches!(e, ShorthandError::InvalidJson { .. })),
             ),
-            (
-                "commands={a=b}",
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "string", .. }
-                        if location == "value.commands[0]")
-                }),
-            ),
-            (
-                "commands=[ {a=b} ]",
-                Want::Err(|e| {
-                    matches!(
-                        e,
-                        ShorthandError::InvalidType {
-                            expected: "string",
-                            ..
-                        }
-                    )
-                }),
-            ),
+            ("commands={a=b}", Want::Left),
+            ("commands=[ {a=b} ]", Want::Left),
             (
                 "commands=[a",
                 Want::Err(|e| {
@@ -1065,46 +1000,22 @@ mod tests {
                 Want::Ok(json!([{"Key": "tag:Name", "Values": ["web server", "db,primary"]}])),
             ),
             // Errors.
-            (
-                vec!["Key=tag:Env,Values=lab,Foo=bar"],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::UnknownMember { location, member, allowed }
-                        if location == "value[0]" && member == "Foo" && allowed == "Key, Values")
-                }),
-            ),
+            (vec!["Key=tag:Env,Values=lab,Foo=bar"], Want::Left),
             (
                 vec!["Key=a,Key=b"],
                 Want::Err(
                     |e| matches!(e, ShorthandError::DuplicateKey { key, .. } if key == "Key"),
                 ),
             ),
-            (
-                vec!["Key=[a,b],Values=c"],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, value, expected: "string" }
-                        if location == "value[0].Key" && value == r#"["a","b"]"#)
-                }),
-            ),
-            (
-                vec![r#"[{"Key":"a","Values":"b"}]"#],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "list", .. }
-                        if location == "value[0].Values")
-                }),
-            ),
+            (vec!["Key=[a,b],Values=c"], Want::Left),
+            (vec![r#"[{"Key":"a","Values":"b"}]"#], Want::Left),
             (
                 vec!["Key=a,Values=b,"],
                 Want::Err(
                     |e| matches!(e, ShorthandError::Syntax { expected, .. } if expected == "<second>"),
                 ),
             ),
-            (
-                vec![r#"[{"Key":"a","Bogus":1}]"#],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::UnknownMember { location, member, .. }
-                        if location == "value[0]" && member == "Bogus")
-                }),
-            ),
+            (vec![r#"[{"Key":"a","Bogus":1}]"#], Want::Left),
             (
                 vec!["{Key=x}"],
                 Want::Err(
@@ -1118,10 +1029,8 @@ mod tests {
                         if expected == "=" && received == "EOF" && input == "nonsense")
                 }),
             ),
-            (
-                vec![],
-                Want::Err(|e| matches!(e, ShorthandError::NoValue { expected: "list" })),
-            ),
+            // `--targets` with no words: an empty list (argparse's `nargs='*'`).
+            (vec![], Want::Ok(json!([]))),
         ];
         for (raws, want) in &cases {
             let what = format!("{raws:?}");
@@ -1170,27 +1079,9 @@ mod tests {
                 Want::Ok(json!([{"Key": "a", "Value": "b"}])),
             ),
             // Errors.
-            (
-                vec!["Key=env,Value=a,b"],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "string", .. }
-                        if location == "value[0].Value")
-                }),
-            ),
-            (
-                vec!["Key=a,Valu=b"],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::UnknownMember { member, allowed, .. }
-                        if member == "Valu" && allowed == "Key, Value")
-                }),
-            ),
-            (
-                vec!["Key={a=b},Value=c"],
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "string", .. }
-                        if location == "value[0].Key")
-                }),
-            ),
+            (vec!["Key=env,Value=a,b"], Want::Left),
+            (vec!["Key=a,Valu=b"], Want::Left),
+            (vec!["Key={a=b},Value=c"], Want::Left),
             (
                 vec!["Key=a,Value=b", "Key=c,Value=d,Value=e"],
                 Want::Err(
@@ -1254,13 +1145,7 @@ mod tests {
                     |e| matches!(e, ShorthandError::InvalidInteger { location, .. } if location == "value[0]"),
                 ),
             ),
-            (
-                "yes",
-                &Shape::Boolean,
-                Want::Err(
-                    |e| matches!(e, ShorthandError::InvalidBoolean { value, .. } if value == "yes"),
-                ),
-            ),
+            ("yes", &Shape::Boolean, Want::Left),
             (
                 "Count=x",
                 &nested,
@@ -1268,27 +1153,8 @@ mod tests {
                     |e| matches!(e, ShorthandError::InvalidInteger { location, .. } if location == "value.Count"),
                 ),
             ),
-            (
-                r#"{"Count": "3"}"#,
-                &nested,
-                Want::Err(|e| {
-                    matches!(e, ShorthandError::InvalidType { location, expected: "integer", .. }
-                        if location == "value.Count")
-                }),
-            ),
-            (
-                r#"{"Enabled": null}"#,
-                &nested,
-                Want::Err(|e| {
-                    matches!(
-                        e,
-                        ShorthandError::InvalidType {
-                            expected: "boolean",
-                            ..
-                        }
-                    )
-                }),
-            ),
+            (r#"{"Count": "3"}"#, &nested, Want::Left),
+            (r#"{"Enabled": null}"#, &nested, Want::Left),
         ];
         for (raw, shape, want) in &cases {
             check(raw, parse_value(raw, shape), want);
@@ -1419,7 +1285,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "expected: ',', received: 'EOF' for input:\ncommands=[a\n,b\n  ^"
+            "Expected: ',', received: 'EOF' for input:\ncommands=[a\n,b\n  ^"
         );
         let err = parse_value("a=b,c=[d", &parameters());
         let Err(err) = err else {
@@ -1427,7 +1293,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "expected: ',', received: 'EOF' for input:\na=b,c=[d\n        ^"
+            "Expected: ',', received: 'EOF' for input:\na=b,c=[d\n        ^"
         );
     }
 

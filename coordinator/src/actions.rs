@@ -22,6 +22,7 @@ mod commands;
 mod documents;
 mod instances;
 mod inventory;
+pub mod sizes;
 mod tags;
 pub mod wire;
 
@@ -34,7 +35,8 @@ use crate::core::Coordinator;
 use crate::credentials::{Caller, Transport};
 
 /// Runs one request as an edge received it: `operation` by name, `body` the
-/// JSON bytes (empty for no input).
+/// JSON bytes (empty for no input). Tether's size caps (`sizes`) hold here,
+/// whatever carried the request.
 pub async fn handle(
     c: &Coordinator,
     caller: &Caller,
@@ -50,7 +52,9 @@ pub async fn handle(
             format!("operation {operation:?} is not supported by this coordinator"),
         ));
     }
+    sizes::check_body(operation, body)?;
     let request = Request::from_json(op, body)?;
+    sizes::check_request(&request)?;
     dispatch(c, caller, request).await
 }
 

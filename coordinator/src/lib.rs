@@ -9,6 +9,7 @@
 //!   dispatched with its [`credentials::Caller`]); the SSM operations.
 //! - [`credentials`]: operator tokens and access keys: who is calling.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
+//! - [`conn`]: accepting connections: handshake and first-read deadlines, stalled writes.
 //! - [`http`]: the HTTPS listener.
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
 //! - [`sigv4`]: SigV4 signature verification (pure).
@@ -16,6 +17,7 @@
 
 pub mod actions;
 pub mod associations;
+pub mod conn;
 pub mod core;
 pub mod credentials;
 pub mod grpc;

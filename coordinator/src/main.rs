@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tether_cli as cli;
 use tether_coordinator::server::{self, ServeConfig};
 
@@ -12,18 +12,16 @@ use tether_coordinator::server::{self, ServeConfig};
 #[command(
     name = "tether",
     version,
-    about = "Tether coordinator and operator CLI (aws ssm verbs)",
+    about = "Tether coordinator (`tether serve`); every other verb is the operator CLI (`tether help`)",
     subcommand_required = true
 )]
 struct Cli {
-    #[command(flatten)]
-    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
 
-/// The verbs that are not SSM operations; the SSM verbs are added from the
-/// model by [`cli::verbs`].
+/// `tether serve`; the operator CLI's verbs are read by [`cli::main`] as the
+/// aws CLI reads them.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the coordinator.
@@ -139,11 +137,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().subcommands(cli::verbs()).get_matches();
-    let global = match cli::Global::from_arg_matches(&matches) {
-        Ok(g) => g,
-        Err(e) => e.exit(),
-    };
+    let words: Vec<String> = std::env::args().skip(1).collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,13 +148,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some((verb, verb_matches)) = matches.subcommand() else {
-        return ExitCode::from(cli::EXIT_USAGE);
-    };
-    if verb != "serve" {
-        return runtime.block_on(cli::run(&global, verb, verb_matches));
+    if cli::verb_of(&words).as_deref() != Some("serve") {
+        return runtime.block_on(cli::main(words));
     }
-    let args = match Cli::from_arg_matches(&matches) {
+    let args = match Cli::try_parse() {
         Ok(a) => a,
         Err(e) => e.exit(),
     };

@@ -15,13 +15,14 @@ use anyhow::Context;
 use tether_cli::OperatorConfig;
 use tether_proto as pb;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::core::Coordinator;
 use crate::credentials::token_hash;
-use crate::grpc::Services;
+use crate::grpc::{Admit, Gate, Services};
 use crate::pki::{Pki, write_private};
+use tether_ssm::limits;
 use tether_store::Store;
 use tether_util::strict::{Policy, Unsafe};
 use tether_util::time::now_ms;
@@ -269,36 +270,49 @@ pub async fn run(
         })
     };
 
-    let writer = tokio::spawn(core.clone().run_writer());
-    let downloads = {
-        let agent = crate::install::AgentDownload::load(cfg.agent_binary.as_deref());
-        match &agent {
-            Ok(a) => {
-                info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+    // Readiness: a replica that cannot reach its database says so on
+    // /readyz and sends its agents elsewhere until it can again.
+    let readiness = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::READINESS_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                core.check_readiness().await;
             }
-            Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
-        }
-        let script = crate::install::render_script(
-            &operator.advertised_endpoint,
-            &operator.advertised_http_endpoint,
-            &operator.ca_pin,
-            agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
-        );
-        Arc::new(crate::http::Downloads {
-            agent: agent.map_err(|e| e.to_string()),
-            script,
+        })
+    };
+    let writer = tokio::spawn(core.clone().run_writer());
+    // The agent download is read and hashed beside the start, not before it.
+    let (set_downloads, downloads) = tokio::sync::watch::channel(None);
+    let loading = {
+        let (binary, operator) = (cfg.agent_binary.clone(), operator.clone());
+        tokio::task::spawn_blocking(move || {
+            let agent = crate::install::AgentDownload::load(binary.as_deref());
+            match &agent {
+                Ok(a) => {
+                    info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+                }
+                Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
+            }
+            let script = crate::install::render_script(
+                &operator.advertised_endpoint,
+                &operator.advertised_http_endpoint,
+                &operator.ca_pin,
+                agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
+            );
+            set_downloads.send_replace(Some(Arc::new(crate::http::Downloads {
+                agent: agent.map_err(|e| e.to_string()),
+                script,
+            })));
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
     let bridge = bridge_cfg.map(|b| tokio::spawn(tether_aws_bridge::run(core.store.clone(), b)));
 
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &pki.server_chain_pem,
-            &pki.server_key_pem,
-        ))
-        .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
-        .client_auth_optional(true);
+    let (incoming, acceptor) =
+        crate::conn::grpc_incoming(grpc_listener, crate::conn::grpc_tls_config(&pki)?);
     let services = Services::new(core.clone());
     let stopping = core.clone();
     let shutdown = async move {
@@ -306,35 +320,34 @@ pub async fn run(
         info!("stopping: releasing held polls");
         stopping.begin_shutdown();
     };
+    // Message limits by what the caller proved: nothing (registration: an
+    // activation and a CSR), a client certificate (agents: reports carry step
+    // output), an operator token (a request body). Gates check the
+    // credential before a message is read.
     let max = pb::MAX_MESSAGE_BYTES;
+    let agents = pb::agent_server::AgentServer::new(services.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let operators = pb::operator_server::OperatorServer::new(services.clone())
+        .max_decoding_message_size(limits::MAX_OPERATOR_MESSAGE_BYTES)
+        .max_encoding_message_size(max);
     let result = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(pb::registration_server::RegistrationServer::new(
-            services.clone(),
+        .add_service(Gate::new(
+            pb::registration_server::RegistrationServer::new(services)
+                .max_decoding_message_size(limits::MAX_UNAUTHENTICATED_MESSAGE_BYTES),
+            core.clone(),
+            Admit::Anyone,
         ))
-        .add_service(
-            pb::agent_server::AgentServer::new(services.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            pb::operator_server::OperatorServer::new(services)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(
-            // Small request/response exchanges: Nagle's algorithm against the
-            // peer's delayed ACK would add ~40 ms to each.
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
-            ),
-            shutdown,
-        )
+        .add_service(Gate::new(agents, core.clone(), Admit::Agents))
+        .add_service(Gate::new(operators, core.clone(), Admit::Operators))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    acceptor.abort();
+    loading.abort();
     sweeper.abort();
+    readiness.abort();
     for t in replica_tasks {
         t.abort();
     }

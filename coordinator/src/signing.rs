@@ -103,6 +103,13 @@ pub fn command(
     }
 }
 
+/// The bytes a command's envelope takes, from its variable part (document,
+/// resolved parameters, document name, version and hash), counting the fixed
+/// fields (IDs, times, nonce, signature, framing) generously.
+pub fn envelope_bytes(variable: usize) -> usize {
+    variable.saturating_add(1024)
+}
+
 /// A cancellation of `command_id` on `instance_id`, valid for an envelope's
 /// lifetime.
 pub fn cancel(pki: &Pki, instance_id: &str, command_id: &str, now: i64) -> Signed {

@@ -1,9 +1,11 @@
-//! The SSM API model: botocore's `ssm/2014-11-06` service and paginator
-//! definitions, embedded in the binary (see `ssm/model/README.md`).
+//! The SSM API model: botocore's `ssm/2014-11-06` service, paginator and
+//! waiter definitions, embedded in the binary (see `ssm/model/README.md`),
+//! with Tether's own operations and extra answer members merged in.
 //!
 //! This module owns reading the model and answering questions about it:
-//! which operations exist, each operation's input members and their shapes,
-//! and which operations page their results. The operator CLI builds its
+//! which operations exist, each operation's input and output members and
+//! their shapes, which operations page their results, which waiters exist,
+//! which shapes are sensitive and which members are timestamps. The operator CLI builds its
 //! verbs and flags from it, so they are exactly those of `aws ssm`. It does
 //! no IO beyond decompressing the embedded bytes once, and knows nothing of
 //! what an operation means.
@@ -16,6 +18,7 @@ use serde_json::Value;
 static SERVICE_GZ: &[u8] = include_bytes!("../model/ssm-service-2.json.gz");
 static PAGINATORS: &str = include_str!("../model/ssm-paginators-1.json");
 static TETHER_OPERATIONS: &str = include_str!("../model/tether-operations.json");
+static WAITERS: &str = include_str!("../model/ssm-waiters-2.json");
 
 /// How deep a recursive shape (e.g. `InventoryAggregator`) is followed when
 /// turned into a flag shape; deeper values are taken as JSON, unchecked.
@@ -26,6 +29,9 @@ const MAX_SHAPE_DEPTH: usize = 8;
 pub struct Model {
     service: Value,
     paginators: Value,
+    waiters: Value,
+    /// Tether's extra answer members, by output shape (`extraMembers`).
+    extra_members: Value,
     /// The operations of SSM's own model (the others are Tether's).
     ssm_operations: std::collections::BTreeSet<String>,
 }
@@ -43,6 +49,48 @@ pub struct Paginator {
     pub result_keys: Vec<&'static str>,
 }
 
+/// A botocore waiter (`waiters-2.json`): call `operation` every `delay`
+/// seconds, at most `max_attempts` times, until an acceptor says success
+/// or failure.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    /// `CommandExecuted`.
+    pub name: &'static str,
+    /// The operation it calls (`GetCommandInvocation`).
+    pub operation: &'static str,
+    pub delay: u64,
+    pub max_attempts: u64,
+    /// In order; the first that matches decides.
+    pub acceptors: Vec<Acceptor>,
+}
+
+/// One acceptor of a waiter.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    pub state: AcceptorState,
+    pub matcher: Matcher,
+}
+
+/// What a matching acceptor means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptorState {
+    Success,
+    Failure,
+    Retry,
+}
+
+/// What an acceptor matches: a JMESPath expression's value against the
+/// expected value (`path`), all or any of its list values (`pathAll`,
+/// `pathAny`), the HTTP status, or the error code.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Path(&'static str, &'static Value),
+    PathAll(&'static str, &'static Value),
+    PathAny(&'static str, &'static Value),
+    Status(u64),
+    Error(&'static str),
+}
+
 /// One input member of an operation.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -54,6 +102,8 @@ pub struct Member {
     pub required: bool,
     /// First sentence of its documentation, as plain text.
     pub help: String,
+    /// Its whole documentation, as the model has it (HTML).
+    pub documentation: &'static str,
 }
 
 /// The shape a flag expects, enough to coerce shorthand as awscli does.
@@ -130,6 +180,8 @@ pub fn model() -> &'static Model {
         Model {
             service,
             paginators: serde_json::from_str(PAGINATORS).expect("embedded SSM paginators are JSON"),
+            waiters: serde_json::from_str(WAITERS).expect("embedded SSM waiters are JSON"),
+            extra_members: tether["extraMembers"].clone(),
             ssm_operations,
         }
     })
@@ -176,6 +228,7 @@ impl Model {
                     shape: m["shape"].as_str()?,
                     required: required.contains(&name.as_str()),
                     help: first_sentence(m["documentation"].as_str().unwrap_or("")),
+                    documentation: m["documentation"].as_str().unwrap_or(""),
                 })
             })
             .collect()
@@ -223,6 +276,146 @@ impl Model {
             "list" | "map" | "structure" => Shape::Any,
             _ => Shape::String,
         }
+    }
+
+    /// The operation's input shape name, if it takes input.
+    pub fn input_shape(&'static self, operation: &str) -> Option<&'static str> {
+        self.operation(operation)?["input"]["shape"].as_str()
+    }
+
+    /// The operation's output shape name, if it answers with one.
+    pub fn output_shape(&'static self, operation: &str) -> Option<&'static str> {
+        self.operation(operation)?["output"]["shape"].as_str()
+    }
+
+    /// A structure's members in model order: (name, member definition).
+    pub fn members(&'static self, shape: &str) -> Vec<(&'static str, &'static Value)> {
+        self.shape(shape)
+            .and_then(|s| s["members"].as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The members Tether adds to SSM's answers of this output shape
+    /// (`extraMembers` in `model/tether-operations.json`): (name, member
+    /// definition). The aws CLI and the SDKs drop them; the tether CLI prints
+    /// them after the model's members.
+    pub fn extra_members(&'static self, shape: &str) -> Vec<(&'static str, &'static Value)> {
+        self.extra_members
+            .get(shape)
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every (output shape, member) pair of Tether's extra answer members.
+    pub fn all_extra_members(&'static self) -> Vec<(&'static str, &'static str)> {
+        self.extra_members
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(shape, members)| Some((shape.as_str(), members.as_object()?)))
+            .flat_map(|(shape, members)| members.keys().map(move |m| (shape, m.as_str())))
+            .collect()
+    }
+
+    /// Whether botocore's model marks the shape sensitive (its values are
+    /// secrets: SecureString values, command parameters, secret keys).
+    pub fn is_sensitive(&'static self, shape: &str) -> bool {
+        self.shape(shape)
+            .is_some_and(|s| s["sensitive"].as_bool() == Some(true))
+    }
+
+    /// The member names that hold timestamps in answers: `timestamp`-typed
+    /// in a shape some operation answers with, and `string`-typed in no
+    /// shape at all (so a name alone says how to show its value).
+    pub fn timestamp_members(&'static self) -> &'static std::collections::BTreeSet<&'static str> {
+        static NAMES: OnceLock<std::collections::BTreeSet<&'static str>> = OnceLock::new();
+        NAMES.get_or_init(|| {
+            let m = model();
+            let mut reached = std::collections::BTreeSet::new();
+            let mut todo: Vec<&'static str> = m.service["operations"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, op)| op["output"]["shape"].as_str())
+                .collect();
+            while let Some(name) = todo.pop() {
+                if !reached.insert(name) {
+                    continue;
+                }
+                let Some(shape) = m.shape(name) else { continue };
+                for child in [&shape["member"], &shape["key"], &shape["value"]] {
+                    todo.extend(child["shape"].as_str());
+                }
+                todo.extend(
+                    m.members(name)
+                        .iter()
+                        .filter_map(|(_, v)| v["shape"].as_str()),
+                );
+            }
+            let typed = |shapes: &mut dyn Iterator<Item = &'static str>, kind: &str| {
+                shapes
+                    .flat_map(|s| m.members(s))
+                    .filter(|(_, v)| v["shape"].as_str().map(|s| m.shape_type(s)) == Some(kind))
+                    .map(|(name, _)| name)
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            let all: Vec<&'static str> = m.service["shapes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+                .collect();
+            let strings = typed(&mut all.iter().copied(), "string");
+            typed(&mut reached.iter().copied(), "timestamp")
+                .into_iter()
+                .filter(|n| !strings.contains(n))
+                .collect()
+        })
+    }
+
+    /// The names of botocore's SSM waiters (`CommandExecuted`).
+    pub fn waiter_names(&'static self) -> Vec<&'static str> {
+        self.waiters["waiters"]
+            .as_object()
+            .map(|w| w.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// A waiter by name (`CommandExecuted`).
+    pub fn waiter(&'static self, name: &str) -> Option<Waiter> {
+        let w = self.waiters["waiters"].get(name)?;
+        let acceptors = w["acceptors"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| {
+                let state = match a["state"].as_str()? {
+                    "success" => AcceptorState::Success,
+                    "failure" => AcceptorState::Failure,
+                    "retry" => AcceptorState::Retry,
+                    _ => return None,
+                };
+                let expected = &a["expected"];
+                let argument = a["argument"].as_str().unwrap_or("");
+                let matcher = match a["matcher"].as_str()? {
+                    "path" => Matcher::Path(argument, expected),
+                    "pathAll" => Matcher::PathAll(argument, expected),
+                    "pathAny" => Matcher::PathAny(argument, expected),
+                    "status" => Matcher::Status(expected.as_u64()?),
+                    "error" => Matcher::Error(expected.as_str()?),
+                    _ => return None,
+                };
+                Some(Acceptor { state, matcher })
+            })
+            .collect();
+        Some(Waiter {
+            name: self.waiters["waiters"].as_object()?.get_key_value(name)?.0,
+            operation: w["operation"].as_str()?,
+            delay: w["delay"].as_u64()?,
+            max_attempts: w["maxAttempts"].as_u64()?,
+            acceptors,
+        })
     }
 
     /// How the operation pages its results, if it does.
@@ -362,6 +555,55 @@ mod tests {
         assert_eq!(p.result_keys, vec!["Commands"]);
         assert_eq!(p.limit_key, Some("MaxResults"));
         assert!(m.paginator("GetCommandInvocation").is_none());
+    }
+
+    #[test]
+    fn waiters_extras_sensitive_shapes_and_timestamps_come_from_the_model() {
+        let m = model();
+        assert_eq!(m.waiter_names(), ["CommandExecuted"]);
+        let w = m.waiter("CommandExecuted").unwrap();
+        assert_eq!(
+            (w.operation, w.delay, w.max_attempts),
+            ("GetCommandInvocation", 5, 20)
+        );
+        assert!(w.acceptors.iter().any(|a| a.state == AcceptorState::Retry
+            && matches!(a.matcher, Matcher::Error("InvocationDoesNotExist"))));
+        let extras: Vec<&str> = m
+            .extra_members("GetCommandInvocationResult")
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(extras, ["ResolvedDocumentVersion", "DocumentHash"]);
+        // Extras never shadow a member of the model.
+        for (shape, member) in m.all_extra_members() {
+            assert!(m.shape(shape).is_some(), "{shape}");
+            assert!(
+                !m.members(shape).iter().any(|(n, _)| *n == member),
+                "{shape}.{member}"
+            );
+        }
+        assert!(m.is_sensitive("PSParameterValue"));
+        assert!(m.is_sensitive("TetherSecretAccessKey"));
+        assert!(!m.is_sensitive("DocumentName"));
+        let ts = m.timestamp_members();
+        for name in [
+            "RequestedDateTime",
+            "ExpiresAfter",
+            "LastPingDateTime",
+            "RegistrationDate",
+        ] {
+            assert!(ts.contains(name), "{name}");
+        }
+        // Strings everywhere, strings in some shapes, or only in requests: not by name.
+        for name in [
+            "ExecutionStartDateTime",
+            "StartDate",
+            "EndDate",
+            "CaptureTime",
+            "ScheduledEndTime",
+        ] {
+            assert!(!ts.contains(name), "{name}");
+        }
     }
 
     #[test]

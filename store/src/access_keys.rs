@@ -73,4 +73,67 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Records a SigV4 signature (its hash) as used until `expires_ms`; false
+    /// when it was already recorded — the request is a replay (or a
+    /// concurrent twin). One atomic insert, so of two identical requests on
+    /// any replicas exactly one gets true.
+    pub async fn claim_signature(&self, signature_hash: &str, expires_ms: i64) -> Result<bool> {
+        let done = sqlx::query(sql(
+            self.dialect,
+            "INSERT INTO sigv4_signatures (signature_hash, expires_ms) VALUES (?, ?) \
+             ON CONFLICT (signature_hash) DO NOTHING",
+        ))
+        .bind(signature_hash)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets a claimed signature (its request failed: sent again, it may
+    /// still take effect once).
+    pub async fn release_signature(&self, signature_hash: &str) -> Result<()> {
+        sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM sigv4_signatures WHERE signature_hash = ?",
+        ))
+        .bind(signature_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Drops signatures no replay could use any more; how many.
+    pub async fn prune_signatures(&self, now_ms: i64) -> Result<u64> {
+        let done = sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM sigv4_signatures WHERE expires_ms <= ?",
+        ))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::store;
+
+    #[tokio::test]
+    async fn a_signature_is_claimed_once_until_it_expires() {
+        let (_d, s) = store().await;
+        s.check().await.unwrap();
+        assert!(s.claim_signature("h1", 10_000).await.unwrap());
+        assert!(!s.claim_signature("h1", 10_000).await.unwrap(), "a replay");
+        assert!(s.claim_signature("h2", 20_000).await.unwrap());
+        s.release_signature("h2").await.unwrap();
+        assert!(
+            s.claim_signature("h2", 20_000).await.unwrap(),
+            "released: once more"
+        );
+        assert_eq!(s.prune_signatures(10_000).await.unwrap(), 1);
+        assert!(s.claim_signature("h1", 30_000).await.unwrap());
+    }
 }

@@ -161,6 +161,10 @@ pub struct CommandRow {
     pub completed_count: i64,
     pub error_count: i64,
     pub delivery_timed_out_count: i64,
+    /// `DocumentVersion` as the sender named it (`$DEFAULT` when it named
+    /// none); `document_version` is the version it resolved to. Empty for
+    /// commands stored before this was kept.
+    pub requested_document_version: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -176,6 +180,33 @@ pub struct InvocationRow {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub response_code: i64,
+}
+
+/// What a listing of invocations shows of their command: everything but
+/// its document, parameters and targets.
+#[derive(Clone, Debug)]
+pub struct CommandBrief {
+    pub command_id: String,
+    pub document_name: String,
+    /// The version it resolved to.
+    pub document_version: String,
+    pub document_hash: String,
+    /// The version as the sender named it (see [`CommandRow`]).
+    pub requested_document_version: String,
+    pub comment: String,
+}
+
+impl From<&CommandRow> for CommandBrief {
+    fn from(c: &CommandRow) -> Self {
+        CommandBrief {
+            command_id: c.command_id.clone(),
+            document_name: c.document_name.clone(),
+            document_version: c.document_version.clone(),
+            document_hash: c.document_hash.clone(),
+            requested_document_version: c.requested_document_version.clone(),
+            comment: c.comment.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -294,6 +325,25 @@ pub struct Store {
     /// PostgreSQL: the connections holding this replica's session advisory
     /// locks (see [`Store::lead`]); a lock lives as long as its connection.
     leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
+    /// PostgreSQL: a connection of its own for [`Store::check`], so that a
+    /// busy pool never reads as an unreachable database; made again when it
+    /// fails.
+    probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
+}
+
+/// The URL [`Store::check`] connects to, and its connection.
+#[derive(Default)]
+struct Probe {
+    url: Option<String>,
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("connected", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A lead this replica holds, with the connection that holds its lock.
@@ -401,7 +451,7 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
@@ -521,6 +571,10 @@ impl Store {
             #[cfg(test)]
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
+            probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
+                url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+                conn: None,
+            })),
         })
     }
 
@@ -574,6 +628,28 @@ impl Store {
         let mut inner = sqlx::postgres::PgListener::connect(database_url).await?;
         inner.listen(channel).await?;
         Ok(Listener { inner })
+    }
+
+    /// Whether the database answers a trivial query: on PostgreSQL over a
+    /// connection kept for this alone (a saturated pool is not an
+    /// unreachable server), on SQLite over the pool.
+    pub async fn check(&self) -> Result<()> {
+        let mut probe = self.probe.lock().await;
+        let Some(url) = probe.url.clone() else {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            return Ok(());
+        };
+        let mut conn = match probe.conn.take() {
+            Some(c) => c,
+            None => {
+                use sqlx::Connection;
+                sqlx::AnyConnection::connect(&url).await?
+            }
+        };
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        // Kept only once it answered: a failed one is made again next time.
+        probe.conn = Some(conn);
+        Ok(())
     }
 
     /// Which engine this store runs on.
@@ -847,7 +923,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -870,6 +946,7 @@ impl Store {
         .bind(c.completed_count)
         .bind(c.error_count)
         .bind(c.delivery_timed_out_count)
+        .bind(&c.requested_document_version)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -905,7 +982,23 @@ impl Store {
 
     /// Commands, newest first, matching the query.
     pub async fn commands(&self, q: &CommandQuery) -> Result<Vec<CommandRow>> {
-        let mut text = format!("SELECT {COMMAND_COLUMNS} FROM commands c WHERE 1=1");
+        let ids: Vec<String> = self
+            .command_sizes(q)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.commands_by_id(&ids).await
+    }
+
+    /// The IDs of the commands matching the query, newest first, each with
+    /// the bytes its listing carries (parameters, instance IDs, targets,
+    /// comment): what a page is cut by before any row is read whole.
+    pub async fn command_sizes(&self, q: &CommandQuery) -> Result<Vec<(String, i64)>> {
+        let mut text = "SELECT c.command_id, CAST(octet_length(c.parameters_json) + \
+             octet_length(c.instance_ids_json) + octet_length(c.targets_json) + \
+             octet_length(c.comment) AS BIGINT) FROM commands c WHERE 1=1"
+            .to_string();
         if q.command_id.is_some() {
             text.push_str(" AND c.command_id = ?");
         }
@@ -916,7 +1009,7 @@ impl Store {
         }
         push_common_filters(&mut text, q, "c");
         text.push_str(" ORDER BY c.requested_ms DESC, c.command_id LIMIT ? OFFSET ?");
-        let mut query = sqlx::query_as::<_, CommandRow>(sql(self.dialect, text));
+        let mut query = sqlx::query_as::<_, (String, i64)>(sql(self.dialect, text));
         if let Some(id) = &q.command_id {
             query = query.bind(id);
         }
@@ -931,16 +1024,39 @@ impl Store {
             .await?)
     }
 
-    /// Invocations with their command, newest first, matching the query.
-    pub async fn invocations(&self, q: &CommandQuery) -> Result<Vec<(InvocationRow, CommandRow)>> {
-        let command_cols = COMMAND_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{} AS c_{}", c.trim(), c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+    /// The commands of these IDs, in the order given (an ID no longer
+    /// stored — pruned meanwhile — is left out).
+    pub async fn commands_by_id(&self, ids: &[String]) -> Result<Vec<CommandRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({})",
+            vec!["?"; ids.len()].join(", ")
+        );
+        let mut query = sqlx::query_as::<_, CommandRow>(sql(self.dialect, text));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let mut rows = query.fetch_all(&self.pool).await?;
+        rows.sort_by_key(|r| ids.iter().position(|id| *id == r.command_id));
+        Ok(rows)
+    }
+
+    /// Invocations with what their listing shows of their command, newest
+    /// first, matching the query. The command's document and parameters are
+    /// not read: a page of invocations costs the invocations, whatever their
+    /// commands carry.
+    pub async fn invocations(
+        &self,
+        q: &CommandQuery,
+    ) -> Result<Vec<(InvocationRow, CommandBrief)>> {
         let mut text = format!(
-            "SELECT {INVOCATION_COLUMNS}, {command_cols} FROM invocations i \
-             JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
+            "SELECT {INVOCATION_COLUMNS}, c.document_name AS c_document_name, \
+             c.document_version AS c_document_version, c.comment AS c_comment, \
+             c.document_hash AS c_document_hash, \
+             c.requested_document_version AS c_requested_document_version \
+             FROM invocations i JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
         );
         if q.command_id.is_some() {
             text.push_str(" AND i.command_id = ?");
@@ -979,28 +1095,13 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let inv = <InvocationRow as sqlx::FromRow<_>>::from_row(r)?;
-                let cmd = CommandRow {
-                    command_id: r.try_get("c_command_id")?,
+                let cmd = CommandBrief {
+                    command_id: inv.command_id.clone(),
                     document_name: r.try_get("c_document_name")?,
                     document_version: r.try_get("c_document_version")?,
-                    document_hash: r.try_get("c_document_hash")?,
-                    document_content: r.try_get("c_document_content")?,
-                    parameters_json: r.try_get("c_parameters_json")?,
-                    resolved_json: r.try_get("c_resolved_json")?,
                     comment: r.try_get("c_comment")?,
-                    requested_ms: r.try_get("c_requested_ms")?,
-                    timeout_seconds: r.try_get("c_timeout_seconds")?,
-                    max_concurrency: r.try_get("c_max_concurrency")?,
-                    max_errors: r.try_get("c_max_errors")?,
-                    concurrency_limit: r.try_get("c_concurrency_limit")?,
-                    instance_ids_json: r.try_get("c_instance_ids_json")?,
-                    targets_json: r.try_get("c_targets_json")?,
-                    status: r.try_get("c_status")?,
-                    status_details: r.try_get("c_status_details")?,
-                    target_count: r.try_get("c_target_count")?,
-                    completed_count: r.try_get("c_completed_count")?,
-                    error_count: r.try_get("c_error_count")?,
-                    delivery_timed_out_count: r.try_get("c_delivery_timed_out_count")?,
+                    document_hash: r.try_get("c_document_hash")?,
+                    requested_document_version: r.try_get("c_requested_document_version")?,
                 };
                 Ok((inv, cmd))
             })
@@ -1034,35 +1135,63 @@ impl Store {
         .await?)
     }
 
+    /// As [`Store::plugins`], with each step's stdout and stderr cut to their
+    /// first `head_bytes` (marked truncated when cut): what a listing shows,
+    /// without reading whole outputs.
+    pub async fn plugins_head(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        head_bytes: usize,
+    ) -> Result<Vec<PluginRow>> {
+        let n = i64::try_from(head_bytes).unwrap_or(i64::MAX);
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, \
+             CASE WHEN length(stdout) > ?1 THEN substr(stdout, 1, CAST(?1 AS INTEGER)) ELSE stdout END AS stdout, \
+             CASE WHEN length(stderr) > ?1 THEN substr(stderr, 1, CAST(?1 AS INTEGER)) ELSE stderr END AS stderr, \
+             CASE WHEN length(stdout) > ?1 THEN 1 ELSE stdout_truncated END AS stdout_truncated, \
+             CASE WHEN length(stderr) > ?1 THEN 1 ELSE stderr_truncated END AS stderr_truncated \
+             FROM invocation_plugins WHERE command_id = ?2 AND instance_id = ?3 ORDER BY seq",
+        ))
+        .bind(n)
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     // ----- delivery -----
 
     /// Invocations this instance should be sent now: Pending ones never
     /// delivered, or delivered but not acknowledged for `redeliver_after_ms`
-    /// (the reply carrying them may have been lost), within the delivery timeout.
+    /// (the reply carrying them may have been lost), within the delivery
+    /// timeout; oldest first, at most `limit`. Each comes as its command's ID
+    /// and the bytes its envelope carries (document, resolved parameters and
+    /// the names and hash), so a poll can choose what fits before reading
+    /// any command whole ([`Store::command`]).
     pub async fn deliverable(
         &self,
         instance_id: &str,
         now_ms: i64,
         redeliver_after_ms: i64,
-    ) -> Result<Vec<CommandRow>> {
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(sql(
             self.dialect,
-            format!(
-                "SELECT {} FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+            "SELECT c.command_id, CAST(octet_length(c.document_content) + \
+             octet_length(c.resolved_json) + octet_length(c.document_name) + \
+             octet_length(c.document_version) + octet_length(c.document_hash) AS BIGINT) \
+             FROM invocations i JOIN commands c ON c.command_id = i.command_id \
              WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
              AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
              AND c.requested_ms + c.timeout_seconds * 1000 > ? \
-             ORDER BY c.requested_ms, c.command_id",
-                COMMAND_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("c.{}", c.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+             ORDER BY c.requested_ms, c.command_id LIMIT ?",
         ))
         .bind(instance_id)
         .bind(now_ms - redeliver_after_ms)
         .bind(now_ms)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -1753,6 +1882,7 @@ mod tests {
             completed_count: 0,
             error_count: 0,
             delivery_timed_out_count: 0,
+            requested_document_version: "$DEFAULT".into(),
         }
     }
 
@@ -1895,6 +2025,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sizes_come_before_rows_and_outputs_are_read_in_part() {
+        let (_d, s) = store().await;
+        let mut big = command("big");
+        big.parameters_json = format!(r#"{{"commands":["{}"]}}"#, "é".repeat(1000));
+        big.resolved_json = big.parameters_json.clone();
+        big.comment = "hi".into();
+        s.insert_command(&big, &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        let mut small = command("small");
+        small.requested_ms = 2_000;
+        s.insert_command(&small, &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        let q = CommandQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        // Bytes, not characters: é is two.
+        assert_eq!(
+            s.command_sizes(&q).await.unwrap(),
+            [
+                ("small".to_string(), 2 + 2 + 2),
+                ("big".to_string(), 2_017 + 2 + 2 + 2)
+            ]
+        );
+        let rows = s
+            .commands_by_id(&["big".into(), "gone".into(), "small".into()])
+            .await
+            .unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.command_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["big", "small"],
+            "in the order asked, the missing left out"
+        );
+        // Envelope bytes: document, resolved parameters, name, version, hash.
+        assert_eq!(
+            s.deliverable("mi-1", 1_100, 30_000, 10).await.unwrap(),
+            [
+                ("big".to_string(), 2 + 2_017 + 18 + 1 + 1),
+                ("small".to_string(), 2 + 2 + 18 + 1 + 1)
+            ]
+        );
+        assert_eq!(
+            s.deliverable("mi-1", 2_100, 30_000, 1).await.unwrap().len(),
+            1,
+            "at most the limit"
+        );
+        let mut long = result(Detail::Success, &"x".repeat(100));
+        long.plugins[0].stderr = b"short".to_vec();
+        let mut empty = long.plugins[0].clone();
+        empty.name = "1.empty".into();
+        (empty.stdout, empty.stderr) = (Vec::new(), Vec::new());
+        long.plugins.push(empty);
+        s.finish_invocation("big", "mi-1", &long, 3_000)
+            .await
+            .unwrap();
+        let head = s.plugins_head("big", "mi-1", 10).await.unwrap();
+        assert_eq!(head[0].stdout, b"xxxxxxxxxx");
+        assert!(head[0].stdout_truncated, "cut, so marked");
+        assert_eq!(head[0].stderr, b"short");
+        assert!(!head[0].stderr_truncated);
+        assert!(head[1].stdout.is_empty() && head[1].stderr.is_empty());
+        let briefs = s.invocations(&q).await.unwrap();
+        assert_eq!(briefs.len(), 2);
+        assert_eq!(
+            (
+                briefs[1].1.command_id.as_str(),
+                briefs[1].1.comment.as_str()
+            ),
+            ("big", "hi")
+        );
+    }
+
+    #[tokio::test]
     async fn concurrency_limit_and_error_budget() {
         let (_d, s) = store().await;
         let mut c = command("c");
@@ -1942,26 +2148,35 @@ mod tests {
         s.insert_command(&command("c"), &[("mi-1".to_string(), String::new())])
             .await
             .unwrap();
-        assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
+        assert_eq!(
+            s.deliverable("mi-1", 1_100, 30_000, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
         assert!(
             !s.claim_delivery(&claim("mi-1"), 1_150).await.unwrap(),
             "claimed once"
         );
         assert!(
-            s.deliverable("mi-1", 1_200, 30_000)
+            s.deliverable("mi-1", 1_200, 30_000, 10)
                 .await
                 .unwrap()
                 .is_empty(),
             "awaiting the ack"
         );
         assert_eq!(
-            s.deliverable("mi-1", 31_100, 30_000).await.unwrap().len(),
+            s.deliverable("mi-1", 31_100, 30_000, 10)
+                .await
+                .unwrap()
+                .len(),
             1,
             "ack lost: deliver again"
         );
         assert!(
-            s.deliverable("mi-1", 61_000, 30_000)
+            s.deliverable("mi-1", 61_000, 30_000, 10)
                 .await
                 .unwrap()
                 .is_empty(),

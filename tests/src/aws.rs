@@ -112,6 +112,41 @@ impl AwsClient {
     }
 }
 
+/// The aws CLI v2 (Debian's `awscli` package, installed by `scripts/test.sh`),
+/// by its path: the PyPI aws CLI v1 in the virtual environment is another
+/// `aws`. A missing one is a failure, never a skip.
+pub const AWS_CLI_V2: &str = "/usr/bin/aws";
+
+impl AwsClient {
+    /// Runs `/usr/bin/aws ssm ARGS --endpoint-url ...` (aws CLI v2) with this
+    /// key and nothing from the ambient AWS configuration, output as given.
+    pub fn aws_v2(&self, args: &[&str]) -> Output {
+        assert!(
+            std::path::Path::new(AWS_CLI_V2).exists(),
+            "{AWS_CLI_V2} is missing: run scripts/test.sh, which installs Debian's awscli package (aws CLI v2)"
+        );
+        let mut cmd = Command::new(AWS_CLI_V2);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", &self.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_access_key)
+            .env("AWS_DEFAULT_REGION", &self.region)
+            .env("AWS_CA_BUNDLE", &self.ca_bundle)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_PAGER", "")
+            .arg("ssm")
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint])
+            .output()
+            .expect("run aws CLI v2")
+    }
+}
+
 /// Writes `toml` as the AWS bridge configuration (`aws.toml`) of the
 /// coordinator that [`Coordinator::start`] will start in `dir`.
 pub fn write_bridge_config(dir: &std::path::Path, toml: &str) {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod closed_port;
 pub mod postgres;
 pub mod raw;
 pub mod relay;
@@ -274,6 +275,20 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// The running coordinator's process ID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS` of /proc), if it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn operator_json(&self) -> PathBuf {

@@ -8,8 +8,10 @@ mod e2e {
     pub mod control;
     pub mod documents;
     pub mod failover;
+    pub mod health;
     pub mod install;
     pub mod inventory;
+    pub mod limits;
     pub mod node_status;
     pub mod one_door;
     pub mod packaging;
@@ -19,6 +21,7 @@ mod e2e {
     pub mod replicas;
     pub mod run_command;
     pub mod security;
+    pub mod slow_clients;
     pub mod ssm_http;
     pub mod ssm_sdk;
     pub mod tutorial;

@@ -19,13 +19,35 @@ use tether_ssm::state::Detail;
 use tether_ssm::target::Target;
 use tether_ssm::{ApiError, Rate, ids, limits};
 use tether_store::{
-    self as store, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
+    self as store, CommandBrief, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
 };
 use tether_util::time::{now_ms, parse_timestamp_ms};
 
 use super::documents;
-use super::wire::{Page, stored, string_time, tag_pairs, ts};
+use super::wire::{self, Page, stored, string_time, tag_pairs, ts};
 use crate::core::Coordinator;
+
+/// What AWS answers as `DocumentVersion` when SendCommand named none.
+const DEFAULT_VERSION: &str = "$DEFAULT";
+
+/// `DocumentVersion` as AWS answers it: as the sender named it (`$DEFAULT`
+/// when it named none). Commands stored before the request's spelling was
+/// kept answer the version they resolved to.
+fn answered_version(c: &CommandBrief) -> &str {
+    if c.requested_document_version.is_empty() {
+        &c.document_version
+    } else {
+        &c.requested_document_version
+    }
+}
+
+/// Tether's documented extra members (`ssm/model/tether-operations.json`,
+/// `extraMembers`) on every answer about a command: the version the
+/// command resolved to and the SHA-256 of the content it ran.
+fn add_document_extras(v: &mut Value, c: &CommandBrief) {
+    v["ResolvedDocumentVersion"] = json!(c.document_version);
+    v["DocumentHash"] = json!(c.document_hash);
+}
 
 /// Members of SendCommand Tether does not take, and why.
 fn unsupported(r: &SendCommandRequest) -> Option<(&'static str, &'static str)> {
@@ -215,6 +237,10 @@ async fn store_command(
         completed_count: 0,
         error_count: 0,
         delivery_timed_out_count: 0,
+        requested_document_version: r
+            .document_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
     };
     let pairs: Vec<(String, String)> = reached
         .iter()
@@ -280,6 +306,16 @@ pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value
         None => Rate::DEFAULT_ERRORS,
     };
     let prepared = prepare(c, &r).await?;
+    let (doc, version) = (&prepared.found.doc, prepared.found.version.to_string());
+    let resolved = json!(prepared.resolved).to_string();
+    let parts = [
+        &*doc.content,
+        &resolved,
+        &r.document_name,
+        &version,
+        &doc.hash(),
+    ];
+    super::sizes::check_envelope("SendCommand", "the command", &parts)?;
     let reached = resolve_targets(c, &instance_ids, &targets).await?;
     if reached.is_empty() {
         return Err(ApiError::new(
@@ -354,10 +390,10 @@ fn command_json(c: &CommandRow) -> Result<Value, ApiError> {
     let parameters: Value = stored(&format!("{row}: parameters"), &c.parameters_json)?;
     let instance_ids: Value = stored(&format!("{row}: instance IDs"), &c.instance_ids_json)?;
     let targets: Value = stored(&format!("{row}: targets"), &c.targets_json)?;
-    Ok(json!({
+    let mut v = json!({
         "CommandId": c.command_id,
         "DocumentName": c.document_name,
-        "DocumentVersion": c.document_version,
+        "DocumentVersion": answered_version(&CommandBrief::from(c)),
         "Comment": c.comment,
         "ExpiresAfter": ts(c.requested_ms + c.timeout_seconds * 1000),
         "Parameters": parameters,
@@ -379,7 +415,9 @@ fn command_json(c: &CommandRow) -> Result<Value, ApiError> {
         "NotificationConfig": {"NotificationArn": "", "NotificationEvents": [], "NotificationType": ""},
         "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false},
         "TimeoutSeconds": c.timeout_seconds,
-    }))
+    });
+    add_document_extras(&mut v, &CommandBrief::from(c));
+    Ok(v)
 }
 
 /// The statuses a `Status` filter may name.
@@ -486,12 +524,22 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
         page,
     )
     .await?;
-    let rows = c.store.commands(&q).await?;
-    let commands = rows
-        .iter()
-        .map(command_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.with_next_token(json!({"Commands": commands}), rows.len()))
+    // The page is cut by the bytes each command lists before any is read whole.
+    let sizes = c.store.command_sizes(&q).await?;
+    let chosen = wire::fitting(&sizes);
+    let mut packer = page.packer();
+    let mut consumed = chosen.len();
+    for row in c.store.commands_by_id(&chosen).await? {
+        if !packer.push(command_json(&row)?) {
+            consumed = chosen
+                .iter()
+                .position(|id| *id == row.command_id)
+                .unwrap_or(0);
+            break;
+        }
+    }
+    let more = consumed < sizes.len() || sizes.len() as i64 >= page.size;
+    Ok(page.answer("Commands", packer, consumed, more))
 }
 
 /// Characters of `bytes` (as UTF-8, invalid sequences replaced), cut to
@@ -518,8 +566,22 @@ fn full_output(bytes: &[u8], truncated: bool) -> String {
     s
 }
 
-/// The names of the steps the command runs (on Linux), before any reported.
-fn step_names(cmd: &CommandRow) -> Result<Vec<String>, ApiError> {
+/// One plugin of an invocation as SSM names it: a schema 2.2 step (named
+/// by the step), or every property of one schema 1.2 plugin together
+/// (named by the plugin, `aws:runShellScript`, as amazon-ssm-agent reports
+/// them: it runs a plugin's properties one after another and reports one
+/// result). Tether runs and stores each property as its own step; this is
+/// how they are answered.
+#[derive(Clone, Debug, PartialEq)]
+struct PluginLayout {
+    /// SSM's `PluginName` / `CommandPlugins[].Name`.
+    name: String,
+    /// The steps (1.2 property ids, 2.2 step names) it is made of, in order.
+    steps: Vec<String>,
+}
+
+/// The plugins of the command's document (its Linux plan), before any reported.
+fn plugin_layout(cmd: &CommandRow) -> Result<Vec<PluginLayout>, ApiError> {
     let row = format!("command {}", cmd.command_id);
     let doc = Document::parse(&cmd.document_name, &cmd.document_content).map_err(|e| {
         ApiError::new(
@@ -530,20 +592,163 @@ fn step_names(cmd: &CommandRow) -> Result<Vec<String>, ApiError> {
     let params: BTreeMap<String, Vec<String>> =
         stored(&format!("{row}: resolved parameters"), &cmd.resolved_json)?;
     // A document without Linux steps has none to name here.
-    Ok(doc
-        .plan(&params, PlatformType::Linux)
-        .map(|steps| steps.into_iter().map(|s| s.name).collect())
-        .unwrap_or_default())
+    let steps = doc.plan(&params, PlatformType::Linux).unwrap_or_default();
+    Ok(group_steps(
+        &doc.schema_version,
+        steps.iter().map(|s| (s.name.as_str(), s.action.as_str())),
+    ))
 }
 
-fn plugin_json(p: &PluginRow) -> Value {
+/// The plugins of a stored command (see [`plugin_layout`]), read by its ID:
+/// a listing of invocations holds only their commands' briefs.
+async fn plugin_layout_of(
+    c: &Coordinator,
+    command_id: &str,
+) -> Result<Vec<PluginLayout>, ApiError> {
+    match c.store.command(command_id).await? {
+        Some(cmd) => plugin_layout(&cmd),
+        // Pruned since its invocations were read.
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Steps as SSM's plugins: 1.2 properties grouped by their plugin (a
+/// plugin's properties are contiguous: they come from one `runtimeConfig`
+/// key), 2.2 steps one each.
+fn group_steps<'a>(
+    schema_version: &str,
+    steps: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<PluginLayout> {
+    let mut out: Vec<PluginLayout> = Vec::new();
+    for (step, action) in steps {
+        if schema_version == "1.2" {
+            if let Some(last) = out.last_mut().filter(|p| p.name == action) {
+                last.steps.push(step.to_owned());
+                continue;
+            }
+            out.push(PluginLayout {
+                name: action.to_owned(),
+                steps: vec![step.to_owned()],
+            });
+        } else {
+            out.push(PluginLayout {
+                name: step.to_owned(),
+                steps: vec![step.to_owned()],
+            });
+        }
+    }
+    out
+}
+
+/// The plugins to answer for an invocation: the layout when the reported
+/// steps are its steps, else one per reported step under its own name
+/// (bridged AWS instances report AWS's plugin names).
+fn invocation_plugins(layout: Vec<PluginLayout>, rows: &[PluginRow]) -> Vec<PluginLayout> {
+    let known = rows
+        .iter()
+        .all(|r| layout.iter().any(|p| p.steps.contains(&r.name)));
+    if known {
+        layout
+    } else {
+        rows.iter()
+            .map(|r| PluginLayout {
+                name: r.name.clone(),
+                steps: vec![r.name.clone()],
+            })
+            .collect()
+    }
+}
+
+/// How amazon-ssm-agent ranks statuses when it merges a plugin's
+/// properties (`contracts.MergeResultStatus`): the higher one wins.
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "Success" => 1,
+        "Pending" | "Delayed" => 2,
+        "InProgress" | "Cancelling" => 3,
+        "Failed" => 4,
+        "Cancelled" => 5,
+        "TimedOut" => 6,
+        _ => 0,
+    }
+}
+
+/// One plugin's result: its steps' rows merged as amazon-ssm-agent merges
+/// a plugin's properties (`DefaultIOHandler.Merge`): outputs joined with a
+/// newline after each non-empty one, the first non-zero exit code, the
+/// highest-ranked status. `None` while none of its steps has reported.
+#[derive(Clone, Debug, PartialEq)]
+struct PluginResult {
+    status: String,
+    status_details: String,
+    response_code: i64,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+fn merge_rows(plugin: &PluginLayout, rows: &[PluginRow], running: bool) -> Option<PluginResult> {
+    let mine: Vec<&PluginRow> = plugin
+        .steps
+        .iter()
+        .filter_map(|s| rows.iter().find(|r| &r.name == s))
+        .collect();
+    let first = mine.first()?;
+    let mut out = PluginResult {
+        status: first.status.clone(),
+        status_details: first.status_details.clone(),
+        response_code: first.response_code,
+        start_ms: first.start_ms,
+        end_ms: first.end_ms,
+        stdout: first.stdout.clone(),
+        stderr: first.stderr.clone(),
+        stdout_truncated: first.stdout_truncated,
+        stderr_truncated: first.stderr_truncated,
+    };
+    let join = |acc: &mut Vec<u8>, more: &[u8]| {
+        if !acc.is_empty() {
+            acc.push(b'\n');
+        }
+        acc.extend_from_slice(more);
+    };
+    for r in &mine[1..] {
+        join(&mut out.stdout, &r.stdout);
+        join(&mut out.stderr, &r.stderr);
+        out.stdout_truncated |= r.stdout_truncated;
+        out.stderr_truncated |= r.stderr_truncated;
+        if out.response_code == 0 {
+            out.response_code = r.response_code;
+        }
+        if status_rank(&r.status) > status_rank(&out.status) {
+            out.status = r.status.clone();
+            out.status_details = r.status_details.clone();
+        }
+        out.start_ms = match (out.start_ms, r.start_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        out.end_ms = out.end_ms.zip(r.end_ms).map(|(a, b)| a.max(b));
+    }
+    // Steps still to report: the plugin is not done while the invocation runs.
+    if running && mine.len() < plugin.steps.len() && status_rank(&out.status) < 3 {
+        out.status = "InProgress".into();
+        out.status_details = "In Progress".into();
+        out.end_ms = None;
+    }
+    Some(out)
+}
+
+fn plugin_json(name: &str, p: &PluginResult) -> Value {
     let mut output = String::from_utf8_lossy(&p.stdout).into_owned();
     if !p.stderr.is_empty() {
         output.push_str("\n----------ERROR-------\n");
         output.push_str(&String::from_utf8_lossy(&p.stderr));
     }
     let mut v = json!({
-        "Name": p.name,
+        "Name": name,
         "Status": p.status,
         "StatusDetails": p.status_details,
         "ResponseCode": p.response_code,
@@ -562,6 +767,11 @@ fn plugin_json(p: &PluginRow) -> Value {
         v["ResponseFinishDateTime"] = ts(t);
     }
     v
+}
+
+/// Whether an invocation status is not yet final.
+fn running(status: &str) -> bool {
+    matches!(status, "Pending" | "InProgress" | "Delayed" | "Cancelling")
 }
 
 pub(super) async fn list_invocations(
@@ -586,41 +796,58 @@ pub(super) async fn list_invocations(
     .await?;
     let details = r.details.unwrap_or(false);
     let rows = c.store.invocations(&q).await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut packer = page.packer();
+    // Each command's plugins, read once per page.
+    let mut layouts: BTreeMap<String, Vec<PluginLayout>> = BTreeMap::new();
     for (inv, cmd) in &rows {
         let mut v = invocation_json(inv, cmd);
         if details {
-            let plugins = c.store.plugins(&inv.command_id, &inv.instance_id).await?;
-            v["CommandPlugins"] = if plugins.is_empty() {
-                Value::Array(
-                    step_names(cmd)?
-                        .into_iter()
-                        .map(|name| {
-                            json!({"Name": name, "Status": inv.status, "StatusDetails": inv.status_details,
-                                   "ResponseCode": inv.response_code, "Output": "",
-                                   "StandardOutputUrl": "", "StandardErrorUrl": "",
-                                   "OutputS3Region": "", "OutputS3BucketName": "", "OutputS3KeyPrefix": ""})
-                        })
-                        .collect(),
+            // What Output shows of each step, not the whole of it.
+            let reported = c
+                .store
+                .plugins_head(
+                    &inv.command_id,
+                    &inv.instance_id,
+                    limits::LIST_INVOCATIONS_OUTPUT_BYTES,
                 )
-            } else {
-                Value::Array(plugins.iter().map(plugin_json).collect())
-            };
+                .await?;
+            if !layouts.contains_key(&inv.command_id) {
+                let layout = plugin_layout_of(c, &inv.command_id).await?;
+                layouts.insert(inv.command_id.clone(), layout);
+            }
+            let layout = layouts.get(&inv.command_id).cloned().unwrap_or_default();
+            let plugins = invocation_plugins(layout, &reported);
+            let live = running(&inv.status);
+            v["CommandPlugins"] = Value::Array(
+                plugins
+                    .iter()
+                    .map(|p| match merge_rows(p, &reported, live) {
+                        Some(result) => plugin_json(&p.name, &result),
+                        None => json!({"Name": p.name, "Status": inv.status, "StatusDetails": inv.status_details,
+                                       "ResponseCode": inv.response_code, "Output": "",
+                                       "StandardOutputUrl": "", "StandardErrorUrl": "",
+                                       "OutputS3Region": "", "OutputS3BucketName": "", "OutputS3KeyPrefix": ""}),
+                    })
+                    .collect(),
+            );
         }
-        out.push(v);
+        if !packer.push(v) {
+            break;
+        }
     }
-    let n = out.len();
-    Ok(page.with_next_token(json!({"CommandInvocations": out}), n))
+    let consumed = packer.len();
+    let more = consumed < rows.len() || rows.len() as i64 >= page.size;
+    Ok(page.answer("CommandInvocations", packer, consumed, more))
 }
 
-fn invocation_json(inv: &InvocationRow, cmd: &CommandRow) -> Value {
-    json!({
+fn invocation_json(inv: &InvocationRow, cmd: &CommandBrief) -> Value {
+    let mut v = json!({
         "CommandId": inv.command_id,
         "InstanceId": inv.instance_id,
         "InstanceName": inv.instance_name,
         "Comment": cmd.comment,
         "DocumentName": cmd.document_name,
-        "DocumentVersion": cmd.document_version,
+        "DocumentVersion": answered_version(cmd),
         "RequestedDateTime": ts(inv.requested_ms),
         "Status": inv.status,
         "StatusDetails": inv.status_details,
@@ -631,7 +858,9 @@ fn invocation_json(inv: &InvocationRow, cmd: &CommandRow) -> Value {
         "ServiceRole": "",
         "NotificationConfig": {"NotificationArn": "", "NotificationEvents": [], "NotificationType": ""},
         "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false},
-    })
+    });
+    add_document_extras(&mut v, cmd);
+    v
 }
 
 pub(super) async fn get_invocation(
@@ -661,37 +890,46 @@ pub(super) async fn get_invocation(
             ),
         ));
     };
-    let plugins = c.store.plugins(command_id, instance_id).await?;
-    let names: Vec<String> = if plugins.is_empty() {
-        step_names(cmd)?
-    } else {
-        plugins.iter().map(|p| p.name.clone()).collect()
-    };
-    let plugin_name = match r.plugin_name.as_deref() {
-        Some(name) if !names.iter().any(|n| n == name) => {
+    let reported = c.store.plugins(command_id, instance_id).await?;
+    let plugins = invocation_plugins(plugin_layout_of(c, command_id).await?, &reported);
+    let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    // A plugin by SSM's name, or one step by its own (a 1.2 property id
+    // such as `0.aws:runShellScript`, as Tether named them before).
+    let chosen: Option<PluginLayout> = match r.plugin_name.as_deref() {
+        Some(name) => match plugins.iter().find(|p| p.name == name) {
+            Some(p) => Some(p.clone()),
+            None if plugins.iter().any(|p| p.steps.iter().any(|s| s == name)) => {
+                Some(PluginLayout {
+                    name: name.to_owned(),
+                    steps: vec![name.to_owned()],
+                })
+            }
+            None => {
+                return Err(ApiError::new(
+                    "InvalidPluginName",
+                    format!(
+                        "GetCommandInvocation: the document has no plugin {name:?} (plugins: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        },
+        None if plugins.len() > 1 && !reported.is_empty() => {
             return Err(ApiError::new(
                 "InvalidPluginName",
                 format!(
-                    "GetCommandInvocation: the document has no step {name:?} (steps: {})",
+                    "GetCommandInvocation: the document has {} plugins ({}); name one with PluginName",
+                    plugins.len(),
                     names.join(", ")
                 ),
             ));
         }
-        Some(name) => name.to_string(),
-        None if names.len() > 1 && !plugins.is_empty() => {
-            return Err(ApiError::new(
-                "InvalidPluginName",
-                format!(
-                    "GetCommandInvocation: the document has {} steps ({}); name one with PluginName",
-                    names.len(),
-                    names.join(", ")
-                ),
-            ));
-        }
-        None => names.first().cloned().unwrap_or_default(),
+        None => plugins.first().cloned(),
     };
-    let plugin = plugins.iter().find(|p| p.name == plugin_name);
-    let (stdout, stderr) = match plugin {
+    let result = chosen
+        .as_ref()
+        .and_then(|p| merge_rows(p, &reported, running(&inv.status)));
+    let (stdout, stderr) = match &result {
         Some(p) if full => (
             full_output(&p.stdout, p.stdout_truncated),
             full_output(&p.stderr, p.stderr_truncated),
@@ -710,10 +948,10 @@ pub(super) async fn get_invocation(
         ),
         None => (String::new(), String::new()),
     };
-    let (status, details, code, start, end) = match plugin {
+    let (status, details, code, start, end) = match result {
         Some(p) => (
-            p.status.clone(),
-            p.status_details.clone(),
+            p.status,
+            p.status_details,
             p.response_code,
             p.start_ms,
             p.end_ms,
@@ -730,13 +968,13 @@ pub(super) async fn get_invocation(
         (Some(s), Some(e)) if e >= s => format!("PT{:.3}S", (e - s) as f64 / 1000.0),
         _ => String::new(),
     };
-    Ok(json!({
+    let mut v = json!({
         "CommandId": inv.command_id,
         "InstanceId": inv.instance_id,
         "Comment": cmd.comment,
         "DocumentName": cmd.document_name,
-        "DocumentVersion": cmd.document_version,
-        "PluginName": plugin_name,
+        "DocumentVersion": answered_version(cmd),
+        "PluginName": chosen.map(|p| p.name).unwrap_or_default(),
         "ResponseCode": code,
         "ExecutionStartDateTime": string_time(start),
         "ExecutionElapsedTime": elapsed,
@@ -748,7 +986,9 @@ pub(super) async fn get_invocation(
         "StandardErrorContent": stderr,
         "StandardErrorUrl": "",
         "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false},
-    }))
+    });
+    add_document_extras(&mut v, cmd);
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -765,5 +1005,83 @@ mod tests {
         let cut = truncate_output(b"short", 8_000, true);
         assert!(cut.starts_with("short") && cut.ends_with("--output truncated--"));
         assert_eq!(truncate_output(&[0xff, b'a'], 10, false), "\u{fffd}a");
+    }
+
+    fn row(name: &str, status: &str, code: i64, out: &str, err: &str) -> PluginRow {
+        PluginRow {
+            seq: 0,
+            name: name.into(),
+            status: status.into(),
+            status_details: status.into(),
+            response_code: code,
+            start_ms: Some(10),
+            end_ms: Some(20),
+            stdout: out.as_bytes().to_vec(),
+            stderr: err.as_bytes().to_vec(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+        }
+    }
+
+    #[test]
+    fn schema_1_2_properties_are_one_plugin_named_as_ssm_names_it() {
+        let steps = [
+            ("0.aws:runShellScript", "aws:runShellScript"),
+            ("1.aws:runShellScript", "aws:runShellScript"),
+            ("0.aws:runPowerShellScript", "aws:runPowerShellScript"),
+        ];
+        let layout = group_steps("1.2", steps.iter().copied());
+        assert_eq!(
+            layout,
+            [
+                PluginLayout {
+                    name: "aws:runShellScript".into(),
+                    steps: vec!["0.aws:runShellScript".into(), "1.aws:runShellScript".into()],
+                },
+                PluginLayout {
+                    name: "aws:runPowerShellScript".into(),
+                    steps: vec!["0.aws:runPowerShellScript".into()],
+                },
+            ]
+        );
+        // 2.2 steps are plugins under their own names.
+        let two = group_steps(
+            "2.2",
+            [
+                ("first", "aws:runShellScript"),
+                ("second", "aws:runShellScript"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            two.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+
+        // Properties merge as amazon-ssm-agent merges them: outputs joined
+        // after each non-empty one, first non-zero code, worst status.
+        let rows = [
+            row("0.aws:runShellScript", "Success", 0, "a\n", ""),
+            row("1.aws:runShellScript", "Failed", 3, "b\n", "oops\n"),
+        ];
+        let merged = merge_rows(&layout[0], &rows, false).unwrap();
+        assert_eq!(String::from_utf8_lossy(&merged.stdout), "a\n\nb\n");
+        assert_eq!(String::from_utf8_lossy(&merged.stderr), "oops\n");
+        assert_eq!(
+            (merged.status.as_str(), merged.response_code),
+            ("Failed", 3)
+        );
+        // Only the first property has reported while the invocation runs.
+        let merged = merge_rows(&layout[0], &rows[..1], true).unwrap();
+        assert_eq!(merged.status, "InProgress");
+        assert_eq!(merged.end_ms, None);
+        assert!(merge_rows(&layout[1], &rows, true).is_none());
+
+        // Rows the layout does not know (a bridged instance's) answer as reported.
+        let bridged = [row("aws:runShellScript", "Success", 0, "", "")];
+        let plugins = invocation_plugins(layout.clone(), &bridged);
+        assert_eq!(plugins.len(), 1);
+        assert_eq!(plugins[0].steps, ["aws:runShellScript"]);
+        assert_eq!(invocation_plugins(layout.clone(), &rows), layout);
     }
 }

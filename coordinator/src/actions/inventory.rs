@@ -113,10 +113,9 @@ fn entries(row: &InventoryRow) -> Result<Vec<Entry>, ApiError> {
     )
 }
 
+/// A capture time as SSM writes it (to the second).
 fn capture(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    tether_util::time::iso_secs(ms.div_euclid(1000))
 }
 
 fn valid_type_name(op: &str, t: &str) -> Result<(), ApiError> {

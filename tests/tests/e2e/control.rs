@@ -10,7 +10,7 @@ use tether_tests::{Agent, Coordinator, bin, wait_for};
 
 fn service_error(coord: &Coordinator, args: &[&str]) -> String {
     let out = coord.cli(args);
-    assert_eq!(out.status.code(), Some(255), "tether {args:?}");
+    assert_eq!(out.status.code(), Some(254), "tether {args:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

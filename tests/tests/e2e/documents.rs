@@ -48,7 +48,7 @@ fn error_of(coord: &Coordinator, args: &[&str]) -> String {
     let out = coord.cli(args);
     assert_eq!(
         out.status.code(),
-        Some(255),
+        Some(254),
         "tether {args:?} should fail as a service error; stdout: {}",
         String::from_utf8_lossy(&out.stdout)
     );
@@ -331,7 +331,7 @@ fn documents_are_created_versioned_listed_and_run_step_by_step() {
             params,
         ]);
         let e = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(255), "{params}");
+        assert_eq!(out.status.code(), Some(254), "{params}");
         assert!(
             e.contains("(InvalidParameters)") && e.contains(needle),
             "{params}: {e}"

@@ -93,10 +93,8 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     assert!(user_data.contains(&format!("https://{COORDINATOR_NAME}:{}", coord.http_port)));
     // Replicas: install.sh --endpoint passes a comma list (a space in it, and
     // a dead replica first) to `register` as one argument.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let closed = tether_tests::closed_port::ClosedPort::new();
+    let dead = closed.port();
     let endpoints = format!(
         "https://{COORDINATOR_NAME}:{dead}, https://{COORDINATOR_NAME}:{}",
         coord.port

@@ -371,7 +371,7 @@ fn schedule_forms_are_accepted_and_bad_ones_refused_with_the_field() {
         ("every day", "must be cron(...) or rate(...)"),
     ] {
         let out = create(expr, &[]);
-        assert_eq!(out.status.code(), Some(255), "{expr} accepted");
+        assert_eq!(out.status.code(), Some(254), "{expr} accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("InvalidSchedule") && err.contains(field),
@@ -380,7 +380,7 @@ fn schedule_forms_are_accepted_and_bad_ones_refused_with_the_field() {
         assert!(out.stdout.is_empty());
     }
     let out = create("rate(30 minutes)", &["--apply-only-at-cron-interval"]);
-    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(out.status.code(), Some(254));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("ApplyOnlyAtCronInterval applies to cron expressions only")

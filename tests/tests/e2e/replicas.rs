@@ -107,7 +107,9 @@ fn replicas_share_one_database_and_survive_the_loss_of_one() {
 
     // The busiest replica dies mid-command: its agents move to the others,
     // and every result arrives.
-    let cmd = replicas[two].send(&ids, &json!({"commands": ["sleep 3", "echo done"]}));
+    // Long enough to see all nine running at once: reading nine invocations
+    // through the CLI takes seconds on a loaded machine.
+    let cmd = replicas[two].send(&ids, &json!({"commands": ["sleep 10", "echo done"]}));
     wait_for("every invocation to start", Duration::from_secs(20), || {
         ids.iter()
             .all(|i| replicas[one].invocation(&cmd, i)["Status"] == "InProgress")

@@ -38,11 +38,34 @@ fn a_command_on_two_agents_returns_each_ones_output() {
         assert_eq!(inv["Status"], json!("Success"), "{inv}");
         assert_eq!(inv["StatusDetails"], json!("Success"));
         assert_eq!(inv["ResponseCode"], json!(0));
-        assert_eq!(inv["PluginName"], json!("0.aws:runShellScript"));
+        // As AWS names a schema 1.2 plugin; no version named: `$DEFAULT`,
+        // the version it resolved to and the content's hash beside it.
+        assert_eq!(inv["PluginName"], json!("aws:runShellScript"));
+        assert_eq!(inv["DocumentVersion"], json!("$DEFAULT"));
+        assert_eq!(inv["ResolvedDocumentVersion"], json!("1"));
+        assert_eq!(
+            inv["DocumentHash"].as_str().map(str::len),
+            Some(64),
+            "{inv}"
+        );
         assert_eq!(
             inv["StandardOutputContent"],
             json!(format!("out-{}\n/tmp\n", agent.instance_id))
         );
+        // Scripts name the plugin as AWS does; the property id still works.
+        for name in ["aws:runShellScript", "0.aws:runShellScript"] {
+            let named = coord.json(&[
+                "get-command-invocation",
+                "--command-id",
+                &id,
+                "--instance-id",
+                &agent.instance_id,
+                "--plugin-name",
+                name,
+            ]);
+            assert_eq!(named["PluginName"], json!(name));
+            assert_eq!(named["StandardOutputContent"], inv["StandardOutputContent"]);
+        }
         assert_eq!(inv["StandardErrorContent"], json!(format!("err-{id}\n")));
         assert!(
             inv["ExecutionStartDateTime"]
@@ -77,7 +100,7 @@ fn a_command_on_two_agents_returns_each_ones_output() {
     assert_eq!(list.len(), 2);
     for inv in list {
         let plugin = &inv["CommandPlugins"][0];
-        assert_eq!(plugin["Name"], json!("0.aws:runShellScript"));
+        assert_eq!(plugin["Name"], json!("aws:runShellScript"));
         assert_eq!(plugin["Status"], json!("Success"));
         let output = plugin["Output"].as_str().unwrap();
         assert!(
@@ -246,7 +269,7 @@ fn powershell_steps_run_through_pwsh_with_a_stand_in_executable() {
     let id = v["Command"]["CommandId"].as_str().unwrap();
     let inv = coord.wait_invocation(id, &agent.instance_id, Duration::from_secs(30));
     assert_eq!(inv["Status"], json!("Success"), "{inv}");
-    assert_eq!(inv["PluginName"], json!("0.aws:runPowerShellScript"));
+    assert_eq!(inv["PluginName"], json!("aws:runPowerShellScript"));
     assert_eq!(inv["StandardOutputContent"], json!("from-ps\n"));
     let args = std::fs::read_to_string(&args_file).unwrap();
     assert!(

@@ -93,7 +93,7 @@ fn operators_need_the_token() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(out.status.code(), Some(254));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("operator token is not valid"), "{err}");

@@ -275,7 +275,7 @@ fn access_keys_are_listed_without_secrets_sealed_at_rest_and_deletion_locks_out(
         stderr(&refused)
     );
     let again = coord.cli(&["delete-access-key", "--access-key-id", &aws.access_key_id]);
-    assert_eq!(again.status.code(), Some(255));
+    assert_eq!(again.status.code(), Some(254));
     assert!(
         stderr(&again).contains("NoSuchEntity"),
         "{}",
