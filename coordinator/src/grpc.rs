@@ -215,12 +215,13 @@ impl pb::registration_server::Registration for Services {
                 server_time_ms: now_ms(),
             })),
             Err(e) => Err(match e {
-                RegisterError::UnknownActivation(_) => Status::not_found(e.to_string()),
-                RegisterError::WrongCode(_) => Status::permission_denied(e.to_string()),
+                RegisterError::WrongIdOrCode => Status::permission_denied(e.to_string()),
                 RegisterError::Expired { .. }
                 | RegisterError::Deleted(_)
                 | RegisterError::LimitReached { .. } => Status::failed_precondition(e.to_string()),
-                RegisterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+                RegisterError::RateLimited { .. } | RegisterError::ActivationRateLimited { .. } => {
+                    Status::resource_exhausted(e.to_string())
+                }
                 RegisterError::BadRequest(_) => Status::invalid_argument(e.to_string()),
                 RegisterError::Internal(_) => Status::internal(e.to_string()),
             }),

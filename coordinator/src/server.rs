@@ -24,6 +24,7 @@ use crate::grpc::{Admit, Gate, Services};
 use crate::pki::{Pki, write_private};
 use tether_ssm::limits;
 use tether_store::Store;
+use tether_util::strict::{Policy, Unsafe};
 use tether_util::time::now_ms;
 
 /// What `tether serve` was asked to do.
@@ -142,6 +143,42 @@ fn redact_url(database: &str) -> String {
     }
 }
 
+/// The private keys among the coordinator's files: readable by their owner only.
+const SECRET_FILES: &[&str] = &["ca.key", "signing.key", "access-keys.key", "server.key"];
+
+/// StrictModes (see [`tether_util::strict`]) over everything the coordinator
+/// trusts, before it reads any of it: the data directory and the secrets
+/// directory (CA, signing and sealing keys, server key, `operator.json`)
+/// with all they hold and every directory above them; the SQLite database
+/// and its `-wal`/`-shm` files wherever `--database` puts them; the AWS
+/// bridge's configuration. What does not exist yet is judged by the
+/// directory it will be created in.
+pub fn check_files(cfg: &ServeConfig, secrets_dir: &Path) -> Result<(), Unsafe> {
+    let mut policy = Policy::new(nix::unistd::geteuid().as_raw());
+    policy.check_tree(&cfg.data_dir, SECRET_FILES)?;
+    policy.check_tree(secrets_dir, SECRET_FILES)?;
+    if let Some(path) = sqlite_path(cfg) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            policy.check_file(Path::new(&name), false)?;
+        }
+    }
+    if let Some(aws) = &cfg.aws_config {
+        policy.check_file(aws, false)?;
+    }
+    Ok(())
+}
+
+/// The SQLite file the coordinator uses, if it uses one.
+fn sqlite_path(cfg: &ServeConfig) -> Option<PathBuf> {
+    match &cfg.database {
+        None => Some(cfg.data_dir.join("tether.db")),
+        Some(db) if tether_store::is_postgres_url(db) => None,
+        Some(db) => Some(PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db))),
+    }
+}
+
 /// Runs the coordinator until `shutdown` resolves.
 pub async fn run(
     mut cfg: ServeConfig,
@@ -155,6 +192,7 @@ pub async fn run(
         .secrets_dir
         .clone()
         .unwrap_or_else(|| cfg.data_dir.clone());
+    check_files(&cfg, &secrets_dir).context("refusing to start")?;
     let pki = Arc::new(
         Pki::load_or_create_shared(&cfg.data_dir, &secrets_dir, &names).with_context(|| {
             format!(

@@ -24,9 +24,16 @@ pub const MAX_ACTIVATION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600
 pub const ACTIVATION_CODE_LEN: usize = 20;
 pub const ACTIVATION_CODE_ALPHABET: &[u8] =
     b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-/// Failed registration attempts allowed per source address within the window.
+/// Failed registration attempts per source address, and per activation ID
+/// (from every source together), within the window; past either, a failing
+/// attempt is answered "too many failed registration attempts". A right code
+/// is never refused for it (see `coordinator/src/core/registration.rs`).
 pub const MAX_FAILED_REGISTRATIONS_PER_SOURCE: u32 = 10;
+pub const MAX_FAILED_REGISTRATIONS_PER_ACTIVATION: u32 = 20;
 pub const FAILED_REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
+/// Entries the registration failure counters keep before they forget the
+/// oldest (a bound on what a flood of made-up sources or IDs can allocate).
+pub const MAX_FAILED_REGISTRATION_ENTRIES: usize = 100_000;
 
 /// How long the coordinator holds one agent poll open.
 pub const LONG_POLL_HOLD: Duration = Duration::from_secs(20);

@@ -61,6 +61,13 @@ pub enum StoreError {
     /// is guessed in its place.
     #[error("stored {row} is corrupt: {why}")]
     Corrupt { row: String, why: String },
+    /// The SQLite file (or its -wal, -shm) could not be made owner-only.
+    #[error("{path}: cannot make it owner-only (0600): {source}")]
+    FileMode {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -483,9 +490,51 @@ const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, 
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
 
+/// Makes the SQLite database at `path` owner-only before SQLite opens it: a
+/// missing file is created here with mode 0600 (SQLite would create it 0644
+/// less the umask), and an existing one, or a companion file left by an
+/// earlier run, is narrowed to 0600. SQLite gives the `-wal` and `-shm` files
+/// it creates the database file's mode, so they follow. Symbolic links are
+/// left alone (the coordinator's StrictModes check judges where they lead).
+pub fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::FileMode { path, source }
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(path)(e)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::symlink_metadata(file) {
+            Ok(m) if m.file_type().is_file() && m.mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(err(file))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(file)(e)),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) the SQLite database file and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database file and brings its
+    /// schema up to date. The file and its `-wal`, `-shm` and `-journal`
+    /// companions are owner-only (0600) wherever they are: see [`owner_only`].
     pub async fn open(path: &Path) -> Result<Store> {
+        owner_only(path)?;
         const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'/')
             .remove(b'.')
@@ -1817,6 +1866,28 @@ mod tests {
             .unwrap();
         assert_eq!(s.dialect(), Dialect::Sqlite);
         assert!(file.exists());
+    }
+
+    /// The SQLite file and the -wal and -shm files SQLite makes beside it are
+    /// 0600, wherever `--database` puts them; a file an older version left
+    /// readable is narrowed.
+    #[tokio::test]
+    async fn the_sqlite_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let file = dir.path().join("elsewhere/fleet.db");
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let s = Store::open(&file).await.unwrap();
+        s.add_operator_token("h", 1).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        s.pool.close().await;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _again = Store::open(&file).await.unwrap();
+        assert_eq!(mode(&file), 0o600);
     }
 
     #[test]

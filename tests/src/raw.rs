@@ -181,3 +181,55 @@ print(json.dumps(out))
         })
         .collect()
 }
+
+/// Registers over the Registration service from the loopback address
+/// `source` (any of 127.0.0.0/8: the coordinator sees a distinct client
+/// address), around the agent's own client: the new instance ID, or the
+/// refusal's gRPC code and message. The CSR is a real one for a fresh key.
+pub fn register_from(
+    coord: &Coordinator,
+    source: std::net::IpAddr,
+    activation_id: &str,
+    activation_code: &str,
+) -> Result<String, (tonic::Code, String)> {
+    let operator: Value = serde_json::from_str(
+        &std::fs::read_to_string(coord.operator_json()).expect("operator.json"),
+    )
+    .expect("operator.json is JSON");
+    let ca = operator["CaCertificate"]
+        .as_str()
+        .expect("CaCertificate")
+        .to_string();
+    let (_key, csr_pem) = tether_agent::register::new_key_and_csr().expect("a key and its CSR");
+    let request = pb::RegisterRequest {
+        activation_id: activation_id.to_string(),
+        activation_code: activation_code.to_string(),
+        csr_pem,
+        name: String::new(),
+        info: None,
+    };
+    let endpoint = coord.endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(endpoint)
+            .expect("the endpoint is a URL")
+            .local_address(Some(source))
+            .tls_config(tls)
+            .expect("TLS configuration")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+        let mut client = pb::registration_client::RegistrationClient::new(channel);
+        client
+            .register(request)
+            .await
+            .map(|r| r.into_inner().instance_id)
+            .map_err(|s| (s.code(), s.message().to_string()))
+    })
+}

@@ -159,7 +159,9 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     assert_eq!(mode("/usr/bin/tether-agent"), 0o755);
     assert_eq!(mode("/etc/init.d/tether-agent"), 0o755);
     assert_eq!(mode("/var/lib/tether-agent"), 0o700);
-    assert_eq!(mode("/var/log/tether"), 0o750);
+    assert_eq!(mode("/var/log/tether"), 0o700);
+    assert_eq!(mode("/var/log/tether/agent.log"), 0o600);
+    assert_eq!(mode("/var/log/tether/errors.log"), 0o600);
     assert_eq!(
         std::fs::read(root.path("/usr/bin/tether-agent")).unwrap(),
         std::fs::read(static_agent()).unwrap()
