@@ -666,3 +666,14 @@ impl Drop for Agent {
         self.crash();
     }
 }
+
+/// Established TCP connections to `port` on this machine (`ss`): a replica's
+/// agents, by their open polls.
+pub fn connections_to(port: u16) -> usize {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use tether_agent::endpoints::start_index;
 use tether_tests::aws::AwsClient;
 use tether_tests::relay::Relay;
-use tether_tests::{Agent, Coordinator, TestDatabase, raw, wait_for};
+use tether_tests::{Agent, Coordinator, TestDatabase, connections_to, raw, wait_for};
 
 /// `GET https://127.0.0.1:PORT/PATH` with curl, trusting the coordinator's
 /// CA and nothing else, with no credentials: the status and the body.
@@ -37,16 +37,6 @@ fn probe(coord: &Coordinator, path: &str) -> (u16, String) {
         eprintln!("curl {path}: {}", String::from_utf8_lossy(&out.stderr));
     }
     (code, body.to_string())
-}
-
-/// Established connections to a replica's gRPC port (its agents' polls).
-fn connections_to(port: u16) -> usize {
-    let out = Command::new("ss")
-        .args(["-Htn", "state", "established"])
-        .arg(format!("( dport = :{port} )"))
-        .output()
-        .expect("run ss");
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[test]

@@ -3,21 +3,10 @@
 //! is answered by agents long-polling on the others, and a replica killed
 //! mid-command loses nothing while its agents move to the survivors.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use tether_tests::{Agent, Coordinator, TestDatabase, wait_for};
-
-/// Agents polling on the replica listening on `port`, by their open connections.
-fn connections_to(port: u16) -> usize {
-    let out = Command::new("ss")
-        .args(["-Htn", "state", "established"])
-        .arg(format!("( dport = :{port} )"))
-        .output()
-        .expect("run ss");
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
+use tether_tests::{Agent, Coordinator, TestDatabase, connections_to, wait_for};
 
 #[test]
 fn replicas_share_one_database_and_survive_the_loss_of_one() {
