@@ -13,11 +13,15 @@
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
 //! - [`sigv4`]: SigV4 signature verification (pure).
 //! - [`server`]: `tether serve`.
+//!
+//! (`fuzzing` is hidden: the gRPC edge's conversions, for the fuzz targets in `fuzz/`.)
 
 pub mod actions;
 pub mod associations;
 pub mod core;
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod install;
