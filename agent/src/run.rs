@@ -426,7 +426,11 @@ impl Agent {
             Ok(c) => c,
             Err(e) => return (failed(e.to_string()), false),
         };
-        let steps = match plan(&cmd.document_name, &cmd.document_content, &cmd.parameters_json) {
+        let steps = match plan(
+            &cmd.document_name,
+            &cmd.document_content,
+            &cmd.parameters_json,
+        ) {
             Ok(s) => s,
             Err(e) => return (failed(e), false),
         };

@@ -41,7 +41,10 @@ pub fn inventory(
 ) -> Result<(Vec<InventoryPut>, usize), prost::DecodeError> {
     let upload = grpc::inventory_upload(pb::PutInventoryRequest::decode(bytes)?);
     let runs = upload.runs.len();
-    Ok((associations::inventory_puts(instance_id, upload.items), runs))
+    Ok((
+        associations::inventory_puts(instance_id, upload.items),
+        runs,
+    ))
 }
 
 /// An operator call typed as the one door types it (the token checked

@@ -3,7 +3,7 @@
 //! transport that carries such input would. A panic (an `unwrap` on outside
 //! input, an overflow, an index out of range, a broken invariant asserted
 //! here) is a crash to AFL++. `src/bin/*.rs` wrap each in `afl::fuzz!`;
-//! `corpus/README.md` says what each input looks like.
+//! `fuzz/README.md` says what each input looks like.
 //!
 //! Invariants asserted beyond "does not panic" are the documented ones:
 //! a document accepted can always be planned and read back in the other
@@ -60,9 +60,9 @@ pub fn document(data: &[u8]) {
                     assert_eq!(again.step_names(), doc.step_names(), "{other} of {format}");
                     assert_eq!(again.parameters, doc.parameters, "{other} of {format}");
                 }
-                Err(e) => panic!(
-                    "the {format} document in {other} does not parse again: {e}\n{text}"
-                ),
+                Err(e) => {
+                    panic!("the {format} document in {other} does not parse again: {e}\n{text}")
+                }
             }
         }
         for given in [&given, &BTreeMap::new()] {
@@ -171,7 +171,9 @@ pub fn shorthand(data: &[u8]) {
         .iter()
         .find(|(n, _)| n == name)
         .or_else(|| {
-            let h = name.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+            let h = name
+                .bytes()
+                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
             all.get(h % all.len().max(1))
         })
         .map(|(_, s)| s)
@@ -228,7 +230,10 @@ pub fn sigv4(data: &[u8]) {
     let Ok(auth) = sigv4::authorization(&req) else {
         return;
     };
-    let _ = (auth.scope(), sigv4::canonical_request(&req, &auth.signed_headers));
+    let _ = (
+        auth.scope(),
+        sigv4::canonical_request(&req, &auth.signed_headers),
+    );
     for now in [sigv4_now(), sigv4_now() + Duration::minutes(6)] {
         let _ = sigv4::verify(&req, &auth, SIGV4_SECRET, "ssm", now);
     }
@@ -269,7 +274,10 @@ pub fn ssm_request(data: &[u8]) {
         }
     };
     let content = |name: &str, content: &str, format: &Option<String>| {
-        let format = format.as_deref().unwrap_or("JSON").parse::<DocumentFormat>();
+        let format = format
+            .as_deref()
+            .unwrap_or("JSON")
+            .parse::<DocumentFormat>();
         if let Ok(format) = format {
             let _ = Document::parse_as(name, content, format);
         }
@@ -332,8 +340,14 @@ fn issue(csr_pem: &str) {
     let lifetime = std::time::Duration::from_secs(3600);
     if let Ok(pem) = pki().issue_client_cert(INSTANCE_ID, csr_pem, lifetime) {
         let der = tether_coordinator::pki::pem_to_der(&pem);
-        let cn = der.as_deref().and_then(tether_coordinator::pki::subject_common_name);
-        assert_eq!(cn.as_deref(), Some(INSTANCE_ID), "a certificate issued for a CSR");
+        let cn = der
+            .as_deref()
+            .and_then(tether_coordinator::pki::subject_common_name);
+        assert_eq!(
+            cn.as_deref(),
+            Some(INSTANCE_ID),
+            "a certificate issued for a CSR"
+        );
     }
 }
 
@@ -399,7 +413,11 @@ fn command(env: &pb::CommandEnvelope) {
     use tether_agent::{envelope, fuzzing};
     match envelope::verify(env, public_key(), INSTANCE_ID, AGENT_NOW_MS) {
         Ok(cmd) => {
-            let _ = fuzzing::plan(&cmd.document_name, &cmd.document_content, &cmd.parameters_json);
+            let _ = fuzzing::plan(
+                &cmd.document_name,
+                &cmd.document_content,
+                &cmd.parameters_json,
+            );
         }
         Err(_) => {
             let _ = envelope::claimed_command_id(env);
@@ -423,10 +441,13 @@ fn association(env: &pb::AssociationEnvelope) {
             first_seen_ms: AGENT_NOW_MS,
             last_run_ms,
         };
-        if let Ok(Some(due)) = fuzzing::next_due(&a, &st) {
-            if let Some(last) = last_run_ms {
-                assert!(due > last, "association due at {due}, not after its last run {last}");
-            }
+        if let Ok(Some(due)) = fuzzing::next_due(&a, &st)
+            && let Some(last) = last_run_ms
+        {
+            assert!(
+                due > last,
+                "association due at {due}, not after its last run {last}"
+            );
         }
     }
 }

@@ -1,4 +1,4 @@
-//! AFL++ target `agent_envelope`: see `tether_fuzz::agent_envelope` and `corpus/README.md`.
+//! AFL++ target `agent_envelope`: see `tether_fuzz::agent_envelope` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

@@ -1,4 +1,4 @@
-//! AFL++ target `coordinator_proto`: see `tether_fuzz::coordinator_proto` and `corpus/README.md`.
+//! AFL++ target `coordinator_proto`: see `tether_fuzz::coordinator_proto` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

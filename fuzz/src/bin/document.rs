@@ -1,4 +1,4 @@
-//! AFL++ target `document`: see `tether_fuzz::document` and `corpus/README.md`.
+//! AFL++ target `document`: see `tether_fuzz::document` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

@@ -3,7 +3,7 @@
 //! an agent and a coordinator exchange, built as they build them — a CSR from
 //! the agent's own `new_key_and_csr`, inventory hashed as the agent hashes
 //! it, envelopes signed under the agent target's key as `signing.rs` signs.
-//! Run it after `tether.proto` changes (see `corpus/README.md`).
+//! Run it after `tether.proto` changes (see `fuzz/README.md`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -157,7 +157,9 @@ fn signed_command() -> pb::SignedCommand {
         document_version: "1".into(),
         document_content: DOCUMENT.into(),
         document_hash: sha256_hex(DOCUMENT),
-        parameters_json: r#"{"commands":["uname -a"],"workingDirectory":[""],"executionTimeout":["3600"]}"#.into(),
+        parameters_json:
+            r#"{"commands":["uname -a"],"workingDirectory":[""],"executionTimeout":["3600"]}"#
+                .into(),
         issued_at_ms: AGENT_NOW_MS - 1000,
         expires_at_ms: AGENT_NOW_MS + 3_600_000,
         nonce: "5f0c8a1e9b2d4c7f6a3e1d0b9c8a7f6e".into(),
@@ -183,7 +185,8 @@ fn signed_association(schedule: &str) -> pb::SignedAssociation {
         document_version: "$DEFAULT".into(),
         document_content: DOCUMENT.into(),
         document_hash: sha256_hex(DOCUMENT),
-        parameters_json: r#"{"commands":["date"],"workingDirectory":[""],"executionTimeout":["3600"]}"#.into(),
+        parameters_json:
+            r#"{"commands":["date"],"workingDirectory":[""],"executionTimeout":["3600"]}"#.into(),
         schedule_expression: schedule.into(),
         apply_only_at_cron_interval: schedule.starts_with("cron"),
         created_at_ms: AGENT_NOW_MS - 86_400_000,
@@ -241,7 +244,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     agent(&root.join("agent_envelope"))?;
     // Each seed goes through its target as the fuzzer would first run it.
     for (target, run) in [
-        ("coordinator_proto", tether_fuzz::coordinator_proto as fn(&[u8])),
+        (
+            "coordinator_proto",
+            tether_fuzz::coordinator_proto as fn(&[u8]),
+        ),
         ("agent_envelope", tether_fuzz::agent_envelope),
     ] {
         for entry in std::fs::read_dir(root.join(target))? {

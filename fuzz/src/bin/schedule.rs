@@ -1,4 +1,4 @@
-//! AFL++ target `schedule`: see `tether_fuzz::schedule` and `corpus/README.md`.
+//! AFL++ target `schedule`: see `tether_fuzz::schedule` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

@@ -1,4 +1,4 @@
-//! AFL++ target `shorthand`: see `tether_fuzz::shorthand` and `corpus/README.md`.
+//! AFL++ target `shorthand`: see `tether_fuzz::shorthand` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

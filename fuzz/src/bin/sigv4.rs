@@ -1,4 +1,4 @@
-//! AFL++ target `sigv4`: see `tether_fuzz::sigv4` and `corpus/README.md`.
+//! AFL++ target `sigv4`: see `tether_fuzz::sigv4` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();

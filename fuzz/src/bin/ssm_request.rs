@@ -1,4 +1,4 @@
-//! AFL++ target `ssm_request`: see `tether_fuzz::ssm_request` and `corpus/README.md`.
+//! AFL++ target `ssm_request`: see `tether_fuzz::ssm_request` and `fuzz/README.md`.
 
 fn main() {
     tether_fuzz::warm_up();
