@@ -8,13 +8,18 @@ cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock),
 # python3 with venv for the AWS clients below, the aws CLI v2; the install and packaging tests:
-# unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm.
+# unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm;
+# the chaos suite: ip (iproute2) for network namespaces and veth, nft (nftables)
+# for random packet loss, nsenter (util-linux) for a private tmpfs.
 need=()
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmp >/dev/null 2>&1 || need+=(diffutils)

@@ -47,6 +47,9 @@ pub struct LogToml {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentToml {
+    /// The local user steps run as (default: the agent's own user). Only
+    /// this file chooses it; no document can.
+    pub run_as_user: Option<String>,
     #[serde(default)]
     pub log: LogToml,
 }
@@ -144,6 +147,20 @@ mod tests {
         assert_eq!(s.dir, PathBuf::from("/tmp/x"));
         let s = cfg.log_settings(Some("/d".into()), Some("warn".into()));
         assert_eq!((s.level.as_str(), s.dir), ("warn", PathBuf::from("/d")));
+    }
+
+    #[test]
+    fn run_as_user_is_read_from_the_top_of_the_file() {
+        let p = Path::new("/etc/tether/agent.toml");
+        let cfg = AgentToml::parse(
+            p,
+            "run_as_user = \"tether-steps\"\n[log]\nlevel = \"info\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.run_as_user.as_deref(), Some("tether-steps"));
+        assert_eq!(AgentToml::parse(p, "").unwrap().run_as_user, None);
+        let e = AgentToml::parse(p, "run_as_user = 0\n").unwrap_err();
+        assert!(e.to_string().contains("run_as_user"), "{e}");
     }
 
     #[test]

@@ -199,6 +199,7 @@ mod tests {
             issued_at_ms: 1_000_000,
             expires_at_ms: 1_600_000,
             nonce: "n".into(),
+            requested_by: "arn:aws:iam::123456789012:user/alice".into(),
         }
     }
 

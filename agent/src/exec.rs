@@ -15,6 +15,8 @@
 use std::fs::{File, OpenOptions};
 use std::future::pending;
 use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -68,6 +70,8 @@ const KILL_DRAIN: Duration = Duration::from_millis(500);
 const NO_SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
 /// Size of the buffer output is read into and written from.
 const CHUNK: usize = 64 * 1024;
+/// Mode of every file the supervisor creates in the step directory.
+const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// Errors of the step directory and of the supervisor.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +119,24 @@ pub struct StepSpec {
     pub working_directory: Option<PathBuf>,
     /// Seconds before the process group is killed; 0 means no limit.
     pub timeout_seconds: u32,
-    /// Variables added to the inherited environment.
+    /// The step's environment: the whole of it when `clean_env`, else
+    /// variables added to the supervisor's own (step directories written
+    /// before steps got a clean environment).
     pub env: Vec<(String, String)>,
     /// Bytes kept of stdout, and separately of stderr.
     pub output_cap_bytes: u64,
+    /// Whether `env` is the step's whole environment.
+    #[serde(default)]
+    pub clean_env: bool,
+    /// The script, passed to `program` as its last argument: by path when
+    /// the step runs as the supervisor's own user; as `/proc/self/fd/N` of a
+    /// private in-memory copy when it runs as another user, who cannot
+    /// reach the agent's owner-only spool.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// The user the step runs as, when it is not the supervisor's.
+    #[serde(default)]
+    pub run_as: Option<crate::runas::StepUser>,
 }
 
 impl StepSpec {
@@ -298,6 +316,96 @@ fn detach(cmd: &mut std::process::Command) {
     }
 }
 
+/// A copy of `script` in a memory file (closed on exec unless the child
+/// clears that), for a step user who cannot read the spool: opened again
+/// through `/proc/self/fd/N`, which only the step's own processes can.
+fn script_in_memory(script: &Path) -> Result<OwnedFd, ExecError> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let bytes = std::fs::read(script).map_err(|source| ExecError::Read {
+        path: script.to_owned(),
+        source,
+    })?;
+    let write_err = |source: io::Error| ExecError::Write {
+        path: script.to_owned(),
+        source,
+    };
+    let fd = memfd_create(c"tether-step-script", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| write_err(io::Error::from(e)))?;
+    let mut file = File::from(fd);
+    io::Write::write_all(&mut file, &bytes).map_err(write_err)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// What the child needs to become the step's user, prepared before the
+/// fork (the child may not allocate).
+#[derive(Debug)]
+struct Identity {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+    /// The script copy the child must keep across exec.
+    keep_fd: Option<i32>,
+    /// Entered after the switch, so the user's own permissions apply.
+    working_directory: Option<std::ffi::CString>,
+}
+
+impl Identity {
+    fn new(
+        user: &crate::runas::StepUser,
+        keep: Option<&OwnedFd>,
+        working_directory: Option<&Path>,
+    ) -> Result<Identity, String> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let working_directory = working_directory
+            .map(|wd| {
+                std::ffi::CString::new(wd.as_os_str().as_bytes())
+                    .map_err(|_| format!("working directory {:?} contains a NUL", wd.display()))
+            })
+            .transpose()?;
+        Ok(Identity {
+            uid: nix::unistd::Uid::from_raw(user.uid),
+            gid: nix::unistd::Gid::from_raw(user.gid),
+            groups: user
+                .groups
+                .iter()
+                .map(|g| nix::unistd::Gid::from_raw(*g))
+                .collect(),
+            keep_fd: keep.map(|fd| fd.as_raw_fd()),
+            working_directory,
+        })
+    }
+}
+
+/// Makes the child drop to `id` between fork and exec: supplementary groups,
+/// group, user (in that order: each needs the privilege the next drops),
+/// then the working directory, then keeps the script copy open.
+#[allow(unsafe_code)]
+fn become_in_child(cmd: &mut Command, id: Identity) {
+    // SAFETY: the closure runs in the forked child before exec. It only
+    // makes system calls that are async-signal-safe (setgroups, setgid,
+    // setuid, chdir, fcntl) on data prepared before the fork; it allocates
+    // nothing and takes no lock. std runs it after setting up the standard
+    // streams and the process group, so a failure is reported by spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&id.groups).map_err(io::Error::from)?;
+            nix::unistd::setgid(id.gid).map_err(io::Error::from)?;
+            nix::unistd::setuid(id.uid).map_err(io::Error::from)?;
+            if let Some(wd) = &id.working_directory
+                && nix::libc::chdir(wd.as_ptr()) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(fd) = id.keep_fd
+                && nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Waits until `dir` holds a result and returns it, polling. If the
 /// supervisor died without writing one, returns a result with exit code -1
 /// and [`LOST_SUPERVISOR_ERROR`].
@@ -365,6 +473,7 @@ pub fn request_cancel(dir: &Path) -> Result<(), ExecError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(PRIVATE_FILE_MODE)
         .open(&path)
         .map(drop)
         .map_err(|source| ExecError::Write { path, source })
@@ -447,6 +556,7 @@ fn take_lock(dir: &Path) -> Result<File, ExecError> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
         .open(&private)
         .map_err(write_err(&private))?;
     let locked = file.try_lock();
@@ -545,10 +655,16 @@ async fn run_step(dir: &Path) -> StepResult {
     }
     let out_path = dir.join(STDOUT_FILE);
     let err_path = dir.join(STDERR_FILE);
-    let (out_file, err_file) = match (
-        tokio::fs::File::create(&out_path).await,
-        tokio::fs::File::create(&err_path).await,
-    ) {
+    let create = |path: &Path| {
+        let mut o = tokio::fs::OpenOptions::new();
+        o.write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE_MODE);
+        let path = path.to_owned();
+        async move { o.open(path).await }
+    };
+    let (out_file, err_file) = match (create(&out_path).await, create(&err_path).await) {
         (Ok(out), Ok(err)) => (out, err),
         (Err(source), _) => {
             let err = ExecError::Write {
@@ -566,22 +682,71 @@ async fn run_step(dir: &Path) -> StepResult {
         }
     };
 
+    // Another user than the supervisor's: the script comes through a
+    // private in-memory copy, and the identity changes in the child.
+    let switch = spec
+        .run_as
+        .as_ref()
+        .filter(|u| u.uid != nix::unistd::geteuid().as_raw());
+    let script_copy = match (&spec.script, switch) {
+        (Some(script), Some(_)) => match script_in_memory(script) {
+            Ok(fd) => Some(fd),
+            Err(err) => return StepResult::failed(started_at_ms, err.to_string()),
+        },
+        _ => None,
+    };
     let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(&spec.args);
+    match (&script_copy, &spec.script) {
+        (Some(fd), _) => {
+            cmd.arg(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        }
+        (None, Some(script)) => {
+            cmd.arg(script);
+        }
+        (None, None) => {}
+    }
+    if spec.clean_env {
+        cmd.env_clear();
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(wd) = &spec.working_directory {
-        cmd.current_dir(wd);
-    }
+    let as_user = match switch {
+        Some(user) => {
+            let identity = match Identity::new(
+                user,
+                script_copy.as_ref(),
+                spec.working_directory.as_deref(),
+            ) {
+                Ok(identity) => identity,
+                Err(error) => return StepResult::failed(started_at_ms, error),
+            };
+            become_in_child(&mut cmd, identity);
+            format!(" as user {:?}", user.name)
+        }
+        None => {
+            if let Some(wd) = &spec.working_directory {
+                cmd.current_dir(wd);
+            }
+            String::new()
+        }
+    };
     let started_at_ms = now_ms();
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // The child has its copy of the script (or never will): ours can go.
+    drop(script_copy);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            let error = format!("could not start {:?}: {}", spec.program, io_desc(&e));
+            let error = format!(
+                "could not start {:?}{as_user}: {}",
+                spec.program,
+                io_desc(&e)
+            );
             return StepResult::failed(started_at_ms, error);
         }
     };

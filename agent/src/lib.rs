@@ -6,7 +6,8 @@
 //! - [`exec`]: the detached step supervisor and the step directory format.
 //! - [`outcome`]: what step exit codes mean and how steps add up to an invocation's status (pure).
 //! - [`spool`]: per-command durable state.
-//! - [`state`]: the registration on disk.
+//! - [`state`]: the registration on disk, and StrictModes over it.
+//! - [`runas`]: the user steps run as and their clean environment.
 //! - [`endpoints`]: the coordinator replicas' list, start index and rotation (pure).
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
 //! - [`net`]: name resolution without libc's NSS, proxies, TCP.
@@ -28,6 +29,7 @@ pub mod net;
 pub mod outcome;
 pub mod register;
 pub mod run;
+pub mod runas;
 pub mod spool;
 pub mod state;
 pub mod status;

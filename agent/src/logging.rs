@@ -4,6 +4,14 @@
 //! Each file is rotated by size (`agent.log.1` is the newest rotated file) and
 //! only the configured number of rotated files is kept (file-rotate).
 //! Secrets (activation codes, keys) are never passed to the logger.
+//!
+//! The directory is the agent's own: created 0700, and refused (logging goes
+//! to stderr, saying why) when it exists but is not owned by the agent's
+//! user or is writable by anyone else — a shared directory lets its other
+//! writers swap a log file for a link to a file the root agent would then
+//! append to. The files are 0600 and opened with `O_NOFOLLOW` (also when
+//! file-rotate reopens them after a rotation), and checked to be regular
+//! files of the agent's own with a single link.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,8 +27,9 @@ use tracing_subscriber::{EnvFilter, fmt};
 use crate::config::LogSettings;
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
-/// Mode of the log files (the directory is 0750).
-const LOG_FILE_MODE: u32 = 0o640;
+/// The two log files.
+pub const AGENT_LOG: &str = "agent.log";
+pub const ERRORS_LOG: &str = "errors.log";
 
 fn stderr_layer<S>() -> impl tracing_subscriber::Layer<S>
 where
@@ -41,13 +50,26 @@ pub fn rotating_file(path: &Path, max_bytes: u64, keep: usize) -> FileRotate<App
         AppendCount::new(keep),
         ContentLimit::BytesSurpassed(max_bytes as usize),
         Compression::None,
-        Some({
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true).create(true).append(true).mode(LOG_FILE_MODE);
-            o
-        }),
+        Some(tether_util::fs::log_open_options(nofollow())),
     )
+}
+
+/// The platform's `O_NOFOLLOW`.
+fn nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// Makes `dir` the agent's log directory and its two files ready: see the
+/// module doc. The error says what is wrong and the fix.
+pub fn prepare(dir: &Path) -> std::io::Result<()> {
+    let uid = crate::state::effective_uid();
+    tether_util::fs::private_log_dir(dir, uid)?;
+    for f in [AGENT_LOG, ERRORS_LOG] {
+        // FileRotate opens lazily; prove now that the files can be written.
+        tether_util::fs::check_log_file(&dir.join(f), uid, nofollow())?;
+        tether_util::fs::narrow_rotated_logs(&dir.join(f), uid)?;
+    }
+    Ok(())
 }
 
 fn filter(level: &str) -> EnvFilter {
@@ -59,16 +81,7 @@ fn filter(level: &str) -> EnvFilter {
 /// warning.
 pub fn init(settings: &LogSettings) {
     let dir = &settings.dir;
-    let usable = std::fs::create_dir_all(dir).and_then(|_| {
-        // FileRotate opens lazily; prove now that the files can be written.
-        for f in ["agent.log", "errors.log"] {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(f))?;
-        }
-        Ok(())
-    });
+    let usable = prepare(dir);
     match usable {
         Ok(()) => {
             let file = |name: &str| {
@@ -79,13 +92,13 @@ pub fn init(settings: &LogSettings) {
                 ))
             };
             let all_layer = fmt::layer()
-                .with_writer(file("agent.log"))
+                .with_writer(file(AGENT_LOG))
                 .with_ansi(false)
                 .with_target(false)
                 .with_timer(ChronoUtc::new(TIME_FORMAT.into()))
                 .with_filter(filter(&settings.level));
             let err_layer = fmt::layer()
-                .with_writer(file("errors.log"))
+                .with_writer(file(ERRORS_LOG))
                 .with_ansi(false)
                 .with_target(false)
                 .with_timer(ChronoUtc::new(TIME_FORMAT.into()))
@@ -100,7 +113,7 @@ pub fn init(settings: &LogSettings) {
             tracing_subscriber::registry()
                 .with(stderr_layer().with_filter(filter(&settings.level)))
                 .init();
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write logs there; logging to stderr");
+            tracing::error!(dir = %dir.display(), error = %e, "cannot write logs there; logging to stderr");
         }
     }
 }

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether_agent::run::AgentConfig;
-use tether_agent::state::StateDir;
+use tether_agent::state::{StateDir, StateError};
 use tether_agent::{config, exec, logging, register, run, status};
+
+/// Exit code of a start refused for its configuration or unsafe files
+/// (sysexits' EX_CONFIG; the systemd unit does not restart on it).
+const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
 #[command(name = "tether-agent", version, about = "Tether node agent")]
@@ -193,7 +197,7 @@ fn main() -> ExitCode {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("tether-agent run: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(EXIT_CONFIG);
                 }
             };
             logging::init(&file.log_settings(log_dir, std::env::var("TETHER_AGENT_LOG").ok()));
@@ -212,6 +216,8 @@ fn main() -> ExitCode {
                     custom_dir: custom_inventory_dir,
                     ..Default::default()
                 },
+                config_file: Some(config_path),
+                run_as_user: file.run_as_user.clone(),
                 ..AgentConfig::default()
             };
             match rt.block_on(run::run(
@@ -221,6 +227,17 @@ fn main() -> ExitCode {
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Unsafe files and a bad run_as_user do not mend by
+                    // restarting: the units do not restart on this code.
+                    let refused = matches!(
+                        e,
+                        run::RunError::State(StateError::Unsafe(_)) | run::RunError::RunAs(_)
+                    );
+                    if refused {
+                        tracing::error!(error = %e, "refusing to start");
+                        eprintln!("tether-agent run: refusing to start: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
                     tracing::error!(error = %e, "agent stopped");
                     eprintln!("tether-agent run: {e}");
                     ExitCode::FAILURE

@@ -81,9 +81,20 @@ fn transport_error(
 
 fn status_error(endpoint: &str, verifier: &PinnedCaVerifier, s: &tonic::Status) -> RegisterError {
     if tls::is_transport_failure(s) {
-        transport_error(endpoint, verifier, s)
-    } else {
-        RegisterError::Refused(s.message().to_string())
+        return transport_error(endpoint, verifier, s);
+    }
+    RegisterError::Refused(refusal_text(s.code(), s.message()))
+}
+
+/// The coordinator's refusal, with what to do about it. An unknown
+/// activation ID and a wrong code get one answer (so that IDs cannot be
+/// probed), so the advice names both.
+fn refusal_text(code: tonic::Code, message: &str) -> String {
+    match code {
+        tonic::Code::PermissionDenied => {
+            format!("{message} (check --id and --code against what create-activation printed)")
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -111,6 +122,8 @@ pub struct Registered {
 /// answers: an endpoint that cannot be reached or trusted is passed over, a
 /// refusal (wrong code, expired, limit reached) or a skewed clock ends it.
 pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered, RegisterError> {
+    // Keys are never written where someone else could read or swap them.
+    state.check(None)?;
     if !args.force
         && let Ok(existing) = state.load()
     {
@@ -217,4 +230,39 @@ async fn register_at(
         .await
         .map_err(|s| status_error(endpoint, &verifier, &s))?
         .into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_the_coordinator_said_with_advice_for_a_wrong_id_or_code() {
+        let wrong = refusal_text(
+            tonic::Code::PermissionDenied,
+            "activation ID or code is wrong",
+        );
+        assert_eq!(
+            wrong,
+            "activation ID or code is wrong (check --id and --code against what create-activation printed)"
+        );
+        let limited = "too many failed registration attempts from 10.0.0.1; retry in 42 s";
+        assert_eq!(
+            refusal_text(tonic::Code::ResourceExhausted, limited),
+            limited
+        );
+        let expired =
+            "activation 5e0c1f4a-0000-4000-8000-000000000001 expired at 2030-01-01T00:00:00.000Z";
+        assert_eq!(
+            refusal_text(tonic::Code::FailedPrecondition, expired),
+            expired
+        );
+        let e = RegisterError::Refused(wrong).to_string();
+        assert!(
+            e.starts_with(
+                "registration refused by the coordinator: activation ID or code is wrong"
+            ),
+            "{e}"
+        );
+    }
 }

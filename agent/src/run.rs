@@ -28,7 +28,7 @@ use crate::exec::{self, StepResult, StepSpec};
 use crate::outcome::{self, Next};
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
-use crate::{endpoints, inventory, register, sysinfo, tls};
+use crate::{endpoints, inventory, register, runas, sysinfo, tls};
 
 pub(crate) mod associations;
 mod upstream;
@@ -60,6 +60,10 @@ pub struct AgentConfig {
     /// An agent that moved off its own coordinator endpoint goes back after
     /// between this and twice this (at random), so replicas stay shared.
     pub return_home_after: Duration,
+    /// The settings file the agent read (held to StrictModes with the state).
+    pub config_file: Option<PathBuf>,
+    /// `run_as_user` of the settings file: whom steps run as (None: the agent's own user).
+    pub run_as_user: Option<String>,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -86,6 +90,8 @@ impl Default for AgentConfig {
             upload_jitter: DEFAULT_UPLOAD_JITTER,
             inventory_sources: inventory::Sources::default(),
             return_home_after: DEFAULT_RETURN_HOME_AFTER,
+            config_file: None,
+            run_as_user: None,
         }
     }
 }
@@ -100,6 +106,8 @@ pub enum RunError {
     BadSigningKey,
     #[error("registration.json: no coordinator endpoint")]
     NoEndpoint,
+    #[error(transparent)]
+    RunAs(#[from] crate::runas::RunAsError),
 }
 
 /// Default least time an agent stays on another replica before returning to its own.
@@ -275,7 +283,7 @@ impl Agent {
             error!(command_id = %id, error = %e, "cannot spool the command; not running it");
             return;
         }
-        info!(command_id = %id, document = %cmd.document_name, "command accepted");
+        info!(command_id = %id, document = %cmd.document_name, requested_by = %cmd.requested_by, "command accepted");
         self.start(id.clone());
         // A command that ends within ACK_DELAY is acknowledged by its result
         // alone: one call and one write fewer per invocation on a busy fleet.
@@ -598,27 +606,25 @@ impl Agent {
             body.push('\n');
             write_executable(&script, body.as_bytes())
                 .map_err(|e| format!("{}: {e}", script.display()))?;
-            let mut args = args;
-            args.push(script.display().to_string());
             let working_directory = if step.working_directory.trim().is_empty() {
                 None
             } else {
                 Some(PathBuf::from(step.working_directory.trim()))
             };
-            let id = &self.reg.instance_id;
+            // Read again for each step, so account changes apply without a restart.
+            let user =
+                runas::resolve(self.cfg.run_as_user.as_deref()).map_err(|e| e.to_string())?;
+            let vars = runas::step_variables(&cmd.command_id, &self.reg.instance_id);
             let spec = StepSpec {
                 program,
                 args,
                 working_directory,
                 timeout_seconds: step.timeout_seconds,
-                env: vec![
-                    ("TETHER_COMMAND_ID".into(), cmd.command_id.clone()),
-                    ("TETHER_INSTANCE_ID".into(), id.clone()),
-                    ("SSM_COMMAND_ID".into(), cmd.command_id.clone()),
-                    ("AWS_SSM_INSTANCE_ID".into(), id.clone()),
-                    ("AWS_SSM_PLATFORM_NAME".into(), "Linux".into()),
-                ],
+                env: runas::environment(std::env::vars_os(), &user, &vars),
                 output_cap_bytes: self.cfg.output_cap_bytes,
+                clean_env: true,
+                script: Some(script),
+                run_as: Some(user),
             };
             spec.write(dir).map_err(|e| e.to_string())?;
             exec::spawn_supervisor(&self.cfg.agent_exe, dir).map_err(|e| e.to_string())?;
@@ -1027,6 +1033,9 @@ pub async fn run(
     cfg: AgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
+    // StrictModes before anything of the state is believed.
+    state.check(cfg.config_file.as_deref())?;
+    let step_user = runas::resolve(cfg.run_as_user.as_deref())?;
     let reg = state.load()?;
     let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
     let endpoints = reg.endpoints().map_err(tls::TlsError::from)?;
@@ -1054,7 +1063,7 @@ pub async fn run(
         state,
         reg,
     });
-    info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), version = env!("CARGO_PKG_VERSION"), "agent started");
+    info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), steps_run_as = %step_user.name, version = env!("CARGO_PKG_VERSION"), "agent started");
 
     // Resume whatever a previous run left unfinished.
     for (id, stage) in agent.spool.unfinished()? {

@@ -3,10 +3,18 @@
 //!
 //! Written once by `register` (and the certificate again on renewal), read by
 //! `run` and `status`. Nothing here talks to the network.
+//!
+//! Before any of it is trusted, [`StateDir::check`] applies StrictModes
+//! ([`tether_util::strict`]): the whole directory (registration, keys, CA,
+//! spool, associations) and every directory above it must be writable by
+//! the agent's user only, and the key readable by it only. Whoever could
+//! write there could register the node to a coordinator of their own and
+//! have the agent run its commands.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use tether_util::strict::{Policy, Unsafe};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +37,9 @@ pub enum StateError {
     Corrupt { path: PathBuf, detail: String },
     #[error("this node is not registered (no {0}); run `tether-agent register` first")]
     NotRegistered(PathBuf),
+    /// StrictModes: something the agent would trust could have been written by someone else.
+    #[error("refusing to trust the agent's files: {0}")]
+    Unsafe(#[from] Unsafe),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -70,10 +81,14 @@ pub struct RunStatus {
     pub pid: Option<u32>,
 }
 
-/// Creates the state directory (and parents) with mode 0700.
+/// Creates a directory of the state (and missing parents) with mode 0700.
 pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))
+    tether_util::fs::create_private_dir_all(dir).map_err(io(dir))
+}
+
+/// The uid the agent runs as: the owner its files must have.
+pub fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }
 
 /// Writes a file atomically with mode 0600 ([`tether_util::fs::write_private`]),
@@ -103,6 +118,19 @@ impl StateDir {
 
     pub fn spool(&self) -> PathBuf {
         self.dir.join(SPOOL_DIR)
+    }
+
+    /// StrictModes for the whole state directory and `config` (the settings
+    /// file, which names the user steps run as): see the module doc. A
+    /// directory or file that does not exist yet passes if the directories
+    /// it would be created in do.
+    pub fn check(&self, config: Option<&Path>) -> Result<(), StateError> {
+        let mut policy = Policy::new(effective_uid());
+        policy.check_tree(&self.dir, &[KEY_FILE])?;
+        if let Some(config) = config {
+            policy.check_file(config, false)?;
+        }
+        Ok(())
     }
 
     pub fn is_registered(&self) -> bool {
@@ -182,6 +210,7 @@ mod tests {
 
     #[test]
     fn saved_registration_is_private_and_reloads() {
+        use std::os::unix::fs::PermissionsExt as _;
         let tmp = tempfile::tempdir().unwrap();
         let s = StateDir::new(tmp.path().join("state"));
         assert!(matches!(s.load(), Err(StateError::NotRegistered(_))));
@@ -200,6 +229,44 @@ mod tests {
         assert_eq!(mode(s.dir.clone()), 0o700);
         assert_eq!(mode(s.path(KEY_FILE)), 0o600);
         assert_eq!(mode(s.path(REGISTRATION_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("state"));
+        s.check(None).unwrap();
+        s.save(
+            &Registration {
+                instance_id: "mi-0123456789abcdef0".into(),
+                endpoint: "https://127.0.0.1:1".into(),
+                activation_id: "a".into(),
+                ca_pin: "sha256:00".into(),
+                command_signing_key: "00".into(),
+                registered_at_ms: 1,
+            },
+            "key",
+            "cert",
+            "ca",
+        )
+        .unwrap();
+        s.check(Some(&tmp.path().join("agent.toml"))).unwrap();
+        fs::set_permissions(&s.dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = s.check(None).unwrap_err().to_string();
+        assert!(
+            e.contains("refusing to trust the agent's files")
+                && e.contains(&format!(
+                    "{} is writable by",
+                    s.dir.canonicalize().unwrap().display()
+                ))
+                && e.contains("mode 0777"),
+            "{e}"
+        );
+        fs::set_permissions(&s.dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(s.path(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = s.check(None).unwrap_err().to_string();
+        assert!(e.contains("agent.key holds a private key"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,17 @@ pub async fn status(state: &StateDir) -> i32 {
     );
     println!("Activation:    {}", reg.activation_id);
     println!("Registered:    {}", ago(reg.registered_at_ms));
+    // The daemon refuses to start on files others could have written.
+    let safe = match state.check(None) {
+        Ok(()) => {
+            println!("Files:         owner-only ({})", state.dir.display());
+            true
+        }
+        Err(e) => {
+            println!("Files:         UNSAFE: {e}");
+            false
+        }
+    };
     let mut answering = 0;
     for endpoint in &endpoints {
         // With several endpoints each verdict names its endpoint; with one,
@@ -156,7 +167,7 @@ pub async fn status(state: &StateDir) -> i32 {
             endpoints.len()
         );
     }
-    let healthy = answering > 0;
+    let healthy = answering > 0 && safe;
     match state.load_status() {
         Ok(st) => {
             match st.last_poll_ms {

@@ -21,6 +21,11 @@ pub struct OperatorConfig {
     pub advertised_endpoint: String,
     #[serde(default)]
     pub advertised_http_endpoint: String,
+    /// The account's 12-digit ID and the region, as ARNs name them.
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub region: String,
 }
 
 /// Quotes `s` for a POSIX shell single-quoted string.

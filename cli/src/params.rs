@@ -21,12 +21,24 @@ use crate::shorthand::{self, ShorthandError};
 
 /// Tether's own flags on SSM verbs that become request members the
 /// coordinator understands beyond the SSM model: (operation, flag, member, help).
-pub const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[(
-    "GetCommandInvocation",
-    "--full-output",
-    "FullOutput",
-    "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
-)];
+pub const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[
+    (
+        "GetCommandInvocation",
+        "--full-output",
+        "FullOutput",
+        "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
+    ),
+    (
+        "CreateAccessKey",
+        "--expires-in",
+        "ExpiresIn",
+        "Tether: the key is refused after this long: a number and a unit, s, m, h or d (e.g. 90d).",
+    ),
+];
+
+/// Those of [`EXTRA_FLAGS`] that take a value (a string); the others are
+/// switches.
+const EXTRA_VALUE_FLAGS: &[&str] = &["--expires-in"];
 
 /// Tether's own flags that change what the CLI does rather than the
 /// request: (operation, flag, help).
@@ -125,7 +137,12 @@ pub fn options(operation: &str, relaxed: bool) -> Vec<VerbOption> {
         help: help.to_owned(),
     };
     for (_, flag, _, help) in EXTRA_FLAGS.iter().filter(|e| e.0 == operation) {
-        out.push(plain(flag, Arity::Flag, help));
+        let arity = if EXTRA_VALUE_FLAGS.contains(flag) {
+            Arity::One
+        } else {
+            Arity::Flag
+        };
+        out.push(plain(flag, arity, help));
     }
     for (_, flag, help) in CLIENT_FLAGS.iter().filter(|e| e.0 == operation) {
         out.push(plain(flag, Arity::Flag, help));
@@ -193,7 +210,11 @@ pub fn request(
         given.insert(member.name.to_owned(), value);
     }
     for (_, flag, member, _) in EXTRA_FLAGS.iter().filter(|e| e.0 == operation) {
-        if parsed.flag(flag) {
+        if EXTRA_VALUE_FLAGS.contains(flag) {
+            if let Some(v) = parsed.one(flag) {
+                given.insert((*member).to_owned(), Value::String(v.to_owned()));
+            }
+        } else if parsed.flag(flag) {
             given.insert((*member).to_owned(), Value::Bool(true));
         }
     }

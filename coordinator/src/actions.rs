@@ -22,7 +22,9 @@ mod commands;
 mod documents;
 mod instances;
 mod inventory;
+pub mod sizes;
 mod tags;
+mod users;
 pub mod wire;
 
 use serde_json::Value;
@@ -30,11 +32,13 @@ use tether_ssm::{ApiError, Operation, Request};
 
 pub use commands::truncate_output;
 
+use crate::authz::{self, Authority};
 use crate::core::Coordinator;
 use crate::credentials::{Caller, Transport};
 
 /// Runs one request as an edge received it: `operation` by name, `body` the
-/// JSON bytes (empty for no input).
+/// JSON bytes (empty for no input). Tether's size caps (`sizes`) hold here,
+/// whatever carried the request.
 pub async fn handle(
     c: &Coordinator,
     caller: &Caller,
@@ -45,7 +49,8 @@ pub async fn handle(
     dispatch(c, caller, request).await
 }
 
-/// The typed request of `operation` with `body`, as it arrived on `transport`.
+/// The typed request of `operation` with `body`, as it arrived on
+/// `transport`, within Tether's size caps.
 pub(crate) fn typed(
     transport: Transport,
     operation: &str,
@@ -60,23 +65,53 @@ pub(crate) fn typed(
             format!("operation {operation:?} is not supported by this coordinator"),
         ));
     }
-    Request::from_json(op, body)
+    sizes::check_body(operation, body)?;
+    let request = Request::from_json(op, body)?;
+    sizes::check_request(&request)?;
+    Ok(request)
 }
 
-/// Runs one typed request for `caller`.
+/// Runs one typed request for `caller`: reads what the caller may do (per
+/// request, from the store), authorises the request once here (SendCommand's
+/// instances, known only once its targets resolve, in its handler), runs
+/// it, and hands the outcome to the audit hook.
 pub async fn dispatch(
     c: &Coordinator,
     caller: &Caller,
     request: Request,
 ) -> Result<Value, ApiError> {
-    tracing::debug!(operation = request.operation().name(), principal = ?caller.principal, transport = ?caller.transport, "action");
+    let op = request.operation();
+    tracing::debug!(operation = op.name(), principal = ?caller.principal, transport = ?caller.transport, "action");
+    let authority = match Authority::of(c, caller).await {
+        Ok(a) => a,
+        Err(e) => {
+            let outcome = Err(e);
+            authz::audit_hook(caller, None, op, &outcome);
+            return outcome;
+        }
+    };
+    let outcome = match authz::authorize(c, &authority, &request).await {
+        Ok(()) => run(c, caller, &authority, request).await,
+        Err(e) => Err(e),
+    };
+    authz::audit_hook(caller, Some(&authority), op, &outcome);
+    outcome
+}
+
+/// Runs one authorised request.
+async fn run(
+    c: &Coordinator,
+    caller: &Caller,
+    authority: &Authority,
+    request: Request,
+) -> Result<Value, ApiError> {
     match request {
         Request::CreateActivation(r) => activations::create(c, r).await,
         Request::DescribeActivations(r) => activations::describe(c, r).await,
         Request::DeleteActivation(r) => activations::delete(c, r).await,
         Request::DescribeInstanceInformation(r) => instances::describe(c, r).await,
         Request::DeregisterManagedInstance(r) => instances::deregister(c, r).await,
-        Request::SendCommand(r) => commands::send(c, r).await,
+        Request::SendCommand(r) => commands::send(c, authority, r).await,
         Request::ListCommands(r) => commands::list(c, r).await,
         Request::ListCommandInvocations(r) => commands::list_invocations(c, r).await,
         Request::GetCommandInvocation(r) => commands::get_invocation(c, r).await,
@@ -103,8 +138,25 @@ pub async fn dispatch(
         Request::ListInventoryEntries(r) => inventory::list_entries(c, r).await,
         Request::GetInventory(r) => inventory::get(c, r).await,
         Request::ListInventoryChanges(r) => inventory::list_changes(c, r).await,
-        Request::CreateAccessKey(_) => access_keys::create(c).await,
-        Request::ListAccessKeys(_) => access_keys::list(c).await,
-        Request::DeleteAccessKey(r) => access_keys::delete(c, r).await,
+        Request::CreateOperatorConfig(r) => users::create_operator_config(c, r).await,
+        Request::ListOperatorTokens(r) => users::list_operator_tokens(c, r).await,
+        Request::DeleteOperatorToken(r) => users::delete_operator_token(c, r).await,
+        Request::CreateUser(r) => users::create(c, r).await,
+        Request::GetUser(r) => users::get(c, authority, r).await,
+        Request::ListUsers(r) => users::list(c, r).await,
+        Request::DeleteUser(r) => users::delete(c, r).await,
+        Request::TagUser(r) => users::tag(c, r).await,
+        Request::UntagUser(r) => users::untag(c, r).await,
+        Request::ListUserTags(r) => users::list_tags(c, r).await,
+        Request::PutUserPolicy(r) => users::put_policy(c, r).await,
+        Request::GetUserPolicy(r) => users::get_policy(c, r).await,
+        Request::ListUserPolicies(r) => users::list_policies(c, r).await,
+        Request::DeleteUserPolicy(r) => users::delete_policy(c, r).await,
+        Request::CreateAccessKey(r) => access_keys::create(c, authority, r).await,
+        Request::UpdateAccessKey(r) => access_keys::update(c, authority, r).await,
+        Request::ListAccessKeys(r) => access_keys::list(c, authority, r).await,
+        Request::DeleteAccessKey(r) => access_keys::delete(c, authority, r).await,
+        Request::GetAccessKeyLastUsed(r) => access_keys::last_used(c, r).await,
+        Request::SimulatePrincipalPolicy(r) => users::simulate(c, caller, r).await,
     }
 }

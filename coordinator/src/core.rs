@@ -53,6 +53,10 @@ pub enum AgentError {
     Deregistered(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// This replica cannot serve now (it cannot reach its database): the
+    /// agent should try another.
+    #[error("this coordinator cannot serve now: {0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for AgentError {
@@ -67,8 +71,15 @@ pub struct Coordinator {
     pub pki: Arc<Pki>,
     /// When the coordinator stops waiting for agents, and how long history is kept.
     pub timeouts: Timeouts,
+    /// The account ID and region in ARNs.
+    pub account: crate::account::Account,
+    /// What `operator.json` says (its token aside): the template of the
+    /// operator configs issued to users.
+    pub operator_config: Option<tether_cli::OperatorConfig>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
+    /// The most one poll response carries (tests make it smaller).
+    pub delivery_budget: usize,
     /// Deliberately corrupt envelopes (end-to-end tests only).
     hook: Option<EnvelopeHook>,
     bells: bell::Bells,
@@ -78,6 +89,12 @@ pub struct Coordinator {
     limiter: Mutex<registration::FailureLimiter>,
     /// Set when the server is stopping: held polls return at once.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Whether the last readiness check reached the database
+    /// ([`Coordinator::check_readiness`]); while it is false agents are
+    /// answered Unavailable, so that they move to another replica.
+    ready: tokio::sync::watch::Sender<bool>,
+    /// Readiness checks failed in a row.
+    failed_checks: std::sync::atomic::AtomicU32,
     /// Set when replicas share a PostgreSQL database: wake-ups go to them too.
     bus: OnceLock<Bus>,
 }
@@ -108,7 +125,10 @@ impl Coordinator {
             store,
             pki,
             timeouts: Timeouts::default(),
+            account: crate::account::Account::default(),
+            operator_config: None,
             poll_hold: limits::LONG_POLL_HOLD,
+            delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),
             associations: AssociationCache::default(),
@@ -116,6 +136,8 @@ impl Coordinator {
             sweeper: sweep::Sweeper::default(),
             limiter: Mutex::new(registration::FailureLimiter::default()),
             stopping: tokio::sync::watch::Sender::new(false),
+            ready: tokio::sync::watch::Sender::new(true),
+            failed_checks: std::sync::atomic::AtomicU32::new(0),
             bus: OnceLock::new(),
         }
     }
@@ -124,6 +146,69 @@ impl Coordinator {
     /// the hold time; agents simply poll again (and reconnect to the next run).
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Whether this replica can serve: its database answered the last
+    /// readiness check, and it is not stopping.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow() && !*self.stopping.borrow()
+    }
+
+    /// Checks that the database answers within
+    /// [`limits::READINESS_CHECK_TIMEOUT`], and records the verdict (logged
+    /// when it changes): unready after [`limits::READINESS_FAILURES`]
+    /// failed checks in a row, ready again after one that passes. `tether serve` runs it every
+    /// [`limits::READINESS_CHECK_INTERVAL`].
+    pub async fn check_readiness(&self) -> bool {
+        let verdict =
+            match tokio::time::timeout(limits::READINESS_CHECK_TIMEOUT, self.store.check()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} s",
+                    limits::READINESS_CHECK_TIMEOUT.as_secs()
+                )),
+            };
+        let failures = match verdict {
+            Ok(()) => 0,
+            Err(_) => self.failed_checks.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        if failures == 0 {
+            self.failed_checks.store(0, Ordering::SeqCst);
+        }
+        // One failed check may be a blip; two in a row are not.
+        let ok = failures < limits::READINESS_FAILURES;
+        let was = *self.ready.borrow();
+        // Only a change wakes whoever waits on it (held polls do).
+        self.ready
+            .send_if_modified(|r| std::mem::replace(r, ok) != ok);
+        match verdict {
+            Err(e) if was && !ok => tracing::error!(error = %e,
+                "the database cannot be reached: not ready; agents are sent to other replicas"),
+            Err(e) => tracing::warn!(error = %e, failures, "readiness check failed"),
+            Ok(()) if !was => tracing::info!("the database answers again: ready"),
+            Ok(()) => {}
+        }
+        ok
+    }
+
+    /// Resolves once this replica cannot reach its database (at once if it
+    /// cannot now): calls in flight are answered Unavailable rather than
+    /// left waiting on a database that is gone.
+    pub async fn until_unready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| !*r).await;
+    }
+
+    /// Refuses an agent's call while this replica cannot serve it.
+    pub fn serving(&self) -> Result<(), AgentError> {
+        if *self.ready.borrow() {
+            Ok(())
+        } else {
+            Err(AgentError::Unavailable(
+                "it cannot reach its database".into(),
+            ))
+        }
     }
 
     /// Wakes the instances whose invocation of `command_id` waits for a slot.

@@ -28,10 +28,64 @@ pub struct Caller {
 /// The identity a credential stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    /// The bootstrap operator token: the coordinator's administrator.
+    /// The bootstrap operator token: the account's root, allowed everything.
     Root,
-    /// A SigV4 access key.
+    /// A SigV4 access key of the root principal (keys issued before users
+    /// existed, or with no `--user-name`).
     AccessKey { access_key_id: String },
+    /// An IAM-style user, allowed what its policies allow.
+    User {
+        user_name: String,
+        credential: Credential,
+    },
+}
+
+/// Which of a user's credentials a request came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    OperatorToken { token_id: String },
+    AccessKey { access_key_id: String },
+}
+
+impl Principal {
+    /// The principal's user name, when it is a user.
+    pub fn user_name(&self) -> Option<&str> {
+        match self {
+            Principal::User { user_name, .. } => Some(user_name),
+            _ => None,
+        }
+    }
+
+    /// The ID of the credential used (an access key ID or a token ID).
+    pub fn credential_id(&self) -> Option<&str> {
+        match self {
+            Principal::Root => None,
+            Principal::AccessKey { access_key_id }
+            | Principal::User {
+                credential: Credential::AccessKey { access_key_id },
+                ..
+            } => Some(access_key_id),
+            Principal::User {
+                credential: Credential::OperatorToken { token_id },
+                ..
+            } => Some(token_id),
+        }
+    }
+}
+
+/// Why a credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the operator token is not valid for this coordinator")]
+    UnknownToken,
+    #[error("operator token {0} has expired")]
+    TokenExpired(String),
+    #[error("The security token included in the request is invalid: access key {0} is Inactive")]
+    KeyInactive(String),
+    #[error("The security token included in the request is expired: access key {0} expired")]
+    KeyExpired(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The wire a request came over.
@@ -49,14 +103,61 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Whether `token` is an operator token of this coordinator.
-pub async fn operator_token_is_valid(c: &Coordinator, token: &str) -> Result<bool, StoreError> {
-    let presented = token_hash(token);
-    let known = c.store.operator_token_hashes().await?;
-    Ok(known.iter().fold(false, |acc, h| {
-        let eq: bool = subtle::ConstantTimeEq::ct_eq(h.as_bytes(), presented.as_bytes()).into();
-        acc | eq
-    }))
+/// The principal `token` stands for: the bootstrap token is root; a user's
+/// token must not have expired (a revoked token, or one of a deleted user,
+/// is no longer stored). Looked up per request, so a change on any replica
+/// holds at once on every other.
+pub async fn operator_principal(c: &Coordinator, token: &str) -> Result<Principal, Refused> {
+    let row = c
+        .store
+        .operator_token(&token_hash(token))
+        .await?
+        .ok_or(Refused::UnknownToken)?;
+    let Some(user_name) = row.user_name else {
+        return Ok(Principal::Root);
+    };
+    let token_id = row.token_id.unwrap_or_default();
+    if row.expires_ms.is_some_and(|e| e <= now_ms()) {
+        return Err(Refused::TokenExpired(token_id));
+    }
+    Ok(Principal::User {
+        user_name,
+        credential: Credential::OperatorToken { token_id },
+    })
+}
+
+/// What an access key stands for and its secret in clear (for verifying a
+/// signature); `None` when no such key exists (or its sealed secret does
+/// not open under this data directory's key, which is logged). An inactive
+/// or expired key is refused.
+pub async fn access_key(
+    c: &Coordinator,
+    access_key_id: &str,
+) -> Result<Option<(String, Principal)>, Refused> {
+    let Some(row) = c.store.access_key(access_key_id).await? else {
+        return Ok(None);
+    };
+    if row.status != "Active" {
+        return Err(Refused::KeyInactive(access_key_id.to_string()));
+    }
+    if row.expires_ms.is_some_and(|e| e <= now_ms()) {
+        return Err(Refused::KeyExpired(access_key_id.to_string()));
+    }
+    let Some(secret) = access_key_secret(c, access_key_id).await? else {
+        return Ok(None);
+    };
+    let principal = match row.user_name {
+        None => Principal::AccessKey {
+            access_key_id: access_key_id.to_string(),
+        },
+        Some(user_name) => Principal::User {
+            user_name,
+            credential: Credential::AccessKey {
+                access_key_id: access_key_id.to_string(),
+            },
+        },
+    };
+    Ok(Some((secret, principal)))
 }
 
 /// The secret of `access_key_id` in clear, for verifying a signature; `None`

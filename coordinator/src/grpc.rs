@@ -12,12 +12,15 @@ use tether_proto as pb;
 use tether_ssm::state::Detail;
 use tether_store::{HostInfo, InstanceRow, InvocationResult, OutputChunk, PluginResult};
 use tether_util::time::now_ms;
+use tonic::codegen::{BoxFuture, Context, Poll as TaskPoll, Service, http};
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::actions;
 use crate::associations::{AssociationRun, InventoryItem, InventoryUpload, SignedSet};
 use crate::core::{AgentError, Coordinator, Poll, RegisterError, Registration, Report};
-use crate::credentials::{Caller, Principal, Transport};
+use crate::credentials::{Caller, Transport};
 use crate::pki;
 use crate::signing::Signed;
 
@@ -51,6 +54,7 @@ fn agent_status(e: AgentError) -> Status {
             Status::permission_denied(e.to_string())
         }
         AgentError::Internal(_) => Status::internal(e.to_string()),
+        AgentError::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -222,12 +226,13 @@ impl pb::registration_server::Registration for Services {
                 server_time_ms: now_ms(),
             })),
             Err(e) => Err(match e {
-                RegisterError::UnknownActivation(_) => Status::not_found(e.to_string()),
-                RegisterError::WrongCode(_) => Status::permission_denied(e.to_string()),
+                RegisterError::WrongIdOrCode => Status::permission_denied(e.to_string()),
                 RegisterError::Expired { .. }
                 | RegisterError::Deleted(_)
                 | RegisterError::LimitReached { .. } => Status::failed_precondition(e.to_string()),
-                RegisterError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
+                RegisterError::RateLimited { .. } | RegisterError::ActivationRateLimited { .. } => {
+                    Status::resource_exhausted(e.to_string())
+                }
                 RegisterError::BadRequest(_) => Status::invalid_argument(e.to_string()),
                 RegisterError::Internal(_) => Status::internal(e.to_string()),
             }),
@@ -325,30 +330,139 @@ impl pb::agent_server::Agent for Services {
     }
 }
 
+/// Checks an operator call's token (the `authorization: Bearer ...`
+/// header) and answers the principal it stands for.
+async fn check_operator_token(
+    core: &Coordinator,
+    headers: &http::HeaderMap,
+) -> Result<crate::credentials::Principal, Status> {
+    let token = headers
+        .get(pb::OPERATOR_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated("missing operator token (authorization: Bearer ...)")
+        })?;
+    match crate::credentials::operator_principal(core, token).await {
+        Ok(p) => Ok(p),
+        Err(crate::credentials::Refused::Store(e)) => Err(Status::internal(e.to_string())),
+        Err(e) => Err(Status::unauthenticated(e.to_string())),
+    }
+}
+
+/// What a [`Gate`] lets through to the service behind it. Every gate
+/// answers `Unavailable` while this replica cannot reach its database, so
+/// that agents (which take Unavailable for a transport failure) move to
+/// another replica at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Anyone (registration: the activation is the credential, and its
+    /// message limit is what an unauthenticated call needs).
+    Anyone,
+    /// Calls with a client certificate (agents; the certificate chain was
+    /// verified against the CA during the handshake).
+    Agents,
+    /// Calls with a valid operator token.
+    Operators,
+}
+
+/// The credential check of a service, made on the call's headers before its
+/// message is read and decoded: a caller without credentials is answered
+/// `Unauthenticated` without the coordinator reading (up to the service's
+/// message limit) what it sent. The services check again, fully, once
+/// decoded (an agent's certificate must name a registered instance). The
+/// gate also holds the replica's readiness: refused at once while it cannot
+/// reach its database, and a call in flight when it loses it answered
+/// `Unavailable` then.
+#[derive(Clone, Debug)]
+pub struct Gate<S> {
+    inner: S,
+    core: Arc<Coordinator>,
+    admit: Admit,
+}
+
+impl<S> Gate<S> {
+    pub fn new(inner: S, core: Arc<Coordinator>, admit: Admit) -> Self {
+        Gate { inner, core, admit }
+    }
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+impl<S> Service<GrpcRequest> for Gate<S>
+where
+    S: Service<GrpcRequest, Response = GrpcResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<GrpcResponse, std::convert::Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> TaskPoll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        // The clone that was made ready serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (core, admit) = (self.core.clone(), self.admit);
+        Box::pin(async move {
+            let checked = match core.serving().map_err(agent_status) {
+                Err(unavailable) => Err(unavailable),
+                Ok(()) => match admit {
+                    Admit::Anyone => Ok(()),
+                    Admit::Agents => has_client_certificate(&req),
+                    Admit::Operators => check_operator_token(&core, req.headers()).await.map(drop),
+                },
+            };
+            if let Err(status) = checked {
+                return Ok(status.into_http());
+            }
+            // A call still waiting when the database goes (on a query, or a
+            // held poll) is answered Unavailable at once.
+            tokio::select! {
+                answer = inner.call(req) => answer,
+                () = core.until_unready() => Ok(agent_status(AgentError::Unavailable(
+                    "it lost its database".into(),
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+impl<S: NamedService> NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+fn has_client_certificate(req: &GrpcRequest) -> Result<(), Status> {
+    let certs = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs);
+    match certs {
+        Some(c) if !c.is_empty() => Ok(()),
+        _ => Err(Status::unauthenticated(
+            "a client certificate is required: register the agent first",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operator_server::Operator for Services {
     async fn invoke(
         &self,
         req: Request<pb::OperatorCall>,
     ) -> Result<Response<pb::OperatorReply>, Status> {
-        let token = req
-            .metadata()
-            .get(pb::OPERATOR_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("missing operator token (authorization: Bearer ...)")
-            })?;
-        let valid = crate::credentials::operator_token_is_valid(&self.core, token)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !valid {
-            return Err(Status::unauthenticated(
-                "the operator token is not valid for this coordinator",
-            ));
-        }
+        let principal =
+            check_operator_token(&self.core, &req.metadata().clone().into_headers()).await?;
         let caller = Caller {
-            principal: Principal::Root,
+            principal,
             transport: Transport::Grpc,
             source: req.remote_addr().map(|a| a.ip()),
         };

@@ -1,5 +1,6 @@
 //! The HTTPS listener (`--http-listen`). It serves the CA certificate, a health
-//! document, what installs an agent — `/install.sh` (rendered by
+//! document (`/health`), the probes `/healthz` (alive) and `/readyz` (its
+//! database answers), what installs an agent — `/install.sh` (rendered by
 //! [`crate::install`]), `/agent/tether-agent` and `/agent/tether-agent.sha256` —
 //! and, on `POST /`, the SSM-compatible API (`ssm_http`).
 
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tether_ssm::limits;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
@@ -41,14 +43,36 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     Ok(cfg)
 }
 
+/// The downloads once they are ready: reading and hashing the agent binary
+/// takes a while (seconds for a debug build), and nothing else waits for it.
+pub type DownloadsReady = tokio::sync::watch::Receiver<Option<Arc<Downloads>>>;
+
 async fn handle(
     core: Arc<Coordinator>,
-    downloads: Arc<Downloads>,
+    mut ready: DownloadsReady,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     if crate::ssm_http::is_api_request(&req) {
+        if !core.is_ready() {
+            return crate::ssm_http::unavailable();
+        }
         return crate::ssm_http::handle(&core, req).await;
     }
+    let downloads = match req.uri().path() {
+        "/install.sh" | "/agent/tether-agent" | "/agent/tether-agent.sha256" => {
+            match ready.wait_for(Option::is_some).await.map(|d| d.clone()) {
+                Ok(Some(d)) => d,
+                _ => Arc::new(Downloads {
+                    agent: Err("the agent download was not loaded".into()),
+                    script: String::new(),
+                }),
+            }
+        }
+        _ => Arc::new(Downloads {
+            agent: Err(String::new()),
+            script: String::new(),
+        }),
+    };
     let pki = &core.pki;
     let missing = |e: &String| {
         (
@@ -90,6 +114,14 @@ async fn handle(
             .to_string()
             .into(),
         ),
+        // Probes: no authentication, and nothing about the fleet.
+        "/healthz" => (StatusCode::OK, "text/plain", Bytes::from("ok\n")),
+        "/readyz" if core.is_ready() => (StatusCode::OK, "text/plain", Bytes::from("ready\n")),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            Bytes::from("not ready: the database cannot be reached, or the server is stopping\n"),
+        ),
         "/ca.pem" => (
             StatusCode::OK,
             "application/x-pem-file",
@@ -99,7 +131,7 @@ async fn handle(
             StatusCode::NOT_FOUND,
             "text/plain",
             format!(
-                "{other}: not found (try /health, /ca.pem, /install.sh or /agent/tether-agent)\n"
+                "{other}: not found (try /health, /healthz, /readyz, /ca.pem, /install.sh or /agent/tether-agent)\n"
             )
             .into(),
         ),
@@ -112,8 +144,14 @@ async fn handle(
     resp
 }
 
-/// Serves HTTPS on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc<Downloads>) {
+/// Serves HTTPS on `listener` until the task is dropped. Slow clients are
+/// let go: a handshake must finish within [`limits::TLS_HANDSHAKE_TIMEOUT`],
+/// a request's headers arrive within [`limits::HTTP_HEADER_TIMEOUT`] of the
+/// server waiting for them (so an idle keep-alive connection is closed
+/// after as long), a body within [`limits::HTTP_BODY_TIMEOUT`]
+/// (`ssm_http`), and a response the client stops reading is abandoned after
+/// [`limits::HTTP_WRITE_STALL_TIMEOUT`].
+pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: DownloadsReady) {
     let cfg = match tls_config(&core.pki) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -130,19 +168,20 @@ pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc
         let core = core.clone();
         let downloads = downloads.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "HTTPS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "HTTPS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "HTTPS handshake timed out");
+                        return;
+                    }
+                };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 // The peer's address, for the caller of the SSM API.
                 req.extensions_mut().insert(peer);
@@ -150,8 +189,11 @@ pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: Arc
                 let downloads = downloads.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(core, downloads, req).await) }
             });
+            let io = crate::conn::StallGuard::new(tls, limits::HTTP_WRITE_STALL_TIMEOUT);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits::HTTP_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(io), svc)
                 .await
             {
                 debug!(%peer, error = %e, "HTTPS connection ended with an error");

@@ -57,7 +57,9 @@ pin_of() { sed -e '/-----/d' "$1" | base64 -d | sha256sum | cut -d' ' -f1; }
 
 mkdir -p "$ETC" "$LOG_DIR"
 chmod 0755 "$ETC"
-chmod 0750 "$LOG_DIR"
+# The agent's own log directory, root only (older installs shared it).
+chown root:root "$LOG_DIR"
+chmod 0700 "$LOG_DIR"
 if [ ! -s "$ETC/ca.pem" ] || [ "sha256:$(pin_of "$ETC/ca.pem")" != "$CA_PIN" ]; then
     fetch_insecure "$HTTP_ENDPOINT/ca.pem" "$tmp/ca.pem" || die "cannot fetch $HTTP_ENDPOINT/ca.pem"
     got="sha256:$(pin_of "$tmp/ca.pem")"

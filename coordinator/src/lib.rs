@@ -8,7 +8,10 @@
 //! - [`actions`]: the one door of every operator request (typed, validated,
 //!   dispatched with its [`credentials::Caller`]); the SSM operations.
 //! - [`credentials`]: operator tokens and access keys: who is calling.
+//! - [`account`]: the account ID and region in ARNs.
+//! - [`authz`]: what a caller may do: IAM-style policies, checked at the one door.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
+//! - [`conn`]: accepting connections: handshake and first-read deadlines, stalled writes.
 //! - [`http`]: the HTTPS listener.
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
 //! - [`sigv4`]: SigV4 signature verification (pure).
@@ -16,8 +19,11 @@
 //!
 //! (`fuzzing` is hidden: the gRPC edge's conversions, for the fuzz targets in `fuzz/`.)
 
+pub mod account;
 pub mod actions;
 pub mod associations;
+pub mod authz;
+pub mod conn;
 pub mod core;
 pub mod credentials;
 #[doc(hidden)]

@@ -70,10 +70,35 @@ struct Serve {
     /// binary, else /usr/share/tether/tether-agent).
     #[arg(long, env = "TETHER_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
+    /// The region named in ARNs (`arn:aws:ssm:REGION:ACCOUNT:…`) and in
+    /// operator.json; replicas of one database should agree.
+    #[arg(long, env = "TETHER_REGION", default_value = tether_coordinator::authz::DEFAULT_REGION, value_parser = region)]
+    region: String,
+}
+
+/// A region name as AWS spells them (`us-east-1`, `eu-central-2`, `lab-1`).
+fn region(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a region name (lowercase letters, digits and dashes, e.g. us-east-1)"
+        ))
+    }
 }
 
 /// Logs to stderr (journald under systemd), or to `TETHER_LOG_FILE` rotated by
-/// size when set (SysV hosts: /var/log/tether/coordinator.log).
+/// size when set (SysV hosts: /var/log/tether-coordinator/coordinator.log).
+/// The file's directory is the coordinator's own (created 0700; refused when
+/// another user owns it or others can write it), the files are 0600 and
+/// opened without following symbolic links; when the file cannot be used,
+/// logs go to stderr, which says why.
 fn init_logging() {
     use tether_ssm::limits::{LOG_FILE_KEEP, LOG_FILE_MAX_BYTES};
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
@@ -84,23 +109,36 @@ fn init_logging() {
         .with_timer(tracing_subscriber::fmt::time::ChronoUtc::new(
             "%Y-%m-%d %H:%M:%S%.3f".into(),
         ));
-    match std::env::var_os("TETHER_LOG_FILE").filter(|p| !p.is_empty()) {
-        Some(path) => {
+    let Some(path) = std::env::var_os("TETHER_LOG_FILE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+    else {
+        return builder.with_writer(std::io::stderr).init();
+    };
+    let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let usable = tether_util::fs::private_log_dir(&dir, uid)
+        .and_then(|()| tether_util::fs::check_log_file(&path, uid, nofollow))
+        .and_then(|()| tether_util::fs::narrow_rotated_logs(&path, uid));
+    match usable {
+        Ok(()) => {
             let file = file_rotate::FileRotate::new(
-                PathBuf::from(path),
+                path,
                 file_rotate::suffix::AppendCount::new(LOG_FILE_KEEP),
                 file_rotate::ContentLimit::BytesSurpassed(LOG_FILE_MAX_BYTES),
                 file_rotate::compression::Compression::None,
-                Some({
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut o = std::fs::OpenOptions::new();
-                    o.read(true).create(true).append(true).mode(0o640);
-                    o
-                }),
+                Some(tether_util::fs::log_open_options(nofollow)),
             );
             builder.with_writer(std::sync::Mutex::new(file)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        Err(e) => {
+            builder.with_writer(std::io::stderr).init();
+            tracing::error!(file = %path.display(), error = %e, "TETHER_LOG_FILE cannot be used; logging to stderr");
+        }
     }
 }
 
@@ -155,11 +193,17 @@ fn main() -> ExitCode {
                 },
                 aws_config: s.aws_config,
                 agent_binary: s.agent_binary,
+                region: s.region,
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tether serve: {e:#}");
+                    // Unsafe files do not mend by restarting: the units do
+                    // not restart on this code (sysexits' EX_CONFIG).
+                    if e.downcast_ref::<tether_util::strict::Unsafe>().is_some() {
+                        return ExitCode::from(78);
+                    }
                     ExitCode::FAILURE
                 }
             }

@@ -7,7 +7,7 @@
 //! given stays valid. This module never logs key material.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -53,16 +53,16 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
-/// Writes `data` to `path` atomically with mode 0600.
+/// Writes `data` to `path` atomically with mode 0600
+/// ([`tether_util::fs::write_private`]).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
     tether_util::fs::write_private(path, data).map_err(io_err(path))
 }
 
-/// Creates `dir` (and parents) and restricts it to its owner.
+/// Creates `dir` (and missing parents) owner-only, and restricts it to its
+/// owner if it existed.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-    Ok(())
+    tether_util::fs::create_private_dir_all(dir).map_err(io_err(dir))
 }
 
 /// `sha256:<hex>` of a certificate's DER bytes: what agents pin.
@@ -153,6 +153,7 @@ impl Pki {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
@@ -376,6 +377,7 @@ pub fn subject_common_name(der: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn created_once_then_reused_with_the_same_pin() {

@@ -15,14 +15,16 @@ use anyhow::Context;
 use tether_cli::OperatorConfig;
 use tether_proto as pb;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::core::Coordinator;
 use crate::credentials::token_hash;
-use crate::grpc::Services;
+use crate::grpc::{Admit, Gate, Services};
 use crate::pki::{Pki, write_private};
+use tether_ssm::limits;
 use tether_store::Store;
+use tether_util::strict::{Policy, Unsafe};
 use tether_util::time::now_ms;
 
 /// What `tether serve` was asked to do.
@@ -43,6 +45,8 @@ pub struct ServeConfig {
     pub aws_config: Option<PathBuf>,
     /// The agent binary served to nodes (default: see [`crate::install::AgentDownload::load`]).
     pub agent_binary: Option<PathBuf>,
+    /// `--region`: the region named in ARNs.
+    pub region: String,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -88,8 +92,8 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
     if let Ok(text) = std::fs::read_to_string(path)
         && let Ok(old) = serde_json::from_str::<OperatorConfig>(&text)
     {
-        let known = store.operator_token_hashes().await?;
-        if known.contains(&token_hash(&old.token)) {
+        let known = store.operator_token(&token_hash(&old.token)).await?;
+        if known.is_some_and(|t| t.user_name.is_none()) {
             return Ok(old.token);
         }
     }
@@ -98,6 +102,17 @@ async fn operator_token(store: &Store, path: &Path) -> anyhow::Result<String> {
         .add_operator_token(&token_hash(&token), now_ms())
         .await?;
     Ok(token)
+}
+
+/// A fresh 12-digit account ID (never starting with 0, as AWS's).
+fn new_account_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let first = rng.random_range(1..=9u8);
+    let rest: String = (0..11)
+        .map(|_| char::from(b'0' + rng.random_range(0..=9u8)))
+        .collect();
+    format!("{first}{rest}")
 }
 
 /// Where the AWS bridge's configuration is, if anywhere: `--aws-config`,
@@ -166,6 +181,42 @@ fn redact_url(database: &str) -> String {
     }
 }
 
+/// The private keys among the coordinator's files: readable by their owner only.
+const SECRET_FILES: &[&str] = &["ca.key", "signing.key", "access-keys.key", "server.key"];
+
+/// StrictModes (see [`tether_util::strict`]) over everything the coordinator
+/// trusts, before it reads any of it: the data directory and the secrets
+/// directory (CA, signing and sealing keys, server key, `operator.json`)
+/// with all they hold and every directory above them; the SQLite database
+/// and its `-wal`/`-shm` files wherever `--database` puts them; the AWS
+/// bridge's configuration. What does not exist yet is judged by the
+/// directory it will be created in.
+pub fn check_files(cfg: &ServeConfig, secrets_dir: &Path) -> Result<(), Unsafe> {
+    let mut policy = Policy::new(nix::unistd::geteuid().as_raw());
+    policy.check_tree(&cfg.data_dir, SECRET_FILES)?;
+    policy.check_tree(secrets_dir, SECRET_FILES)?;
+    if let Some(path) = sqlite_path(cfg) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            policy.check_file(Path::new(&name), false)?;
+        }
+    }
+    if let Some(aws) = &cfg.aws_config {
+        policy.check_file(aws, false)?;
+    }
+    Ok(())
+}
+
+/// The SQLite file the coordinator uses, if it uses one.
+fn sqlite_path(cfg: &ServeConfig) -> Option<PathBuf> {
+    match &cfg.database {
+        None => Some(cfg.data_dir.join("tether.db")),
+        Some(db) if tether_store::is_postgres_url(db) => None,
+        Some(db) => Some(PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db))),
+    }
+}
+
 /// Runs the coordinator until `shutdown` resolves.
 pub async fn run(
     mut cfg: ServeConfig,
@@ -179,6 +230,7 @@ pub async fn run(
         .secrets_dir
         .clone()
         .unwrap_or_else(|| cfg.data_dir.clone());
+    check_files(&cfg, &secrets_dir).context("refusing to start")?;
     let pki = Arc::new(
         Pki::load_or_create_shared(&cfg.data_dir, &secrets_dir, &names).with_context(|| {
             format!(
@@ -209,6 +261,14 @@ pub async fn run(
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    // The account ID: made by the first replica to start, kept in the database.
+    let account = crate::account::Account {
+        id: store
+            .setting_or_init("account_id", &new_account_id())
+            .await
+            .context("reading the account ID")?,
+        region: cfg.region.clone(),
+    };
     let operator_path = cfg.data_dir.join("operator.json");
     let operator = OperatorConfig {
         endpoint: local_url(grpc_addr),
@@ -218,6 +278,8 @@ pub async fn run(
         token: operator_token(&store, &operator_path).await?,
         advertised_endpoint: advertised_url(&cfg.advertise, grpc_addr),
         advertised_http_endpoint: advertised_url(&cfg.advertise, http_addr),
+        account_id: account.id.clone(),
+        region: account.region.clone(),
     };
     write_private(
         &operator_path,
@@ -236,6 +298,11 @@ pub async fn run(
 
     let mut coordinator = Coordinator::new(store, pki.clone());
     coordinator.timeouts = cfg.timeouts;
+    coordinator.account = account;
+    coordinator.operator_config = Some(OperatorConfig {
+        token: String::new(),
+        ..operator.clone()
+    });
     let core = Arc::new(coordinator);
     // Replicas on one PostgreSQL database wake each other's held polls.
     let replica_tasks = if core.store.dialect() == tether_store::Dialect::Postgres {
@@ -269,36 +336,49 @@ pub async fn run(
         })
     };
 
-    let writer = tokio::spawn(core.clone().run_writer());
-    let downloads = {
-        let agent = crate::install::AgentDownload::load(cfg.agent_binary.as_deref());
-        match &agent {
-            Ok(a) => {
-                info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+    // Readiness: a replica that cannot reach its database says so on
+    // /readyz and sends its agents elsewhere until it can again.
+    let readiness = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::READINESS_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                core.check_readiness().await;
             }
-            Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
-        }
-        let script = crate::install::render_script(
-            &operator.advertised_endpoint,
-            &operator.advertised_http_endpoint,
-            &operator.ca_pin,
-            agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
-        );
-        Arc::new(crate::http::Downloads {
-            agent: agent.map_err(|e| e.to_string()),
-            script,
+        })
+    };
+    let writer = tokio::spawn(core.clone().run_writer());
+    // The agent download is read and hashed beside the start, not before it.
+    let (set_downloads, downloads) = tokio::sync::watch::channel(None);
+    let loading = {
+        let (binary, operator) = (cfg.agent_binary.clone(), operator.clone());
+        tokio::task::spawn_blocking(move || {
+            let agent = crate::install::AgentDownload::load(binary.as_deref());
+            match &agent {
+                Ok(a) => {
+                    info!(path = %a.path.display(), sha256 = %a.sha256, "serving the agent binary")
+                }
+                Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
+            }
+            let script = crate::install::render_script(
+                &operator.advertised_endpoint,
+                &operator.advertised_http_endpoint,
+                &operator.ca_pin,
+                agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
+            );
+            set_downloads.send_replace(Some(Arc::new(crate::http::Downloads {
+                agent: agent.map_err(|e| e.to_string()),
+                script,
+            })));
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
     let bridge = bridge_cfg.map(|b| spawn_bridge(core.store.clone(), b));
 
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &pki.server_chain_pem,
-            &pki.server_key_pem,
-        ))
-        .client_ca_root(Certificate::from_pem(&pki.ca_cert_pem))
-        .client_auth_optional(true);
+    let (incoming, acceptor) =
+        crate::conn::grpc_incoming(grpc_listener, crate::conn::grpc_tls_config(&pki)?);
     let services = Services::new(core.clone());
     let stopping = core.clone();
     let shutdown = async move {
@@ -306,35 +386,34 @@ pub async fn run(
         info!("stopping: releasing held polls");
         stopping.begin_shutdown();
     };
+    // Message limits by what the caller proved: nothing (registration: an
+    // activation and a CSR), a client certificate (agents: reports carry step
+    // output), an operator token (a request body). Gates check the
+    // credential before a message is read.
     let max = pb::MAX_MESSAGE_BYTES;
+    let agents = pb::agent_server::AgentServer::new(services.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let operators = pb::operator_server::OperatorServer::new(services.clone())
+        .max_decoding_message_size(limits::MAX_OPERATOR_MESSAGE_BYTES)
+        .max_encoding_message_size(max);
     let result = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(pb::registration_server::RegistrationServer::new(
-            services.clone(),
+        .add_service(Gate::new(
+            pb::registration_server::RegistrationServer::new(services)
+                .max_decoding_message_size(limits::MAX_UNAUTHENTICATED_MESSAGE_BYTES),
+            core.clone(),
+            Admit::Anyone,
         ))
-        .add_service(
-            pb::agent_server::AgentServer::new(services.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            pb::operator_server::OperatorServer::new(services)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(
-            // Small request/response exchanges: Nagle's algorithm against the
-            // peer's delayed ACK would add ~40 ms to each.
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
-            ),
-            shutdown,
-        )
+        .add_service(Gate::new(agents, core.clone(), Admit::Agents))
+        .add_service(Gate::new(operators, core.clone(), Admit::Operators))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    acceptor.abort();
+    loading.abort();
     sweeper.abort();
+    readiness.abort();
     for t in replica_tasks {
         t.abort();
     }

@@ -56,8 +56,8 @@ impl EnvelopeHook {
 }
 
 /// The envelope of one invocation: the command bound to the instance, the
-/// document's content and hash, the resolved parameters, an expiry and a
-/// fresh nonce.
+/// document's content and hash, the resolved parameters, the principal that
+/// sent it, an expiry and a fresh nonce.
 pub fn command(
     pki: &Pki,
     hook: Option<EnvelopeHook>,
@@ -76,6 +76,7 @@ pub fn command(
         issued_at_ms: now,
         expires_at_ms: now + limits::ENVELOPE_LIFETIME.as_millis() as i64,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
+        requested_by: cmd.requested_by.clone(),
     };
     match hook {
         Some(EnvelopeHook::Misaddress) => signed.instance_id = "mi-00000000000000000".into(),
@@ -101,6 +102,13 @@ pub fn command(
         },
         _ => Signed { payload, signature },
     }
+}
+
+/// The bytes a command's envelope takes, from its variable part (document,
+/// resolved parameters, document name, version and hash), counting the fixed
+/// fields (IDs, times, nonce, signature, framing) generously.
+pub fn envelope_bytes(variable: usize) -> usize {
+    variable.saturating_add(1024)
 }
 
 /// A cancellation of `command_id` on `instance_id`, valid for an envelope's

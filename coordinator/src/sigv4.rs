@@ -192,6 +192,24 @@ pub fn verify(
     service: &str,
     now: DateTime<Utc>,
 ) -> Result<(), SigError> {
+    let amz_date = precheck(req, auth, service, now)?;
+    let canonical = canonical_request(req, &auth.signed_headers)?;
+    let expected = signature(secret, auth, &amz_date, &canonical);
+    let ok: bool =
+        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), auth.signature.as_bytes()).into();
+    if ok { Ok(()) } else { Err(SigError::Mismatch) }
+}
+
+/// Every check of [`verify`] that needs neither the secret nor the body —
+/// the scope, no session token, the date window, `host` and `x-amz-date`
+/// signed — so that a request failing them is refused before its body is
+/// read. Gives back the request's X-Amz-Date.
+pub fn precheck(
+    req: &Request<'_>,
+    auth: &Authorization,
+    service: &str,
+    now: DateTime<Utc>,
+) -> Result<String, SigError> {
     if auth.service != service {
         return Err(SigError::Scope(format!(
             "Credential should be scoped to correct service: '{service}' (got '{}')",
@@ -238,19 +256,24 @@ pub fn verify(
             now: fmt(now),
         });
     }
-    for required in ["host", "x-amz-date"] {
-        if !auth.signed_headers.iter().any(|h| h == required) {
+    require_signed(auth, &["host", "x-amz-date"])?;
+    Ok(amz_date.to_string())
+}
+
+/// Refuses a request whose SignedHeaders leave out one of `required`: what
+/// the signature does not cover, anyone could change in flight (the SSM API
+/// requires its `x-amz-target` and `content-type`, or a request signed for
+/// one operation could be replayed as another).
+pub fn require_signed(auth: &Authorization, required: &[&str]) -> Result<(), SigError> {
+    for name in required {
+        if !auth.signed_headers.iter().any(|h| h == name) {
             return Err(SigError::Incomplete(format!(
-                "SignedHeaders must include {required} (got {})",
+                "SignedHeaders must include {name} (got {})",
                 auth.signed_headers.join(";")
             )));
         }
     }
-    let canonical = canonical_request(req, &auth.signed_headers)?;
-    let expected = signature(secret, auth, amz_date, &canonical);
-    let ok: bool =
-        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), auth.signature.as_bytes()).into();
-    if ok { Ok(()) } else { Err(SigError::Mismatch) }
+    Ok(())
 }
 
 /// The hex signature of `canonical_request` under `secret` and `auth`'s scope.
@@ -520,6 +543,30 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "UnrecognizedClientException"
+        );
+    }
+
+    #[test]
+    fn required_headers_must_be_signed() {
+        let req = request(VANILLA, "20150830T123600Z", b"");
+        let auth = authorization(&req).unwrap();
+        assert_eq!(require_signed(&auth, &["host", "x-amz-date"]), Ok(()));
+        let e = require_signed(&auth, &["host", "x-amz-target", "content-type"]).unwrap_err();
+        assert_eq!(e.code(), "IncompleteSignatureException");
+        assert_eq!(
+            e.to_string(),
+            "SignedHeaders must include x-amz-target (got host;x-amz-date)"
+        );
+        // The checks before the body: a date out of the window is refused there.
+        assert_eq!(
+            precheck(&req, &auth, "service", at("20150830T123600Z")).unwrap(),
+            "20150830T123600Z"
+        );
+        assert_eq!(
+            precheck(&req, &auth, "service", at("20150830T124601Z"))
+                .unwrap_err()
+                .code(),
+            "InvalidSignatureException"
         );
     }
 

@@ -69,6 +69,17 @@ pub enum DocumentError {
     #[error("{field}: step name must not be empty")]
     EmptyStepName { field: String },
 
+    /// A step name holds a control character (NUL, a line break, an escape,
+    /// a bidirectional override…): it would be cut short by C code, split a
+    /// log line, or drive the terminal of whoever lists the output.
+    #[error("{field}: step name {} contains {what} (U+{code:04X}); use printable characters only", quote(.name))]
+    StepNameControl {
+        field: String,
+        name: String,
+        what: &'static str,
+        code: u32,
+    },
+
     /// A precondition Tether cannot evaluate.
     #[error("{field}: {reason}")]
     InvalidPrecondition { field: String, reason: String },

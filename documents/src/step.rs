@@ -358,6 +358,39 @@ pub(crate) fn parse_main_steps(node: &Node) -> Result<Vec<StepDef>, DocumentErro
         .collect()
 }
 
+/// A step name is not empty and holds no control character: none of
+/// Unicode's Cc (C0 with NUL, DEL, C1), no line or paragraph separator, and
+/// no bidirectional embedding, override or isolate (text that displays in
+/// another order than it reads).
+fn check_step_name(name: &str, path: &str) -> Result<(), DocumentError> {
+    if name.is_empty() {
+        return Err(DocumentError::EmptyStepName {
+            field: path.to_owned(),
+        });
+    }
+    let bad = name.chars().find_map(|c| {
+        let what = match c {
+            '\0' => "a NUL character",
+            c if c.is_control() => "a control character",
+            '\u{2028}' | '\u{2029}' => "a line separator",
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => {
+                "a bidirectional control"
+            }
+            _ => return None,
+        };
+        Some((what, c))
+    });
+    match bad {
+        Some((what, c)) => Err(DocumentError::StepNameControl {
+            field: path.to_owned(),
+            name: name.to_owned(),
+            what,
+            code: u32::from(c),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn parse_action(field: &str, value: &str) -> Result<StepAction, DocumentError> {
     value.parse().map_err(|_| DocumentError::UnknownAction {
         field: field.to_owned(),
@@ -372,9 +405,7 @@ fn parse_inputs(
     precondition: Option<PlatformType>,
     inputs: &Obj<'_>,
 ) -> Result<StepDef, DocumentError> {
-    if name.is_empty() {
-        return Err(DocumentError::EmptyStepName { field: path });
-    }
+    check_step_name(&name, &path)?;
     let run_path = inputs.child("runCommand");
     let run_command = match inputs.required("runCommand")? {
         Node::String(s) => vec![Template::parse(s)],
@@ -434,9 +465,7 @@ fn parse_inventory_inputs(
     precondition: Option<PlatformType>,
     inputs: &Obj<'_>,
 ) -> Result<StepDef, DocumentError> {
-    if name.is_empty() {
-        return Err(DocumentError::EmptyStepName { field: path });
-    }
+    check_step_name(&name, &path)?;
     let mut inventory = Vec::new();
     for k in INVENTORY_INPUTS {
         if let Some(v) = inputs.opt_string(k)? {

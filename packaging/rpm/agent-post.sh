@@ -1,5 +1,7 @@
 [ -d /var/lib/tether-agent ] || install -d -m 0700 /var/lib/tether-agent
-[ -d /var/log/tether ] || install -d -m 0750 /var/log/tether
+# The agent's own log directory (root only): older packages shared it with
+# the coordinator's user (root:tether 0770).
+install -d -m 0700 -o root -g root /var/log/tether
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
     systemctl enable tether-agent.service >/dev/null 2>&1 || :

@@ -79,17 +79,51 @@ pub enum Operation {
     GetInventory,
     /// Tether: what changed in a node's inventory between two times (packages added, removed, upgraded; addresses changed).
     ListInventoryChanges,
-    /// Tether: issue a SigV4 access key for the SSM-compatible HTTP API (the secret is shown once).
+    /// Tether: issue an operator token for a user and answer an operator.json that carries it (the token is shown once; only its hash is stored).
+    CreateOperatorConfig,
+    /// Tether: list the operator tokens issued to users (never the tokens).
+    ListOperatorTokens,
+    /// Tether: revoke an operator token: calls made with it are refused from then on.
+    DeleteOperatorToken,
+    /// Creates a new IAM user for your Amazon Web Services account.
+    CreateUser,
+    /// Retrieves information about the specified IAM user, including the user's creation date, path, unique ID, and ARN.
+    GetUser,
+    /// Lists the IAM users that have the specified path prefix.
+    ListUsers,
+    /// Deletes the specified IAM user.
+    DeleteUser,
+    /// Adds one or more tags to an IAM user.
+    TagUser,
+    /// Removes the specified tags from the user.
+    UntagUser,
+    /// Lists the tags that are attached to the specified IAM user.
+    ListUserTags,
+    /// Adds or updates an inline policy document that is embedded in the specified IAM user.
+    PutUserPolicy,
+    /// Retrieves the specified inline policy document that is embedded in the specified IAM user.
+    GetUserPolicy,
+    /// Lists the names of the inline policies embedded in the specified IAM user.
+    ListUserPolicies,
+    /// Deletes the specified inline policy that is embedded in the specified IAM user.
+    DeleteUserPolicy,
+    /// Creates a new Amazon Web Services secret access key and corresponding Amazon Web Services access key ID for the specified user.
     CreateAccessKey,
-    /// Tether: list the issued access keys (never their secrets).
+    /// Changes the status of the specified access key from Active to Inactive, or vice versa.
+    UpdateAccessKey,
+    /// Returns information about the access key IDs associated with the specified IAM user.
     ListAccessKeys,
-    /// Tether: delete an access key; requests signed with it are refused from then on.
+    /// Deletes the access key pair associated with the specified IAM user.
     DeleteAccessKey,
+    /// Retrieves information about when the specified access key was last used.
+    GetAccessKeyLastUsed,
+    /// Simulate how a set of IAM policies attached to an IAM entity works with a list of API operations and Amazon Web Services resources to determine the policies' effective permissions.
+    SimulatePrincipalPolicy,
 }
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 33] = [
+    pub const ALL: [Operation; 50] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -120,9 +154,26 @@ impl Operation {
         Operation::ListInventoryEntries,
         Operation::GetInventory,
         Operation::ListInventoryChanges,
+        Operation::CreateOperatorConfig,
+        Operation::ListOperatorTokens,
+        Operation::DeleteOperatorToken,
+        Operation::CreateUser,
+        Operation::GetUser,
+        Operation::ListUsers,
+        Operation::DeleteUser,
+        Operation::TagUser,
+        Operation::UntagUser,
+        Operation::ListUserTags,
+        Operation::PutUserPolicy,
+        Operation::GetUserPolicy,
+        Operation::ListUserPolicies,
+        Operation::DeleteUserPolicy,
         Operation::CreateAccessKey,
+        Operation::UpdateAccessKey,
         Operation::ListAccessKeys,
         Operation::DeleteAccessKey,
+        Operation::GetAccessKeyLastUsed,
+        Operation::SimulatePrincipalPolicy,
     ];
 
     /// The operation's name in the model (`SendCommand`).
@@ -158,9 +209,26 @@ impl Operation {
             Operation::ListInventoryEntries => "ListInventoryEntries",
             Operation::GetInventory => "GetInventory",
             Operation::ListInventoryChanges => "ListInventoryChanges",
+            Operation::CreateOperatorConfig => "CreateOperatorConfig",
+            Operation::ListOperatorTokens => "ListOperatorTokens",
+            Operation::DeleteOperatorToken => "DeleteOperatorToken",
+            Operation::CreateUser => "CreateUser",
+            Operation::GetUser => "GetUser",
+            Operation::ListUsers => "ListUsers",
+            Operation::DeleteUser => "DeleteUser",
+            Operation::TagUser => "TagUser",
+            Operation::UntagUser => "UntagUser",
+            Operation::ListUserTags => "ListUserTags",
+            Operation::PutUserPolicy => "PutUserPolicy",
+            Operation::GetUserPolicy => "GetUserPolicy",
+            Operation::ListUserPolicies => "ListUserPolicies",
+            Operation::DeleteUserPolicy => "DeleteUserPolicy",
             Operation::CreateAccessKey => "CreateAccessKey",
+            Operation::UpdateAccessKey => "UpdateAccessKey",
             Operation::ListAccessKeys => "ListAccessKeys",
             Operation::DeleteAccessKey => "DeleteAccessKey",
+            Operation::GetAccessKeyLastUsed => "GetAccessKeyLastUsed",
+            Operation::SimulatePrincipalPolicy => "SimulatePrincipalPolicy",
         }
     }
 }
@@ -198,9 +266,26 @@ pub enum Request {
     ListInventoryEntries(ListInventoryEntriesRequest),
     GetInventory(GetInventoryRequest),
     ListInventoryChanges(ListInventoryChangesRequest),
+    CreateOperatorConfig(CreateOperatorConfigRequest),
+    ListOperatorTokens(ListOperatorTokensRequest),
+    DeleteOperatorToken(DeleteOperatorTokenRequest),
+    CreateUser(CreateUserRequest),
+    GetUser(GetUserRequest),
+    ListUsers(ListUsersRequest),
+    DeleteUser(DeleteUserRequest),
+    TagUser(TagUserRequest),
+    UntagUser(UntagUserRequest),
+    ListUserTags(ListUserTagsRequest),
+    PutUserPolicy(PutUserPolicyRequest),
+    GetUserPolicy(GetUserPolicyRequest),
+    ListUserPolicies(ListUserPoliciesRequest),
+    DeleteUserPolicy(DeleteUserPolicyRequest),
     CreateAccessKey(CreateAccessKeyRequest),
+    UpdateAccessKey(UpdateAccessKeyRequest),
     ListAccessKeys(ListAccessKeysRequest),
     DeleteAccessKey(DeleteAccessKeyRequest),
+    GetAccessKeyLastUsed(GetAccessKeyLastUsedRequest),
+    SimulatePrincipalPolicy(SimulatePrincipalPolicyRequest),
 }
 
 impl Request {
@@ -237,9 +322,26 @@ impl Request {
             Request::ListInventoryEntries(_) => Operation::ListInventoryEntries,
             Request::GetInventory(_) => Operation::GetInventory,
             Request::ListInventoryChanges(_) => Operation::ListInventoryChanges,
+            Request::CreateOperatorConfig(_) => Operation::CreateOperatorConfig,
+            Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
+            Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
+            Request::CreateUser(_) => Operation::CreateUser,
+            Request::GetUser(_) => Operation::GetUser,
+            Request::ListUsers(_) => Operation::ListUsers,
+            Request::DeleteUser(_) => Operation::DeleteUser,
+            Request::TagUser(_) => Operation::TagUser,
+            Request::UntagUser(_) => Operation::UntagUser,
+            Request::ListUserTags(_) => Operation::ListUserTags,
+            Request::PutUserPolicy(_) => Operation::PutUserPolicy,
+            Request::GetUserPolicy(_) => Operation::GetUserPolicy,
+            Request::ListUserPolicies(_) => Operation::ListUserPolicies,
+            Request::DeleteUserPolicy(_) => Operation::DeleteUserPolicy,
             Request::CreateAccessKey(_) => Operation::CreateAccessKey,
+            Request::UpdateAccessKey(_) => Operation::UpdateAccessKey,
             Request::ListAccessKeys(_) => Operation::ListAccessKeys,
             Request::DeleteAccessKey(_) => Operation::DeleteAccessKey,
+            Request::GetAccessKeyLastUsed(_) => Operation::GetAccessKeyLastUsed,
+            Request::SimulatePrincipalPolicy(_) => Operation::SimulatePrincipalPolicy,
         }
     }
 
@@ -279,9 +381,26 @@ impl Request {
             Operation::ListInventoryEntries => Request::ListInventoryEntries(serde_json::from_value(input)?),
             Operation::GetInventory => Request::GetInventory(serde_json::from_value(input)?),
             Operation::ListInventoryChanges => Request::ListInventoryChanges(serde_json::from_value(input)?),
+            Operation::CreateOperatorConfig => Request::CreateOperatorConfig(serde_json::from_value(input)?),
+            Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
+            Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
+            Operation::CreateUser => Request::CreateUser(serde_json::from_value(input)?),
+            Operation::GetUser => Request::GetUser(serde_json::from_value(input)?),
+            Operation::ListUsers => Request::ListUsers(serde_json::from_value(input)?),
+            Operation::DeleteUser => Request::DeleteUser(serde_json::from_value(input)?),
+            Operation::TagUser => Request::TagUser(serde_json::from_value(input)?),
+            Operation::UntagUser => Request::UntagUser(serde_json::from_value(input)?),
+            Operation::ListUserTags => Request::ListUserTags(serde_json::from_value(input)?),
+            Operation::PutUserPolicy => Request::PutUserPolicy(serde_json::from_value(input)?),
+            Operation::GetUserPolicy => Request::GetUserPolicy(serde_json::from_value(input)?),
+            Operation::ListUserPolicies => Request::ListUserPolicies(serde_json::from_value(input)?),
+            Operation::DeleteUserPolicy => Request::DeleteUserPolicy(serde_json::from_value(input)?),
             Operation::CreateAccessKey => Request::CreateAccessKey(serde_json::from_value(input)?),
+            Operation::UpdateAccessKey => Request::UpdateAccessKey(serde_json::from_value(input)?),
             Operation::ListAccessKeys => Request::ListAccessKeys(serde_json::from_value(input)?),
             Operation::DeleteAccessKey => Request::DeleteAccessKey(serde_json::from_value(input)?),
+            Operation::GetAccessKeyLastUsed => Request::GetAccessKeyLastUsed(serde_json::from_value(input)?),
+            Operation::SimulatePrincipalPolicy => Request::SimulatePrincipalPolicy(serde_json::from_value(input)?),
         })
     }
 }
@@ -937,20 +1056,266 @@ pub struct ListInventoryChangesRequest {
     pub end_time: Option<Timestamp>,
 }
 
+/// The input of CreateOperatorConfig.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CreateOperatorConfigRequest {
+    /// The user the token stands for.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// How long the token is valid: a number and a unit, s, m, h or d (e.g.
+    #[serde(rename = "ExpiresIn")]
+    pub expires_in: Option<String>,
+}
+
+/// The input of ListOperatorTokens.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListOperatorTokensRequest {
+    /// Only this user's tokens.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+}
+
+/// The input of DeleteOperatorToken.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteOperatorTokenRequest {
+    /// The token to revoke.
+    #[serde(rename = "TokenId")]
+    pub token_id: String,
+}
+
+/// The input of CreateUser.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CreateUserRequest {
+    /// The path for the user name.
+    #[serde(rename = "Path")]
+    pub path: Option<String>,
+    /// The name of the user to create.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// The ARN of the managed policy that is used to set the permissions boundary for the user.
+    #[serde(rename = "PermissionsBoundary")]
+    pub permissions_boundary: Option<String>,
+    /// A list of tags that you want to attach to the new user.
+    #[serde(rename = "Tags")]
+    pub tags: Option<Vec<IamTag>>,
+}
+
+/// The input of GetUser.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetUserRequest {
+    /// The name of the user to get information about.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+}
+
+/// The input of ListUsers.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListUsersRequest {
+    /// The path prefix for filtering the results.
+    #[serde(rename = "PathPrefix")]
+    pub path_prefix: Option<String>,
+    /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
+    #[serde(rename = "Marker")]
+    pub marker: Option<String>,
+    /// Use this only when paginating results to indicate the maximum number of items you want in the response.
+    #[serde(rename = "MaxItems")]
+    pub max_items: Option<i64>,
+}
+
+/// The input of DeleteUser.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteUserRequest {
+    /// The name of the user to delete.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+}
+
+/// The input of TagUser.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TagUserRequest {
+    /// The name of the IAM user to which you want to add tags.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// The list of tags that you want to attach to the IAM user.
+    #[serde(rename = "Tags")]
+    pub tags: Vec<IamTag>,
+}
+
+/// The input of UntagUser.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UntagUserRequest {
+    /// The name of the IAM user from which you want to remove tags.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// A list of key names as a simple array of strings.
+    #[serde(rename = "TagKeys")]
+    pub tag_keys: Vec<String>,
+}
+
+/// The input of ListUserTags.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListUserTagsRequest {
+    /// The name of the IAM user whose tags you want to see.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
+    #[serde(rename = "Marker")]
+    pub marker: Option<String>,
+    /// Use this only when paginating results to indicate the maximum number of items you want in the response.
+    #[serde(rename = "MaxItems")]
+    pub max_items: Option<i64>,
+}
+
+/// The input of PutUserPolicy.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PutUserPolicyRequest {
+    /// The name of the user to associate the policy with.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// The name of the policy document.
+    #[serde(rename = "PolicyName")]
+    pub policy_name: String,
+    /// The policy document.
+    #[serde(rename = "PolicyDocument")]
+    pub policy_document: String,
+}
+
+/// The input of GetUserPolicy.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetUserPolicyRequest {
+    /// The name of the user who the policy is associated with.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// The name of the policy document to get.
+    #[serde(rename = "PolicyName")]
+    pub policy_name: String,
+}
+
+/// The input of ListUserPolicies.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListUserPoliciesRequest {
+    /// The name of the user to list policies for.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
+    #[serde(rename = "Marker")]
+    pub marker: Option<String>,
+    /// Use this only when paginating results to indicate the maximum number of items you want in the response.
+    #[serde(rename = "MaxItems")]
+    pub max_items: Option<i64>,
+}
+
+/// The input of DeleteUserPolicy.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteUserPolicyRequest {
+    /// The name (friendly name, not ARN) identifying the user that the policy is embedded in.
+    #[serde(rename = "UserName")]
+    pub user_name: String,
+    /// The name identifying the policy document to delete.
+    #[serde(rename = "PolicyName")]
+    pub policy_name: String,
+}
+
 /// The input of CreateAccessKey.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct CreateAccessKeyRequest {}
+pub struct CreateAccessKeyRequest {
+    /// The name of the IAM user that the new key will belong to.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+    /// Tether: the key is refused after this long (a number and a unit, s, m, h or d).
+    #[serde(rename = "ExpiresIn")]
+    pub expires_in: Option<String>,
+}
+
+/// The input of UpdateAccessKey.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UpdateAccessKeyRequest {
+    /// The name of the user whose key you want to update.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+    /// The access key ID of the secret access key you want to update.
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    /// The status you want to assign to the secret access key.
+    #[serde(rename = "Status")]
+    pub status: String,
+}
 
 /// The input of ListAccessKeys.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct ListAccessKeysRequest {}
+pub struct ListAccessKeysRequest {
+    /// The name of the user.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+    /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
+    #[serde(rename = "Marker")]
+    pub marker: Option<String>,
+    /// Use this only when paginating results to indicate the maximum number of items you want in the response.
+    #[serde(rename = "MaxItems")]
+    pub max_items: Option<i64>,
+}
 
 /// The input of DeleteAccessKey.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct DeleteAccessKeyRequest {
-    /// The key to delete.
+    /// The name of the user whose access key pair you want to delete.
+    #[serde(rename = "UserName")]
+    pub user_name: Option<String>,
+    /// The access key ID for the access key ID and secret access key you want to delete.
     #[serde(rename = "AccessKeyId")]
     pub access_key_id: String,
+}
+
+/// The input of GetAccessKeyLastUsed.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetAccessKeyLastUsedRequest {
+    /// The identifier of an access key.
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+}
+
+/// The input of SimulatePrincipalPolicy.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SimulatePrincipalPolicyRequest {
+    /// The Amazon Resource Name (ARN) of a user, group, or role whose policies you want to include in the simulation.
+    #[serde(rename = "PolicySourceArn")]
+    pub policy_source_arn: String,
+    /// An optional list of additional policy documents to include in the simulation.
+    #[serde(rename = "PolicyInputList")]
+    pub policy_input_list: Option<Vec<String>>,
+    /// The IAM permissions boundary policy to simulate.
+    #[serde(rename = "PermissionsBoundaryPolicyInputList")]
+    pub permissions_boundary_policy_input_list: Option<Vec<String>>,
+    /// A list of policies to exclude from the simulation.
+    #[serde(rename = "PolicyExclusionList")]
+    pub policy_exclusion_list: Option<Vec<PolicyIdentifier>>,
+    /// A list of names of API operations to evaluate in the simulation.
+    #[serde(rename = "ActionNames")]
+    pub action_names: Vec<String>,
+    /// A list of ARNs of Amazon Web Services resources to include in the simulation.
+    #[serde(rename = "ResourceArns")]
+    pub resource_arns: Option<Vec<String>>,
+    /// A resource-based policy to include in the simulation provided as a string.
+    #[serde(rename = "ResourcePolicy")]
+    pub resource_policy: Option<String>,
+    /// An Amazon Web Services account ID that specifies the owner of any simulated resource that does not identify its owner in the resource ARN.
+    #[serde(rename = "ResourceOwner")]
+    pub resource_owner: Option<String>,
+    /// The ARN of the IAM user, group, or role that you want to specify as the simulated caller of the API operations.
+    #[serde(rename = "CallerArn")]
+    pub caller_arn: Option<String>,
+    /// A list of context keys and corresponding values for the simulation to use.
+    #[serde(rename = "ContextEntries")]
+    pub context_entries: Option<Vec<ContextEntry>>,
+    /// Specifies the type of simulation to run.
+    #[serde(rename = "ResourceHandlingOption")]
+    pub resource_handling_option: Option<String>,
+    /// Use this only when paginating results to indicate the maximum number of items you want in the response.
+    #[serde(rename = "MaxItems")]
+    pub max_items: Option<i64>,
+    /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
+    #[serde(rename = "Marker")]
+    pub marker: Option<String>,
 }
 
 /// Metadata that you assign to your Amazon Web Services resources.
@@ -1211,6 +1576,45 @@ pub struct ResultAttribute {
     pub type_name: String,
 }
 
+/// A structure that represents user-provided metadata that can be associated with an IAM resource.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct IamTag {
+    /// The key name that can be used to look up or retrieve the associated value.
+    #[serde(rename = "Key")]
+    pub key: String,
+    /// The value associated with this tag.
+    #[serde(rename = "Value")]
+    pub value: String,
+}
+
+/// Identifies one or more policies as a union type.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PolicyIdentifier {
+    /// The policy type to identify.
+    #[serde(rename = "PolicyType")]
+    pub policy_type: Option<String>,
+    /// The Amazon Resource Name (ARN) of an Amazon Web Services managed policy or a customer managed policy that is attached to an IAM user, group, or role.
+    #[serde(rename = "PolicyArn")]
+    pub policy_arn: Option<String>,
+    /// An inline policy identifier consisting of a policy name and the entity it is attached to.
+    #[serde(rename = "InlinePolicyIdentifier")]
+    pub inline_policy_identifier: Option<InlinePolicyIdentifierType>,
+}
+
+/// Contains information about a condition context key.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ContextEntry {
+    /// The full name of a condition context key, including the service prefix.
+    #[serde(rename = "ContextKeyName")]
+    pub context_key_name: Option<String>,
+    /// The value (or values, if the condition context key supports multiple values) to provide to the simulation when the key is referenced by a Condition element in an input policy.
+    #[serde(rename = "ContextKeyValues")]
+    pub context_key_values: Option<Vec<String>>,
+    /// The data type of the value (or values) specified in the ContextKeyValues parameter.
+    #[serde(rename = "ContextKeyType")]
+    pub context_key_type: Option<String>,
+}
+
 /// A CloudWatch alarm you apply to an automation or command.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Alarm {
@@ -1242,4 +1646,18 @@ pub struct InventoryGroup {
     /// Filters define the criteria for the group.
     #[serde(rename = "Filters")]
     pub filters: Vec<InventoryFilter>,
+}
+
+/// Identifies one or more inline policies that are embedded in IAM users, groups, or roles, by the name of the policy together with the type and name of the entity that it is attached to.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct InlinePolicyIdentifierType {
+    /// The name of the inline policy.
+    #[serde(rename = "PolicyName")]
+    pub policy_name: String,
+    /// The type of IAM entity that the inline policy is attached to.
+    #[serde(rename = "AttachmentType")]
+    pub attachment_type: String,
+    /// The name of the IAM user, group, or role that the inline policy is attached to.
+    #[serde(rename = "AttachmentName")]
+    pub attachment_name: String,
 }

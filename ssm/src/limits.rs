@@ -24,9 +24,16 @@ pub const MAX_ACTIVATION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600
 pub const ACTIVATION_CODE_LEN: usize = 20;
 pub const ACTIVATION_CODE_ALPHABET: &[u8] =
     b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-/// Failed registration attempts allowed per source address within the window.
+/// Failed registration attempts per source address, and per activation ID
+/// (from every source together), within the window; past either, a failing
+/// attempt is answered "too many failed registration attempts". A right code
+/// is never refused for it (see `coordinator/src/core/registration.rs`).
 pub const MAX_FAILED_REGISTRATIONS_PER_SOURCE: u32 = 10;
+pub const MAX_FAILED_REGISTRATIONS_PER_ACTIVATION: u32 = 20;
 pub const FAILED_REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
+/// Entries the registration failure counters keep before they forget the
+/// oldest (a bound on what a flood of made-up sources or IDs can allocate).
+pub const MAX_FAILED_REGISTRATION_ENTRIES: usize = 100_000;
 
 /// How long the coordinator holds one agent poll open.
 pub const LONG_POLL_HOLD: Duration = Duration::from_secs(20);
@@ -64,13 +71,85 @@ pub const AGENT_SILENT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 /// Command history is kept this long (contract: 30 days by default), then pruned.
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// SSM-compatible HTTP API: how far a SigV4 request's X-Amz-Date may be from
-/// the coordinator's clock (as AWS), and the largest request body accepted.
+/// the coordinator's clock (as AWS).
 pub const SIGV4_MAX_CLOCK_SKEW_SECS: i64 = 300;
-pub const MAX_HTTP_API_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// A signature of a request that changes something is refused when seen again
+/// this long after its X-Amz-Date: every moment it could still pass the clock
+/// check (two skews: it may be dated up to one skew ahead of the clock).
+pub const SIGV4_REPLAY_WINDOW_SECS: i64 = 2 * SIGV4_MAX_CLOCK_SKEW_SECS;
+
+// ----- Sizes. Tether's own caps where the model sets none; every transport
+// ----- (HTTPS, the operator's gRPC channel) is held to the same ones.
+
+/// The largest request body of any operation, on any transport (the JSON of
+/// an SSM request: AWS's own front end takes no more).
+pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// A command's or an association's `Parameters`: every name and every value,
+/// in UTF-8 bytes, together.
+pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+/// One signed envelope (a command for one instance, or one association): the
+/// document, the resolved parameters and the envelope's own fields. A command
+/// whose envelope would be larger is refused at SendCommand; one stored before
+/// this cap existed ends Undeliverable when its turn to be delivered comes.
+pub const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
+/// What one poll hands an agent at most: its association set, cancellations
+/// and as many envelopes as fit (the rest at its next poll, at once). Below the
+/// 40 MiB gRPC message limit, with room for the framing.
+pub const MAX_POLL_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// Envelopes looked at per poll (the rest wait for the next poll).
+pub const MAX_ENVELOPES_PER_POLL: i64 = 256;
+/// The items of one list page together, as JSON: a page holds fewer items than
+/// asked (and a NextToken) rather than more bytes. An item larger than this
+/// alone travels alone on its page.
+pub const MAX_LIST_PAGE_BYTES: usize = 1024 * 1024;
+/// Output bytes of each step read for ListCommandInvocations `--details`
+/// (it shows 2,500 characters: at most 4 bytes each, and the marker).
+pub const LIST_INVOCATIONS_OUTPUT_BYTES: usize = 4 * LIST_INVOCATIONS_OUTPUT_CHARS + 4;
+/// The largest message of a call made without credentials (Registration:
+/// an activation, a CSR, host facts).
+pub const MAX_UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
+/// The largest operator call on gRPC: a request body and its operation's name.
+pub const MAX_OPERATOR_MESSAGE_BYTES: usize = MAX_REQUEST_BODY_BYTES + 4 * 1024;
+
+// ----- Slow clients (both listeners).
+
+/// A TLS handshake not finished in this time is closed (gRPC and HTTPS).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// gRPC: after the handshake, the client's HTTP/2 preface must arrive within this.
+pub const GRPC_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTPS: a request's headers must arrive within this from the moment the
+/// server waits for them — also how long an idle keep-alive connection stays.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTPS: a request's whole body must arrive within this.
+pub const HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTPS: a response the client stops reading for this long is abandoned.
+pub const HTTP_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ----- Health (`/readyz`, and whether agents are served at all).
+
+/// How often a replica checks that it can reach its database, and how long
+/// one check may take before it counts as failed.
+pub const READINESS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed checks in a row that make a replica unready (one may be a blip).
+pub const READINESS_FAILURES: u32 = 2;
 /// Access keys: the ID's prefix and length (20, as AWS) and the secret's length (40, as AWS).
 pub const ACCESS_KEY_ID_PREFIX: &str = "TKIA";
 pub const ACCESS_KEY_ID_LEN: usize = 20;
 pub const ACCESS_KEY_SECRET_LEN: usize = 40;
+/// Access keys one user may hold at once (IAM's quota).
+pub const ACCESS_KEYS_PER_USER: usize = 2;
+/// Inline policies one user may have, and the bytes of all of them
+/// together (IAM's 2,048 characters per user, without whitespace, is
+/// raised: Tether's policies name many documents and instances).
+pub const INLINE_POLICIES_PER_USER: usize = 20;
+pub const INLINE_POLICY_BYTES_PER_USER: usize = 64 * 1024;
+/// Users in one account.
+pub const USERS_PER_ACCOUNT: usize = 5_000;
+/// An operator token issued to a user without `--expires-in` lasts this long;
+/// none lasts longer than the maximum.
+pub const OPERATOR_TOKEN_DEFAULT_TTL_SECS: i64 = 30 * 24 * 3600;
+pub const OPERATOR_TOKEN_MAX_TTL_SECS: i64 = 366 * 24 * 3600;
 
 /// The AWS bridge: instance IDs per AWS SendCommand call (AWS's own limit),
 /// how often it looks for work and polls AWS invocations, the ceiling of its

@@ -199,6 +199,24 @@ impl Model {
         self.ssm_operations.contains(name)
     }
 
+    /// Every operation of SSM's own model, by name.
+    pub fn ssm_operation_names(&'static self) -> impl Iterator<Item = &'static str> {
+        self.ssm_operations.iter().map(String::as_str)
+    }
+
+    /// The AWS service whose action names an operation in IAM policies:
+    /// `ssm` for SSM's, the service it was copied from for the imported
+    /// ones (`iam`, `cloudtrail`), `tether` for Tether's own.
+    pub fn action_service(&'static self, operation: &str) -> &'static str {
+        if self.is_ssm_operation(operation) {
+            return "ssm";
+        }
+        self.operation(operation)
+            .and_then(|op| op["imported"].as_str())
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or("tether")
+    }
+
     /// A shape's definition by name.
     pub fn shape(&'static self, name: &str) -> Option<&'static Value> {
         self.service["shapes"].get(name)
@@ -510,6 +528,11 @@ mod tests {
         }
         assert!(m.is_ssm_operation("SendCommand"));
         assert!(!m.is_ssm_operation("ListInventoryChanges"));
+        assert_eq!(m.action_service("SendCommand"), "ssm");
+        assert_eq!(m.action_service("CreateUser"), "iam");
+        assert_eq!(m.action_service("LookupEvents"), "cloudtrail");
+        assert_eq!(m.action_service("CreateOperatorConfig"), "tether");
+        assert!(m.ssm_operation_names().any(|n| n == "StartSession"));
         let members = m.input_members("ListInventoryChanges");
         assert!(members.iter().any(|x| x.name == "InstanceId" && x.required));
     }
@@ -573,7 +596,10 @@ mod tests {
             .iter()
             .map(|(n, _)| *n)
             .collect();
-        assert_eq!(extras, ["ResolvedDocumentVersion", "DocumentHash"]);
+        assert_eq!(
+            extras,
+            ["ResolvedDocumentVersion", "DocumentHash", "RequestedBy"]
+        );
         // Extras never shadow a member of the model.
         for (shape, member) in m.all_extra_members() {
             assert!(m.shape(shape).is_some(), "{shape}");
@@ -583,7 +609,8 @@ mod tests {
             );
         }
         assert!(m.is_sensitive("PSParameterValue"));
-        assert!(m.is_sensitive("TetherSecretAccessKey"));
+        assert!(m.is_sensitive("accessKeySecretType"));
+        assert!(m.is_sensitive("TetherOperatorToken"));
         assert!(!m.is_sensitive("DocumentName"));
         let ts = m.timestamp_members();
         for name in [

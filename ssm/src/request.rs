@@ -51,6 +51,27 @@ impl Operation {
         model::model().is_ssm_operation(self.name())
     }
 
+    /// Its action name in IAM policies (`ssm:SendCommand`, `iam:CreateUser`,
+    /// `tether:CreateOperatorConfig`).
+    pub fn action(self) -> String {
+        format!(
+            "{}:{}",
+            model::model().action_service(self.name()),
+            self.name()
+        )
+    }
+
+    /// Whether it changes something (creates, updates, deletes, sends,
+    /// cancels) rather than only reads: AWS names every read `Describe*`,
+    /// `List*` or `Get*`. A signed request that changes something is
+    /// accepted once; reads may repeat.
+    pub fn changes_something(self) -> bool {
+        let name = self.name();
+        !["Describe", "List", "Get"]
+            .iter()
+            .any(|read| name.starts_with(read))
+    }
+
     /// The operation of this name, or the error AWS gives for an unknown one.
     pub fn named(name: &str) -> Result<Operation, ApiError> {
         Operation::from_name(name).ok_or_else(|| {
@@ -110,6 +131,26 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_and_changes() {
+        let changes: Vec<&str> = Operation::ALL
+            .into_iter()
+            .filter(|op| op.changes_something())
+            .map(Operation::name)
+            .collect();
+        for op in [
+            "SendCommand",
+            "CancelCommand",
+            "CreateDocument",
+            "DeleteAccessKey",
+        ] {
+            assert!(changes.contains(&op), "{op}");
+        }
+        for op in ["GetCommandInvocation", "ListCommands", "DescribeDocument"] {
+            assert!(!changes.contains(&op), "{op}");
+        }
+    }
 
     #[test]
     fn every_operation_parses_an_empty_or_minimal_request_or_names_what_is_missing() {

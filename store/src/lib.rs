@@ -32,13 +32,21 @@ mod access_keys;
 pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
+mod users;
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
+pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The disk holding the database is full (SQLite `SQLITE_FULL`,
+    /// PostgreSQL `disk_full`): the write was rolled back, nothing half-stored.
+    #[error(
+        "the coordinator's database is out of disk space ({0}); nothing of this request was stored: free space on its disk and retry"
+    )]
+    DiskFull(sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// `--database` names neither a PostgreSQL URL nor a SQLite path.
@@ -53,9 +61,36 @@ pub enum StoreError {
     /// is guessed in its place.
     #[error("stored {row} is corrupt: {why}")]
     Corrupt { row: String, why: String },
+    /// The SQLite file (or its -wal, -shm) could not be made owner-only.
+    #[error("{path}: cannot make it owner-only (0600): {source}")]
+    FileMode {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let full = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| is_disk_full_code(&code));
+        if full {
+            StoreError::DiskFull(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (13, also as the low byte of an extended code)
+/// and PostgreSQL's `disk_full` (53100).
+fn is_disk_full_code(code: &str) -> bool {
+    code == "53100" || code.parse::<i64>().is_ok_and(|c| c & 0xff == 13)
+}
 
 /// A storage failure, as the SSM API reports it: the service's fault, logged
 /// here because the caller sees only its summary.
@@ -158,6 +193,9 @@ pub struct CommandRow {
     /// none); `document_version` is the version it resolved to. Empty for
     /// commands stored before this was kept.
     pub requested_document_version: String,
+    /// The ARN of the principal that sent it (empty for commands stored
+    /// before this was kept).
+    pub requested_by: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -173,6 +211,36 @@ pub struct InvocationRow {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub response_code: i64,
+}
+
+/// What a listing of invocations shows of their command: everything but
+/// its document, parameters and targets.
+#[derive(Clone, Debug)]
+pub struct CommandBrief {
+    pub command_id: String,
+    pub document_name: String,
+    /// The version it resolved to.
+    pub document_version: String,
+    pub document_hash: String,
+    /// The version as the sender named it (see [`CommandRow`]).
+    pub requested_document_version: String,
+    pub comment: String,
+    /// The ARN of the principal that sent it (see [`CommandRow`]).
+    pub requested_by: String,
+}
+
+impl From<&CommandRow> for CommandBrief {
+    fn from(c: &CommandRow) -> Self {
+        CommandBrief {
+            command_id: c.command_id.clone(),
+            document_name: c.document_name.clone(),
+            document_version: c.document_version.clone(),
+            document_hash: c.document_hash.clone(),
+            requested_document_version: c.requested_document_version.clone(),
+            comment: c.comment.clone(),
+            requested_by: c.requested_by.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -291,6 +359,25 @@ pub struct Store {
     /// PostgreSQL: the connections holding this replica's session advisory
     /// locks (see [`Store::lead`]); a lock lives as long as its connection.
     leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
+    /// PostgreSQL: a connection of its own for [`Store::check`], so that a
+    /// busy pool never reads as an unreachable database; made again when it
+    /// fails.
+    probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
+}
+
+/// The URL [`Store::check`] connects to, and its connection.
+#[derive(Default)]
+struct Probe {
+    url: Option<String>,
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("connected", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A lead this replica holds, with the connection that holds its lock.
@@ -398,14 +485,56 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version, requested_by";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
 
+/// Makes the SQLite database at `path` owner-only before SQLite opens it: a
+/// missing file is created here with mode 0600 (SQLite would create it 0644
+/// less the umask), and an existing one, or a companion file left by an
+/// earlier run, is narrowed to 0600. SQLite gives the `-wal` and `-shm` files
+/// it creates the database file's mode, so they follow. Symbolic links are
+/// left alone (the coordinator's StrictModes check judges where they lead).
+pub fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::FileMode { path, source }
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(path)(e)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::symlink_metadata(file) {
+            Ok(m) if m.file_type().is_file() && m.mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(err(file))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(file)(e)),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) the SQLite database file and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database file and brings its
+    /// schema up to date. The file and its `-wal`, `-shm` and `-journal`
+    /// companions are owner-only (0600) wherever they are: see [`owner_only`].
     pub async fn open(path: &Path) -> Result<Store> {
+        owner_only(path)?;
         const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
             .remove(b'/')
             .remove(b'.')
@@ -455,6 +584,23 @@ impl Store {
                             Ok(())
                         })
                     })
+                    // A write whose COMMIT failed (a full disk) may leave the
+                    // connection inside a transaction SQLite already rolled
+                    // back, so sqlx's ROLLBACK fails and every later BEGIN
+                    // on it would be refused: such a connection is closed
+                    // (the ping first runs the rollback queued on drop).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::Connection::ping(&mut *conn).await?;
+                            let stuck = sqlx::Connection::is_in_transaction(&*conn);
+                            if stuck {
+                                tracing::warn!(
+                                    "closing a database connection left inside a failed transaction"
+                                );
+                            }
+                            Ok(!stuck)
+                        })
+                    })
                     .connect_with(opts)
                     .await?
             }
@@ -476,6 +622,10 @@ impl Store {
             #[cfg(test)]
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
+            probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
+                url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+                conn: None,
+            })),
         })
     }
 
@@ -531,6 +681,28 @@ impl Store {
         Ok(Listener { inner })
     }
 
+    /// Whether the database answers a trivial query: on PostgreSQL over a
+    /// connection kept for this alone (a saturated pool is not an
+    /// unreachable server), on SQLite over the pool.
+    pub async fn check(&self) -> Result<()> {
+        let mut probe = self.probe.lock().await;
+        let Some(url) = probe.url.clone() else {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            return Ok(());
+        };
+        let mut conn = match probe.conn.take() {
+            Some(c) => c,
+            None => {
+                use sqlx::Connection;
+                sqlx::AnyConnection::connect(&url).await?
+            }
+        };
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        // Kept only once it answered: a failed one is made again next time.
+        probe.conn = Some(conn);
+        Ok(())
+    }
+
     /// Which engine this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.dialect
@@ -557,25 +729,6 @@ impl Store {
                 Ok(tx)
             }
         }
-    }
-
-    // ----- operator tokens -----
-
-    pub async fn add_operator_token(&self, token_hash: &str, now_ms: i64) -> Result<()> {
-        sqlx::query(sql(self.dialect, "INSERT INTO operator_tokens (token_hash, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING"))
-            .bind(token_hash)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn operator_token_hashes(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar(sql(self.dialect, "SELECT token_hash FROM operator_tokens"))
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 
     // ----- activations -----
@@ -802,7 +955,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -826,6 +979,7 @@ impl Store {
         .bind(c.error_count)
         .bind(c.delivery_timed_out_count)
         .bind(&c.requested_document_version)
+        .bind(&c.requested_by)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -861,7 +1015,23 @@ impl Store {
 
     /// Commands, newest first, matching the query.
     pub async fn commands(&self, q: &CommandQuery) -> Result<Vec<CommandRow>> {
-        let mut text = format!("SELECT {COMMAND_COLUMNS} FROM commands c WHERE 1=1");
+        let ids: Vec<String> = self
+            .command_sizes(q)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.commands_by_id(&ids).await
+    }
+
+    /// The IDs of the commands matching the query, newest first, each with
+    /// the bytes its listing carries (parameters, instance IDs, targets,
+    /// comment): what a page is cut by before any row is read whole.
+    pub async fn command_sizes(&self, q: &CommandQuery) -> Result<Vec<(String, i64)>> {
+        let mut text = "SELECT c.command_id, CAST(octet_length(c.parameters_json) + \
+             octet_length(c.instance_ids_json) + octet_length(c.targets_json) + \
+             octet_length(c.comment) AS BIGINT) FROM commands c WHERE 1=1"
+            .to_string();
         if q.command_id.is_some() {
             text.push_str(" AND c.command_id = ?");
         }
@@ -872,7 +1042,7 @@ impl Store {
         }
         push_common_filters(&mut text, q, "c");
         text.push_str(" ORDER BY c.requested_ms DESC, c.command_id LIMIT ? OFFSET ?");
-        let mut query = sqlx::query_as::<_, CommandRow>(sql(self.dialect, text));
+        let mut query = sqlx::query_as::<_, (String, i64)>(sql(self.dialect, text));
         if let Some(id) = &q.command_id {
             query = query.bind(id);
         }
@@ -887,16 +1057,40 @@ impl Store {
             .await?)
     }
 
-    /// Invocations with their command, newest first, matching the query.
-    pub async fn invocations(&self, q: &CommandQuery) -> Result<Vec<(InvocationRow, CommandRow)>> {
-        let command_cols = COMMAND_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{} AS c_{}", c.trim(), c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+    /// The commands of these IDs, in the order given (an ID no longer
+    /// stored — pruned meanwhile — is left out).
+    pub async fn commands_by_id(&self, ids: &[String]) -> Result<Vec<CommandRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({})",
+            vec!["?"; ids.len()].join(", ")
+        );
+        let mut query = sqlx::query_as::<_, CommandRow>(sql(self.dialect, text));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let mut rows = query.fetch_all(&self.pool).await?;
+        rows.sort_by_key(|r| ids.iter().position(|id| *id == r.command_id));
+        Ok(rows)
+    }
+
+    /// Invocations with what their listing shows of their command, newest
+    /// first, matching the query. The command's document and parameters are
+    /// not read: a page of invocations costs the invocations, whatever their
+    /// commands carry.
+    pub async fn invocations(
+        &self,
+        q: &CommandQuery,
+    ) -> Result<Vec<(InvocationRow, CommandBrief)>> {
         let mut text = format!(
-            "SELECT {INVOCATION_COLUMNS}, {command_cols} FROM invocations i \
-             JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
+            "SELECT {INVOCATION_COLUMNS}, c.document_name AS c_document_name, \
+             c.document_version AS c_document_version, c.comment AS c_comment, \
+             c.document_hash AS c_document_hash, \
+             c.requested_document_version AS c_requested_document_version, \
+             c.requested_by AS c_requested_by \
+             FROM invocations i JOIN commands c ON c.command_id = i.command_id WHERE 1=1"
         );
         if q.command_id.is_some() {
             text.push_str(" AND i.command_id = ?");
@@ -935,29 +1129,14 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let inv = <InvocationRow as sqlx::FromRow<_>>::from_row(r)?;
-                let cmd = CommandRow {
-                    command_id: r.try_get("c_command_id")?,
+                let cmd = CommandBrief {
+                    command_id: inv.command_id.clone(),
                     document_name: r.try_get("c_document_name")?,
                     document_version: r.try_get("c_document_version")?,
-                    document_hash: r.try_get("c_document_hash")?,
-                    document_content: r.try_get("c_document_content")?,
-                    parameters_json: r.try_get("c_parameters_json")?,
-                    resolved_json: r.try_get("c_resolved_json")?,
                     comment: r.try_get("c_comment")?,
-                    requested_ms: r.try_get("c_requested_ms")?,
-                    timeout_seconds: r.try_get("c_timeout_seconds")?,
-                    max_concurrency: r.try_get("c_max_concurrency")?,
-                    max_errors: r.try_get("c_max_errors")?,
-                    concurrency_limit: r.try_get("c_concurrency_limit")?,
-                    instance_ids_json: r.try_get("c_instance_ids_json")?,
-                    targets_json: r.try_get("c_targets_json")?,
-                    status: r.try_get("c_status")?,
-                    status_details: r.try_get("c_status_details")?,
-                    target_count: r.try_get("c_target_count")?,
-                    completed_count: r.try_get("c_completed_count")?,
-                    error_count: r.try_get("c_error_count")?,
-                    delivery_timed_out_count: r.try_get("c_delivery_timed_out_count")?,
+                    document_hash: r.try_get("c_document_hash")?,
                     requested_document_version: r.try_get("c_requested_document_version")?,
+                    requested_by: r.try_get("c_requested_by")?,
                 };
                 Ok((inv, cmd))
             })
@@ -991,35 +1170,63 @@ impl Store {
         .await?)
     }
 
+    /// As [`Store::plugins`], with each step's stdout and stderr cut to their
+    /// first `head_bytes` (marked truncated when cut): what a listing shows,
+    /// without reading whole outputs.
+    pub async fn plugins_head(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        head_bytes: usize,
+    ) -> Result<Vec<PluginRow>> {
+        let n = i64::try_from(head_bytes).unwrap_or(i64::MAX);
+        Ok(sqlx::query_as(sql(
+            self.dialect,
+            "SELECT seq, name, status, status_details, response_code, start_ms, end_ms, \
+             CASE WHEN length(stdout) > ?1 THEN substr(stdout, 1, CAST(?1 AS INTEGER)) ELSE stdout END AS stdout, \
+             CASE WHEN length(stderr) > ?1 THEN substr(stderr, 1, CAST(?1 AS INTEGER)) ELSE stderr END AS stderr, \
+             CASE WHEN length(stdout) > ?1 THEN 1 ELSE stdout_truncated END AS stdout_truncated, \
+             CASE WHEN length(stderr) > ?1 THEN 1 ELSE stderr_truncated END AS stderr_truncated \
+             FROM invocation_plugins WHERE command_id = ?2 AND instance_id = ?3 ORDER BY seq",
+        ))
+        .bind(n)
+        .bind(command_id)
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     // ----- delivery -----
 
     /// Invocations this instance should be sent now: Pending ones never
     /// delivered, or delivered but not acknowledged for `redeliver_after_ms`
-    /// (the reply carrying them may have been lost), within the delivery timeout.
+    /// (the reply carrying them may have been lost), within the delivery
+    /// timeout; oldest first, at most `limit`. Each comes as its command's ID
+    /// and the bytes its envelope carries (document, resolved parameters and
+    /// the names and hash), so a poll can choose what fits before reading
+    /// any command whole ([`Store::command`]).
     pub async fn deliverable(
         &self,
         instance_id: &str,
         now_ms: i64,
         redeliver_after_ms: i64,
-    ) -> Result<Vec<CommandRow>> {
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(sql(
             self.dialect,
-            format!(
-                "SELECT {} FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+            "SELECT c.command_id, CAST(octet_length(c.document_content) + \
+             octet_length(c.resolved_json) + octet_length(c.document_name) + \
+             octet_length(c.document_version) + octet_length(c.document_hash) AS BIGINT) \
+             FROM invocations i JOIN commands c ON c.command_id = i.command_id \
              WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
              AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
              AND c.requested_ms + c.timeout_seconds * 1000 > ? \
-             ORDER BY c.requested_ms, c.command_id",
-                COMMAND_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("c.{}", c.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+             ORDER BY c.requested_ms, c.command_id LIMIT ?",
         ))
         .bind(instance_id)
         .bind(now_ms - redeliver_after_ms)
         .bind(now_ms)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -1168,7 +1375,9 @@ impl Store {
     }
 
     /// Ends every invocation whose delivery timeout passed before its agent
-    /// accepted it (Delivery Timed Out). Returns how many changed.
+    /// accepted it (Delivery Timed Out); one whose envelope was handed over
+    /// is only presumed undelivered, so a late result still replaces the
+    /// verdict. Returns how many changed.
     pub async fn sweep_delivery_timeouts(&self, now_ms: i64) -> Result<usize> {
         let expired: Vec<(String, String)> = sqlx::query_as(sql(
             self.dialect,
@@ -1191,6 +1400,19 @@ impl Store {
                 Detail::DeliveryTimedOut,
                 now_ms,
             )
+            .await?;
+            // An envelope handed over but never acknowledged may still reach
+            // the agent (a held poll on a link cut meanwhile) and run: the
+            // verdict is then the coordinator's guess, which the agent's
+            // real result replaces, as for a silent agent presumed lost.
+            sqlx::query(sql(
+                self.dialect,
+                "UPDATE invocations SET presumed_lost = 1 \
+                 WHERE command_id = ? AND instance_id = ? AND delivered_ms IS NOT NULL",
+            ))
+            .bind(command_id)
+            .bind(instance_id)
+            .execute(&mut *tx)
             .await?;
         }
         let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();
@@ -1490,6 +1712,20 @@ async fn refresh_command(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn disk_full_codes_are_recognised() {
+        for (code, full) in [
+            ("13", true),
+            ("53100", true),
+            ("5", false),
+            ("2067", false),
+            ("23505", false),
+            ("x", false),
+        ] {
+            assert_eq!(super::is_disk_full_code(code), full, "{code}");
+        }
+    }
+
     use super::*;
 
     /// A claim of command `c` on `instance`, redelivered after 30 s.
@@ -1632,6 +1868,28 @@ mod tests {
         assert!(file.exists());
     }
 
+    /// The SQLite file and the -wal and -shm files SQLite makes beside it are
+    /// 0600, wherever `--database` puts them; a file an older version left
+    /// readable is narrowed.
+    #[tokio::test]
+    async fn the_sqlite_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let file = dir.path().join("elsewhere/fleet.db");
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let s = Store::open(&file).await.unwrap();
+        s.add_operator_token("h", 1).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        s.pool.close().await;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _again = Store::open(&file).await.unwrap();
+        assert_eq!(mode(&file), 0o600);
+    }
+
     #[test]
     fn placeholders_for_postgres_skip_quoted_text() {
         assert_eq!(
@@ -1689,6 +1947,7 @@ mod tests {
             error_count: 0,
             delivery_timed_out_count: 0,
             requested_document_version: "$DEFAULT".into(),
+            requested_by: String::new(),
         }
     }
 
@@ -1831,6 +2090,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sizes_come_before_rows_and_outputs_are_read_in_part() {
+        let (_d, s) = store().await;
+        let mut big = command("big");
+        big.parameters_json = format!(r#"{{"commands":["{}"]}}"#, "é".repeat(1000));
+        big.resolved_json = big.parameters_json.clone();
+        big.comment = "hi".into();
+        s.insert_command(&big, &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        let mut small = command("small");
+        small.requested_ms = 2_000;
+        s.insert_command(&small, &[("mi-1".to_string(), String::new())])
+            .await
+            .unwrap();
+        let q = CommandQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        // Bytes, not characters: é is two.
+        assert_eq!(
+            s.command_sizes(&q).await.unwrap(),
+            [
+                ("small".to_string(), 2 + 2 + 2),
+                ("big".to_string(), 2_017 + 2 + 2 + 2)
+            ]
+        );
+        let rows = s
+            .commands_by_id(&["big".into(), "gone".into(), "small".into()])
+            .await
+            .unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.command_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["big", "small"],
+            "in the order asked, the missing left out"
+        );
+        // Envelope bytes: document, resolved parameters, name, version, hash.
+        assert_eq!(
+            s.deliverable("mi-1", 1_100, 30_000, 10).await.unwrap(),
+            [
+                ("big".to_string(), 2 + 2_017 + 18 + 1 + 1),
+                ("small".to_string(), 2 + 2 + 18 + 1 + 1)
+            ]
+        );
+        assert_eq!(
+            s.deliverable("mi-1", 2_100, 30_000, 1).await.unwrap().len(),
+            1,
+            "at most the limit"
+        );
+        let mut long = result(Detail::Success, &"x".repeat(100));
+        long.plugins[0].stderr = b"short".to_vec();
+        let mut empty = long.plugins[0].clone();
+        empty.name = "1.empty".into();
+        (empty.stdout, empty.stderr) = (Vec::new(), Vec::new());
+        long.plugins.push(empty);
+        s.finish_invocation("big", "mi-1", &long, 3_000)
+            .await
+            .unwrap();
+        let head = s.plugins_head("big", "mi-1", 10).await.unwrap();
+        assert_eq!(head[0].stdout, b"xxxxxxxxxx");
+        assert!(head[0].stdout_truncated, "cut, so marked");
+        assert_eq!(head[0].stderr, b"short");
+        assert!(!head[0].stderr_truncated);
+        assert!(head[1].stdout.is_empty() && head[1].stderr.is_empty());
+        let briefs = s.invocations(&q).await.unwrap();
+        assert_eq!(briefs.len(), 2);
+        assert_eq!(
+            (
+                briefs[1].1.command_id.as_str(),
+                briefs[1].1.comment.as_str()
+            ),
+            ("big", "hi")
+        );
+    }
+
+    #[tokio::test]
     async fn concurrency_limit_and_error_budget() {
         let (_d, s) = store().await;
         let mut c = command("c");
@@ -1878,26 +2213,35 @@ mod tests {
         s.insert_command(&command("c"), &[("mi-1".to_string(), String::new())])
             .await
             .unwrap();
-        assert_eq!(s.deliverable("mi-1", 1_100, 30_000).await.unwrap().len(), 1);
+        assert_eq!(
+            s.deliverable("mi-1", 1_100, 30_000, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
         assert!(
             !s.claim_delivery(&claim("mi-1"), 1_150).await.unwrap(),
             "claimed once"
         );
         assert!(
-            s.deliverable("mi-1", 1_200, 30_000)
+            s.deliverable("mi-1", 1_200, 30_000, 10)
                 .await
                 .unwrap()
                 .is_empty(),
             "awaiting the ack"
         );
         assert_eq!(
-            s.deliverable("mi-1", 31_100, 30_000).await.unwrap().len(),
+            s.deliverable("mi-1", 31_100, 30_000, 10)
+                .await
+                .unwrap()
+                .len(),
             1,
             "ack lost: deliver again"
         );
         assert!(
-            s.deliverable("mi-1", 61_000, 30_000)
+            s.deliverable("mi-1", 61_000, 30_000, 10)
                 .await
                 .unwrap()
                 .is_empty(),

@@ -63,6 +63,80 @@ def raw(target, body=b"{}", clock_offset=None, secret=SECRET):
     return resp.status_code, resp.headers, json.loads(resp.content or b"{}")
 
 
+class SignedOnly(SigV4Auth):
+    """SigV4 over only the named headers (botocore signs every header it sends)."""
+
+    def __init__(self, keep):
+        super().__init__(Credentials(KEY, SECRET), "ssm", REGION)
+        self.keep = keep
+
+    def headers_to_sign(self, request):
+        headers = super().headers_to_sign(request)
+        for name in list(headers.keys()):
+            if name.lower() not in self.keep:
+                del headers[name]
+        return headers
+
+
+def signed_once(target, body=b"{}", keep=None):
+    """A request signed once, to be sent as often as a test wants."""
+    req = AWSRequest(
+        method="POST",
+        url=ENDPOINT + "/",
+        data=body,
+        headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"},
+    )
+    auth = SignedOnly(keep) if keep else SigV4Auth(Credentials(KEY, SECRET), "ssm", REGION)
+    auth.add_auth(req)
+    return req.prepare()
+
+
+def send(prepared):
+    resp = URLLib3Session(verify=CA).send(prepared)
+    return resp.status_code, json.loads(resp.content or b"{}")
+
+
+def sigv4_checks(instance_ids):
+    """The operation and the body's type must be signed; a signed request that
+    changes something is accepted once; reads may repeat."""
+    for missing in ("x-amz-target", "content-type"):
+        keep = {"host", "x-amz-date", "x-amz-target", "content-type"} - {missing}
+        status, body = send(signed_once("AmazonSSM.ListCommands", keep=keep))
+        assert status == 400 and body["__type"] == "IncompleteSignatureException", body
+        assert f"SignedHeaders must include {missing}" in body["message"], body
+    # Signed as DescribeDocument, sent as GetDocument: the signature no longer matches.
+    doc = json.dumps({"Name": "AWS-RunShellScript"}).encode()
+    req = signed_once("AmazonSSM.DescribeDocument", body=doc)
+    status, body = send(req)
+    assert status == 200 and body["Document"]["Name"] == "AWS-RunShellScript", body
+    req.headers["X-Amz-Target"] = "AmazonSSM.GetDocument"
+    status, body = send(req)
+    assert status == 400 and body["__type"] == "InvalidSignatureException", body
+    # The same signed SendCommand twice: one command.
+    comment = f"replay-{time.time_ns()}"
+    sent = json.dumps({
+        "InstanceIds": instance_ids[:1], "DocumentName": "AWS-RunShellScript",
+        "Comment": comment, "Parameters": {"commands": ["true"]},
+    }).encode()
+    req = signed_once("AmazonSSM.SendCommand", body=sent)
+    status, body = send(req)
+    assert status == 200 and body["Command"]["Comment"] == comment, body
+    status, body = send(req)
+    assert status == 400 and body["__type"] == "InvalidSignatureException", body
+    assert "already used" in body["message"], body
+    mine = [c for c in client(config=NO_RETRY).list_commands()["Commands"] if c["Comment"] == comment]
+    assert len(mine) == 1, mine
+    # Reads may repeat.
+    req = signed_once("AmazonSSM.ListCommands")
+    assert send(req)[0] == 200 and send(req)[0] == 200
+    # A change that failed took no effect: sent again, it is answered again.
+    bad = json.dumps({"InstanceIds": instance_ids[:1], "DocumentName": "NoSuchDocument"}).encode()
+    req = signed_once("AmazonSSM.SendCommand", body=bad)
+    for _ in range(2):
+        status, body = send(req)
+        assert status == 400 and body["__type"] == "InvalidDocument", body
+
+
 def main(instance_ids):
     ssm = client(config=NO_RETRY)
 
@@ -179,6 +253,7 @@ def main(instance_ids):
     assert status == 400 and body["__type"] == "UnknownOperationException", body
     status, _, body = raw("AmazonSSM.ListCommands", body=b"{not json")
     assert status == 400 and body["__type"] == "SerializationException", body
+    sigv4_checks(instance_ids)
     print(json.dumps({"checked": "ok", "command": cid}))
 
 

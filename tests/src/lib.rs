@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod aws;
+pub mod chaos;
+pub mod closed_port;
+pub mod netns;
 pub mod postgres;
 pub mod raw;
 pub mod relay;
@@ -56,6 +59,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A command for `program` run under `wrap`, a command prefix such as
+/// `ip netns exec NAME` or `nsenter -t PID -m --` (empty: run directly). Both
+/// exec the program in place, so the child's PID is the program's own.
+pub fn wrapped(wrap: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
@@ -155,6 +172,10 @@ pub struct Coordinator {
     /// PostgreSQL when `TETHER_TEST_DATABASE=postgres`, else None (SQLite in
     /// `dir`); dropped only after `Drop` has killed the coordinator.
     pub database: Option<TestDatabase>,
+    /// Prefix of its command lines and of the CLI's (see [`wrapped`]).
+    pub wrap: Vec<String>,
+    /// Host of both listeners (default 127.0.0.1).
+    pub listen_host: String,
 }
 
 impl Coordinator {
@@ -169,6 +190,17 @@ impl Coordinator {
     /// the database itself (`TETHER_DATABASE`, e.g. replicas sharing one)
     /// keeps it in both passes.
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Coordinator {
+        Self::start_in(dir, &[], "127.0.0.1", env)
+    }
+
+    /// As [`Coordinator::start_with_env`], run under `wrap` (and its CLI too)
+    /// and listening on `listen_host` (e.g. `0.0.0.0` inside a network namespace).
+    pub fn start_in(
+        dir: &Path,
+        wrap: &[String],
+        listen_host: &str,
+        env: &[(&str, &str)],
+    ) -> Coordinator {
         let own_database = env.iter().any(|(k, _)| *k == "TETHER_DATABASE");
         let mut c = Coordinator {
             dir: dir.join("coord"),
@@ -185,20 +217,22 @@ impl Coordinator {
             } else {
                 TestDatabase::from_env()
             },
+            wrap: wrap.to_vec(),
+            listen_host: listen_host.to_string(),
         };
         c.launch();
         c
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(bin("tether"));
+        let mut cmd = wrapped(&self.wrap, bin("tether"));
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.listen_host, self.port))
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(format!("{}:{}", self.listen_host, self.http_port))
             .args(
                 self.database
                     .iter()
@@ -276,6 +310,20 @@ impl Coordinator {
         self.launch();
     }
 
+    /// The running coordinator's process ID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS` of /proc), if it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn operator_json(&self) -> PathBuf {
         self.dir.join("operator.json")
     }
@@ -301,7 +349,7 @@ impl Coordinator {
 
     /// Runs `tether --config operator.json ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("tether"))
+        wrapped(&self.wrap, bin("tether"))
             .arg("--config")
             .arg(self.operator_json())
             .args(args)
@@ -409,12 +457,26 @@ pub struct Agent {
     pub instance_id: String,
     /// Extra environment for the daemon (set before `run`).
     pub env: Vec<(String, String)>,
+    /// Prefix of the daemon's command line (see [`wrapped`]).
+    pub wrap: Vec<String>,
     child: Option<Child>,
 }
 
 /// Runs `tether-agent register` and returns its output.
 pub fn register(state_dir: &Path, endpoint: &str, id: &str, code: &str, pin: &str) -> Output {
-    Command::new(bin("tether-agent"))
+    register_in(&[], state_dir, endpoint, id, code, pin)
+}
+
+/// As [`register`], run under `wrap`.
+pub fn register_in(
+    wrap: &[String],
+    state_dir: &Path,
+    endpoint: &str,
+    id: &str,
+    code: &str,
+    pin: &str,
+) -> Output {
+    wrapped(wrap, bin("tether-agent"))
         .args([
             "register",
             "--endpoint",
@@ -457,7 +519,26 @@ impl Agent {
         (id, code): (&str, &str),
         env: &[(&str, &str)],
     ) -> Agent {
-        let mut a = Self::register(dir, name, &coord.endpoint(), &coord.ca_pin(), (id, code));
+        Self::start_in(dir, name, coord, &[], (id, code), env)
+    }
+
+    /// As [`Agent::start_with_activation`], registering and running under `wrap`.
+    pub fn start_in(
+        dir: &Path,
+        name: &str,
+        coord: &Coordinator,
+        wrap: &[String],
+        (id, code): (&str, &str),
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut a = Self::register_in(
+            wrap,
+            dir,
+            name,
+            &coord.endpoint(),
+            &coord.ca_pin(),
+            (id, code),
+        );
         a.env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -476,8 +557,20 @@ impl Agent {
         pin: &str,
         (id, code): (&str, &str),
     ) -> Agent {
+        Self::register_in(&[], dir, name, endpoint, pin, (id, code))
+    }
+
+    /// As [`Agent::register`], registering (and later running) under `wrap`.
+    pub fn register_in(
+        wrap: &[String],
+        dir: &Path,
+        name: &str,
+        endpoint: &str,
+        pin: &str,
+        (id, code): (&str, &str),
+    ) -> Agent {
         let state_dir = dir.join(name);
-        let out = register(&state_dir, endpoint, id, code, pin);
+        let out = register_in(wrap, &state_dir, endpoint, id, code, pin);
         assert!(
             out.status.success(),
             "register failed: {}",
@@ -488,13 +581,14 @@ impl Agent {
             state_dir,
             instance_id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
             env: Vec::new(),
+            wrap: wrap.to_vec(),
             child: None,
         }
     }
 
     /// Starts (or restarts) the daemon.
     pub fn run(&mut self) {
-        let mut cmd = Command::new(bin("tether-agent"));
+        let mut cmd = wrapped(&self.wrap, bin("tether-agent"));
         // Test defaults first, so that a test's own environment overrides them
         // (no upload jitter in tests unless a test asks for it).
         cmd.env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")

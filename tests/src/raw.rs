@@ -16,33 +16,15 @@ pub type Answer = Result<Value, (String, String)>;
 
 /// Sends `body` to `operation` over the operator gRPC channel.
 pub fn grpc(coord: &Coordinator, operation: &str, body: &[u8]) -> Answer {
-    let operator: Value = serde_json::from_str(
-        &std::fs::read_to_string(coord.operator_json()).expect("operator.json"),
-    )
-    .expect("operator.json is JSON");
-    let endpoint = operator["Endpoint"].as_str().expect("Endpoint").to_string();
-    let ca = operator["CaCertificate"]
+    let token = operator(coord)["Token"]
         .as_str()
-        .expect("CaCertificate")
+        .expect("Token")
         .to_string();
-    let token = operator["Token"].as_str().expect("Token").to_string();
     let request_json = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(endpoint)
-            .expect("the endpoint is a URL")
-            .tls_config(tls)
-            .expect("TLS configuration")
-            .connect()
-            .await
-            .expect("connect to the operator channel");
-        let mut client = pb::operator_client::OperatorClient::new(channel);
+    block_on(async move {
+        let channel = channel(coord).await;
+        let mut client = pb::operator_client::OperatorClient::new(channel)
+            .max_decoding_message_size(pb::MAX_MESSAGE_BYTES);
         let mut req = tonic::Request::new(pb::OperatorCall {
             operation: operation.to_string(),
             request_json,
@@ -65,6 +47,75 @@ pub fn grpc(coord: &Coordinator, operation: &str, body: &[u8]) -> Answer {
             )),
         }
     })
+}
+
+/// Calls on the gRPC port with no credential at all (no client certificate,
+/// no operator token), carrying `bytes` of filler: an operator call, an
+/// agent's report and a registration. The status of each.
+pub fn uncredentialed(coord: &Coordinator, bytes: usize) -> [tonic::Status; 3] {
+    let filler = "x".repeat(bytes);
+    block_on(async move {
+        let operator = pb::operator_client::OperatorClient::new(channel(coord).await)
+            .invoke(pb::OperatorCall {
+                operation: "ListCommands".into(),
+                request_json: filler.clone(),
+            })
+            .await;
+        let report = pb::agent_client::AgentClient::new(channel(coord).await)
+            .report(pb::ReportRequest {
+                reports: vec![pb::InvocationReport {
+                    command_id: filler.clone(),
+                    ..Default::default()
+                }],
+            })
+            .await;
+        let register = pb::registration_client::RegistrationClient::new(channel(coord).await)
+            .register(pb::RegisterRequest {
+                csr_pem: filler,
+                ..Default::default()
+            })
+            .await;
+        let status = |r: Result<(), tonic::Status>| r.expect_err("a call without credentials");
+        [
+            status(operator.map(drop)),
+            status(report.map(drop)),
+            status(register.map(drop)),
+        ]
+    })
+}
+
+fn operator(coord: &Coordinator) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(coord.operator_json()).expect("operator.json"))
+        .expect("operator.json is JSON")
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+/// A TLS channel to the gRPC port, trusting the coordinator's CA, without a
+/// client certificate.
+async fn channel(coord: &Coordinator) -> tonic::transport::Channel {
+    let operator = operator(coord);
+    let endpoint = operator["Endpoint"].as_str().expect("Endpoint").to_string();
+    let ca = operator["CaCertificate"]
+        .as_str()
+        .expect("CaCertificate")
+        .to_string();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    Endpoint::from_shared(endpoint)
+        .expect("the endpoint is a URL")
+        .tls_config(tls)
+        .expect("TLS configuration")
+        .connect()
+        .await
+        .expect("connect to the gRPC port")
 }
 
 /// Sends each `(operation, body)` to the HTTPS API, SigV4-signed with
@@ -129,4 +180,56 @@ print(json.dumps(out))
             )),
         })
         .collect()
+}
+
+/// Registers over the Registration service from the loopback address
+/// `source` (any of 127.0.0.0/8: the coordinator sees a distinct client
+/// address), around the agent's own client: the new instance ID, or the
+/// refusal's gRPC code and message. The CSR is a real one for a fresh key.
+pub fn register_from(
+    coord: &Coordinator,
+    source: std::net::IpAddr,
+    activation_id: &str,
+    activation_code: &str,
+) -> Result<String, (tonic::Code, String)> {
+    let operator: Value = serde_json::from_str(
+        &std::fs::read_to_string(coord.operator_json()).expect("operator.json"),
+    )
+    .expect("operator.json is JSON");
+    let ca = operator["CaCertificate"]
+        .as_str()
+        .expect("CaCertificate")
+        .to_string();
+    let (_key, csr_pem) = tether_agent::register::new_key_and_csr().expect("a key and its CSR");
+    let request = pb::RegisterRequest {
+        activation_id: activation_id.to_string(),
+        activation_code: activation_code.to_string(),
+        csr_pem,
+        name: String::new(),
+        info: None,
+    };
+    let endpoint = coord.endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(endpoint)
+            .expect("the endpoint is a URL")
+            .local_address(Some(source))
+            .tls_config(tls)
+            .expect("TLS configuration")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+        let mut client = pb::registration_client::RegistrationClient::new(channel);
+        client
+            .register(request)
+            .await
+            .map(|r| r.into_inner().instance_id)
+            .map_err(|s| (s.code(), s.message().to_string()))
+    })
 }

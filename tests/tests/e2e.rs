@@ -4,12 +4,15 @@
 mod e2e {
     pub mod aws_bridge;
     pub mod bench;
+    pub mod chaos;
     pub mod cli;
     pub mod control;
     pub mod documents;
     pub mod failover;
+    pub mod health;
     pub mod install;
     pub mod inventory;
+    pub mod limits;
     pub mod node_status;
     pub mod one_door;
     pub mod packaging;
@@ -19,7 +22,9 @@ mod e2e {
     pub mod replicas;
     pub mod run_command;
     pub mod security;
+    pub mod slow_clients;
     pub mod ssm_http;
     pub mod ssm_sdk;
+    pub mod trust;
     pub mod tutorial;
 }

@@ -15,6 +15,9 @@ fn spec(script: &str, timeout_seconds: u32) -> StepSpec {
         timeout_seconds,
         env: Vec::new(),
         output_cap_bytes: 1 << 20,
+        clean_env: false,
+        script: None,
+        run_as: None,
     }
 }
 
@@ -83,6 +86,74 @@ async fn reports_exit_code_env_and_working_directory() {
     assert_eq!(result.exit_code, 3);
     let expected = format!("{}\nx y\n", wd.path().display());
     assert_eq!(output(dir.path(), STDOUT_FILE), expected.as_bytes());
+}
+
+#[tokio::test]
+async fn a_clean_environment_is_the_whole_environment_and_output_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut spec = spec("env; echo oops >&2", 10);
+    spec.clean_env = true;
+    spec.env = vec![
+        ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+        ("ONLY".to_owned(), "this".to_owned()),
+    ];
+    let dir = step_dir(&spec);
+    let result = supervise(dir.path()).await.expect("supervise");
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let out = String::from_utf8(output(dir.path(), STDOUT_FILE)).expect("utf-8");
+    let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+    names.sort_unstable();
+    // sh adds PWD (and may add SHLVL and _) itself; nothing comes from us.
+    names.retain(|n| !matches!(*n, "PWD" | "SHLVL" | "_" | "OLDPWD"));
+    assert_eq!(names, ["ONLY", "PATH"], "{out}");
+    for f in [STDOUT_FILE, STDERR_FILE, RESULT_FILE, LOCK_FILE] {
+        let mode = std::fs::metadata(dir.path().join(f))
+            .expect("step file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+}
+
+/// A step for another user runs as that user, with its groups, from a copy
+/// of the script it could not otherwise reach (the step directory is the
+/// supervisor's, 0700). Only root can switch users: as anyone else the step
+/// fails, saying so.
+#[tokio::test]
+async fn a_step_runs_as_the_configured_user_from_a_script_it_cannot_reach() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "id -u; id -g; id -G; pwd; echo \"$0\"\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let mut spec = spec("", 10);
+    spec.args = Vec::new();
+    spec.script = Some(script);
+    spec.working_directory = Some("/".into());
+    spec.run_as = Some(crate::runas::StepUser {
+        name: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534, 4242],
+        home: "/nonexistent".into(),
+        shell: "/usr/sbin/nologin".into(),
+    });
+    spec.write(dir.path()).expect("write");
+    let result = supervise(dir.path()).await.expect("supervise");
+    let out = String::from_utf8(output(dir.path(), STDOUT_FILE)).expect("utf-8");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(result.exit_code, 0, "{result:?} {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..4], ["65534", "65534", "65534 4242", "/"], "{out}");
+        assert!(lines[4].starts_with("/proc/self/fd/"), "{out}");
+    } else {
+        let error = result.error.unwrap_or_default();
+        assert!(
+            error.contains("as user \"nobody\"") && error.contains("Operation not permitted"),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test]

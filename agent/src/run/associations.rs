@@ -219,8 +219,8 @@ impl Local {
     pub fn new(state_dir: &std::path::Path) -> std::io::Result<Local> {
         let assoc_dir = state_dir.join("associations");
         let inv_dir = state_dir.join("inventory");
-        std::fs::create_dir_all(&assoc_dir)?;
-        std::fs::create_dir_all(&inv_dir)?;
+        tether_util::fs::create_private_dir_all(&assoc_dir)?;
+        tether_util::fs::create_private_dir_all(&inv_dir)?;
         Ok(Local {
             assoc_dir,
             inv_dir,
@@ -569,7 +569,7 @@ impl Agent {
                 .join("runs")
                 .join(&run_id)
                 .join(i.to_string());
-            if let Err(e) = std::fs::create_dir_all(&dir) {
+            if let Err(e) = tether_util::fs::create_private_dir_all(&dir) {
                 failed = true;
                 output.push_str(&format!("{}: {}: {e}\n", step.name, dir.display()));
                 continue;

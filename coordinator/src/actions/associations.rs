@@ -154,6 +154,15 @@ async fn document_and_parameters(
         .doc
         .resolve_parameters(given)
         .map_err(|e| ApiError::new("InvalidParameters", format!("{op}: {e}")))?;
+    let (resolved_json, version) = (json!(resolved).to_string(), found.version.to_string());
+    let parts = [
+        &*found.doc.content,
+        &resolved_json,
+        name,
+        &version,
+        &found.doc.hash(),
+    ];
+    super::sizes::check_envelope(op, "the association", &parts)?;
     Ok((found.doc, found.version, resolved))
 }
 

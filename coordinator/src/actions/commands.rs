@@ -19,12 +19,13 @@ use tether_ssm::state::Detail;
 use tether_ssm::target::Target;
 use tether_ssm::{ApiError, Rate, ids, limits};
 use tether_store::{
-    self as store, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
+    self as store, CommandBrief, CommandQuery, CommandRow, InstanceRow, InvocationRow, PluginRow,
 };
 use tether_util::time::{now_ms, parse_timestamp_ms};
 
 use super::documents;
-use super::wire::{Page, stored, string_time, tag_pairs, ts};
+use super::wire::{self, Page, stored, string_time, tag_pairs, ts};
+use crate::authz::{Authority, Resource};
 use crate::core::Coordinator;
 
 /// What AWS answers as `DocumentVersion` when SendCommand named none.
@@ -33,7 +34,7 @@ const DEFAULT_VERSION: &str = "$DEFAULT";
 /// `DocumentVersion` as AWS answers it: as the sender named it (`$DEFAULT`
 /// when it named none). Commands stored before the request's spelling was
 /// kept answer the version they resolved to.
-fn answered_version(c: &CommandRow) -> &str {
+fn answered_version(c: &CommandBrief) -> &str {
     if c.requested_document_version.is_empty() {
         &c.document_version
     } else {
@@ -43,10 +44,14 @@ fn answered_version(c: &CommandRow) -> &str {
 
 /// Tether's documented extra members (`ssm/model/tether-operations.json`,
 /// `extraMembers`) on every answer about a command: the version the
-/// command resolved to and the SHA-256 of the content it ran.
-fn add_document_extras(v: &mut Value, c: &CommandRow) {
+/// command resolved to, the SHA-256 of the content it ran, and the ARN of
+/// the principal that sent it.
+fn add_document_extras(v: &mut Value, c: &CommandBrief) {
     v["ResolvedDocumentVersion"] = json!(c.document_version);
     v["DocumentHash"] = json!(c.document_hash);
+    if !c.requested_by.is_empty() {
+        v["RequestedBy"] = json!(c.requested_by);
+    }
 }
 
 /// Members of SendCommand Tether does not take, and why.
@@ -199,6 +204,7 @@ pub(super) async fn resolve_targets(
 /// Stores the command and one invocation per instance, in one transaction.
 async fn store_command(
     c: &Coordinator,
+    requested_by: &str,
     r: &SendCommandRequest,
     p: &Prepared,
     reached: &[(String, Option<InstanceRow>)],
@@ -241,6 +247,7 @@ async fn store_command(
             .document_version
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
+        requested_by: requested_by.to_owned(),
     };
     let pairs: Vec<(String, String)> = reached
         .iter()
@@ -284,7 +291,32 @@ async fn dispatch_command(
     Ok(())
 }
 
-pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value, ApiError> {
+/// Authorises `ssm:SendCommand` on every instance the targets reached (the
+/// door checked the document): one the caller may not touch refuses the
+/// whole command, naming it, before anything is stored.
+fn authorize_instances(
+    c: &Coordinator,
+    authority: &Authority,
+    reached: &[(String, Option<InstanceRow>)],
+) -> Result<(), ApiError> {
+    if matches!(authority, Authority::Root { .. }) {
+        return Ok(());
+    }
+    for (id, row) in reached {
+        let resource = match row {
+            Some(row) => Resource::instance(&c.account, row)?,
+            None => Resource::untagged(c.account.instance_arn(id)),
+        };
+        authority.check("ssm:SendCommand", &resource)?;
+    }
+    Ok(())
+}
+
+pub(super) async fn send(
+    c: &Coordinator,
+    authority: &Authority,
+    r: SendCommandRequest,
+) -> Result<Value, ApiError> {
     if let Some((member, why)) = unsupported(&r) {
         return Err(ApiError::validation(format!(
             "SendCommand: {member} is not supported by Tether ({why})"
@@ -306,6 +338,16 @@ pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value
         None => Rate::DEFAULT_ERRORS,
     };
     let prepared = prepare(c, &r).await?;
+    let (doc, version) = (&prepared.found.doc, prepared.found.version.to_string());
+    let resolved = json!(prepared.resolved).to_string();
+    let parts = [
+        &*doc.content,
+        &resolved,
+        &r.document_name,
+        &version,
+        &doc.hash(),
+    ];
+    super::sizes::check_envelope("SendCommand", "the command", &parts)?;
     let reached = resolve_targets(c, &instance_ids, &targets).await?;
     if reached.is_empty() {
         return Err(ApiError::new(
@@ -313,7 +355,16 @@ pub(super) async fn send(c: &Coordinator, r: SendCommandRequest) -> Result<Value
             "SendCommand: No Instances In Tag: the targets match no managed instance",
         ));
     }
-    let row = store_command(c, &r, &prepared, &reached, (max_concurrency, max_errors)).await?;
+    authorize_instances(c, authority, &reached)?;
+    let row = store_command(
+        c,
+        authority.arn(),
+        &r,
+        &prepared,
+        &reached,
+        (max_concurrency, max_errors),
+    )
+    .await?;
     dispatch_command(c, &row.command_id, &reached).await?;
     let row = c.store.command(&row.command_id).await?.unwrap_or(row);
     Ok(json!({"Command": command_json(&row)?}))
@@ -383,7 +434,7 @@ fn command_json(c: &CommandRow) -> Result<Value, ApiError> {
     let mut v = json!({
         "CommandId": c.command_id,
         "DocumentName": c.document_name,
-        "DocumentVersion": answered_version(c),
+        "DocumentVersion": answered_version(&CommandBrief::from(c)),
         "Comment": c.comment,
         "ExpiresAfter": ts(c.requested_ms + c.timeout_seconds * 1000),
         "Parameters": parameters,
@@ -406,7 +457,7 @@ fn command_json(c: &CommandRow) -> Result<Value, ApiError> {
         "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false},
         "TimeoutSeconds": c.timeout_seconds,
     });
-    add_document_extras(&mut v, c);
+    add_document_extras(&mut v, &CommandBrief::from(c));
     Ok(v)
 }
 
@@ -514,12 +565,22 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
         page,
     )
     .await?;
-    let rows = c.store.commands(&q).await?;
-    let commands = rows
-        .iter()
-        .map(command_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.with_next_token(json!({"Commands": commands}), rows.len()))
+    // The page is cut by the bytes each command lists before any is read whole.
+    let sizes = c.store.command_sizes(&q).await?;
+    let chosen = wire::fitting(&sizes);
+    let mut packer = page.packer();
+    let mut consumed = chosen.len();
+    for row in c.store.commands_by_id(&chosen).await? {
+        if !packer.push(command_json(&row)?) {
+            consumed = chosen
+                .iter()
+                .position(|id| *id == row.command_id)
+                .unwrap_or(0);
+            break;
+        }
+    }
+    let more = consumed < sizes.len() || sizes.len() as i64 >= page.size;
+    Ok(page.answer("Commands", packer, consumed, more))
 }
 
 /// Characters of `bytes` (as UTF-8, invalid sequences replaced), cut to
@@ -577,6 +638,19 @@ fn plugin_layout(cmd: &CommandRow) -> Result<Vec<PluginLayout>, ApiError> {
         &doc.schema_version,
         steps.iter().map(|s| (s.name.as_str(), s.action.as_str())),
     ))
+}
+
+/// The plugins of a stored command (see [`plugin_layout`]), read by its ID:
+/// a listing of invocations holds only their commands' briefs.
+async fn plugin_layout_of(
+    c: &Coordinator,
+    command_id: &str,
+) -> Result<Vec<PluginLayout>, ApiError> {
+    match c.store.command(command_id).await? {
+        Some(cmd) => plugin_layout(&cmd),
+        // Pruned since its invocations were read.
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Steps as SSM's plugins: 1.2 properties grouped by their plugin (a
@@ -763,12 +837,27 @@ pub(super) async fn list_invocations(
     .await?;
     let details = r.details.unwrap_or(false);
     let rows = c.store.invocations(&q).await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut packer = page.packer();
+    // Each command's plugins, read once per page.
+    let mut layouts: BTreeMap<String, Vec<PluginLayout>> = BTreeMap::new();
     for (inv, cmd) in &rows {
         let mut v = invocation_json(inv, cmd);
         if details {
-            let reported = c.store.plugins(&inv.command_id, &inv.instance_id).await?;
-            let plugins = invocation_plugins(plugin_layout(cmd)?, &reported);
+            // What Output shows of each step, not the whole of it.
+            let reported = c
+                .store
+                .plugins_head(
+                    &inv.command_id,
+                    &inv.instance_id,
+                    limits::LIST_INVOCATIONS_OUTPUT_BYTES,
+                )
+                .await?;
+            if !layouts.contains_key(&inv.command_id) {
+                let layout = plugin_layout_of(c, &inv.command_id).await?;
+                layouts.insert(inv.command_id.clone(), layout);
+            }
+            let layout = layouts.get(&inv.command_id).cloned().unwrap_or_default();
+            let plugins = invocation_plugins(layout, &reported);
             let live = running(&inv.status);
             v["CommandPlugins"] = Value::Array(
                 plugins
@@ -783,13 +872,16 @@ pub(super) async fn list_invocations(
                     .collect(),
             );
         }
-        out.push(v);
+        if !packer.push(v) {
+            break;
+        }
     }
-    let n = out.len();
-    Ok(page.with_next_token(json!({"CommandInvocations": out}), n))
+    let consumed = packer.len();
+    let more = consumed < rows.len() || rows.len() as i64 >= page.size;
+    Ok(page.answer("CommandInvocations", packer, consumed, more))
 }
 
-fn invocation_json(inv: &InvocationRow, cmd: &CommandRow) -> Value {
+fn invocation_json(inv: &InvocationRow, cmd: &CommandBrief) -> Value {
     let mut v = json!({
         "CommandId": inv.command_id,
         "InstanceId": inv.instance_id,
@@ -840,7 +932,7 @@ pub(super) async fn get_invocation(
         ));
     };
     let reported = c.store.plugins(command_id, instance_id).await?;
-    let plugins = invocation_plugins(plugin_layout(cmd)?, &reported);
+    let plugins = invocation_plugins(plugin_layout_of(c, command_id).await?, &reported);
     let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
     // A plugin by SSM's name, or one step by its own (a 1.2 property id
     // such as `0.aws:runShellScript`, as Tether named them before).

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use tether_store::{Claim, HostInfo, InstanceRow, WriteOp};
+use tether_ssm::limits;
+use tether_ssm::state::Detail;
+use tether_store::{Claim, HostInfo, InstanceRow, InvocationResult, PluginResult, WriteOp};
 use tether_util::time::now_ms;
 
 use super::{AgentError, Coordinator, REDELIVER_AFTER_MS};
@@ -30,6 +32,11 @@ pub struct Delivery {
     pub cancels: Vec<Signed>,
     /// The current association set, when the agent's is out of date.
     pub associations: Option<SignedSet>,
+}
+
+/// The bytes a signed message takes in a poll response (with its framing).
+fn signed_bytes(s: &Signed) -> usize {
+    s.payload.len() + s.signature.len() + 16
 }
 
 impl Delivery {
@@ -64,22 +71,19 @@ impl Coordinator {
         let bell = self.bells.get(id);
         let _held = self.bells.hold(id);
         let mut stopping = self.stopping.subscribe();
+        let mut ready = self.ready.subscribe();
         // A look at the database is skipped while the last one stands (see
         // `bell::Bell::is_settled`): an agent polling again right after its
         // result, or an idle one, costs no query.
         loop {
+            // A replica that lost its database lets go of its agents.
+            self.serving()?;
             let association_gen = self.association_generation();
             let before = bell.mark(association_gen, &req.associations_digest);
             let found = if bell.is_settled(&before) {
                 Delivery::default()
             } else {
-                let found = Delivery {
-                    envelopes: self.envelopes_for(id).await?,
-                    cancels: self.cancels_for(id).await?,
-                    associations: self
-                        .association_set_if_changed(instance, &req.associations_digest)
-                        .await?,
-                };
+                let (found, left_over) = self.look(instance, &req.associations_digest).await?;
                 // What was found is handed over now: the agent holds it next time.
                 let digest = found
                     .associations
@@ -89,6 +93,10 @@ impl Coordinator {
                     (before.0, before.1, digest),
                     !found.envelopes.is_empty() || !found.cancels.is_empty(),
                 );
+                if left_over {
+                    // More than one response holds: the next poll looks again at once.
+                    bell.ring();
+                }
                 found
             };
             if !found.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
@@ -101,8 +109,47 @@ impl Coordinator {
                 _ = bell.rung() => {}
                 _ = tokio::time::sleep_until(nap) => {}
                 _ = stopping.changed() => {}
+                _ = ready.changed() => {}
             }
         }
+    }
+
+    /// One look at the instance's work: what fits one poll response
+    /// ([`limits::MAX_POLL_RESPONSE_BYTES`]) — its association set when the
+    /// agent's is out of date, the cancellations due, and envelopes oldest
+    /// first while they fit — and whether anything deliverable was left for
+    /// the next poll.
+    async fn look(
+        &self,
+        instance: &InstanceRow,
+        held_digest: &str,
+    ) -> Result<(Delivery, bool), AgentError> {
+        let id = &instance.instance_id;
+        let mut budget = self.delivery_budget;
+        let mut associations = self
+            .association_set_if_changed(instance, held_digest)
+            .await?;
+        if let Some(set) = &associations {
+            let bytes: usize = set.associations.iter().map(signed_bytes).sum();
+            if bytes > budget {
+                // The agent needs its set whole: it keeps the one it holds.
+                tracing::error!(instance = %id, bytes, budget,
+                    "the instance's association set is larger than one poll response can carry; \
+                     it is not sent (delete or narrow associations that reach it)");
+                associations = None;
+            } else {
+                budget -= bytes;
+            }
+        }
+        let cancels = self.cancels_for(id).await?;
+        budget = budget.saturating_sub(cancels.iter().map(signed_bytes).sum());
+        let (envelopes, left_over) = self.envelopes_for(id, budget).await?;
+        let found = Delivery {
+            envelopes,
+            cancels,
+            associations,
+        };
+        Ok((found, left_over))
     }
 
     /// The instance's association set when it differs from the one its agent holds.
@@ -115,16 +162,43 @@ impl Coordinator {
         associations::set_if_changed(&self.pki, &all, instance, held).map_err(AgentError::Internal)
     }
 
-    /// Envelopes of the invocations the instance may run now, each claimed
-    /// (with its envelope kept for a redelivery) before it is handed over.
-    async fn envelopes_for(&self, instance_id: &str) -> Result<Vec<Signed>, AgentError> {
+    /// Envelopes of the invocations the instance may run now, oldest first
+    /// while they fit `budget` bytes, each claimed (with its envelope kept for
+    /// a redelivery) before it is handed over; and whether any deliverable
+    /// one was left for the next poll. An envelope that could never fit one
+    /// (a command stored before [`limits::MAX_ENVELOPE_BYTES`] held) ends
+    /// its invocation Undeliverable instead of blocking the others.
+    async fn envelopes_for(
+        &self,
+        instance_id: &str,
+        mut budget: usize,
+    ) -> Result<(Vec<Signed>, bool), AgentError> {
         let now = now_ms();
         let mut out = Vec::new();
-        for cmd in self
+        let due = self
             .store
-            .deliverable(instance_id, now, REDELIVER_AFTER_MS)
-            .await?
-        {
+            .deliverable(
+                instance_id,
+                now,
+                REDELIVER_AFTER_MS,
+                limits::MAX_ENVELOPES_PER_POLL,
+            )
+            .await?;
+        let mut left_over = due.len() as i64 >= limits::MAX_ENVELOPES_PER_POLL;
+        for (command_id, variable) in due {
+            let bytes = signing::envelope_bytes(usize::try_from(variable).unwrap_or(usize::MAX));
+            if bytes > limits::MAX_ENVELOPE_BYTES {
+                self.undeliverable(&command_id, instance_id, bytes).await?;
+                continue;
+            }
+            if bytes > budget {
+                // In order: it goes first in the next poll's response.
+                left_over = true;
+                break;
+            }
+            let Some(cmd) = self.store.command(&command_id).await? else {
+                continue; // pruned meanwhile
+            };
             // MaxConcurrency: without a free slot it waits; a finishing
             // invocation rings the waiting instances.
             let envelope = signing::command(&self.pki, self.hook, instance_id, &cmd, now);
@@ -137,10 +211,12 @@ impl Coordinator {
                 signature: envelope.signature,
             });
             if let (true, WriteOp::Claim(c)) = self.write(claim).await? {
-                out.push(Signed {
+                let signed = Signed {
                     payload: c.payload,
                     signature: c.signature,
-                });
+                };
+                budget = budget.saturating_sub(signed_bytes(&signed));
+                out.push(signed);
             }
         }
         if out.is_empty()
@@ -150,7 +226,45 @@ impl Coordinator {
         {
             out.push(Signed { payload, signature });
         }
-        Ok(out)
+        Ok((out, left_over))
+    }
+
+    /// Ends an invocation whose envelope can never be delivered (too large),
+    /// saying so in its output.
+    async fn undeliverable(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        bytes: usize,
+    ) -> Result<(), AgentError> {
+        let why = format!(
+            "the command's envelope is {bytes} bytes; at most {} bytes can be delivered to a node \
+             (the command was stored before that limit held)",
+            limits::MAX_ENVELOPE_BYTES
+        );
+        tracing::error!(command = %command_id, instance = %instance_id, "{why}");
+        let now = now_ms();
+        let result = InvocationResult {
+            detail: Detail::Undeliverable,
+            response_code: -1,
+            start_ms: None,
+            end_ms: Some(now),
+            plugins: vec![PluginResult {
+                name: "tether:delivery".to_string(),
+                detail: Detail::Undeliverable,
+                response_code: -1,
+                start_ms: None,
+                end_ms: Some(now),
+                stdout: Vec::new(),
+                stderr: why.into_bytes(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+            }],
+        };
+        self.store
+            .finish_invocation(command_id, instance_id, &result, now)
+            .await?;
+        Ok(())
     }
 
     /// Signed cancellations due for this instance (resent until its agent
@@ -170,5 +284,106 @@ impl Coordinator {
             out.push(signed);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tether_store::{CommandQuery, CommandRow, Store};
+
+    use super::*;
+    use crate::pki::Pki;
+
+    fn command(id: &str, requested_ms: i64, parameters_bytes: usize) -> CommandRow {
+        let params = format!(r#"{{"commands":["{}"]}}"#, "x".repeat(parameters_bytes));
+        CommandRow {
+            command_id: id.into(),
+            document_name: "AWS-RunShellScript".into(),
+            document_version: "1".into(),
+            requested_document_version: String::new(),
+            document_hash: "h".into(),
+            document_content: "{}".into(),
+            parameters_json: params.clone(),
+            resolved_json: params,
+            comment: String::new(),
+            requested_ms,
+            timeout_seconds: 600,
+            max_concurrency: "50".into(),
+            max_errors: "0".into(),
+            concurrency_limit: 50,
+            instance_ids_json: r#"["mi-1"]"#.into(),
+            targets_json: "[]".into(),
+            status: "Pending".into(),
+            status_details: "Pending".into(),
+            target_count: 1,
+            completed_count: 0,
+            error_count: 0,
+            delivery_timed_out_count: 0,
+            requested_by: String::new(),
+        }
+    }
+
+    /// A poll that does not wait: whatever one look finds.
+    async fn poll_once(c: &Coordinator, instance: &InstanceRow) -> Delivery {
+        let poll = Poll {
+            wait: Some(Duration::ZERO),
+            ..Poll::default()
+        };
+        c.poll(instance, poll).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_poll_carries_what_fits_and_the_rest_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".to_string()]).unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut c = Coordinator::new(store, Arc::new(pki));
+        // Room for two envelopes of 100 KB per response.
+        c.delivery_budget = 250_000;
+        let now = now_ms();
+        let target = [("mi-1".to_string(), String::new())];
+        for n in 0..5 {
+            let cmd = command(&format!("c{n}"), now + n, 100_000);
+            c.store.insert_command(&cmd, &target).await.unwrap();
+        }
+        // Stored before envelopes were capped: it can never be delivered.
+        let huge = command("huge", now - 1, limits::MAX_ENVELOPE_BYTES);
+        c.store.insert_command(&huge, &target).await.unwrap();
+        let instance = InstanceRow {
+            instance_id: "mi-1".into(),
+            tags_json: "[]".into(),
+            ..InstanceRow::default()
+        };
+        let mut delivered = Vec::new();
+        for _ in 0..3 {
+            let d = poll_once(&c, &instance).await;
+            let bytes: usize = d.envelopes.iter().map(signed_bytes).sum();
+            assert!(bytes <= c.delivery_budget, "{bytes} bytes in one response");
+            delivered.push(d.envelopes.len());
+        }
+        assert_eq!(
+            delivered,
+            [2, 2, 1],
+            "oldest first, what fits, the rest at once next"
+        );
+        assert!(poll_once(&c, &instance).await.envelopes.is_empty());
+        let q = CommandQuery {
+            command_id: Some("huge".into()),
+            limit: 1,
+            ..CommandQuery::default()
+        };
+        let (inv, _) = c.store.invocations(&q).await.unwrap().remove(0);
+        assert_eq!(
+            (inv.status.as_str(), inv.status_details.as_str()),
+            ("Failed", "Undeliverable")
+        );
+        let why = c.store.plugins("huge", "mi-1").await.unwrap().remove(0);
+        let why = String::from_utf8(why.stderr).unwrap();
+        assert!(
+            why.contains("at most 4194304 bytes can be delivered"),
+            "{why}"
+        );
     }
 }

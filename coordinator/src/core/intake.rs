@@ -48,11 +48,17 @@ impl Coordinator {
                     started_ms,
                     output,
                 } => {
-                    self.store
+                    let mut known = self
+                        .store
                         .mark_started(&command_id, id, started_ms, now)
                         .await?;
                     for chunk in &output {
-                        self.store.append_output(&command_id, id, chunk).await?;
+                        known |= self.store.append_output(&command_id, id, chunk).await?;
+                    }
+                    // Neither took: already terminal (a late report), or not
+                    // this instance's to report at all.
+                    if !known {
+                        self.unless_invocation(id, &command_id, "started").await?;
                     }
                 }
                 Report::Refused { command_id, why } => {
@@ -60,12 +66,11 @@ impl Coordinator {
                     // way; a refused replay of a finished one changes nothing.
                     warn!(instance_id = %id, %command_id, detail = %why,
                         "agent refused a command envelope");
-                    let pending = self
-                        .store
-                        .invocation_status(&command_id, id)
-                        .await?
-                        .is_some_and(|status| status == "Pending");
-                    if pending {
+                    let status = self.store.invocation_status(&command_id, id).await?;
+                    if status.is_none() {
+                        not_sent(id, &command_id, "refused");
+                    }
+                    if status.is_some_and(|status| status == "Pending") {
                         let result = refused(&why, now);
                         self.store
                             .finish_invocation(&command_id, id, &result, now)
@@ -83,12 +88,38 @@ impl Coordinator {
                         result,
                     });
                     let (stored, op) = self.write(op).await?;
-                    if stored && let WriteOp::Finish(f) = op {
-                        self.ring_waiting(&f.command_id).await?;
-                        info!(instance_id = %id, command_id = %f.command_id, status = detail.as_str(), "invocation finished");
+                    if let WriteOp::Finish(f) = op {
+                        if stored {
+                            self.ring_waiting(&f.command_id).await?;
+                            info!(instance_id = %id, command_id = %f.command_id, status = detail.as_str(), "invocation finished");
+                        } else {
+                            // A result sent again is normal; one for another's command is not.
+                            self.unless_invocation(id, &f.command_id, "finished")
+                                .await?;
+                        }
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Logs a report for a command this instance was never sent (an
+    /// invocation of another instance's, or of no command at all): it
+    /// changes nothing, but it means an agent is confused or misbehaving.
+    async fn unless_invocation(
+        &self,
+        instance_id: &str,
+        command_id: &str,
+        what: &str,
+    ) -> Result<(), AgentError> {
+        if self
+            .store
+            .invocation_status(command_id, instance_id)
+            .await?
+            .is_none()
+        {
+            not_sent(instance_id, command_id, what);
         }
         Ok(())
     }
@@ -112,6 +143,15 @@ impl Coordinator {
     ) -> Result<Vec<String>, AgentError> {
         Ok(associations::put_inventory(&self.store, &instance.instance_id, upload).await?)
     }
+}
+
+fn not_sent(instance_id: &str, command_id: &str, what: &str) {
+    warn!(
+        %instance_id,
+        %command_id,
+        report = what,
+        "report ignored: this instance has no invocation of that command (another node's command, or none)"
+    );
 }
 
 /// The outcome of an envelope the agent refused.

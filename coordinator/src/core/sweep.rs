@@ -1,7 +1,8 @@
 //! Housekeeping every 2 s: pings noted in memory are written in one
 //! transaction, and — on the replica that leads the sweep — delivery
 //! timeouts, cancellations nobody confirmed, invocations whose agent fell
-//! silent, and history past its retention.
+//! silent, used SigV4 signatures past their replay window, and history past
+//! its retention.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -107,6 +108,10 @@ impl Coordinator {
                 }
             }
             Err(e) => warn!(error = %e, "unconfirmed-invocation sweep failed"),
+        }
+        // SigV4 signatures a replay could no longer use.
+        if let Err(e) = self.store.prune_signatures(now).await {
+            warn!(error = %e, "pruning used SigV4 signatures failed");
         }
         if now - self.sweeper.last_prune_ms.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
             self.sweeper.last_prune_ms.store(now, Ordering::Relaxed);

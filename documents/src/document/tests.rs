@@ -545,6 +545,34 @@ fn invalid_documents_are_refused() {
             "mainSteps[0]: step name must not be empty",
         ),
         (
+            v22(
+                r#""mainSteps":[{"action":"aws:runShellScript","name":"a\u0000b","inputs":{"runCommand":[]}}]"#,
+            ),
+            r#"mainSteps[0]: step name "a\0b" contains a NUL character (U+0000); use printable characters only"#,
+        ),
+        (
+            v22(
+                r#""mainSteps":[{"action":"aws:runShellScript","name":"ok\u001b[2J","inputs":{"runCommand":[]}}]"#,
+            ),
+            r#"mainSteps[0]: step name "ok\u{1b}[2J" contains a control character (U+001B)"#,
+        ),
+        (
+            v22(
+                r#""mainSteps":[{"action":"aws:runShellScript","name":"two\nlines","inputs":{"runCommand":[]}}]"#,
+            ),
+            "contains a control character (U+000A)",
+        ),
+        (
+            v22(
+                r#""mainSteps":[{"action":"aws:runShellScript","name":"abc\u202edcb","inputs":{"runCommand":[]}}]"#,
+            ),
+            "contains a bidirectional control (U+202E)",
+        ),
+        (
+            r#"{"schemaVersion":"1.2","runtimeConfig":{"aws:runShellScript":{"properties":[{"id":"0.a\u0000","runCommand":["x"]}]}}}"#.to_owned(),
+            r#"runtimeConfig.aws:runShellScript.properties[0]: step name "0.a\0" contains a NUL character"#,
+        ),
+        (
             v22(r#""mainSteps":[{"action":"aws:runShellScript","inputs":{"runCommand":[]}}]"#),
             "mainSteps[0].name: required field is missing",
         ),

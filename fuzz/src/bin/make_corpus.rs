@@ -163,6 +163,7 @@ fn signed_command() -> pb::SignedCommand {
         issued_at_ms: AGENT_NOW_MS - 1000,
         expires_at_ms: AGENT_NOW_MS + 3_600_000,
         nonce: "5f0c8a1e9b2d4c7f6a3e1d0b9c8a7f6e".into(),
+        requested_by: "arn:aws:iam::123456789012:user/ops".into(),
     }
 }
 

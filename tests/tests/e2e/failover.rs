@@ -8,22 +8,13 @@
 //! share state): a closed port is a dead replica, and a TCP relay in front of
 //! the coordinator is a replica that can be killed and started again.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tether_agent::endpoints;
+use tether_tests::closed_port::ClosedPort;
 use tether_tests::relay::Relay;
 use tether_tests::{Agent, Coordinator, register, wait_for};
-
-/// A loopback endpoint nothing listens on.
-fn dead_endpoint() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    format!("https://127.0.0.1:{port}")
-}
 
 /// `a` and `b` in the order that makes the agent `instance_id` start on `first`.
 fn starting_on(instance_id: &str, first: &str, other: &str) -> String {
@@ -48,7 +39,8 @@ fn registration_passes_over_a_dead_endpoint_and_stops_at_a_refusal() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
     let (live, pin) = (coord.endpoint(), coord.ca_pin());
-    let (dead, dead2) = (dead_endpoint(), dead_endpoint());
+    let (closed, closed2) = (ClosedPort::new(), ClosedPort::new());
+    let (dead, dead2) = (closed.endpoint(), closed2.endpoint());
     let (id, code) = coord.activation(2);
 
     // A malformed entry is named, and nothing is registered.
@@ -135,7 +127,8 @@ fn an_agent_starting_on_a_dead_endpoint_moves_on_and_status_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
     let (live, pin) = (coord.endpoint(), coord.ca_pin());
-    let dead = dead_endpoint();
+    let closed = ClosedPort::new();
+    let dead = closed.endpoint();
     let (id, code) = coord.activation(2);
     let list = format!("{dead},{live}");
 
@@ -193,7 +186,8 @@ fn an_agent_starting_on_a_dead_endpoint_moves_on_and_status_names_it() {
     );
 
     // No endpoint answering is unhealthy.
-    on_dead.set_endpoint(&format!("{dead},{}", dead_endpoint()));
+    let closed2 = ClosedPort::new();
+    on_dead.set_endpoint(&format!("{dead},{}", closed2.endpoint()));
     let (ok, out) = on_dead.status(&[]);
     assert!(!ok, "{out}");
     assert!(out.contains("Answering:     0 of 2"), "{out}");
@@ -277,7 +271,8 @@ fn an_agent_with_several_endpoints_returns_after_a_coordinator_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut coord = Coordinator::start(tmp.path());
     let (live, pin) = (coord.endpoint(), coord.ca_pin());
-    let dead = dead_endpoint();
+    let closed = ClosedPort::new();
+    let dead = closed.endpoint();
     let (id, code) = coord.activation(1);
     let mut agent = Agent::register(
         tmp.path(),

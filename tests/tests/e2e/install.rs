@@ -93,10 +93,8 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     assert!(user_data.contains(&format!("https://{COORDINATOR_NAME}:{}", coord.http_port)));
     // Replicas: install.sh --endpoint passes a comma list (a space in it, and
     // a dead replica first) to `register` as one argument.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let closed = tether_tests::closed_port::ClosedPort::new();
+    let dead = closed.port();
     let endpoints = format!(
         "https://{COORDINATOR_NAME}:{dead}, https://{COORDINATOR_NAME}:{}",
         coord.port
@@ -161,7 +159,9 @@ fn the_user_data_snippet_installs_registers_and_starts_the_agent_under_sysv() {
     assert_eq!(mode("/usr/bin/tether-agent"), 0o755);
     assert_eq!(mode("/etc/init.d/tether-agent"), 0o755);
     assert_eq!(mode("/var/lib/tether-agent"), 0o700);
-    assert_eq!(mode("/var/log/tether"), 0o750);
+    assert_eq!(mode("/var/log/tether"), 0o700);
+    assert_eq!(mode("/var/log/tether/agent.log"), 0o600);
+    assert_eq!(mode("/var/log/tether/errors.log"), 0o600);
     assert_eq!(
         std::fs::read(root.path("/usr/bin/tether-agent")).unwrap(),
         std::fs::read(static_agent()).unwrap()

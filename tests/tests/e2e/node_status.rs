@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use tether_tests::closed_port::ClosedPort;
 use tether_tests::{Agent, Coordinator};
 
 /// A minimal HTTP CONNECT proxy on loopback; records the targets asked for.
@@ -88,11 +89,8 @@ fn status_goes_through_https_proxy_unless_no_proxy_excludes_the_host() {
     );
 
     // A proxy that refuses the tunnel is named as such.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refusing = ClosedPort::new();
+    let dead = refusing.port();
     let (ok, out) = agent.status(&[("https_proxy", &format!("http://127.0.0.1:{dead}"))]);
     assert!(!ok);
     assert!(
@@ -137,11 +135,8 @@ fn status_names_the_failing_stage() {
         "{out}"
     );
 
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.port();
     agent.set_endpoint(&format!("https://127.0.0.1:{closed}"));
     let (ok, out) = agent.status(&[]);
     assert!(!ok);

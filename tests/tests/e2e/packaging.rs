@@ -214,7 +214,9 @@ fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
         stat -c '%a %n' /var/lib/tether-agent /var/log/tether /usr/bin/tether-agent
         echo '{"InstanceId":"mi-0123456789abcdef0"}' > /var/lib/tether-agent/registration.json
         echo '# edited' >> /etc/tether/agent.toml
+        chmod 0770 /var/log/tether
         dpkg -i /opt/agent.deb >>/tmp/dpkg.log 2>&1; echo "upgrade exit $?"
+        stat -c 'after upgrade %a %n' /var/log/tether
         cat /var/lib/tether-agent/registration.json; tail -n1 /etc/tether/agent.toml
         dpkg -r tether-agent >>/tmp/dpkg.log 2>&1; echo "remove exit $?"
         test -x /usr/bin/tether-agent || echo "binary removed"
@@ -228,9 +230,10 @@ fn the_agent_deb_keeps_state_on_upgrade_and_remove_and_purge_deletes_it() {
     for want in [
         "install exit 0",
         "700 /var/lib/tether-agent",
-        "750 /var/log/tether",
+        "700 /var/log/tether",
         "755 /usr/bin/tether-agent",
         "upgrade exit 0",
+        "after upgrade 700 /var/log/tether",
         "{\"InstanceId\":\"mi-0123456789abcdef0\"}",
         "# edited",
         "remove exit 0",
@@ -260,11 +263,19 @@ fn the_coordinator_deb_adds_its_user_and_runs_under_sysv_until_removed_and_purge
         r#"
         dpkg -i --force-depends --force-confold /opt/tether.deb >/tmp/dpkg.log 2>&1; echo "install exit $?"
         getent passwd tether >/dev/null && echo "user tether exists"
-        stat -c '%a %U:%G %n' /var/lib/tether /var/log/tether
+        stat -c '%a %U:%G %n' /var/lib/tether /var/log/tether-coordinator
+        i=0; while [ ! -s /var/log/tether-coordinator/coordinator.log ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+        stat -c '%a %U:%G %n' /var/log/tether-coordinator/coordinator.log
         /etc/init.d/tether status; echo "status exit $?"
         ps -o user= -p "$(cat /var/run/tether/tether.pid)"
         i=0; while [ ! -s /var/lib/tether/operator.json ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
         stat -c '%U %n' /var/lib/tether/operator.json
+        # An upgrade from the shared log directory of older packages.
+        mkdir -p /var/log/tether && chgrp tether /var/log/tether && chmod 0770 /var/log/tether
+        echo old > /var/log/tether/coordinator.log.3 && chown tether /var/log/tether/coordinator.log.3
+        dpkg -i --force-depends --force-confold /opt/tether.deb >>/tmp/dpkg.log 2>&1; echo "upgrade exit $?"
+        stat -c 'shared %a %U:%G %n' /var/log/tether
+        cat /var/log/tether-coordinator/coordinator.log.3
         dpkg -r tether >>/tmp/dpkg.log 2>&1; echo "remove exit $?"
         /etc/init.d/tether status >/dev/null 2>&1; echo "after remove status exit $?"
         test -s /var/lib/tether/operator.json && echo "state kept after remove"
@@ -278,9 +289,14 @@ fn the_coordinator_deb_adds_its_user_and_runs_under_sysv_until_removed_and_purge
         "install exit 0",
         "user tether exists",
         "700 tether:tether /var/lib/tether",
+        "700 tether:tether /var/log/tether-coordinator",
+        "600 tether:tether /var/log/tether-coordinator/coordinator.log",
         "tether is running (pid",
         "status exit 0",
         "tether /var/lib/tether/operator.json",
+        "upgrade exit 0",
+        "shared 700 root:root /var/log/tether",
+        "old\n",
         "remove exit 0",
         "after remove status exit 3",
         "state kept after remove",

@@ -30,11 +30,23 @@ fn registers_and_refuses_each_bad_attempt_clearly() {
         &pin,
     );
     assert!(!out.status.success());
+    let wrong_code = stderr(&out);
     assert!(
-        stderr(&out).contains("activation code is wrong"),
-        "{}",
-        stderr(&out)
+        wrong_code.contains("activation ID or code is wrong")
+            && wrong_code.contains("check --id and --code"),
+        "{wrong_code}"
     );
+    // An activation ID that does not exist is answered exactly alike, so
+    // that IDs cannot be probed without a code.
+    let out = register(
+        &tmp.path().join("n3"),
+        &ep,
+        "00000000-0000-4000-8000-000000000000",
+        &code,
+        &pin,
+    );
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out), wrong_code);
 
     let state = tmp.path().join("n1");
     let out = register(&state, &ep, &id, &code, &pin);
@@ -57,16 +69,6 @@ fn registers_and_refuses_each_bad_attempt_clearly() {
         "{}",
         stderr(&out)
     );
-
-    // Unknown activation.
-    let out = register(
-        &tmp.path().join("n3"),
-        &ep,
-        "00000000-0000-4000-8000-000000000000",
-        &code,
-        &pin,
-    );
-    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 
     // Deleted activation.
     let (id2, code2) = coord.activation(5);
@@ -144,13 +146,37 @@ fn chrono_like_now_plus(secs: i64) -> String {
         .to_string()
 }
 
+/// Ten failures from one source use up its budget: the next failure is told
+/// to back off. The right code still registers (the NAT a misconfigured
+/// client shares with good nodes does not lock them out), and the
+/// coordinator logs the source once, not each attempt.
 #[test]
-fn repeated_failures_from_one_source_are_rate_limited() {
+fn repeated_failures_from_one_source_are_rate_limited_but_the_right_code_gets_in() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
     let (ep, pin) = (coord.endpoint(), coord.ca_pin());
     let (id, code) = coord.activation(1);
     for i in 0..10 {
+        // Unknown IDs and wrong codes count alike.
+        let who = if i % 2 == 0 {
+            id.clone()
+        } else {
+            format!("00000000-0000-4000-8000-{i:012}")
+        };
+        let out = register(
+            &tmp.path().join(format!("x{i}")),
+            &ep,
+            &who,
+            "ABCDEFGHJKLMNPQRSTUV",
+            &pin,
+        );
+        assert!(
+            stderr(&out).contains("activation ID or code is wrong"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    for i in 10..13 {
         let out = register(
             &tmp.path().join(format!("x{i}")),
             &ep,
@@ -159,17 +185,31 @@ fn repeated_failures_from_one_source_are_rate_limited() {
             &pin,
         );
         assert!(
-            stderr(&out).contains("activation code is wrong"),
+            stderr(&out).contains("too many failed registration attempts from 127.0.0.1; retry in"),
             "{}",
             stderr(&out)
         );
     }
-    // Even the right code is refused while the source is blocked.
     let out = register(&tmp.path().join("ok"), &ep, &id, &code, &pin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A right code on a deleted activation is still told so, not to back off.
+    let (gone, gone_code) = coord.activation(1);
+    coord.json(&["delete-activation", "--activation-id", &gone]);
+    let out = register(&tmp.path().join("gone"), &ep, &gone, &gone_code, &pin);
     assert!(
-        stderr(&out).contains("too many failed registration attempts"),
+        stderr(&out).contains(&format!("activation {gone} was deleted")),
         "{}",
         stderr(&out)
+    );
+    let log = coord.log();
+    let past = log
+        .lines()
+        .filter(|l| l.contains("registration failures past their budget"))
+        .count();
+    assert_eq!(past, 1, "{log}");
+    assert!(
+        log.contains("why=\"unknown activation ID\"") && log.contains("why=\"wrong code\""),
+        "the operator's log tells the two apart: {log}"
     );
 }
 
@@ -260,4 +300,70 @@ fn a_skewed_clock_is_refused_with_advice() {
             .iter()
             .all(|a| a["RegistrationsCount"] == 0)
     );
+}
+
+/// A wrong-code flood on one activation from many sources, each under its
+/// own budget: past the activation's budget, failures are told to back off
+/// whatever their source, while the right code still registers, from a
+/// source that took part in the flood and from a fresh one.
+#[test]
+fn a_flood_on_one_activation_is_told_to_back_off_but_the_right_code_gets_in() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use tether_ssm::limits::{
+        MAX_FAILED_REGISTRATIONS_PER_ACTIVATION, MAX_FAILED_REGISTRATIONS_PER_SOURCE,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let (id, code) = coord.activation(2);
+    let per_source = MAX_FAILED_REGISTRATIONS_PER_SOURCE - 2;
+    let flood = MAX_FAILED_REGISTRATIONS_PER_ACTIVATION + 5;
+    let source = |n: u32| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + (n / per_source) as u8));
+    let mut last_source = source(0);
+    for n in 0..flood {
+        last_source = source(n);
+        let got =
+            tether_tests::raw::register_from(&coord, last_source, &id, "ABCDEFGHJKLMNPQRSTUV");
+        let (status, message) = got.expect_err("a wrong code never registers");
+        if n < MAX_FAILED_REGISTRATIONS_PER_ACTIVATION {
+            assert_eq!(
+                (status, message.as_str()),
+                (
+                    tonic::Code::PermissionDenied,
+                    "activation ID or code is wrong"
+                ),
+                "attempt {n} from {last_source}"
+            );
+        } else {
+            assert_eq!(status, tonic::Code::ResourceExhausted, "{message}");
+            assert!(
+                message.starts_with(&format!(
+                    "too many failed registration attempts for activation {id}; retry in "
+                )),
+                "attempt {n} from {last_source}: {message}"
+            );
+        }
+    }
+    // Another activation is not touched by this one's flood.
+    let (other, _) = coord.activation(1);
+    let got = tether_tests::raw::register_from(&coord, source(0), &other, "ABCDEFGHJKLMNPQRSTUV");
+    assert_eq!(
+        got,
+        Err((
+            tonic::Code::PermissionDenied,
+            "activation ID or code is wrong".to_string()
+        ))
+    );
+    // The right code, from a flooding source and from a fresh one.
+    for from in [last_source, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 99))] {
+        let instance = tether_tests::raw::register_from(&coord, from, &id, &code)
+            .unwrap_or_else(|e| panic!("the right code from {from}: {e:?}"));
+        assert!(instance.starts_with("mi-"), "{instance}");
+    }
+    let log = coord.log();
+    let past: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("registration failures past their budget"))
+        .collect();
+    assert_eq!(past.len(), 1, "logged once: {log}");
+    assert!(past[0].contains("for activation"), "{}", past[0]);
 }

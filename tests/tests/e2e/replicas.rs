@@ -107,13 +107,22 @@ fn replicas_share_one_database_and_survive_the_loss_of_one() {
 
     // The busiest replica dies mid-command: its agents move to the others,
     // and every result arrives.
-    let cmd = replicas[two].send(&ids, &json!({"commands": ["sleep 3", "echo done"]}));
-    wait_for("every invocation to start", Duration::from_secs(20), || {
-        ids.iter()
-            .all(|i| replicas[one].invocation(&cmd, i)["Status"] == "InProgress")
-            .then_some(())
+    // Each step waits for a file the test creates once the replica is dead,
+    // so all nine are running when it dies however slowly the CLI reads them.
+    let release = tmp.path().join("release");
+    let wait = format!("while [ ! -e '{}' ]; do sleep 0.1; done", release.display());
+    let cmd = replicas[two].send(&ids, &json!({"commands": [wait, "echo done"]}));
+    let mut running = std::collections::BTreeSet::new();
+    wait_for("every invocation to start", Duration::from_secs(60), || {
+        for i in &ids {
+            if !running.contains(i) && replicas[one].invocation(&cmd, i)["Status"] == "InProgress" {
+                running.insert(*i);
+            }
+        }
+        (running.len() == ids.len()).then_some(())
     });
     replicas[doomed].crash();
+    std::fs::write(&release, b"").unwrap();
     for i in &ids {
         let inv = replicas[one].wait_invocation(&cmd, i, Duration::from_secs(60));
         assert_eq!(inv["Status"], json!("Success"), "{inv}");

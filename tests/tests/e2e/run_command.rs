@@ -453,3 +453,204 @@ fn max_concurrency_and_max_errors_follow_ssm() {
         (json!("Failed"), json!(1), json!(3))
     );
 }
+
+/// Steps get a clean, documented environment (README "What a step sees"):
+/// nothing of the agent's own but the locale, time zone, proxies and PATH,
+/// plus the user's HOME/USER/LOGNAME/SHELL and the step variables.
+#[test]
+fn steps_get_a_clean_environment_and_nothing_else_of_the_agents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let agent = Agent::start_with_env(
+        tmp.path(),
+        "a",
+        &coord,
+        &[
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "UTC"),
+            ("no_proxy", "example.invalid"),
+            ("AGENT_ONLY_SECRET", "must-not-leak"),
+            ("LD_PRELOAD", ""),
+        ],
+    );
+    let id = coord.send(&[&agent.instance_id], &json!({"commands": ["env"]}));
+    let inv = coord.wait_invocation(&id, &agent.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["Status"], "Success", "{inv}");
+    let out = inv["StandardOutputContent"].as_str().unwrap();
+    let env: std::collections::BTreeMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once('=')).collect();
+    for (k, v) in [
+        ("LANG", "C.UTF-8"),
+        ("LC_TIME", "C"),
+        ("TZ", "UTC"),
+        ("no_proxy", "example.invalid"),
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("LOGNAME", "root"),
+        ("TETHER_COMMAND_ID", id.as_str()),
+        ("SSM_COMMAND_ID", id.as_str()),
+        ("TETHER_INSTANCE_ID", agent.instance_id.as_str()),
+        ("AWS_SSM_INSTANCE_ID", agent.instance_id.as_str()),
+        ("AWS_SSM_PLATFORM_NAME", "Linux"),
+    ] {
+        assert_eq!(env.get(k).copied(), Some(v), "{k} in:\n{out}");
+    }
+    assert!(
+        env.contains_key("PATH") && env.contains_key("SHELL"),
+        "{out}"
+    );
+    let documented = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "no_proxy",
+        "TETHER_COMMAND_ID",
+        "TETHER_INSTANCE_ID",
+        "SSM_COMMAND_ID",
+        "AWS_SSM_INSTANCE_ID",
+        "AWS_SSM_PLATFORM_NAME",
+        // Set by sh itself.
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+    ];
+    let extra: Vec<&&str> = env
+        .keys()
+        .filter(|k| !documented.contains(*k) && !k.starts_with("LC_"))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "undocumented variables {extra:?} in:\n{out}"
+    );
+    assert!(
+        !out.contains("must-not-leak") && !out.contains("TETHER_AGENT_"),
+        "{out}"
+    );
+}
+
+/// A local user made for one test, removed (with its home) when dropped.
+struct TestUser(String);
+
+impl TestUser {
+    fn new(tag: &str) -> TestUser {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "run_as_user tests create a user with useradd: run them as root (CI does)"
+        );
+        let name = format!("tether-{tag}-{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", &name])
+            .output()
+            .expect("useradd (Debian package passwd)");
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestUser(name)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .args(["--remove", &self.0])
+            .output();
+    }
+}
+
+/// `run_as_user` in agent.toml: commands and association steps run as that
+/// user, with its home and groups, and cannot read the agent's state. No
+/// document can choose another.
+#[test]
+fn steps_run_as_the_user_the_nodes_configuration_names() {
+    let user = TestUser::new("steps");
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, format!("run_as_user = \"{}\"\n", user.0)).unwrap();
+    let config_env = config.display().to_string();
+    let agent = Agent::start_with_env(
+        tmp.path(),
+        "a",
+        &coord,
+        &[("TETHER_AGENT_CONFIG", &config_env)],
+    );
+    assert!(
+        agent.log().contains(&format!("steps_run_as={}", user.0)),
+        "{}",
+        agent.log()
+    );
+    let key = agent.state_dir.join("agent.key");
+    let id = coord.send(
+        &[&agent.instance_id],
+        &json!({"commands": [
+            "id -un",
+            "echo \"$HOME $USER $LOGNAME\"",
+            format!("cat {} 2>&1 || echo no-key", key.display()),
+            "touch /root/not-yours 2>/dev/null || echo no-root",
+        ]}),
+    );
+    let inv = coord.wait_invocation(&id, &agent.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["Status"], "Success", "{inv}");
+    let out = inv["StandardOutputContent"].as_str().unwrap();
+    let home = format!("/home/{}", user.0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], user.0, "{out}");
+    assert_eq!(lines[1], format!("{home} {} {}", user.0, user.0), "{out}");
+    assert!(
+        lines[2].contains("Permission denied") && lines[3] == "no-key",
+        "{out}"
+    );
+    assert_eq!(lines[4], "no-root", "{out}");
+    assert!(!std::path::Path::new("/root/not-yours").exists());
+
+    // Association steps too, also when they run on the agent's schedule.
+    let created = coord.json(&[
+        "create-association",
+        "--name",
+        "AWS-RunShellScript",
+        "--targets",
+        &format!("Key=InstanceIds,Values={}", agent.instance_id),
+        "--parameters",
+        r#"{"commands":["id -un > \"$HOME/assoc-ran\""]}"#,
+    ]);
+    let assoc = created["AssociationDescription"]["AssociationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let marker = std::path::PathBuf::from(&home).join("assoc-ran");
+    let ran = wait_for("the association's step", Duration::from_secs(60), || {
+        std::fs::read_to_string(&marker).ok()
+    });
+    assert_eq!(ran.trim(), user.0);
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&marker).unwrap());
+    assert_ne!(owner, 0, "written as the user, not as root");
+    assert!(!assoc.is_empty());
+
+    // An unknown user stops the agent at start, saying which.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "run_as_user = \"no-such-user-here\"\n").unwrap();
+    let out = std::process::Command::new(tether_tests::bin("tether-agent"))
+        .arg("run")
+        .arg("--state-dir")
+        .arg(tmp.path().join("b"))
+        .arg("--log-dir")
+        .arg(tmp.path().join("b-log"))
+        .env("TETHER_AGENT_CONFIG", &bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("run_as_user = \"no-such-user-here\": no such local user"),
+        "{err}"
+    );
+}

@@ -242,7 +242,16 @@ fn access_keys_are_listed_without_secrets_sealed_at_rest_and_deletion_locks_out(
     assert_eq!(keys.len(), 1, "{listed}");
     assert_eq!(keys[0]["AccessKeyId"], json!(aws.access_key_id));
     assert_eq!(keys[0]["Status"], json!("Active"));
-    assert!(keys[0]["LastUsedDate"].is_string(), "{listed}");
+    // As IAM: when a key was last used is GetAccessKeyLastUsed's to say.
+    let used = coord.json(&[
+        "get-access-key-last-used",
+        "--access-key-id",
+        &aws.access_key_id,
+    ]);
+    assert!(
+        used["AccessKeyLastUsed"]["LastUsedDate"].is_string(),
+        "{used}"
+    );
     assert!(!listed.to_string().contains(&aws.secret_access_key));
 
     // Neither the database nor anything else in the data directory holds the secret in clear.

@@ -1,0 +1,396 @@
+//! Authorisation: whether a caller may do what a request asks, decided once
+//! at the one door (`actions::dispatch`) for every transport.
+//!
+//! - The root principal (the bootstrap token in `operator.json`, and access
+//!   keys of no user) may do everything, as an AWS account's root.
+//! - A user may do what its inline policies allow (`tether-iam`): actions
+//!   are named as in AWS (`ssm:SendCommand`, `iam:CreateUser`,
+//!   `cloudtrail:LookupEvents`), Tether's own with `tether:`; resources are
+//!   AWS-shaped ARNs (`arn:aws:ssm:REGION:ACCOUNT:managed-instance/mi-…`,
+//!   `…:document/NAME`, `arn:aws:iam::ACCOUNT:user/NAME`).
+//!
+//! The user and its policies are read from the store for every request, so a
+//! deleted user or a changed policy holds at once on every replica (no
+//! cache to drop). A refusal is `AccessDeniedException` in IAM's words.
+//! [`audit_hook`] is called with every decided request's outcome: the audit
+//! trail plugs in there.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use tether_iam::{Context, Decision, Policy, Vocabulary};
+use tether_ssm::{ApiError, Operation, Request};
+use tether_store::{InstanceRow, UserRow};
+use tether_util::time::{iso_ms, now_ms};
+
+pub use crate::account::{Account, DEFAULT_REGION};
+use crate::core::Coordinator;
+
+/// A stored tag list, read or refused naming its row.
+fn tag_pairs(row: &str, tags_json: &str) -> Result<Vec<(String, String)>, ApiError> {
+    tether_ssm::target::tags_from_json(tags_json).map_err(|e| {
+        tracing::error!(%row, error = %e, "stored value does not read back");
+        ApiError::new(
+            "InternalServerError",
+            format!("stored {row}: tags is corrupt: {e}"),
+        )
+    })
+}
+use crate::credentials::{Caller, Principal};
+
+/// The names a policy may use: every SSM operation (a policy copied from AWS
+/// may name ones Tether does not serve), the IAM, CloudTrail and Tether
+/// operations Tether serves and those the next slices add, and the
+/// resource types of those services.
+pub fn vocabulary() -> &'static Vocabulary {
+    static V: OnceLock<Vocabulary> = OnceLock::new();
+    V.get_or_init(|| {
+        let m = tether_ssm::model::model();
+        let mut actions: Vec<String> = m
+            .ssm_operation_names()
+            .map(|n| format!("ssm:{n}"))
+            .collect();
+        actions.extend(Operation::ALL.iter().map(|op| op.action()));
+        actions.extend(
+            [
+                "cloudtrail:LookupEvents",
+                "tether:VerifyAuditTrail",
+                "tether:ConsoleLogin",
+                "tether:GetMetrics",
+                "kms:Decrypt",
+                "kms:Encrypt",
+            ]
+            .map(String::from),
+        );
+        actions.sort();
+        actions.dedup();
+        let types = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        Vocabulary {
+            actions,
+            resources: vec![
+                (
+                    "ssm".into(),
+                    types(&[
+                        "managed-instance",
+                        "document",
+                        "association",
+                        "parameter",
+                        "activation",
+                        "command",
+                        "maintenancewindow",
+                        "patchbaseline",
+                        "session",
+                        "automation-definition",
+                        "automation-execution",
+                        "opsitem",
+                        "resourcedatasync",
+                    ]),
+                ),
+                ("ec2".into(), types(&["instance"])),
+                (
+                    "iam".into(),
+                    types(&["user", "root", "group", "role", "policy"]),
+                ),
+                ("cloudtrail".into(), types(&["trail"])),
+                ("kms".into(), types(&["key", "alias"])),
+                ("tether".into(), types(&["audit-trail", "console"])),
+            ],
+        }
+    })
+}
+
+/// Parses a policy document as `put-user-policy` takes it: a refusal is
+/// IAM's `MalformedPolicyDocument`, naming the statement and the field.
+pub fn parse_policy(document: &str) -> Result<Policy, ApiError> {
+    Policy::parse(document, vocabulary())
+        .map_err(|e| ApiError::new("MalformedPolicyDocument", e.message))
+}
+
+/// One resource a request touches, with its tags (`ssm:resourceTag/KEY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub arn: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Resource {
+    pub fn untagged(arn: String) -> Resource {
+        Resource {
+            arn,
+            tags: Vec::new(),
+        }
+    }
+
+    pub fn instance(account: &Account, row: &InstanceRow) -> Result<Resource, ApiError> {
+        Ok(Resource {
+            arn: account.instance_arn(&row.instance_id),
+            tags: tag_pairs(&format!("instance {}", row.instance_id), &row.tags_json)?,
+        })
+    }
+}
+
+/// A user's identity and policies, as read for one request.
+#[derive(Clone, Debug)]
+pub struct UserAuthority {
+    pub user: UserRow,
+    pub arn: String,
+    pub policies: Vec<(String, Policy)>,
+    /// The request-wide condition keys (`aws:SourceIp`, `aws:CurrentTime`,
+    /// `aws:PrincipalTag/KEY`, `aws:username`, …).
+    pub context: Context,
+}
+
+/// What the caller of one request may do.
+#[derive(Clone, Debug)]
+pub enum Authority {
+    Root { arn: String },
+    User(Box<UserAuthority>),
+}
+
+impl Authority {
+    /// Reads the caller's authority for this request: root needs nothing;
+    /// a user is read with its policies now (a user deleted since its
+    /// credential was checked is refused).
+    pub async fn of(c: &Coordinator, caller: &Caller) -> Result<Authority, ApiError> {
+        let Principal::User { user_name, .. } = &caller.principal else {
+            return Ok(Authority::Root {
+                arn: c.account.root_arn(),
+            });
+        };
+        let gone = || {
+            ApiError::new(
+                "UnrecognizedClientException",
+                format!(
+                    "The security token included in the request is invalid: user {user_name} no longer exists"
+                ),
+            )
+        };
+        let user = c.store.user(user_name).await?.ok_or_else(gone)?;
+        user_authority(c, user, caller.source, now_ms())
+            .await
+            .map(|u| Authority::User(Box::new(u)))
+    }
+
+    /// The principal's ARN (`RequestedBy`, refusals).
+    pub fn arn(&self) -> &str {
+        match self {
+            Authority::Root { arn } => arn,
+            Authority::User(u) => &u.arn,
+        }
+    }
+
+    /// Whether `action` on `resource` is allowed; a refusal in IAM's words.
+    pub fn check(&self, action: &str, resource: &Resource) -> Result<(), ApiError> {
+        let Authority::User(u) = self else {
+            return Ok(());
+        };
+        match decide(u, action, resource, &u.context) {
+            Decision::Allowed(_) => Ok(()),
+            d => Err(denied(&u.arn, action, &resource.arn, &d)),
+        }
+    }
+}
+
+/// Reads a user's policies and builds the request-wide context.
+pub async fn user_authority(
+    c: &Coordinator,
+    user: UserRow,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<UserAuthority, ApiError> {
+    let mut policies = Vec::new();
+    for (name, document) in c.store.user_policies(&user.user_name).await? {
+        // A stored policy that no longer parses refuses everything rather
+        // than silently dropping what it may deny.
+        let policy = parse_policy(&document).map_err(|e| {
+            ApiError::new(
+                "AccessDeniedException",
+                format!(
+                    "policy {name} of user {} no longer parses ({}): nothing is allowed until it is replaced",
+                    user.user_name, e.message
+                ),
+            )
+        })?;
+        policies.push((name, policy));
+    }
+    let arn = c.account.user_arn(&user.path, &user.user_name);
+    let mut context = Context::new();
+    context
+        .set("aws:CurrentTime", iso_ms(now))
+        .set("aws:EpochTime", (now / 1000).to_string())
+        .set("aws:username", user.user_name.clone())
+        .set("aws:userid", user.user_id.clone())
+        .set("aws:PrincipalArn", arn.clone())
+        .set("aws:PrincipalAccount", c.account.id.clone())
+        .set("aws:PrincipalType", "User")
+        .set("aws:RequestedRegion", c.account.region.clone())
+        .set("aws:SecureTransport", "true");
+    if let Some(ip) = source {
+        context.set("aws:SourceIp", ip.to_string());
+    }
+    let tags = tag_pairs(&format!("user {}", user.user_name), &user.tags_json)?;
+    for (k, v) in &tags {
+        context.set(&format!("aws:PrincipalTag/{k}"), v.clone());
+    }
+    Ok(UserAuthority {
+        user,
+        arn,
+        policies,
+        context,
+    })
+}
+
+/// Evaluates one action on one resource for a user, the resource's tags
+/// added to `context`.
+pub fn decide(u: &UserAuthority, action: &str, resource: &Resource, context: &Context) -> Decision {
+    let mut ctx = context.clone();
+    for (k, v) in &resource.tags {
+        ctx.set(&format!("ssm:resourceTag/{k}"), v.clone());
+        ctx.set(&format!("aws:ResourceTag/{k}"), v.clone());
+    }
+    let policies: Vec<&Policy> = u.policies.iter().map(|(_, p)| p).collect();
+    tether_iam::evaluate(
+        &policies,
+        &tether_iam::Request {
+            action,
+            resource: &resource.arn,
+            context: &ctx,
+        },
+    )
+}
+
+/// IAM's refusal.
+pub fn denied(arn: &str, action: &str, resource: &str, d: &Decision) -> ApiError {
+    let why = match d {
+        Decision::ExplicitlyDenied(_) => {
+            "with an explicit deny in an identity-based policy".to_string()
+        }
+        _ => format!("because no identity-based policy allows the {action} action"),
+    };
+    ApiError::new(
+        "AccessDeniedException",
+        format!("User: {arn} is not authorized to perform: {action} on resource: {resource} {why}"),
+    )
+}
+
+/// The resources a request names, as far as the request itself says (a
+/// SendCommand's instances are resolved and checked by its handler).
+pub async fn resources(
+    c: &Coordinator,
+    authority: &Authority,
+    request: &Request,
+) -> Result<Vec<Resource>, ApiError> {
+    let a = &c.account;
+    let doc = |name: &str| Resource::untagged(a.ssm_arn("document", name));
+    let user = |name: Option<&str>| -> Resource {
+        let name = name.or(match authority {
+            Authority::User(u) => Some(u.user.user_name.as_str()),
+            Authority::Root { .. } => None,
+        });
+        match name {
+            Some(n) => Resource::untagged(a.user_arn("/", n)),
+            None => Resource::untagged(a.root_arn()),
+        }
+    };
+    use Request as R;
+    Ok(vec![match request {
+        R::SendCommand(r) => doc(&r.document_name),
+        R::CreateDocument(r) => doc(&r.name),
+        R::UpdateDocument(r) => doc(&r.name),
+        R::DeleteDocument(r) => doc(&r.name),
+        R::GetDocument(r) => doc(&r.name),
+        R::DescribeDocument(r) => doc(&r.name),
+        R::ListDocumentVersions(r) => doc(&r.name),
+        R::UpdateDocumentDefaultVersion(r) => doc(&r.name),
+        R::CreateAssociation(r) => doc(&r.name),
+        R::DeregisterManagedInstance(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
+        R::GetCommandInvocation(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
+        R::DescribeInstanceAssociationsStatus(r) => {
+            tagged(c, "ManagedInstance", &r.instance_id).await?
+        }
+        R::ListInventoryEntries(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
+        R::ListInventoryChanges(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
+        R::AddTagsToResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
+        R::RemoveTagsFromResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
+        R::ListTagsForResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
+        R::DeleteActivation(r) => Resource::untagged(a.ssm_arn("activation", &r.activation_id)),
+        R::CreateUser(r) => {
+            Resource::untagged(a.user_arn(r.path.as_deref().unwrap_or("/"), &r.user_name))
+        }
+        R::GetUser(r) => user(r.user_name.as_deref()),
+        R::DeleteUser(r) => user(Some(&r.user_name)),
+        R::TagUser(r) => user(Some(&r.user_name)),
+        R::UntagUser(r) => user(Some(&r.user_name)),
+        R::ListUserTags(r) => user(Some(&r.user_name)),
+        R::PutUserPolicy(r) => user(Some(&r.user_name)),
+        R::GetUserPolicy(r) => user(Some(&r.user_name)),
+        R::ListUserPolicies(r) => user(Some(&r.user_name)),
+        R::DeleteUserPolicy(r) => user(Some(&r.user_name)),
+        R::CreateAccessKey(r) => user(r.user_name.as_deref()),
+        R::UpdateAccessKey(r) => user(r.user_name.as_deref()),
+        R::ListAccessKeys(r) => user(r.user_name.as_deref()),
+        R::DeleteAccessKey(r) => user(r.user_name.as_deref()),
+        R::CreateOperatorConfig(r) => user(Some(&r.user_name)),
+        R::ListOperatorTokens(r) => match &r.user_name {
+            Some(n) => user(Some(n)),
+            None => Resource::untagged("*".into()),
+        },
+        R::SimulatePrincipalPolicy(r) => Resource::untagged(r.policy_source_arn.clone()),
+        _ => Resource::untagged("*".into()),
+    }])
+}
+
+/// A tagged resource by SSM's `ResourceType`.
+async fn tagged(c: &Coordinator, kind: &str, id: &str) -> Result<Resource, ApiError> {
+    let a = &c.account;
+    Ok(match kind {
+        "ManagedInstance" => match c.store.any_instance(id).await? {
+            Some(row) => Resource::instance(a, &row)?,
+            None => Resource::untagged(a.instance_arn(id)),
+        },
+        "Document" => Resource::untagged(a.ssm_arn("document", id)),
+        "Association" => Resource::untagged(a.ssm_arn("association", id)),
+        "Parameter" => Resource::untagged(a.ssm_arn("parameter", id)),
+        _ => Resource::untagged(a.ssm_arn(&kind.to_ascii_lowercase(), id)),
+    })
+}
+
+/// Checks the request at the door: its action on every resource it names.
+pub async fn authorize(
+    c: &Coordinator,
+    authority: &Authority,
+    request: &Request,
+) -> Result<(), ApiError> {
+    if matches!(authority, Authority::Root { .. }) {
+        return Ok(());
+    }
+    let action = request.operation().action();
+    for r in resources(c, authority, request).await? {
+        authority.check(&action, &r)?;
+    }
+    Ok(())
+}
+
+/// Called once per request after it was authorised (or refused) and run,
+/// with the outcome: where the audit trail plugs in. For now it logs
+/// refusals.
+pub fn audit_hook(
+    caller: &Caller,
+    authority: Option<&Authority>,
+    operation: Operation,
+    outcome: &Result<serde_json::Value, ApiError>,
+) {
+    if let Err(e) = outcome
+        && e.kind == "AccessDeniedException"
+    {
+        tracing::info!(
+            principal = authority.map(Authority::arn).unwrap_or("?"),
+            credential = caller.principal.credential_id().unwrap_or("root"),
+            transport = ?caller.transport,
+            source = ?caller.source,
+            operation = operation.name(),
+            refusal = %e.message,
+            "request refused"
+        );
+    }
+}
