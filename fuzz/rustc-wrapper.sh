@@ -15,7 +15,7 @@ shift
 
 # The parsers outside input reaches beyond Tether's own code: JSON, YAML,
 # protobuf, PEM/DER/X.509 (CSRs), base64/hex, timestamps.
-instrumented=" afl serde_json serde_yaml_ng unsafe_libyaml prost rcgen x509_parser der_parser asn1_rs pem rustls_pki_types base64 hex chrono "
+instrumented=" afl ipnet serde_json serde_yaml_ng unsafe_libyaml prost rcgen x509_parser der_parser asn1_rs pem rustls_pki_types base64 hex chrono "
 
 name=
 source=

@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-all_targets=(document schedule shorthand sigv4 ssm_request coordinator_proto agent_envelope)
+all_targets=(document schedule shorthand sigv4 ssm_request policy coordinator_proto agent_envelope)
 seconds=45
 jobs=2
 findings="${TETHER_FUZZ_FINDINGS:-$HOME/.cache/tether-fuzz/findings}"

@@ -311,6 +311,77 @@ pub fn ssm_request(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
+// IAM policies: put-user-policy's document, then evaluation
+
+/// The account, region and user of the policy target's requests.
+const POLICY_ARN: &str = "arn:aws:iam::123456789012:user/ops/alice";
+
+/// A policy document as `put-user-policy` takes it; then optionally a NUL,
+/// an action, a newline and a resource ARN to evaluate it on (else a few
+/// fixed requests).
+pub fn policy(data: &[u8]) {
+    use tether_iam::{Context, Decision, Request as IamRequest};
+    let (document, request) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], Some(&data[i + 1..])),
+        None => (data, None),
+    };
+    let Ok(document) = std::str::from_utf8(document) else {
+        return;
+    };
+    let Ok(policy) = tether_coordinator::authz::parse_policy(document) else {
+        return;
+    };
+    let deny_all = tether_coordinator::authz::parse_policy(
+        r#"{"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Action": "*", "Resource": "*"}}"#,
+    )
+    .expect("the deny-all policy parses");
+    let mut ctx = Context::new();
+    ctx.set("aws:CurrentTime", "2025-01-02T03:04:05Z")
+        .set("aws:EpochTime", "1735787045")
+        .set("aws:username", "alice")
+        .set("aws:PrincipalArn", POLICY_ARN)
+        .set("aws:PrincipalAccount", "123456789012")
+        .set("aws:SourceIp", "192.0.2.10")
+        .set("aws:PrincipalTag/team", "web")
+        .set("ssm:resourceTag/Finance", "WebServers");
+    let given = request.map(String::from_utf8_lossy).map(|r| r.into_owned());
+    let mut requests: Vec<(String, String)> = vec![
+        (
+            "ssm:SendCommand".into(),
+            "arn:aws:ssm:us-east-1:123456789012:managed-instance/mi-0123456789abcdef0".into(),
+        ),
+        (
+            "ssm:SendCommand".into(),
+            "arn:aws:ssm:us-east-1::document/AWS-RunShellScript".into(),
+        ),
+        ("iam:CreateUser".into(), POLICY_ARN.into()),
+    ];
+    if let Some(r) = &given {
+        let (action, resource) = r.split_once('\n').unwrap_or((r, "*"));
+        requests.push((action.to_owned(), resource.to_owned()));
+    }
+    for (action, resource) in &requests {
+        let req = IamRequest {
+            action,
+            resource,
+            context: &ctx,
+        };
+        let alone = tether_iam::evaluate(&[&policy], &req);
+        assert_eq!(
+            alone,
+            tether_iam::evaluate(&[&policy], &req),
+            "{action} on {resource}"
+        );
+        // An explicit Deny always wins, whatever the other policy says.
+        let with_deny = tether_iam::evaluate(&[&policy, &deny_all], &req);
+        assert!(
+            matches!(with_deny, Decision::ExplicitlyDenied(_)),
+            "{action} on {resource} with a deny-all policy beside: {with_deny:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
 // protobuf into the coordinator: the agent-facing calls and the operator call
 
 /// The instance the coordinator target's calls come from.
@@ -332,7 +403,12 @@ fn pki() -> &'static tether_coordinator::pki::Pki {
 /// Makes what the targets build once (the model, the CA) before the fork
 /// server starts, so each run measures the parser alone.
 pub fn warm_up() {
-    let _ = (shapes(), pki(), signing_key());
+    let _ = (
+        shapes(),
+        pki(),
+        signing_key(),
+        tether_coordinator::authz::vocabulary(),
+    );
 }
 
 /// A client certificate from a CSR names the instance and nothing else.
