@@ -30,7 +30,7 @@ use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
 use crate::{endpoints, inventory, register, runas, sysinfo, tls};
 
-mod associations;
+pub(crate) mod associations;
 mod upstream;
 
 /// How the daemon behaves; defaults suit production, tests shorten them.
@@ -434,7 +434,11 @@ impl Agent {
             Ok(c) => c,
             Err(e) => return (failed(e.to_string()), false),
         };
-        let steps = match plan(&cmd) {
+        let steps = match plan(
+            &cmd.document_name,
+            &cmd.document_content,
+            &cmd.parameters_json,
+        ) {
             Ok(s) => s,
             Err(e) => return (failed(e), false),
         };
@@ -1007,12 +1011,18 @@ fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// The document's steps for this node, from the signed command.
-fn plan(cmd: &pb::SignedCommand) -> Result<Vec<Step>, String> {
-    let doc =
-        Document::parse(&cmd.document_name, &cmd.document_content).map_err(|e| e.to_string())?;
+/// The steps for this node of a signed command's or association's document,
+/// with its parameters (JSON: name → values). Public for the fuzz targets
+/// only (`crate::fuzzing`).
+#[doc(hidden)]
+pub fn plan(
+    document_name: &str,
+    document_content: &str,
+    parameters_json: &str,
+) -> Result<Vec<Step>, String> {
+    let doc = Document::parse(document_name, document_content).map_err(|e| e.to_string())?;
     let params: BTreeMap<String, Vec<String>> =
-        serde_json::from_str(&cmd.parameters_json).map_err(|e| format!("parameters: {e}"))?;
+        serde_json::from_str(parameters_json).map_err(|e| format!("parameters: {e}"))?;
     doc.plan(&params, PlatformType::Linux)
         .map_err(|e| e.to_string())
 }

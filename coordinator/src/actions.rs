@@ -45,10 +45,21 @@ pub async fn handle(
     operation: &str,
     body: &[u8],
 ) -> Result<Value, ApiError> {
+    let request = typed(caller.transport, operation, body)?;
+    dispatch(c, caller, request).await
+}
+
+/// The typed request of `operation` with `body`, as it arrived on
+/// `transport`, within Tether's size caps.
+pub(crate) fn typed(
+    transport: Transport,
+    operation: &str,
+    body: &[u8],
+) -> Result<Request, ApiError> {
     let op = Operation::named(operation)?;
     // Tether's own operations (access keys among them: a key cannot mint
     // keys) are for the operator channel; the HTTPS API is SSM's.
-    if caller.transport == Transport::Https && !op.is_ssm() {
+    if transport == Transport::Https && !op.is_ssm() {
         return Err(ApiError::new(
             "UnknownOperationException",
             format!("operation {operation:?} is not supported by this coordinator"),
@@ -57,7 +68,7 @@ pub async fn handle(
     sizes::check_body(operation, body)?;
     let request = Request::from_json(op, body)?;
     sizes::check_request(&request)?;
-    dispatch(c, caller, request).await
+    Ok(request)
 }
 
 /// Runs one typed request for `caller`: reads what the caller may do (per

@@ -168,8 +168,38 @@ pub async fn put_inventory(
     id: &str,
     upload: InventoryUpload,
 ) -> Result<Vec<String>, StoreError> {
+    let puts = inventory_puts(id, upload.items);
+    let resend = store.put_inventory(id, &puts).await?;
+    for r in upload.runs {
+        let status = match r.status.as_str() {
+            "Success" | "Failed" => r.status.clone(),
+            _ => "Failed".to_string(),
+        };
+        let stored = store
+            .record_association_run(&AssociationStatusRow {
+                association_id: r.association_id.clone(),
+                instance_id: id.to_string(),
+                association_version: r.association_version,
+                status,
+                detail: r.detail,
+                output: r.output.chars().take(MAX_RUN_OUTPUT_CHARS).collect(),
+                execution_ms: r.ended_ms,
+            })
+            .await?;
+        if !stored {
+            warn!(instance_id = %id, association_id = %r.association_id, "run of a deleted association ignored");
+        }
+    }
+    Ok(resend)
+}
+
+/// What of an upload from instance `id` is fit to store: items whose type
+/// name is `AWS:<name>` or `Custom:<name>` and whose content is a list of
+/// objects of strings with the hash the agent claimed (the rest is logged and
+/// left out). Pure: the agent's bytes meet no store here.
+pub(crate) fn inventory_puts(id: &str, items: Vec<InventoryItem>) -> Vec<InventoryPut> {
     let mut puts = Vec::new();
-    for item in upload.items {
+    for item in items {
         if !valid_type_name(&item.type_name) {
             warn!(instance_id = %id, type_name = %item.type_name, "inventory type refused: the name must be AWS:<name> or Custom:<name>");
             continue;
@@ -204,26 +234,5 @@ pub async fn put_inventory(
             content_json: serde_json::to_string(&entries).unwrap_or_default(),
         }));
     }
-    let resend = store.put_inventory(id, &puts).await?;
-    for r in upload.runs {
-        let status = match r.status.as_str() {
-            "Success" | "Failed" => r.status.clone(),
-            _ => "Failed".to_string(),
-        };
-        let stored = store
-            .record_association_run(&AssociationStatusRow {
-                association_id: r.association_id.clone(),
-                instance_id: id.to_string(),
-                association_version: r.association_version,
-                status,
-                detail: r.detail,
-                output: r.output.chars().take(MAX_RUN_OUTPUT_CHARS).collect(),
-                execution_ms: r.ended_ms,
-            })
-            .await?;
-        if !stored {
-            warn!(instance_id = %id, association_id = %r.association_id, "run of a deleted association ignored");
-        }
-    }
-    Ok(resend)
+    puts
 }

@@ -105,7 +105,7 @@ fn when(ms: i64) -> Option<i64> {
     (ms > 0).then_some(ms)
 }
 
-fn report_of(r: pb::InvocationReport) -> Report {
+pub(crate) fn report_of(r: pb::InvocationReport) -> Report {
     let state = pb::InvocationState::try_from(r.state).unwrap_or(pb::InvocationState::Unspecified);
     let command_id = r.command_id;
     match state {
@@ -162,7 +162,25 @@ fn report_of(r: pb::InvocationReport) -> Report {
     }
 }
 
-fn inventory_upload(req: pb::PutInventoryRequest) -> InventoryUpload {
+pub(crate) fn registration_of(r: pb::RegisterRequest) -> Registration {
+    Registration {
+        activation_id: r.activation_id,
+        activation_code: r.activation_code,
+        csr_pem: r.csr_pem,
+        name: r.name,
+        host: host_info(r.info.unwrap_or_default()),
+    }
+}
+
+pub(crate) fn poll_of(r: pb::PollRequest) -> Poll {
+    Poll {
+        wait: (r.wait_ms > 0).then(|| Duration::from_millis(u64::from(r.wait_ms))),
+        associations_digest: r.associations_digest,
+        host: r.info.map(host_info),
+    }
+}
+
+pub(crate) fn inventory_upload(req: pb::PutInventoryRequest) -> InventoryUpload {
     InventoryUpload {
         items: req
             .items
@@ -198,14 +216,7 @@ impl pb::registration_server::Registration for Services {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let ip = req.remote_addr().map(|a| a.ip());
-        let r = req.into_inner();
-        let registration = Registration {
-            activation_id: r.activation_id,
-            activation_code: r.activation_code,
-            csr_pem: r.csr_pem,
-            name: r.name,
-            host: host_info(r.info.unwrap_or_default()),
-        };
+        let registration = registration_of(req.into_inner());
         match self.core.register(ip, registration).await {
             Ok(r) => Ok(Response::new(pb::RegisterResponse {
                 instance_id: r.instance_id,
@@ -245,12 +256,7 @@ impl pb::agent_server::Agent for Services {
         req: Request<pb::PollRequest>,
     ) -> Result<Response<pb::PollResponse>, Status> {
         let inst = self.agent(&req).await?;
-        let r = req.into_inner();
-        let poll = Poll {
-            wait: (r.wait_ms > 0).then(|| Duration::from_millis(u64::from(r.wait_ms))),
-            associations_digest: r.associations_digest,
-            host: r.info.map(host_info),
-        };
+        let poll = poll_of(req.into_inner());
         let d = self.core.poll(&inst, poll).await.map_err(agent_status)?;
         Ok(Response::new(pb::PollResponse {
             envelopes: d.envelopes.into_iter().map(envelope).collect(),

@@ -16,6 +16,8 @@
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
 //! - [`sigv4`]: SigV4 signature verification (pure).
 //! - [`server`]: `tether serve`.
+//!
+//! (`fuzzing` is hidden: the gRPC edge's conversions, for the fuzz targets in `fuzz/`.)
 
 pub mod account;
 pub mod actions;
@@ -24,6 +26,8 @@ pub mod authz;
 pub mod conn;
 pub mod core;
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod install;

@@ -115,13 +115,22 @@ fn new_account_id() -> String {
     format!("{first}{rest}")
 }
 
-/// The AWS bridge's configuration, if any; a bad file stops the start.
-fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<tether_aws_bridge::BridgeConfig>> {
+/// Where the AWS bridge's configuration is, if anywhere: `--aws-config`,
+/// else `aws.toml` in the data directory when it exists.
+fn bridge_config_path(cfg: &ServeConfig) -> Option<PathBuf> {
     let default = cfg.data_dir.join("aws.toml");
-    let path = match &cfg.aws_config {
-        Some(p) => p.clone(),
-        None if default.exists() => default,
-        None => return Ok(None),
+    match &cfg.aws_config {
+        Some(p) => Some(p.clone()),
+        None if default.exists() => Some(default),
+        None => None,
+    }
+}
+
+/// The AWS bridge's configuration, if any; a bad file stops the start.
+#[cfg(feature = "aws-bridge")]
+fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<tether_aws_bridge::BridgeConfig>> {
+    let Some(path) = bridge_config_path(cfg) else {
+        return Ok(None);
     };
     let b = tether_aws_bridge::BridgeConfig::load(&path)?;
     println!(
@@ -130,6 +139,35 @@ fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<tether_aws_bridge::
         path.display()
     );
     Ok(Some(b))
+}
+
+/// Built without the bridge (only the fuzz workspace builds so): a bridge
+/// configuration stops the start rather than being ignored.
+#[cfg(not(feature = "aws-bridge"))]
+fn bridge_config(cfg: &ServeConfig) -> anyhow::Result<Option<std::convert::Infallible>> {
+    match bridge_config_path(cfg) {
+        Some(path) => anyhow::bail!(
+            "{}: this tether was built without the AWS bridge (cargo feature aws-bridge)",
+            path.display()
+        ),
+        None => Ok(None),
+    }
+}
+
+#[cfg(feature = "aws-bridge")]
+fn spawn_bridge(
+    store: tether_store::Store,
+    cfg: tether_aws_bridge::BridgeConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(tether_aws_bridge::run(store, cfg))
+}
+
+#[cfg(not(feature = "aws-bridge"))]
+fn spawn_bridge(
+    _: tether_store::Store,
+    cfg: std::convert::Infallible,
+) -> tokio::task::JoinHandle<()> {
+    match cfg {}
 }
 
 /// A database URL without its password, for messages.
@@ -337,7 +375,7 @@ pub async fn run(
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
-    let bridge = bridge_cfg.map(|b| tokio::spawn(tether_aws_bridge::run(core.store.clone(), b)));
+    let bridge = bridge_cfg.map(|b| spawn_bridge(core.store.clone(), b));
 
     let (incoming, acceptor) =
         crate::conn::grpc_incoming(grpc_listener, crate::conn::grpc_tls_config(&pki)?);

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tether_documents::{Document, PlatformType, StepAction};
+use tether_documents::StepAction;
 use tether_proto as pb;
 use tether_util::now_ms;
 use tether_util::time::parse_timestamp_ms;
@@ -501,17 +501,9 @@ impl Agent {
     async fn run_association(&self, a: &pb::SignedAssociation) -> (Vec<Item>, Run) {
         let started = now_ms();
         info!(association_id = %a.association_id, document = %a.document_name, "association run starting");
-        let doc = match Document::parse(&a.document_name, &a.document_content) {
-            Ok(d) => d,
-            Err(e) => return (Vec::new(), failed_run(a, e.to_string())),
-        };
-        let params: BTreeMap<String, Vec<String>> = match serde_json::from_str(&a.parameters_json) {
-            Ok(p) => p,
-            Err(e) => return (Vec::new(), failed_run(a, format!("parameters: {e}"))),
-        };
-        let steps = match doc.plan(&params, PlatformType::Linux) {
+        let steps = match super::plan(&a.document_name, &a.document_content, &a.parameters_json) {
             Ok(s) => s,
-            Err(e) => return (Vec::new(), failed_run(a, e.to_string())),
+            Err(e) => return (Vec::new(), failed_run(a, e)),
         };
         let mut items = Vec::new();
         let mut output = String::new();
