@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::policy::{self, NodePolicy, PolicyError, PolicySource, PolicyToml};
+
 /// Where `tether-agent run` looks for its settings by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tether/agent.toml";
 /// Log directory when neither the command line nor the file names one.
@@ -31,6 +33,17 @@ pub enum ConfigError {
     Parse { path: PathBuf, detail: String },
     #[error("{path}: log.max_bytes = {value} is below the minimum of {MIN_LOG_MAX_BYTES}")]
     MaxBytesTooSmall { path: PathBuf, value: u64 },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// `[policy] file` names a file that cannot be read: the node refuses
+    /// to start rather than run without the policy its owner wrote.
+    #[error("{config} [policy] names {path}, which cannot be read: {source}")]
+    PolicyFile {
+        config: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The `[log]` table.
@@ -52,6 +65,16 @@ pub struct AgentToml {
     pub run_as_user: Option<String>,
     #[serde(default)]
     pub log: LogToml,
+    /// The node's own policy ([`crate::policy`]), or the file holding it.
+    pub policy: Option<PolicyToml>,
+}
+
+/// The node's policy, resolved: the rules and the file they came from when
+/// it is not agent.toml itself (held to StrictModes like agent.toml).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResolvedPolicy {
+    pub policy: Option<NodePolicy>,
+    pub file: Option<PathBuf>,
 }
 
 /// Where and how the agent logs, all sources resolved.
@@ -90,6 +113,37 @@ impl AgentToml {
                 path: path.to_path_buf(),
                 source,
             }),
+        }
+    }
+
+    /// The node's policy: `[policy]`'s rules, or the file it names, read
+    /// now (`path` is agent.toml's, for errors). A named file that is
+    /// missing or bad is an error: the node does not start without the
+    /// policy its owner wrote.
+    pub fn node_policy(&self, path: &Path) -> Result<ResolvedPolicy, ConfigError> {
+        match policy::source(path, self.policy.as_ref())? {
+            PolicySource::None => Ok(ResolvedPolicy::default()),
+            PolicySource::Inline(p) => Ok(ResolvedPolicy {
+                policy: Some(p),
+                file: None,
+            }),
+            PolicySource::File(file) => {
+                let text =
+                    std::fs::read_to_string(&file).map_err(|source| ConfigError::PolicyFile {
+                        config: path.to_path_buf(),
+                        path: file.clone(),
+                        source,
+                    })?;
+                let t: PolicyToml = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: file.clone(),
+                    detail: e.to_string().trim_end().to_string(),
+                })?;
+                let name = file.display().to_string();
+                Ok(ResolvedPolicy {
+                    policy: NodePolicy::from_toml(&name, &t, false)?,
+                    file: Some(file),
+                })
+            }
         }
     }
 
@@ -161,6 +215,57 @@ mod tests {
         assert_eq!(AgentToml::parse(p, "").unwrap().run_as_user, None);
         let e = AgentToml::parse(p, "run_as_user = 0\n").unwrap_err();
         assert!(e.to_string().contains("run_as_user"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_is_read_inline_or_from_the_file_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("agent.toml");
+        let cfg = AgentToml::parse(
+            &config,
+            "[policy]\ndeny_documents = [\"AWS-RunShellScript\"]\n",
+        )
+        .unwrap();
+        let r = cfg.node_policy(&config).unwrap();
+        assert_eq!(r.file, None);
+        let p = r.policy.expect("inline policy");
+        let e = p.check("AWS-RunShellScript", "").unwrap_err().to_string();
+        assert!(e.contains(&format!("{} [policy]", config.display())), "{e}");
+
+        let file = tmp.path().join("node-policy.toml");
+        let cfg = AgentToml::parse(
+            &config,
+            &format!("[policy]\nfile = \"{}\"\n", file.display()),
+        )
+        .unwrap();
+        // Named but missing: an error, never "no policy".
+        let e = cfg.node_policy(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("node-policy.toml") && e.contains("cannot be read"),
+            "{e}"
+        );
+        std::fs::write(&file, "allow_documents = [\"Acme-*\"]\n").unwrap();
+        let r = cfg.node_policy(&config).unwrap();
+        assert_eq!(r.file.as_deref(), Some(file.as_path()));
+        let e = r
+            .policy
+            .unwrap()
+            .check("AWS-RunShellScript", "")
+            .unwrap_err();
+        assert!(e.to_string().contains("node-policy.toml"), "{e}");
+        std::fs::write(&file, "allow_documents = \"Acme-*\"\n").unwrap();
+        let e = cfg.node_policy(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("node-policy.toml") && e.contains("allow_documents"),
+            "{e}"
+        );
+        assert_eq!(
+            AgentToml::parse(&config, "")
+                .unwrap()
+                .node_policy(&config)
+                .unwrap(),
+            ResolvedPolicy::default()
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum Refusal {
     BadCommandId(String),
     #[error("envelope replayed: command {0} was already received in this exact envelope")]
     Replayed(String),
+    /// It verified, but the node's own policy does not accept it.
+    #[error(transparent)]
+    NodePolicy(#[from] crate::policy::PolicyRefusal),
 }
 
 /// The best-effort command ID of an envelope, for refusal reports, even when it does not verify.

@@ -8,6 +8,7 @@
 //! - [`spool`]: per-command durable state.
 //! - [`state`]: the registration on disk, and StrictModes over it.
 //! - [`runas`]: the user steps run as and their clean environment.
+//! - [`policy`]: the node's own policy: which documents and principals it accepts (pure).
 //! - [`endpoints`]: the coordinator replicas' list, start index and rotation (pure).
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
 //! - [`net`]: name resolution without libc's NSS, proxies, TCP.
@@ -27,6 +28,7 @@ pub mod inventory;
 pub mod logging;
 pub mod net;
 pub mod outcome;
+pub mod policy;
 pub mod register;
 pub mod run;
 pub mod runas;

@@ -200,6 +200,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            // A policy the owner wrote but the agent cannot read is a
+            // refusal to start, never a node without its policy.
+            let policy = match file.node_policy(&config_path) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("tether-agent run: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
             logging::init(&file.log_settings(log_dir, std::env::var("TETHER_AGENT_LOG").ok()));
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
@@ -218,6 +227,8 @@ fn main() -> ExitCode {
                 },
                 config_file: Some(config_path),
                 run_as_user: file.run_as_user.clone(),
+                node_policy: policy.policy,
+                policy_file: policy.file,
                 ..AgentConfig::default()
             };
             match rt.block_on(run::run(

@@ -123,7 +123,7 @@ pub struct Registered {
 /// refusal (wrong code, expired, limit reached) or a skewed clock ends it.
 pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered, RegisterError> {
     // Keys are never written where someone else could read or swap them.
-    state.check(None)?;
+    state.check(&[])?;
     if !args.force
         && let Ok(existing) = state.load()
     {

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::envelope::{self, Refusal};
 use crate::exec::{self, StepResult, StepSpec};
 use crate::outcome::{self, Next};
+use crate::policy::NodePolicy;
 use crate::spool::{Spool, Stage};
 use crate::state::{Registration, StateDir, StateError};
 use crate::{endpoints, inventory, register, runas, sysinfo, tls};
@@ -64,6 +65,11 @@ pub struct AgentConfig {
     pub config_file: Option<PathBuf>,
     /// `run_as_user` of the settings file: whom steps run as (None: the agent's own user).
     pub run_as_user: Option<String>,
+    /// The node's own policy (None: every command that verifies runs).
+    pub node_policy: Option<NodePolicy>,
+    /// The file the policy was read from when agent.toml names one (held
+    /// to StrictModes with agent.toml).
+    pub policy_file: Option<PathBuf>,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -92,6 +98,8 @@ impl Default for AgentConfig {
             return_home_after: DEFAULT_RETURN_HOME_AFTER,
             config_file: None,
             run_as_user: None,
+            node_policy: None,
+            policy_file: None,
         }
     }
 }
@@ -279,6 +287,16 @@ impl Agent {
             }
             return;
         }
+        // The node's own policy, on what the signature vouches for (the
+        // document's name and who sent it); after the redelivery check, so
+        // a command accepted before the policy changed is not refused
+        // halfway through.
+        if let Some(policy) = &self.cfg.node_policy
+            && let Err(refusal) = policy.check(&cmd.document_name, &cmd.requested_by)
+        {
+            self.refuse(Some(id), Refusal::NodePolicy(refusal)).await;
+            return;
+        }
         if let Err(e) = self.spool.accept(&cmd, &env) {
             error!(command_id = %id, error = %e, "cannot spool the command; not running it");
             return;
@@ -351,7 +369,13 @@ impl Agent {
     }
 
     async fn refuse(&self, command_id: Option<String>, refusal: Refusal) {
-        error!(command_id = command_id.as_deref().unwrap_or("?"), reason = %refusal, "command envelope refused");
+        let id = command_id.as_deref().unwrap_or("?");
+        match &refusal {
+            Refusal::NodePolicy(_) => {
+                error!(command_id = id, reason = %refusal, "command refused by this node's policy")
+            }
+            _ => error!(command_id = id, reason = %refusal, "command envelope refused"),
+        }
         let Some(command_id) = command_id else {
             return;
         };
@@ -1034,7 +1058,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     // StrictModes before anything of the state is believed.
-    state.check(cfg.config_file.as_deref())?;
+    let trusted: Vec<&std::path::Path> = cfg
+        .config_file
+        .iter()
+        .chain(cfg.policy_file.iter())
+        .map(PathBuf::as_path)
+        .collect();
+    state.check(&trusted)?;
     let step_user = runas::resolve(cfg.run_as_user.as_deref())?;
     let reg = state.load()?;
     let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
@@ -1064,6 +1094,9 @@ pub async fn run(
         reg,
     });
     info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), steps_run_as = %step_user.name, version = env!("CARGO_PKG_VERSION"), "agent started");
+    if let Some(p) = &agent.cfg.node_policy {
+        info!(policy = %p.source_name(), "this node's policy restricts what it runs");
+    }
 
     // Resume whatever a previous run left unfinished.
     for (id, stage) in agent.spool.unfinished()? {

@@ -120,15 +120,16 @@ impl StateDir {
         self.dir.join(SPOOL_DIR)
     }
 
-    /// StrictModes for the whole state directory and `config` (the settings
-    /// file, which names the user steps run as): see the module doc. A
-    /// directory or file that does not exist yet passes if the directories
-    /// it would be created in do.
-    pub fn check(&self, config: Option<&Path>) -> Result<(), StateError> {
+    /// StrictModes for the whole state directory and `files` (the settings
+    /// file, which names the user steps run as, and the node's policy file
+    /// when it names one: a policy anyone could write restricts nothing):
+    /// see the module doc. A directory or file that does not exist yet
+    /// passes if the directories it would be created in do.
+    pub fn check(&self, files: &[&Path]) -> Result<(), StateError> {
         let mut policy = Policy::new(effective_uid());
         policy.check_tree(&self.dir, &[KEY_FILE])?;
-        if let Some(config) = config {
-            policy.check_file(config, false)?;
+        for file in files {
+            policy.check_file(file, false)?;
         }
         Ok(())
     }
@@ -236,7 +237,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let tmp = tempfile::tempdir().unwrap();
         let s = StateDir::new(tmp.path().join("state"));
-        s.check(None).unwrap();
+        s.check(&[]).unwrap();
         s.save(
             &Registration {
                 instance_id: "mi-0123456789abcdef0".into(),
@@ -251,9 +252,9 @@ mod tests {
             "ca",
         )
         .unwrap();
-        s.check(Some(&tmp.path().join("agent.toml"))).unwrap();
+        s.check(&[&tmp.path().join("agent.toml")]).unwrap();
         fs::set_permissions(&s.dir, fs::Permissions::from_mode(0o777)).unwrap();
-        let e = s.check(None).unwrap_err().to_string();
+        let e = s.check(&[]).unwrap_err().to_string();
         assert!(
             e.contains("refusing to trust the agent's files")
                 && e.contains(&format!(
@@ -265,8 +266,30 @@ mod tests {
         );
         fs::set_permissions(&s.dir, fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(s.path(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
-        let e = s.check(None).unwrap_err().to_string();
+        let e = s.check(&[]).unwrap_err().to_string();
         assert!(e.contains("agent.key holds a private key"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_file_others_can_write_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("state"));
+        let policy = tmp.path().join("node-policy.toml");
+        fs::write(&policy, "run_shell_script = false\n").unwrap();
+        s.check(&[&tmp.path().join("agent.toml"), &policy]).unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = s
+            .check(&[&tmp.path().join("agent.toml"), &policy])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{} is writable by",
+                policy.canonicalize().unwrap().display()
+            )) && e.contains("mode 0666"),
+            "{e}"
+        );
     }
 
     #[test]

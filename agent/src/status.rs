@@ -137,7 +137,7 @@ pub async fn status(state: &StateDir) -> i32 {
     println!("Activation:    {}", reg.activation_id);
     println!("Registered:    {}", ago(reg.registered_at_ms));
     // The daemon refuses to start on files others could have written.
-    let safe = match state.check(None) {
+    let safe = match state.check(&[]) {
         Ok(()) => {
             println!("Files:         owner-only ({})", state.dir.display());
             true

@@ -127,10 +127,10 @@ async fn run(
         Request::AddTagsToResource(r) => tags::add(c, r).await,
         Request::RemoveTagsFromResource(r) => tags::remove(c, r).await,
         Request::ListTagsForResource(r) => tags::list(c, r).await,
-        Request::CreateAssociation(r) => associations::create(c, r).await,
+        Request::CreateAssociation(r) => associations::create(c, authority, r).await,
         Request::ListAssociations(r) => associations::list(c, r).await,
         Request::DescribeAssociation(r) => associations::describe(c, r).await,
-        Request::UpdateAssociation(r) => associations::update(c, r).await,
+        Request::UpdateAssociation(r) => associations::update(c, authority, r).await,
         Request::DeleteAssociation(r) => associations::delete(c, r).await,
         Request::DescribeInstanceAssociationsStatus(r) => {
             associations::instance_statuses(c, r).await

@@ -142,6 +142,7 @@ pub fn association(pki: &Pki, instance_id: &str, a: &AssociationRow, now: i64) -
         apply_only_at_cron_interval: a.apply_only_at_cron_interval,
         created_at_ms: a.created_ms,
         issued_at_ms: now,
+        requested_by: a.requested_by.clone(),
     }
     .encode_to_vec();
     let signature = pki.sign(&with_context(pb::ASSOCIATION_SIGNING_CONTEXT, &payload));

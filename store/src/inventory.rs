@@ -34,6 +34,9 @@ pub struct AssociationRow {
     pub updated_ms: i64,
     pub last_execution_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
+    /// The ARN of the principal that created it or last updated it; empty
+    /// for associations saved before this was recorded.
+    pub requested_by: String,
 }
 
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
@@ -74,12 +77,12 @@ const ASSOCIATION_COLUMNS: &str = "association_id, association_name, document_na
     document_version, document_hash, document_content, association_version, parameters_json, \
     resolved_json, targets_json, instance_id, schedule_expression, apply_only_at_cron_interval, \
     max_concurrency, max_errors, compliance_severity, created_ms, updated_ms, last_execution_ms, \
-    last_success_ms";
+    last_success_ms, requested_by";
 
 impl Store {
     pub async fn insert_association(&self, a: &AssociationRow) -> Result<()> {
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO associations ({ASSOCIATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO associations ({ASSOCIATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&a.association_id)
         .bind(&a.association_name)
@@ -101,6 +104,7 @@ impl Store {
         .bind(a.updated_ms)
         .bind(a.last_execution_ms)
         .bind(a.last_success_ms)
+        .bind(&a.requested_by)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -112,7 +116,7 @@ impl Store {
              document_hash = ?, document_content = ?, association_version = ?, parameters_json = ?, \
              resolved_json = ?, targets_json = ?, schedule_expression = ?, \
              apply_only_at_cron_interval = ?, max_concurrency = ?, max_errors = ?, \
-             compliance_severity = ?, updated_ms = ? WHERE association_id = ?"),
+             compliance_severity = ?, updated_ms = ?, requested_by = ? WHERE association_id = ?"),
         )
         .bind(&a.association_name)
         .bind(&a.document_name)
@@ -129,6 +133,7 @@ impl Store {
         .bind(&a.max_errors)
         .bind(&a.compliance_severity)
         .bind(a.updated_ms)
+        .bind(&a.requested_by)
         .bind(&a.association_id)
         .execute(&self.pool)
         .await?;
@@ -455,12 +460,24 @@ mod tests {
     #[tokio::test]
     async fn association_runs_keep_the_latest_and_vanish_with_the_association() {
         let (_d, s) = store().await;
-        let a = AssociationRow {
+        let mut a = AssociationRow {
             association_id: "a1".into(),
             document_name: "AWS-GatherSoftwareInventory".into(),
+            requested_by: "arn:aws:iam::123456789012:user/alice".into(),
             ..Default::default()
         };
         s.insert_association(&a).await.unwrap();
+        let back = s.association("a1").await.unwrap().unwrap();
+        assert_eq!(back.requested_by, a.requested_by);
+        // An update records who made it: the runs act for them now.
+        a.requested_by = "arn:aws:iam::123456789012:user/bob".into();
+        a.association_version = 2;
+        assert!(s.update_association(&a).await.unwrap());
+        let back = s.association("a1").await.unwrap().unwrap();
+        assert_eq!(
+            (back.requested_by.as_str(), back.association_version),
+            ("arn:aws:iam::123456789012:user/bob", 2)
+        );
         let run = |status: &str, at: i64| AssociationStatusRow {
             association_id: "a1".into(),
             instance_id: "mi-1".into(),

@@ -328,7 +328,8 @@ impl Coordinator {
         self.dir.join("operator.json")
     }
 
-    fn operator(&self) -> Value {
+    /// operator.json, parsed.
+    pub fn operator(&self) -> Value {
         let text = std::fs::read_to_string(self.operator_json()).expect("operator.json");
         serde_json::from_str(&text).expect("operator.json is JSON")
     }

@@ -13,6 +13,7 @@ mod e2e {
     pub mod install;
     pub mod inventory;
     pub mod limits;
+    pub mod node_policy;
     pub mod node_status;
     pub mod one_door;
     pub mod packaging;

@@ -500,7 +500,13 @@ impl Agent {
     /// supervisors like a command's.
     async fn run_association(&self, a: &pb::SignedAssociation) -> (Vec<Item>, Run) {
         let started = now_ms();
-        info!(association_id = %a.association_id, document = %a.document_name, "association run starting");
+        if let Some(policy) = &self.cfg.node_policy
+            && let Err(refusal) = policy.check(&a.document_name, &a.requested_by)
+        {
+            // failed_run logs it (errors.log) with the reason.
+            return (Vec::new(), failed_run(a, refusal.to_string()));
+        }
+        info!(association_id = %a.association_id, document = %a.document_name, requested_by = %a.requested_by, "association run starting");
         let steps = match super::plan(&a.document_name, &a.document_content, &a.parameters_json) {
             Ok(s) => s,
             Err(e) => return (Vec::new(), failed_run(a, e)),
@@ -561,6 +567,7 @@ impl Agent {
                 document_content: a.document_content.clone(),
                 document_hash: a.document_hash.clone(),
                 parameters_json: a.parameters_json.clone(),
+                requested_by: a.requested_by.clone(),
                 ..Default::default()
             };
             let dir = self

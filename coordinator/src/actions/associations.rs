@@ -21,6 +21,7 @@ use super::commands::{parse_targets, resolve_targets};
 use super::documents;
 use super::wire::{Page, corrupt, stored, tag_pairs, ts};
 use crate::associations::Targeted;
+use crate::authz::Authority;
 use crate::core::Coordinator;
 
 /// The members both CreateAssociation and UpdateAssociation take, checked
@@ -298,6 +299,7 @@ fn description_json(a: &AssociationRow, rows: &[AssociationStatusRow]) -> Result
 
 pub(super) async fn create(
     c: &Coordinator,
+    authority: &Authority,
     r: CreateAssociationRequest,
 ) -> Result<Value, ApiError> {
     let op = "CreateAssociation";
@@ -352,6 +354,7 @@ pub(super) async fn create(
         updated_ms: now,
         last_execution_ms: None,
         last_success_ms: None,
+        requested_by: authority.arn().to_string(),
     };
     if !a.association_name.is_empty()
         && c.store
@@ -448,6 +451,7 @@ pub(super) async fn describe(
 
 pub(super) async fn update(
     c: &Coordinator,
+    authority: &Authority,
     r: UpdateAssociationRequest,
 ) -> Result<Value, ApiError> {
     let op = "UpdateAssociation";
@@ -507,6 +511,8 @@ pub(super) async fn update(
     }
     a.association_version += 1;
     a.updated_ms = now_ms();
+    // Its runs act for whoever defined what they run.
+    a.requested_by = authority.arn().to_string();
     if !c.store.update_association(&a).await? {
         return Err(ApiError::new(
             "AssociationDoesNotExist",
