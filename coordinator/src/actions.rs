@@ -141,6 +141,7 @@ async fn run(
         Request::CreateOperatorConfig(r) => users::create_operator_config(c, r).await,
         Request::ListOperatorTokens(r) => users::list_operator_tokens(c, r).await,
         Request::DeleteOperatorToken(r) => users::delete_operator_token(c, r).await,
+        Request::RotateRootToken(_) => users::rotate_root_token(c).await,
         Request::CreateUser(r) => users::create(c, r).await,
         Request::GetUser(r) => users::get(c, authority, r).await,
         Request::ListUsers(r) => users::list(c, r).await,

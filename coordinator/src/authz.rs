@@ -336,6 +336,7 @@ pub async fn resources(
             None => Resource::untagged("*".into()),
         },
         R::SimulatePrincipalPolicy(r) => Resource::untagged(r.policy_source_arn.clone()),
+        R::RotateRootToken(_) => Resource::untagged(a.root_arn()),
         _ => Resource::untagged("*".into()),
     }])
 }
@@ -361,10 +362,22 @@ pub async fn authorize(
     authority: &Authority,
     request: &Request,
 ) -> Result<(), ApiError> {
-    if matches!(authority, Authority::Root { .. }) {
+    let Authority::User(user) = authority else {
         return Ok(());
-    }
+    };
     let action = request.operation().action();
+    // Root's own credential is root's alone, as an AWS account's root
+    // password: no policy can give it to a user.
+    if matches!(request, Request::RotateRootToken(_)) {
+        return Err(ApiError::new(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: {action} on resource: {} because only the root principal may rotate the root token",
+                user.arn,
+                c.account.root_arn()
+            ),
+        ));
+    }
     for r in resources(c, authority, request).await? {
         authority.check(&action, &r)?;
     }

@@ -76,6 +76,8 @@ pub struct Coordinator {
     /// What `operator.json` says (its token aside): the template of the
     /// operator configs issued to users.
     pub operator_config: Option<tether_cli::OperatorConfig>,
+    /// This replica's operator.json, which RotateRootToken rewrites.
+    pub operator_config_path: Option<std::path::PathBuf>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The most one poll response carries (tests make it smaller).
@@ -127,6 +129,7 @@ impl Coordinator {
             timeouts: Timeouts::default(),
             account: crate::account::Account::default(),
             operator_config: None,
+            operator_config_path: None,
             poll_hold: limits::LONG_POLL_HOLD,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),

@@ -303,6 +303,7 @@ pub async fn run(
         token: String::new(),
         ..operator.clone()
     });
+    coordinator.operator_config_path = Some(operator_path.clone());
     let core = Arc::new(coordinator);
     // Replicas on one PostgreSQL database wake each other's held polls.
     let replica_tasks = if core.store.dialect() == tether_store::Dialect::Postgres {

@@ -54,6 +54,7 @@ const SERVED: &[&str] = &[
     "CreateOperatorConfig",
     "ListOperatorTokens",
     "DeleteOperatorToken",
+    "RotateRootToken",
     // IAM's, copied into model/tether-operations.json.
     "CreateUser",
     "GetUser",

@@ -85,6 +85,8 @@ pub enum Operation {
     ListOperatorTokens,
     /// Tether: revoke an operator token: calls made with it are refused from then on.
     DeleteOperatorToken,
+    /// Tether: replace the root principal's operator token (the bootstrap token of operator.json).
+    RotateRootToken,
     /// Creates a new IAM user for your Amazon Web Services account.
     CreateUser,
     /// Retrieves information about the specified IAM user, including the user's creation date, path, unique ID, and ARN.
@@ -123,7 +125,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 50] = [
+    pub const ALL: [Operation; 51] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -157,6 +159,7 @@ impl Operation {
         Operation::CreateOperatorConfig,
         Operation::ListOperatorTokens,
         Operation::DeleteOperatorToken,
+        Operation::RotateRootToken,
         Operation::CreateUser,
         Operation::GetUser,
         Operation::ListUsers,
@@ -212,6 +215,7 @@ impl Operation {
             Operation::CreateOperatorConfig => "CreateOperatorConfig",
             Operation::ListOperatorTokens => "ListOperatorTokens",
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
+            Operation::RotateRootToken => "RotateRootToken",
             Operation::CreateUser => "CreateUser",
             Operation::GetUser => "GetUser",
             Operation::ListUsers => "ListUsers",
@@ -269,6 +273,7 @@ pub enum Request {
     CreateOperatorConfig(CreateOperatorConfigRequest),
     ListOperatorTokens(ListOperatorTokensRequest),
     DeleteOperatorToken(DeleteOperatorTokenRequest),
+    RotateRootToken(RotateRootTokenRequest),
     CreateUser(CreateUserRequest),
     GetUser(GetUserRequest),
     ListUsers(ListUsersRequest),
@@ -325,6 +330,7 @@ impl Request {
             Request::CreateOperatorConfig(_) => Operation::CreateOperatorConfig,
             Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
+            Request::RotateRootToken(_) => Operation::RotateRootToken,
             Request::CreateUser(_) => Operation::CreateUser,
             Request::GetUser(_) => Operation::GetUser,
             Request::ListUsers(_) => Operation::ListUsers,
@@ -384,6 +390,7 @@ impl Request {
             Operation::CreateOperatorConfig => Request::CreateOperatorConfig(serde_json::from_value(input)?),
             Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
+            Operation::RotateRootToken => Request::RotateRootToken(serde_json::from_value(input)?),
             Operation::CreateUser => Request::CreateUser(serde_json::from_value(input)?),
             Operation::GetUser => Request::GetUser(serde_json::from_value(input)?),
             Operation::ListUsers => Request::ListUsers(serde_json::from_value(input)?),
@@ -1082,6 +1089,10 @@ pub struct DeleteOperatorTokenRequest {
     #[serde(rename = "TokenId")]
     pub token_id: String,
 }
+
+/// The input of RotateRootToken.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RotateRootTokenRequest {}
 
 /// The input of CreateUser.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -232,6 +232,31 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces every root token (the bootstrap tokens of the replicas'
+    /// operator.json files) with `token_hash`, in one transaction: from its
+    /// commit no old root token is accepted by any replica (each request
+    /// looks its token up). Returns how many were revoked.
+    pub async fn rotate_root_token(&self, token_hash: &str, now_ms: i64) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let revoked = sqlx::query(sql(
+            self.dialect,
+            "DELETE FROM operator_tokens WHERE user_name IS NULL",
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(sql(
+            self.dialect,
+            "INSERT INTO operator_tokens (token_hash, created_ms) VALUES (?, ?)",
+        ))
+        .bind(token_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
     /// Stores a user's token (its hash only).
     pub async fn insert_operator_token(&self, t: &OperatorTokenRow) -> Result<()> {
         sqlx::query(sql(
@@ -287,5 +312,35 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::OperatorTokenRow;
+    use crate::tests::store;
+
+    #[tokio::test]
+    async fn rotating_the_root_token_revokes_every_root_token_and_no_users() {
+        let (_d, s) = store().await;
+        // Two replicas' bootstrap tokens, and a user's token.
+        s.add_operator_token("root-a", 1).await.unwrap();
+        s.add_operator_token("root-b", 2).await.unwrap();
+        let alice = OperatorTokenRow {
+            token_hash: "alice".into(),
+            created_ms: 3,
+            token_id: Some("ot-1".into()),
+            user_name: Some("alice".into()),
+            expires_ms: None,
+        };
+        s.insert_operator_token(&alice).await.unwrap();
+        assert_eq!(s.rotate_root_token("root-new", 4).await.unwrap(), 2);
+        for old in ["root-a", "root-b"] {
+            assert!(s.operator_token(old).await.unwrap().is_none(), "{old}");
+        }
+        let new = s.operator_token("root-new").await.unwrap().unwrap();
+        assert_eq!(new.user_name, None);
+        assert!(s.operator_token("alice").await.unwrap().is_some());
+        assert_eq!(s.rotate_root_token("root-newer", 5).await.unwrap(), 1);
     }
 }

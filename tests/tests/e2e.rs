@@ -21,6 +21,7 @@ mod e2e {
     pub mod recovery;
     pub mod registration;
     pub mod replicas;
+    pub mod root_token;
     pub mod run_command;
     pub mod security;
     pub mod slow_clients;

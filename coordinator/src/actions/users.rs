@@ -3,7 +3,8 @@
 //! `UntagUser`, `ListUserTags`, `PutUserPolicy`, `GetUserPolicy`,
 //! `ListUserPolicies`, `DeleteUserPolicy`, `SimulatePrincipalPolicy`) and
 //! Tether's own (`CreateOperatorConfig`, `ListOperatorTokens`,
-//! `DeleteOperatorToken`). Served on the operator channel only.
+//! `DeleteOperatorToken`, `RotateRootToken`). Served on the operator channel
+//! only.
 //!
 //! A policy is parsed when it is put (a malformed one is refused naming the
 //! statement and the field) and again whenever it is evaluated.
@@ -387,6 +388,48 @@ pub(super) async fn delete_operator_token(
     }
     tracing::info!(token_id = %r.token_id, "operator token revoked");
     Ok(json!({}))
+}
+
+/// Tether's RotateRootToken (root only: `authz` refuses it to every user,
+/// whatever their policies say). Every root token — one per replica's
+/// operator.json — is replaced by one new token in one transaction, so the
+/// old ones are refused from the next request on, on every replica (each
+/// request looks its token up). The serving replica rewrites its own
+/// operator.json (owner-only, atomically); the answer is that operator.json,
+/// the new token shown once.
+pub(super) async fn rotate_root_token(c: &Coordinator) -> Result<Value, ApiError> {
+    let op = "RotateRootToken";
+    let Some(template) = &c.operator_config else {
+        return Err(ApiError::new(
+            "InternalServerError",
+            format!("{op}: this coordinator has no operator.json to rewrite"),
+        ));
+    };
+    let config = tether_cli::OperatorConfig {
+        token: hex::encode(rand::random::<[u8; 32]>()),
+        ..template.clone()
+    };
+    let text = serde_json::to_string_pretty(&config)
+        .map_err(|e| ApiError::new("InternalServerError", format!("{op}: {e}")))?;
+    let revoked = c
+        .store
+        .rotate_root_token(&token_hash(&config.token), now_ms())
+        .await?;
+    if let Some(path) = &c.operator_config_path {
+        // The rotation stands either way: the answer carries the new token.
+        match tether_util::fs::write_private(path, text.as_bytes()) {
+            Ok(()) => {
+                tracing::info!(revoked, path = %path.display(), "root token rotated; operator.json rewritten")
+            }
+            Err(e) => {
+                tracing::error!(revoked, path = %path.display(), error = %e, "root token rotated, but operator.json could not be rewritten: save the token the caller received")
+            }
+        }
+    }
+    let mut v = serde_json::to_value(config)
+        .map_err(|e| ApiError::new("InternalServerError", format!("{op}: {e}")))?;
+    v["RevokedTokenCount"] = json!(revoked);
+    Ok(v)
 }
 
 /// IAM's SimulatePrincipalPolicy for a user of this account: each action on
