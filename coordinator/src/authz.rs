@@ -273,8 +273,20 @@ pub fn denied(arn: &str, action: &str, resource: &str, d: &Decision) -> ApiError
     )
 }
 
-/// The resources a request names, as far as the request itself says (a
-/// SendCommand's instances are resolved and checked by its handler).
+/// The resources a request names, as far as the request itself says (the
+/// instances SendCommand's, CreateAssociation's and UpdateAssociation's
+/// targets reach are resolved and checked by their handlers).
+///
+/// As IAM's Service Authorization Reference for SSM: an operation whose
+/// IAM action has resource types is checked on those ARNs — documents,
+/// managed instances (with their tags as `ssm:resourceTag/KEY`), the
+/// association, the activation, the user; one without any (the List and
+/// Describe operations over everything — ListCommands,
+/// ListCommandInvocations, GetCommandInvocation, DescribeInstanceInformation
+/// whatever its filters, ListAssociations, ListDocuments, GetInventory,
+/// DescribeActivations — and CancelCommand) on `*`, so that a policy copied
+/// from AWS (`"Resource": "*"` for those) means here what it means there.
+/// Their answers are not filtered by permission, as in AWS.
 pub async fn resources(
     c: &Coordinator,
     authority: &Authority,
@@ -293,6 +305,40 @@ pub async fn resources(
         }
     };
     use Request as R;
+    // The association operations name the association (IAM's required
+    // `association` resource), or, by the legacy Name and InstanceId, its
+    // document and instance.
+    let named: Option<(Option<&str>, Option<&str>, Option<&str>)> = match request {
+        R::DescribeAssociation(r) => Some((
+            r.association_id.as_deref(),
+            r.name.as_deref(),
+            r.instance_id.as_deref(),
+        )),
+        R::DeleteAssociation(r) => Some((
+            r.association_id.as_deref(),
+            r.name.as_deref(),
+            r.instance_id.as_deref(),
+        )),
+        R::UpdateAssociation(r) => Some((Some(r.association_id.as_str()), None, None)),
+        _ => None,
+    };
+    if let Some((id, name, instance)) = named {
+        let mut out = Vec::new();
+        if let Some(id) = id {
+            out.push(Resource::untagged(a.ssm_arn("association", id)));
+        } else {
+            if let Some(name) = name {
+                out.push(doc(name));
+            }
+            if let Some(instance) = instance {
+                out.push(tagged(c, "ManagedInstance", instance).await?);
+            }
+        }
+        if out.is_empty() {
+            out.push(Resource::untagged("*".into()));
+        }
+        return Ok(out);
+    }
     Ok(vec![match request {
         R::SendCommand(r) => doc(&r.document_name),
         R::CreateDocument(r) => doc(&r.name),
@@ -304,7 +350,6 @@ pub async fn resources(
         R::UpdateDocumentDefaultVersion(r) => doc(&r.name),
         R::CreateAssociation(r) => doc(&r.name),
         R::DeregisterManagedInstance(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::GetCommandInvocation(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
         R::DescribeInstanceAssociationsStatus(r) => {
             tagged(c, "ManagedInstance", &r.instance_id).await?
         }

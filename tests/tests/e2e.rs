@@ -28,5 +28,6 @@ mod e2e {
     pub mod ssm_http;
     pub mod ssm_sdk;
     pub mod trust;
+    pub mod trust_scope;
     pub mod tutorial;
 }

@@ -17,11 +17,11 @@ use tether_ssm::{ApiError, Rate, ids, limits};
 use tether_store::{AssociationRow, AssociationStatusRow};
 use tether_util::time::{now_ms, parse_timestamp_ms};
 
-use super::commands::{parse_targets, resolve_targets};
+use super::commands::{authorize_instances, parse_targets, resolve_targets};
 use super::documents;
 use super::wire::{Page, corrupt, stored, tag_pairs, ts};
 use crate::associations::Targeted;
-use crate::authz::Authority;
+use crate::authz::{Authority, Resource};
 use crate::core::Coordinator;
 
 /// The members both CreateAssociation and UpdateAssociation take, checked
@@ -356,6 +356,10 @@ pub(super) async fn create(
         last_success_ms: None,
         requested_by: authority.arn().to_string(),
     };
+    // The door checked the document; every instance the targets reach now
+    // is checked here, as SendCommand's are: one refused instance refuses
+    // the association, naming it, with nothing stored.
+    authorize_targets(c, authority, "ssm:CreateAssociation", &a).await?;
     if !a.association_name.is_empty()
         && c.store
             .associations()
@@ -375,6 +379,24 @@ pub(super) async fn create(
     c.associations_changed(true).await;
     let rows = statuses(c, &a).await?;
     Ok(json!({ "AssociationDescription": description_json(&a, &rows)? }))
+}
+
+/// Authorises `action` on every instance the association's targets reach
+/// now (root needs nothing, and nothing is resolved for it). Instances
+/// that a tag target reaches later are not checked then: the association
+/// was authorised as it stood when it was created or updated.
+async fn authorize_targets(
+    c: &Coordinator,
+    authority: &Authority,
+    action: &str,
+    a: &AssociationRow,
+) -> Result<(), ApiError> {
+    if matches!(authority, Authority::Root { .. }) {
+        return Ok(());
+    }
+    let t = targeted(a)?;
+    let reached = resolve_targets(c, &[], &t.targets).await?;
+    authorize_instances(c, authority, action, &reached)
 }
 
 /// The association a request names: AssociationId, or Name and InstanceId.
@@ -509,6 +531,13 @@ pub(super) async fn update(
             *field = v.clone();
         }
     }
+    // The door checked the association; its document (the new one, when
+    // it changes) and every instance its targets reach are checked here.
+    authority.check(
+        "ssm:UpdateAssociation",
+        &Resource::untagged(c.account.ssm_arn("document", &a.document_name)),
+    )?;
+    authorize_targets(c, authority, "ssm:UpdateAssociation", &a).await?;
     a.association_version += 1;
     a.updated_ms = now_ms();
     // Its runs act for whoever defined what they run.

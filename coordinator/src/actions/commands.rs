@@ -291,12 +291,14 @@ async fn dispatch_command(
     Ok(())
 }
 
-/// Authorises `ssm:SendCommand` on every instance the targets reached (the
-/// door checked the document): one the caller may not touch refuses the
-/// whole command, naming it, before anything is stored.
-fn authorize_instances(
+/// Authorises `action` (`ssm:SendCommand`, `ssm:CreateAssociation`, …) on
+/// every instance the targets reached (the door checked the document): one
+/// the caller may not touch refuses the whole request, naming it, before
+/// anything is stored.
+pub(super) fn authorize_instances(
     c: &Coordinator,
     authority: &Authority,
+    action: &str,
     reached: &[(String, Option<InstanceRow>)],
 ) -> Result<(), ApiError> {
     if matches!(authority, Authority::Root { .. }) {
@@ -307,7 +309,7 @@ fn authorize_instances(
             Some(row) => Resource::instance(&c.account, row)?,
             None => Resource::untagged(c.account.instance_arn(id)),
         };
-        authority.check("ssm:SendCommand", &resource)?;
+        authority.check(action, &resource)?;
     }
     Ok(())
 }
@@ -355,7 +357,7 @@ pub(super) async fn send(
             "SendCommand: No Instances In Tag: the targets match no managed instance",
         ));
     }
-    authorize_instances(c, authority, &reached)?;
+    authorize_instances(c, authority, "ssm:SendCommand", &reached)?;
     let row = store_command(
         c,
         authority.arn(),
