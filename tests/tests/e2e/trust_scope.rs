@@ -333,3 +333,48 @@ fn get_command_invocation_is_checked_on_everything_as_in_iam() {
     let inv: Value = success_json("get-command-invocation", &cli(&reader, &args));
     assert_eq!(inv["Status"], json!("Success"), "{inv}");
 }
+
+/// A refusal exits as the aws CLI v2 exits for it: 254, the status of every
+/// error a service answers (awscli's `ClientErrorHandler`, `CLIENT_ERROR_RC`)
+/// — not 255, its status for anything else — with the same bytes on stderr,
+/// whether the tether CLI carried the request or `/usr/bin/aws` over HTTPS.
+#[test]
+fn an_access_denied_exits_254_as_the_aws_cli_v2_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let coord = Coordinator::start(dir);
+    let node = Agent::start(dir, "node", &coord);
+    let reader = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ssm:Describe*","ssm:Get*","ssm:List*"],"Resource":"*"}]}"#;
+    let bob = user(&coord, dir, "bob", reader);
+    let mut key = tether_tests::aws::AwsClient::issue(&coord);
+    let out = coord.cli(&["delete-access-key", "--access-key-id", &key.access_key_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let issued = coord.json(&["create-access-key", "--user-name", "bob"]);
+    key.access_key_id = issued["AccessKey"]["AccessKeyId"].as_str().unwrap().into();
+    key.secret_access_key = issued["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .into();
+    let args = [
+        "send-command",
+        "--document-name",
+        "AWS-RunShellScript",
+        "--instance-ids",
+        &node.instance_id,
+        "--parameters",
+        "commands=echo never",
+    ];
+    let v2 = key.aws_v2(&args);
+    let ours = cli(&bob, &args);
+    assert_eq!(v2.status.code(), Some(254), "{}", stderr(&v2));
+    assert_eq!(ours.status.code(), Some(254), "{}", stderr(&ours));
+    assert!(v2.stdout.is_empty() && ours.stdout.is_empty());
+    assert!(
+        stderr(&v2).contains(
+            "(AccessDeniedException) when calling the SendCommand operation: User: arn:aws:iam::"
+        ),
+        "{}",
+        stderr(&v2)
+    );
+    assert_eq!(stderr(&ours), stderr(&v2));
+}
