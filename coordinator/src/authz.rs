@@ -12,8 +12,8 @@
 //! The user and its policies are read from the store for every request, so a
 //! deleted user or a changed policy holds at once on every replica (no
 //! cache to drop). A refusal is `AccessDeniedException` in IAM's words.
-//! [`audit_hook`] is called with every decided request's outcome: the audit
-//! trail plugs in there.
+//! [`audit_hook`] logs every refusal; the audit trail (`crate::audit`)
+//! records every request from `actions::dispatch`.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -273,27 +273,41 @@ pub fn denied(arn: &str, action: &str, resource: &str, d: &Decision) -> ApiError
     )
 }
 
-/// The resources a request names, as far as the request itself says (a
-/// SendCommand's instances are resolved and checked by its handler).
-pub async fn resources(
-    c: &Coordinator,
-    authority: &Authority,
-    request: &Request,
-) -> Result<Vec<Resource>, ApiError> {
-    let a = &c.account;
-    let doc = |name: &str| Resource::untagged(a.ssm_arn("document", name));
-    let user = |name: Option<&str>| -> Resource {
-        let name = name.or(match authority {
-            Authority::User(u) => Some(u.user.user_name.as_str()),
-            Authority::Root { .. } => None,
-        });
-        match name {
-            Some(n) => Resource::untagged(a.user_arn("/", n)),
-            None => Resource::untagged(a.root_arn()),
+/// A resource a request names: an ARN, or a tagged resource whose tags
+/// are read when it is authorised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Named {
+    Arn(String),
+    Tagged { kind: String, id: String },
+}
+
+impl Named {
+    /// Its ARN, without reading anything (`*` for none in particular).
+    pub fn arn(&self, a: &Account) -> String {
+        match self {
+            Named::Arn(arn) => arn.clone(),
+            Named::Tagged { kind, id } => tagged_arn(a, kind, id),
+        }
+    }
+}
+
+/// The resource a request names, as far as the request itself says (a
+/// SendCommand's instances are resolved and checked by its handler);
+/// `caller_user` stands for an IAM verb's omitted `UserName`. Pure.
+pub fn named(a: &Account, caller_user: Option<&str>, request: &Request) -> Named {
+    let doc = |name: &str| Named::Arn(a.ssm_arn("document", name));
+    let user = |name: Option<&str>| -> Named {
+        match name.or(caller_user) {
+            Some(n) => Named::Arn(a.user_arn("/", n)),
+            None => Named::Arn(a.root_arn()),
         }
     };
+    let tagged = |kind: &str, id: &str| Named::Tagged {
+        kind: kind.to_string(),
+        id: id.to_string(),
+    };
     use Request as R;
-    Ok(vec![match request {
+    match request {
         R::SendCommand(r) => doc(&r.document_name),
         R::CreateDocument(r) => doc(&r.name),
         R::UpdateDocument(r) => doc(&r.name),
@@ -303,20 +317,16 @@ pub async fn resources(
         R::ListDocumentVersions(r) => doc(&r.name),
         R::UpdateDocumentDefaultVersion(r) => doc(&r.name),
         R::CreateAssociation(r) => doc(&r.name),
-        R::DeregisterManagedInstance(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::GetCommandInvocation(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::DescribeInstanceAssociationsStatus(r) => {
-            tagged(c, "ManagedInstance", &r.instance_id).await?
-        }
-        R::ListInventoryEntries(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::ListInventoryChanges(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::AddTagsToResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::RemoveTagsFromResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::ListTagsForResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::DeleteActivation(r) => Resource::untagged(a.ssm_arn("activation", &r.activation_id)),
-        R::CreateUser(r) => {
-            Resource::untagged(a.user_arn(r.path.as_deref().unwrap_or("/"), &r.user_name))
-        }
+        R::DeregisterManagedInstance(r) => tagged("ManagedInstance", &r.instance_id),
+        R::GetCommandInvocation(r) => tagged("ManagedInstance", &r.instance_id),
+        R::DescribeInstanceAssociationsStatus(r) => tagged("ManagedInstance", &r.instance_id),
+        R::ListInventoryEntries(r) => tagged("ManagedInstance", &r.instance_id),
+        R::ListInventoryChanges(r) => tagged("ManagedInstance", &r.instance_id),
+        R::AddTagsToResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::RemoveTagsFromResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::ListTagsForResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::DeleteActivation(r) => Named::Arn(a.ssm_arn("activation", &r.activation_id)),
+        R::CreateUser(r) => Named::Arn(a.user_arn(r.path.as_deref().unwrap_or("/"), &r.user_name)),
         R::GetUser(r) => user(r.user_name.as_deref()),
         R::DeleteUser(r) => user(Some(&r.user_name)),
         R::TagUser(r) => user(Some(&r.user_name)),
@@ -333,11 +343,42 @@ pub async fn resources(
         R::CreateOperatorConfig(r) => user(Some(&r.user_name)),
         R::ListOperatorTokens(r) => match &r.user_name {
             Some(n) => user(Some(n)),
-            None => Resource::untagged("*".into()),
+            None => Named::Arn("*".into()),
         },
-        R::SimulatePrincipalPolicy(r) => Resource::untagged(r.policy_source_arn.clone()),
-        _ => Resource::untagged("*".into()),
+        R::SimulatePrincipalPolicy(r) => Named::Arn(r.policy_source_arn.clone()),
+        _ => Named::Arn("*".into()),
+    }
+}
+
+/// The user an authority stands for, if any.
+pub fn user_of(authority: &Authority) -> Option<&str> {
+    match authority {
+        Authority::User(u) => Some(u.user.user_name.as_str()),
+        Authority::Root { .. } => None,
+    }
+}
+
+/// The resources a request names, with their tags (see [`named`]).
+pub async fn resources(
+    c: &Coordinator,
+    authority: &Authority,
+    request: &Request,
+) -> Result<Vec<Resource>, ApiError> {
+    Ok(vec![match named(&c.account, user_of(authority), request) {
+        Named::Arn(arn) => Resource::untagged(arn),
+        Named::Tagged { kind, id } => tagged(c, &kind, &id).await?,
     }])
+}
+
+/// A tagged resource's ARN by SSM's `ResourceType`.
+fn tagged_arn(a: &Account, kind: &str, id: &str) -> String {
+    match kind {
+        "ManagedInstance" => a.instance_arn(id),
+        "Document" => a.ssm_arn("document", id),
+        "Association" => a.ssm_arn("association", id),
+        "Parameter" => a.ssm_arn("parameter", id),
+        _ => a.ssm_arn(&kind.to_ascii_lowercase(), id),
+    }
 }
 
 /// A tagged resource by SSM's `ResourceType`.
@@ -348,10 +389,7 @@ async fn tagged(c: &Coordinator, kind: &str, id: &str) -> Result<Resource, ApiEr
             Some(row) => Resource::instance(a, &row)?,
             None => Resource::untagged(a.instance_arn(id)),
         },
-        "Document" => Resource::untagged(a.ssm_arn("document", id)),
-        "Association" => Resource::untagged(a.ssm_arn("association", id)),
-        "Parameter" => Resource::untagged(a.ssm_arn("parameter", id)),
-        _ => Resource::untagged(a.ssm_arn(&kind.to_ascii_lowercase(), id)),
+        _ => Resource::untagged(tagged_arn(a, kind, id)),
     })
 }
 
@@ -372,8 +410,8 @@ pub async fn authorize(
 }
 
 /// Called once per request after it was authorised (or refused) and run,
-/// with the outcome: where the audit trail plugs in. For now it logs
-/// refusals.
+/// with the outcome: logs refusals (the audit trail, `crate::audit`, records
+/// every request from `actions::dispatch`).
 pub fn audit_hook(
     caller: &Caller,
     authority: Option<&Authority>,

@@ -54,6 +54,7 @@ const SERVED: &[&str] = &[
     "CreateOperatorConfig",
     "ListOperatorTokens",
     "DeleteOperatorToken",
+    "VerifyAuditTrail",
     // IAM's, copied into model/tether-operations.json.
     "CreateUser",
     "GetUser",
@@ -72,6 +73,8 @@ const SERVED: &[&str] = &[
     "DeleteAccessKey",
     "GetAccessKeyLastUsed",
     "SimulatePrincipalPolicy",
+    // CloudTrail's, copied into model/tether-operations.json.
+    "LookupEvents",
 ];
 
 /// Members Tether understands beyond the model on an SSM input shape:
