@@ -33,6 +33,7 @@ trap cleanup EXIT
 
 echo "==> starting the coordinator (data in $work/coordinator)"
 "$tether" serve --data-dir "$work/coordinator" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --audit-log "$work/audit/audit.log" \
   >"$work/coordinator.out" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^operator config:' "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done

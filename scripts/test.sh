@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # python3 with venv for the AWS clients below, the aws CLI v2; the install and packaging tests:
 # unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm;
 # the chaos suite: ip (iproute2) for network namespaces and veth, nft (nftables)
-# for random packet loss, nsenter (util-linux) for a private tmpfs.
+# for random packet loss, nsenter (util-linux) for a private tmpfs; the audit
+# suite: sqlite3 to tamper with a coordinator's database as its owner could.
 need=()
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
@@ -26,6 +27,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmp >/dev/null 2>&1 || need+=(diffutils)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 # The aws CLI v2 (Debian's awscli package): the CLI tests compare tether's
 # output with it byte for byte. It is called by its path, /usr/bin/aws; the
 # aws in the virtual environment below is the PyPI v1 the SDK tests use.

@@ -549,6 +549,8 @@ impl Coord {
             .arg(&self.dir)
             .args(["--database", &self.database])
             .args(["--listen", &self.listen, "--http-listen", &self.http_listen])
+            .arg("--audit-log")
+            .arg(self.dir.join("audit").join("audit.log"))
             .env("TETHER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -24,6 +24,7 @@ mod instances;
 mod inventory;
 pub mod sizes;
 mod tags;
+mod trail;
 mod users;
 pub mod wire;
 
@@ -32,6 +33,7 @@ use tether_ssm::{ApiError, Operation, Request};
 
 pub use commands::truncate_output;
 
+use crate::audit;
 use crate::authz::{self, Authority};
 use crate::core::Coordinator;
 use crate::credentials::{Caller, Transport};
@@ -45,8 +47,26 @@ pub async fn handle(
     operation: &str,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let request = typed(caller.transport, operation, body)?;
-    dispatch(c, caller, request).await
+    let request = match typed(caller.transport, operation, body) {
+        Ok(r) => r,
+        Err(e) => {
+            // Refused before it was typed (unknown, malformed, too large):
+            // recorded as a refusal, under the action its name would have.
+            // The name is outside input: bounded before it is recorded.
+            let name: String = operation.chars().take(128).collect();
+            let known = Operation::from_name(operation);
+            let action = known
+                .map(Operation::action)
+                .unwrap_or_else(|| format!("unknown:{name}"));
+            let read_only = known.is_some_and(|op| !op.changes_something());
+            let mut draft =
+                audit::Draft::new(&c.account, &who(caller), &name, action, read_only, body);
+            draft.error = Some((e.kind.to_string(), e.message.clone()));
+            c.audit.now(draft, "refused").await;
+            return Err(e);
+        }
+    };
+    dispatch(c, caller, request, body).await
 }
 
 /// The typed request of `operation` with `body`, as it arrived on
@@ -71,31 +91,95 @@ pub(crate) fn typed(
     Ok(request)
 }
 
-/// Runs one typed request for `caller`: reads what the caller may do (per
-/// request, from the store), authorises the request once here (SendCommand's
-/// instances, known only once its targets resolve, in its handler), runs
-/// it, and hands the outcome to the audit hook.
+/// Runs one typed request for `caller` (`body` its JSON as received, for
+/// the audit trail): reads what the caller may do (per request, from the
+/// store), authorises the request once here (SendCommand's instances, known
+/// only once its targets resolve, in its handler), runs it, and records it
+/// in the audit trail — a change's intent before it is made (a change whose
+/// intent cannot be recorded is refused), its outcome and every refusal
+/// before the answer, allowed reads in the background (`crate::audit`).
 pub async fn dispatch(
     c: &Coordinator,
     caller: &Caller,
     request: Request,
+    body: &[u8],
 ) -> Result<Value, ApiError> {
     let op = request.operation();
     tracing::debug!(operation = op.name(), principal = ?caller.principal, transport = ?caller.transport, "action");
+    let mut draft = audit::Draft::of(&c.account, &who(caller), op, body);
     let authority = match Authority::of(c, caller).await {
         Ok(a) => a,
         Err(e) => {
+            draft.resources = authz::named(&c.account, caller.principal.user_name(), &request)
+                .iter()
+                .map(|n| n.arn(&c.account))
+                .collect();
             let outcome = Err(e);
+            draft.outcome(&outcome);
+            c.audit.now(draft, "refused").await;
             authz::audit_hook(caller, None, op, &outcome);
             return outcome;
         }
     };
-    let outcome = match authz::authorize(c, &authority, &request).await {
-        Ok(()) => run(c, caller, &authority, request).await,
-        Err(e) => Err(e),
+    draft.principal(authority.arn());
+    draft.resources = audit_resources(c, &authority, &request);
+    if let Err(e) = authz::authorize(c, &authority, &request).await {
+        let outcome = Err(e);
+        draft.outcome(&outcome);
+        c.audit.now(draft, "refused").await;
+        authz::audit_hook(caller, Some(&authority), op, &outcome);
+        return outcome;
+    }
+    let outcome = if audit::recorded_before_answer(&request) {
+        c.audit.intent(&draft).await?;
+        let outcome = run(c, caller, &authority, request).await;
+        draft.outcome(&outcome);
+        c.audit.now(draft, "outcome").await;
+        outcome
+    } else {
+        let outcome = run(c, caller, &authority, request).await;
+        draft.outcome(&outcome);
+        match &outcome {
+            Err(e) if e.kind == "AccessDeniedException" => c.audit.now(draft, "refused").await,
+            _ => c.audit.later(draft, "read"),
+        }
+        outcome
     };
-    authz::audit_hook(caller, Some(&authority), op, &outcome);
+    if let Err(e) = &outcome
+        && e.kind == "AccessDeniedException"
+    {
+        authz::audit_hook(caller, Some(&authority), op, &outcome);
+    }
     outcome
+}
+
+/// Who a caller is, for the audit trail.
+pub(crate) fn who(caller: &Caller) -> audit::Who<'_> {
+    audit::Who {
+        user_name: caller.principal.user_name(),
+        credential_id: caller.principal.credential_id(),
+        source: caller.source,
+        transport: match caller.transport {
+            Transport::Grpc => "grpc",
+            Transport::Https => "https",
+        },
+    }
+}
+
+/// The ARNs a request names, for its audit record (pure: nothing is read).
+/// SendCommand's instance IDs are named as given; what its targets resolve
+/// to is not listed (one record per request, whatever it fans out to).
+fn audit_resources(c: &Coordinator, authority: &Authority, request: &Request) -> Vec<String> {
+    let mut arns: Vec<String> = authz::named(&c.account, authz::user_of(authority), request)
+        .iter()
+        .map(|n| n.arn(&c.account))
+        .collect();
+    if let Request::SendCommand(r) = request {
+        for id in r.instance_ids.iter().flatten() {
+            arns.push(c.account.instance_arn(id));
+        }
+    }
+    arns
 }
 
 /// Runs one authorised request.
@@ -159,5 +243,7 @@ async fn run(
         Request::DeleteAccessKey(r) => access_keys::delete(c, authority, r).await,
         Request::GetAccessKeyLastUsed(r) => access_keys::last_used(c, r).await,
         Request::SimulatePrincipalPolicy(r) => users::simulate(c, caller, r).await,
+        Request::LookupEvents(r) => trail::lookup_events(c, r).await,
+        Request::VerifyAuditTrail(r) => trail::verify(c, r).await,
     }
 }

@@ -12,8 +12,8 @@
 //! The user and its policies are read from the store for every request, so a
 //! deleted user or a changed policy holds at once on every replica (no
 //! cache to drop). A refusal is `AccessDeniedException` in IAM's words.
-//! [`audit_hook`] is called with every decided request's outcome: the audit
-//! trail plugs in there.
+//! [`audit_hook`] logs every refusal; the audit trail (`crate::audit`)
+//! records every request from `actions::dispatch`.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -273,9 +273,28 @@ pub fn denied(arn: &str, action: &str, resource: &str, d: &Decision) -> ApiError
     )
 }
 
+/// A resource a request names: an ARN, or a tagged resource whose tags
+/// are read when it is authorised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Named {
+    Arn(String),
+    Tagged { kind: String, id: String },
+}
+
+impl Named {
+    /// Its ARN, without reading anything (`*` for none in particular).
+    pub fn arn(&self, a: &Account) -> String {
+        match self {
+            Named::Arn(arn) => arn.clone(),
+            Named::Tagged { kind, id } => tagged_arn(a, kind, id),
+        }
+    }
+}
+
 /// The resources a request names, as far as the request itself says (the
 /// instances SendCommand's, CreateAssociation's and UpdateAssociation's
-/// targets reach are resolved and checked by their handlers).
+/// targets reach are resolved and checked by their handlers);
+/// `caller_user` stands for an IAM verb's omitted `UserName`. Pure.
 ///
 /// As IAM's Service Authorization Reference for SSM: an operation whose
 /// IAM action has resource types is checked on those ARNs — documents,
@@ -287,28 +306,23 @@ pub fn denied(arn: &str, action: &str, resource: &str, d: &Decision) -> ApiError
 /// DescribeActivations — and CancelCommand) on `*`, so that a policy copied
 /// from AWS (`"Resource": "*"` for those) means here what it means there.
 /// Their answers are not filtered by permission, as in AWS.
-pub async fn resources(
-    c: &Coordinator,
-    authority: &Authority,
-    request: &Request,
-) -> Result<Vec<Resource>, ApiError> {
-    let a = &c.account;
-    let doc = |name: &str| Resource::untagged(a.ssm_arn("document", name));
-    let user = |name: Option<&str>| -> Resource {
-        let name = name.or(match authority {
-            Authority::User(u) => Some(u.user.user_name.as_str()),
-            Authority::Root { .. } => None,
-        });
-        match name {
-            Some(n) => Resource::untagged(a.user_arn("/", n)),
-            None => Resource::untagged(a.root_arn()),
+pub fn named(a: &Account, caller_user: Option<&str>, request: &Request) -> Vec<Named> {
+    let doc = |name: &str| Named::Arn(a.ssm_arn("document", name));
+    let user = |name: Option<&str>| -> Named {
+        match name.or(caller_user) {
+            Some(n) => Named::Arn(a.user_arn("/", n)),
+            None => Named::Arn(a.root_arn()),
         }
+    };
+    let tagged = |kind: &str, id: &str| Named::Tagged {
+        kind: kind.to_string(),
+        id: id.to_string(),
     };
     use Request as R;
     // The association operations name the association (IAM's required
     // `association` resource), or, by the legacy Name and InstanceId, its
     // document and instance.
-    let named: Option<(Option<&str>, Option<&str>, Option<&str>)> = match request {
+    let association: Option<(Option<&str>, Option<&str>, Option<&str>)> = match request {
         R::DescribeAssociation(r) => Some((
             r.association_id.as_deref(),
             r.name.as_deref(),
@@ -322,24 +336,24 @@ pub async fn resources(
         R::UpdateAssociation(r) => Some((Some(r.association_id.as_str()), None, None)),
         _ => None,
     };
-    if let Some((id, name, instance)) = named {
+    if let Some((id, name, instance)) = association {
         let mut out = Vec::new();
         if let Some(id) = id {
-            out.push(Resource::untagged(a.ssm_arn("association", id)));
+            out.push(Named::Arn(a.ssm_arn("association", id)));
         } else {
             if let Some(name) = name {
                 out.push(doc(name));
             }
             if let Some(instance) = instance {
-                out.push(tagged(c, "ManagedInstance", instance).await?);
+                out.push(tagged("ManagedInstance", instance));
             }
         }
         if out.is_empty() {
-            out.push(Resource::untagged("*".into()));
+            out.push(Named::Arn("*".into()));
         }
-        return Ok(out);
+        return out;
     }
-    Ok(vec![match request {
+    vec![match request {
         R::SendCommand(r) => doc(&r.document_name),
         R::CreateDocument(r) => doc(&r.name),
         R::UpdateDocument(r) => doc(&r.name),
@@ -349,19 +363,15 @@ pub async fn resources(
         R::ListDocumentVersions(r) => doc(&r.name),
         R::UpdateDocumentDefaultVersion(r) => doc(&r.name),
         R::CreateAssociation(r) => doc(&r.name),
-        R::DeregisterManagedInstance(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::DescribeInstanceAssociationsStatus(r) => {
-            tagged(c, "ManagedInstance", &r.instance_id).await?
-        }
-        R::ListInventoryEntries(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::ListInventoryChanges(r) => tagged(c, "ManagedInstance", &r.instance_id).await?,
-        R::AddTagsToResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::RemoveTagsFromResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::ListTagsForResource(r) => tagged(c, &r.resource_type, &r.resource_id).await?,
-        R::DeleteActivation(r) => Resource::untagged(a.ssm_arn("activation", &r.activation_id)),
-        R::CreateUser(r) => {
-            Resource::untagged(a.user_arn(r.path.as_deref().unwrap_or("/"), &r.user_name))
-        }
+        R::DeregisterManagedInstance(r) => tagged("ManagedInstance", &r.instance_id),
+        R::DescribeInstanceAssociationsStatus(r) => tagged("ManagedInstance", &r.instance_id),
+        R::ListInventoryEntries(r) => tagged("ManagedInstance", &r.instance_id),
+        R::ListInventoryChanges(r) => tagged("ManagedInstance", &r.instance_id),
+        R::AddTagsToResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::RemoveTagsFromResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::ListTagsForResource(r) => tagged(&r.resource_type, &r.resource_id),
+        R::DeleteActivation(r) => Named::Arn(a.ssm_arn("activation", &r.activation_id)),
+        R::CreateUser(r) => Named::Arn(a.user_arn(r.path.as_deref().unwrap_or("/"), &r.user_name)),
         R::GetUser(r) => user(r.user_name.as_deref()),
         R::DeleteUser(r) => user(Some(&r.user_name)),
         R::TagUser(r) => user(Some(&r.user_name)),
@@ -378,12 +388,47 @@ pub async fn resources(
         R::CreateOperatorConfig(r) => user(Some(&r.user_name)),
         R::ListOperatorTokens(r) => match &r.user_name {
             Some(n) => user(Some(n)),
-            None => Resource::untagged("*".into()),
+            None => Named::Arn("*".into()),
         },
-        R::SimulatePrincipalPolicy(r) => Resource::untagged(r.policy_source_arn.clone()),
-        R::RotateRootToken(_) => Resource::untagged(a.root_arn()),
-        _ => Resource::untagged("*".into()),
-    }])
+        R::SimulatePrincipalPolicy(r) => Named::Arn(r.policy_source_arn.clone()),
+        R::RotateRootToken(_) => Named::Arn(a.root_arn()),
+        _ => Named::Arn("*".into()),
+    }]
+}
+
+/// The user an authority stands for, if any.
+pub fn user_of(authority: &Authority) -> Option<&str> {
+    match authority {
+        Authority::User(u) => Some(u.user.user_name.as_str()),
+        Authority::Root { .. } => None,
+    }
+}
+
+/// The resources a request names, with their tags (see [`named`]).
+pub async fn resources(
+    c: &Coordinator,
+    authority: &Authority,
+    request: &Request,
+) -> Result<Vec<Resource>, ApiError> {
+    let mut out = Vec::new();
+    for n in named(&c.account, user_of(authority), request) {
+        out.push(match n {
+            Named::Arn(arn) => Resource::untagged(arn),
+            Named::Tagged { kind, id } => tagged(c, &kind, &id).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// A tagged resource's ARN by SSM's `ResourceType`.
+fn tagged_arn(a: &Account, kind: &str, id: &str) -> String {
+    match kind {
+        "ManagedInstance" => a.instance_arn(id),
+        "Document" => a.ssm_arn("document", id),
+        "Association" => a.ssm_arn("association", id),
+        "Parameter" => a.ssm_arn("parameter", id),
+        _ => a.ssm_arn(&kind.to_ascii_lowercase(), id),
+    }
 }
 
 /// A tagged resource by SSM's `ResourceType`.
@@ -394,10 +439,7 @@ async fn tagged(c: &Coordinator, kind: &str, id: &str) -> Result<Resource, ApiEr
             Some(row) => Resource::instance(a, &row)?,
             None => Resource::untagged(a.instance_arn(id)),
         },
-        "Document" => Resource::untagged(a.ssm_arn("document", id)),
-        "Association" => Resource::untagged(a.ssm_arn("association", id)),
-        "Parameter" => Resource::untagged(a.ssm_arn("parameter", id)),
-        _ => Resource::untagged(a.ssm_arn(&kind.to_ascii_lowercase(), id)),
+        _ => Resource::untagged(tagged_arn(a, kind, id)),
     })
 }
 
@@ -430,8 +472,8 @@ pub async fn authorize(
 }
 
 /// Called once per request after it was authorised (or refused) and run,
-/// with the outcome: where the audit trail plugs in. For now it logs
-/// refusals.
+/// with the outcome: logs refusals (the audit trail, `crate::audit`, records
+/// every request from `actions::dispatch`).
 pub fn audit_hook(
     caller: &Caller,
     authority: Option<&Authority>,

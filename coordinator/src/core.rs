@@ -78,6 +78,9 @@ pub struct Coordinator {
     pub operator_config: Option<tether_cli::OperatorConfig>,
     /// This replica's operator.json, which RotateRootToken rewrites.
     pub operator_config_path: Option<std::path::PathBuf>,
+    /// The audit trail (`crate::audit`): `tether serve` gives it the audit
+    /// key and the mirror; without them records are still chained.
+    pub audit: Arc<crate::audit::Trail>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The most one poll response carries (tests make it smaller).
@@ -123,6 +126,11 @@ impl std::fmt::Debug for Coordinator {
 
 impl Coordinator {
     pub fn new(store: Store, pki: Arc<Pki>) -> Self {
+        let audit = Arc::new(crate::audit::Trail::new(
+            store.clone(),
+            crate::account::Account::default(),
+            "local".into(),
+        ));
         Coordinator {
             store,
             pki,
@@ -130,6 +138,7 @@ impl Coordinator {
             account: crate::account::Account::default(),
             operator_config: None,
             operator_config_path: None,
+            audit,
             poll_hold: limits::LONG_POLL_HOLD,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),

@@ -332,21 +332,40 @@ impl pb::agent_server::Agent for Services {
 
 /// Checks an operator call's token (the `authorization: Bearer ...`
 /// header) and answers the principal it stands for.
+/// A refusal is an audit event (queued: an unauthenticated caller never
+/// makes the coordinator wait on the database).
 async fn check_operator_token(
     core: &Coordinator,
     headers: &http::HeaderMap,
+    source: Option<std::net::IpAddr>,
 ) -> Result<crate::credentials::Principal, Status> {
-    let token = headers
+    use crate::credentials::Refused;
+    let refused = |credential: Option<&str>, why: &str| {
+        core.audit.later(
+            crate::audit::Draft::unauthenticated("grpc", source, credential, why),
+            "refused",
+        );
+    };
+    let Some(token) = headers
         .get(pb::OPERATOR_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            Status::unauthenticated("missing operator token (authorization: Bearer ...)")
-        })?;
+    else {
+        let why = "missing operator token (authorization: Bearer ...)";
+        refused(None, why);
+        return Err(Status::unauthenticated(why));
+    };
     match crate::credentials::operator_principal(core, token).await {
         Ok(p) => Ok(p),
-        Err(crate::credentials::Refused::Store(e)) => Err(Status::internal(e.to_string())),
-        Err(e) => Err(Status::unauthenticated(e.to_string())),
+        Err(Refused::Store(e)) => Err(Status::internal(e.to_string())),
+        Err(e) => {
+            let credential = match &e {
+                Refused::TokenExpired(id) => Some(id.as_str()),
+                _ => None,
+            };
+            refused(credential, &e.to_string());
+            Err(Status::unauthenticated(e.to_string()))
+        }
     }
 }
 
@@ -417,7 +436,16 @@ where
                 Ok(()) => match admit {
                     Admit::Anyone => Ok(()),
                     Admit::Agents => has_client_certificate(&req),
-                    Admit::Operators => check_operator_token(&core, req.headers()).await.map(drop),
+                    Admit::Operators => {
+                        let source = req
+                            .extensions()
+                            .get::<TlsConnectInfo<TcpConnectInfo>>()
+                            .and_then(|i| i.get_ref().remote_addr())
+                            .map(|a| a.ip());
+                        check_operator_token(&core, req.headers(), source)
+                            .await
+                            .map(drop)
+                    }
                 },
             };
             if let Err(status) = checked {
@@ -459,8 +487,12 @@ impl pb::operator_server::Operator for Services {
         &self,
         req: Request<pb::OperatorCall>,
     ) -> Result<Response<pb::OperatorReply>, Status> {
-        let principal =
-            check_operator_token(&self.core, &req.metadata().clone().into_headers()).await?;
+        let principal = check_operator_token(
+            &self.core,
+            &req.metadata().clone().into_headers(),
+            req.remote_addr().map(|a| a.ip()),
+        )
+        .await?;
         let caller = Caller {
             principal,
             transport: Transport::Grpc,

@@ -10,6 +10,7 @@
 //! - [`credentials`]: operator tokens and access keys: who is calling.
 //! - [`account`]: the account ID and region in ARNs.
 //! - [`authz`]: what a caller may do: IAM-style policies, checked at the one door.
+//! - [`audit`]: the audit trail: a hash chain of every request, signed heads, verification, the mirror.
 //! - [`grpc`]: the gRPC services (agents by client certificate, operators by token).
 //! - [`conn`]: accepting connections: handshake and first-read deadlines, stalled writes.
 //! - [`http`]: the HTTPS listener.
@@ -22,6 +23,7 @@
 pub mod account;
 pub mod actions;
 pub mod associations;
+pub mod audit;
 pub mod authz;
 pub mod conn;
 pub mod core;

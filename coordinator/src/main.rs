@@ -74,6 +74,14 @@ struct Serve {
     /// operator.json; replicas of one database should agree.
     #[arg(long, env = "TETHER_REGION", default_value = tether_coordinator::authz::DEFAULT_REGION, value_parser = region)]
     region: String,
+    /// The audit mirror: every audit record as one JSON line, for log
+    /// shippers (0600 in a 0700 directory of the coordinator's own, rotated
+    /// at 64 MiB, 10 kept), or `off`. The database holds the trail itself.
+    #[arg(long, env = "TETHER_AUDIT_LOG", value_name = "PATH|off", default_value = tether_coordinator::audit::mirror::DEFAULT_PATH)]
+    audit_log: String,
+    /// Seconds between signatures of the audit chain's head (1 to 60).
+    #[arg(long, env = "TETHER_AUDIT_SIGN_INTERVAL", default_value_t = tether_ssm::limits::AUDIT_SIGN_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=tether_ssm::limits::AUDIT_SIGN_INTERVAL_MAX_SECS))]
+    audit_sign_interval: u64,
 }
 
 /// A region name as AWS spells them (`us-east-1`, `eu-central-2`, `lab-1`).
@@ -194,6 +202,8 @@ fn main() -> ExitCode {
                 aws_config: s.aws_config,
                 agent_binary: s.agent_binary,
                 region: s.region,
+                audit_log: (s.audit_log != "off").then(|| PathBuf::from(s.audit_log)),
+                audit_sign_interval: Duration::from_secs(s.audit_sign_interval),
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,10 @@ pub struct ServeConfig {
     pub agent_binary: Option<PathBuf>,
     /// `--region`: the region named in ARNs.
     pub region: String,
+    /// `--audit-log`: the audit mirror's file; None is `off`.
+    pub audit_log: Option<PathBuf>,
+    /// `--audit-sign-interval`: how often the audit chain's head is signed.
+    pub audit_sign_interval: Duration,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -182,7 +186,13 @@ fn redact_url(database: &str) -> String {
 }
 
 /// The private keys among the coordinator's files: readable by their owner only.
-const SECRET_FILES: &[&str] = &["ca.key", "signing.key", "access-keys.key", "server.key"];
+const SECRET_FILES: &[&str] = &[
+    "ca.key",
+    "signing.key",
+    "access-keys.key",
+    "server.key",
+    crate::audit::chain::KEY_FILE,
+];
 
 /// StrictModes (see [`tether_util::strict`]) over everything the coordinator
 /// trusts, before it reads any of it: the data directory and the secrets
@@ -240,6 +250,19 @@ pub async fn run(
             )
         })?,
     );
+    // The audit key beside the other secrets (never in the database), and
+    // the mirror: both usable before anything listens, or no start.
+    let audit_key = crate::audit::AuditKey::load_or_create(&secrets_dir)
+        .with_context(|| format!("preparing the audit key in {}", secrets_dir.display()))?;
+    let audit_mirror = match &cfg.audit_log {
+        None => None,
+        Some(path) => Some(crate::audit::Mirror::open(path).with_context(|| {
+            format!(
+                "--audit-log {}: cannot use it for the audit mirror (name another file, or `off`)",
+                path.display()
+            )
+        })?),
+    };
     let database = cfg.database.clone().unwrap_or_else(|| {
         cfg.data_dir
             .join("tether.db")
@@ -296,9 +319,23 @@ pub async fn run(
     println!("operator config: {}", operator_path.display());
     info!(grpc = %grpc_addr, https = %http_addr, data_dir = %cfg.data_dir.display(), "coordinator started");
 
+    let replica = format!(
+        "{}:{}",
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+        grpc_addr.port()
+    );
+    let trail = Arc::new(
+        crate::audit::Trail::new(store.clone(), account.clone(), replica)
+            .with_key(audit_key)
+            .with_mirror(audit_mirror),
+    );
     let mut coordinator = Coordinator::new(store, pki.clone());
     coordinator.timeouts = cfg.timeouts;
     coordinator.account = account;
+    coordinator.audit = trail.clone();
     coordinator.operator_config = Some(OperatorConfig {
         token: String::new(),
         ..operator.clone()
@@ -351,6 +388,8 @@ pub async fn run(
         })
     };
     let writer = tokio::spawn(core.clone().run_writer());
+    let audit_flusher = tokio::spawn(trail.clone().run_flusher());
+    let audit_signer = tokio::spawn(trail.clone().run_signer(cfg.audit_sign_interval));
     // The agent download is read and hashed beside the start, not before it.
     let (set_downloads, downloads) = tokio::sync::watch::channel(None);
     let loading = {
@@ -420,6 +459,15 @@ pub async fn run(
     }
     http.abort();
     writer.abort();
+    audit_signer.abort();
+    // Reads' records still queued are appended before the process ends.
+    trail.stop();
+    if tokio::time::timeout(Duration::from_secs(5), audit_flusher)
+        .await
+        .is_err()
+    {
+        warn!("audit records still queued at shutdown were not all appended");
+    }
     // Pings noted since the last sweep.
     core.flush_pings().await;
     if let Some(b) = bridge {

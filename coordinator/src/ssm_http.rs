@@ -57,9 +57,30 @@ pub async fn handle(c: &Coordinator, req: Request<hyper::body::Incoming>) -> Res
         *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
         return resp;
     }
+    // A request refused before it has a principal is an audit event
+    // (queued: an unauthenticated caller never makes the coordinator wait
+    // on the database), with the access key ID it claimed.
+    let source = parts
+        .extensions
+        .get::<std::net::SocketAddr>()
+        .map(|a| a.ip());
+    let unauthenticated = |e: &ApiError| {
+        let claimed = sigv4::authorization(&signed_request(&parts, b""))
+            .ok()
+            .map(|a| a.access_key_id);
+        c.audit.later(
+            crate::audit::Draft::unauthenticated("https", source, claimed.as_deref(), &e.message),
+            "refused",
+        );
+    };
     let pending = match authorize(c, &parts).await {
         Ok(p) => p,
-        Err(e) => return error(&e),
+        Err(e) => {
+            if e.kind != "InternalServerError" {
+                unauthenticated(&e);
+            }
+            return error(&e);
+        }
     };
     let body = match read_body(body).await {
         Ok(b) => b,
@@ -71,13 +92,13 @@ pub async fn handle(c: &Coordinator, req: Request<hyper::body::Incoming>) -> Res
             Caller {
                 principal,
                 transport: Transport::Https,
-                source: parts
-                    .extensions
-                    .get::<std::net::SocketAddr>()
-                    .map(|a| a.ip()),
+                source,
             }
         }
-        Err(e) => return error(&e),
+        Err(e) => {
+            unauthenticated(&e);
+            return error(&e);
+        }
     };
     let operation = match target(&parts.headers) {
         Ok(op) => op,
@@ -91,7 +112,16 @@ pub async fn handle(c: &Coordinator, req: Request<hyper::body::Incoming>) -> Res
     }
     let once = match claim_once(c, &operation, &pending.auth).await {
         Ok(once) => once,
-        Err(e) => return error(&e),
+        Err(e) => {
+            // A replay, refused: recorded as the request it repeats.
+            if let Ok(op) = tether_ssm::Operation::named(&operation) {
+                let mut draft =
+                    crate::audit::Draft::of(&c.account, &actions::who(&caller), op, &body);
+                draft.error = Some((e.kind.to_string(), e.message.clone()));
+                c.audit.now(draft, "refused").await;
+            }
+            return error(&e);
+        }
     };
     let answer = actions::handle(c, &caller, &operation, &body).await;
     if let (Err(_), Some(hash)) = (&answer, &once) {

@@ -140,10 +140,12 @@ impl Document {
         if format == self.format {
             return self.content.clone();
         }
-        // The content parsed when the document was accepted, so it loads again.
+        // The content parsed when the document was accepted, so it loads
+        // again — without the byte-order mark the loader skipped too.
+        let content = crate::format::strip_bom(&self.content);
         let tree: serde_json::Value = match self.format {
-            DocumentFormat::Json => serde_json::from_str(&self.content),
-            DocumentFormat::Yaml => serde_yaml_ng::from_str(&self.content)
+            DocumentFormat::Json => serde_json::from_str(content),
+            DocumentFormat::Yaml => serde_yaml_ng::from_str(content)
                 .map_err(|e| <serde_json::Error as serde::de::Error>::custom(e.to_string())),
         }
         .unwrap_or(serde_json::Value::Null);

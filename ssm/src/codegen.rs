@@ -55,6 +55,7 @@ const SERVED: &[&str] = &[
     "ListOperatorTokens",
     "DeleteOperatorToken",
     "RotateRootToken",
+    "VerifyAuditTrail",
     // IAM's, copied into model/tether-operations.json.
     "CreateUser",
     "GetUser",
@@ -73,6 +74,8 @@ const SERVED: &[&str] = &[
     "DeleteAccessKey",
     "GetAccessKeyLastUsed",
     "SimulatePrincipalPolicy",
+    // CloudTrail's, copied into model/tether-operations.json.
+    "LookupEvents",
 ];
 
 /// Members Tether understands beyond the model on an SSM input shape:

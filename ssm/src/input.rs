@@ -87,6 +87,8 @@ pub enum Operation {
     DeleteOperatorToken,
     /// Tether: replace the root principal's operator token (the bootstrap token of operator.json).
     RotateRootToken,
+    /// Tether: verify the audit trail: every record's hash over its content, the chain of previous-record hashes in one order without a gap, and the newest signed chain head (in the database and beside the audit key) against the records it signed.
+    VerifyAuditTrail,
     /// Creates a new IAM user for your Amazon Web Services account.
     CreateUser,
     /// Retrieves information about the specified IAM user, including the user's creation date, path, unique ID, and ARN.
@@ -121,11 +123,13 @@ pub enum Operation {
     GetAccessKeyLastUsed,
     /// Simulate how a set of IAM policies attached to an IAM entity works with a list of API operations and Amazon Web Services resources to determine the policies' effective permissions.
     SimulatePrincipalPolicy,
+    /// Looks up management events or CloudTrail Insights events that are captured by CloudTrail.
+    LookupEvents,
 }
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 51] = [
+    pub const ALL: [Operation; 53] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -160,6 +164,7 @@ impl Operation {
         Operation::ListOperatorTokens,
         Operation::DeleteOperatorToken,
         Operation::RotateRootToken,
+        Operation::VerifyAuditTrail,
         Operation::CreateUser,
         Operation::GetUser,
         Operation::ListUsers,
@@ -177,6 +182,7 @@ impl Operation {
         Operation::DeleteAccessKey,
         Operation::GetAccessKeyLastUsed,
         Operation::SimulatePrincipalPolicy,
+        Operation::LookupEvents,
     ];
 
     /// The operation's name in the model (`SendCommand`).
@@ -216,6 +222,7 @@ impl Operation {
             Operation::ListOperatorTokens => "ListOperatorTokens",
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
             Operation::RotateRootToken => "RotateRootToken",
+            Operation::VerifyAuditTrail => "VerifyAuditTrail",
             Operation::CreateUser => "CreateUser",
             Operation::GetUser => "GetUser",
             Operation::ListUsers => "ListUsers",
@@ -233,6 +240,7 @@ impl Operation {
             Operation::DeleteAccessKey => "DeleteAccessKey",
             Operation::GetAccessKeyLastUsed => "GetAccessKeyLastUsed",
             Operation::SimulatePrincipalPolicy => "SimulatePrincipalPolicy",
+            Operation::LookupEvents => "LookupEvents",
         }
     }
 }
@@ -274,6 +282,7 @@ pub enum Request {
     ListOperatorTokens(ListOperatorTokensRequest),
     DeleteOperatorToken(DeleteOperatorTokenRequest),
     RotateRootToken(RotateRootTokenRequest),
+    VerifyAuditTrail(VerifyAuditTrailRequest),
     CreateUser(CreateUserRequest),
     GetUser(GetUserRequest),
     ListUsers(ListUsersRequest),
@@ -291,6 +300,7 @@ pub enum Request {
     DeleteAccessKey(DeleteAccessKeyRequest),
     GetAccessKeyLastUsed(GetAccessKeyLastUsedRequest),
     SimulatePrincipalPolicy(SimulatePrincipalPolicyRequest),
+    LookupEvents(LookupEventsRequest),
 }
 
 impl Request {
@@ -331,6 +341,7 @@ impl Request {
             Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
             Request::RotateRootToken(_) => Operation::RotateRootToken,
+            Request::VerifyAuditTrail(_) => Operation::VerifyAuditTrail,
             Request::CreateUser(_) => Operation::CreateUser,
             Request::GetUser(_) => Operation::GetUser,
             Request::ListUsers(_) => Operation::ListUsers,
@@ -348,6 +359,7 @@ impl Request {
             Request::DeleteAccessKey(_) => Operation::DeleteAccessKey,
             Request::GetAccessKeyLastUsed(_) => Operation::GetAccessKeyLastUsed,
             Request::SimulatePrincipalPolicy(_) => Operation::SimulatePrincipalPolicy,
+            Request::LookupEvents(_) => Operation::LookupEvents,
         }
     }
 
@@ -391,6 +403,7 @@ impl Request {
             Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
             Operation::RotateRootToken => Request::RotateRootToken(serde_json::from_value(input)?),
+            Operation::VerifyAuditTrail => Request::VerifyAuditTrail(serde_json::from_value(input)?),
             Operation::CreateUser => Request::CreateUser(serde_json::from_value(input)?),
             Operation::GetUser => Request::GetUser(serde_json::from_value(input)?),
             Operation::ListUsers => Request::ListUsers(serde_json::from_value(input)?),
@@ -408,6 +421,7 @@ impl Request {
             Operation::DeleteAccessKey => Request::DeleteAccessKey(serde_json::from_value(input)?),
             Operation::GetAccessKeyLastUsed => Request::GetAccessKeyLastUsed(serde_json::from_value(input)?),
             Operation::SimulatePrincipalPolicy => Request::SimulatePrincipalPolicy(serde_json::from_value(input)?),
+            Operation::LookupEvents => Request::LookupEvents(serde_json::from_value(input)?),
         })
     }
 }
@@ -1094,6 +1108,10 @@ pub struct DeleteOperatorTokenRequest {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RotateRootTokenRequest {}
 
+/// The input of VerifyAuditTrail.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct VerifyAuditTrailRequest {}
+
 /// The input of CreateUser.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CreateUserRequest {
@@ -1327,6 +1345,29 @@ pub struct SimulatePrincipalPolicyRequest {
     /// Use this parameter only when paginating results and only after you receive a response indicating that the results are truncated.
     #[serde(rename = "Marker")]
     pub marker: Option<String>,
+}
+
+/// Contains a request for LookupEvents.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LookupEventsRequest {
+    /// Contains a list of lookup attributes.
+    #[serde(rename = "LookupAttributes")]
+    pub lookup_attributes: Option<Vec<LookupAttribute>>,
+    /// Specifies that only events that occur after or at the specified time are returned.
+    #[serde(rename = "StartTime")]
+    pub start_time: Option<Timestamp>,
+    /// Specifies that only events that occur before or at the specified time are returned.
+    #[serde(rename = "EndTime")]
+    pub end_time: Option<Timestamp>,
+    /// Specifies the event category.
+    #[serde(rename = "EventCategory")]
+    pub event_category: Option<String>,
+    /// The number of events to return.
+    #[serde(rename = "MaxResults")]
+    pub max_results: Option<i64>,
+    /// The token to use to get the next page of results after a previous API call.
+    #[serde(rename = "NextToken")]
+    pub next_token: Option<String>,
 }
 
 /// Metadata that you assign to your Amazon Web Services resources.
@@ -1624,6 +1665,17 @@ pub struct ContextEntry {
     /// The data type of the value (or values) specified in the ContextKeyValues parameter.
     #[serde(rename = "ContextKeyType")]
     pub context_key_type: Option<String>,
+}
+
+/// Specifies an attribute and value that filter the events returned.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LookupAttribute {
+    /// Specifies an attribute on which to filter the events returned.
+    #[serde(rename = "AttributeKey")]
+    pub attribute_key: String,
+    /// Specifies a value for the specified AttributeKey.
+    #[serde(rename = "AttributeValue")]
+    pub attribute_value: String,
 }
 
 /// A CloudWatch alarm you apply to an automation or command.

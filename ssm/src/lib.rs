@@ -8,6 +8,7 @@
 //! - [`state`]: the invocation and command state machines.
 //! - [`target`], [`rate`], [`ids`]: the domain's values — what a target
 //!   selects, rate control, the shapes of IDs — parsed once, one rule each.
+//! - [`redact`]: secrets out of a request before it is recorded or shown.
 //! - [`limits`]: every limit and default of the outside contract.
 //! - [`input`]: the typed input of every operation, generated from the model
 //!   by [`codegen`]; [`request`] turns a transport's bytes into one.
@@ -25,6 +26,7 @@ pub mod input;
 pub mod limits;
 pub mod model;
 pub mod rate;
+pub mod redact;
 pub mod request;
 pub mod state;
 pub mod target;

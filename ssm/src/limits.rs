@@ -166,3 +166,25 @@ pub const BRIDGE_MAX_POLL_FAILURES: i64 = 10;
 /// rotated files are kept.
 pub const LOG_FILE_MAX_BYTES: usize = 10 * 1024 * 1024;
 pub const LOG_FILE_KEEP: usize = 5;
+
+/// The audit trail: allowed reads are appended by a background task in
+/// batches at most this late and this large; this many may wait (a burst
+/// past it is dropped and logged, never refused).
+pub const AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+pub const AUDIT_BATCH: usize = 512;
+pub const AUDIT_QUEUE: usize = 65_536;
+/// How often the chain head is signed (when it moved), by default; at most a minute.
+pub const AUDIT_SIGN_INTERVAL: Duration = Duration::from_secs(30);
+pub const AUDIT_SIGN_INTERVAL_MAX_SECS: u64 = 60;
+/// A request member whose JSON is larger than this is recorded as its size
+/// and SHA-256 only (a document's content, a large parameter list).
+pub const AUDIT_MEMBER_MAX_BYTES: usize = 8 * 1024;
+/// A recorded request larger than this (members capped) is recorded as its
+/// size and SHA-256 alone.
+pub const AUDIT_REQUEST_MAX_BYTES: usize = 64 * 1024;
+/// The audit mirror (`audit.log`) is rotated past this size; this many
+/// rotated files are kept.
+pub const AUDIT_LOG_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const AUDIT_LOG_KEEP: usize = 10;
+/// LookupEvents: CloudTrail's default and largest page.
+pub const LOOKUP_EVENTS_MAX_RESULTS: i64 = 50;

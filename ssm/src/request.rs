@@ -63,11 +63,13 @@ impl Operation {
 
     /// Whether it changes something (creates, updates, deletes, sends,
     /// cancels) rather than only reads: AWS names every read `Describe*`,
-    /// `List*` or `Get*`. A signed request that changes something is
-    /// accepted once; reads may repeat.
+    /// `List*` or `Get*` (CloudTrail's `LookupEvents`, IAM's
+    /// `SimulatePrincipalPolicy` and Tether's `VerifyAuditTrail` read too).
+    /// A signed request that changes something is accepted once; reads may
+    /// repeat. The audit trail records a change before it is made.
     pub fn changes_something(self) -> bool {
         let name = self.name();
-        !["Describe", "List", "Get"]
+        !["Describe", "List", "Get", "Lookup", "Simulate", "Verify"]
             .iter()
             .any(|read| name.starts_with(read))
     }
@@ -147,7 +149,14 @@ mod tests {
         ] {
             assert!(changes.contains(&op), "{op}");
         }
-        for op in ["GetCommandInvocation", "ListCommands", "DescribeDocument"] {
+        for op in [
+            "GetCommandInvocation",
+            "ListCommands",
+            "DescribeDocument",
+            "LookupEvents",
+            "VerifyAuditTrail",
+            "SimulatePrincipalPolicy",
+        ] {
             assert!(!changes.contains(&op), "{op}");
         }
     }

@@ -32,7 +32,9 @@ mod access_keys;
 pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
+mod audit;
 mod users;
+pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
 pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
@@ -390,6 +392,8 @@ pub enum Lead {
     Sweep,
     /// The AWS bridge.
     Bridge,
+    /// Signing the audit trail's head.
+    AuditSign,
 }
 
 impl Lead {
@@ -397,6 +401,7 @@ impl Lead {
         match self {
             Lead::Sweep => WRITE_LOCK + 1,
             Lead::Bridge => WRITE_LOCK + 2,
+            Lead::AuditSign => WRITE_LOCK + 3,
         }
     }
 }
@@ -1775,7 +1780,7 @@ mod tests {
     }
 
     /// Two stores on one database, as two coordinators would open it.
-    async fn two_stores() -> (tempfile::TempDir, Store, Store) {
+    pub(super) async fn two_stores() -> (tempfile::TempDir, Store, Store) {
         let (d, a) = store().await;
         let b = match &a.url {
             Some(url) => Store::open_url(url).await.unwrap(),

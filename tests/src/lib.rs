@@ -249,6 +249,11 @@ impl Coordinator {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // The audit mirror goes beside the data directory, unless the test
+        // names its own.
+        if !self.env.iter().any(|(k, _)| k == "TETHER_AUDIT_LOG") {
+            cmd.arg("--audit-log").arg(self.audit_log());
+        }
         let mut child = cmd.spawn().expect("start tether serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -288,6 +293,33 @@ impl Coordinator {
         self.http_port = bound("HTTPS listening on ");
         self.stdout = lines;
         self.child = Some(child);
+    }
+
+    /// The audit mirror the harness gives it (`--audit-log`): `coord.audit/audit.log`
+    /// beside its data directory.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.with_extension("audit").join("audit.log")
+    }
+
+    /// Runs `statement` directly on the coordinator's database, as someone
+    /// with write access to it alone could (`sqlite3` on its SQLite file,
+    /// `psql` on PostgreSQL); returns the output, one row a line.
+    pub fn sql(&self, statement: &str) -> String {
+        if let Some(db) = &self.database {
+            return postgres::psql(&db.url, statement);
+        }
+        let out = Command::new("sqlite3")
+            .arg(self.dir.join("tether.db"))
+            .args(["-cmd", ".timeout 10000", statement])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sqlite3 (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "sqlite3 {statement:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Stops the coordinator (SIGTERM) and waits for it.

@@ -2,6 +2,7 @@
 //! coordinator and agents in a temporary directory.
 
 mod e2e {
+    pub mod audit;
     pub mod aws_bridge;
     pub mod bench;
     pub mod chaos;

@@ -196,7 +196,21 @@ impl Coordinator {
     ) -> Result<Registered, RegisterError> {
         let ip = source.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let activation_id = req.activation_id.trim().to_string();
-        let (e, why) = match self.try_register(req).await {
+        let name = req.name.trim().to_string();
+        // A refused registration is an audit event too (in the background:
+        // refusals past their budget are not recorded one by one).
+        let refused = |e: &RegisterError| {
+            let mut draft = crate::audit::Draft::registration(
+                &self.account,
+                source,
+                &activation_id,
+                None,
+                &name,
+            );
+            draft.error = Some(("RegistrationRefused".into(), e.to_string()));
+            self.audit.later(draft, "refused");
+        };
+        let (e, why) = match self.try_register(source, req).await {
             Ok(done) => return Ok(done),
             Err((e @ RegisterError::Internal(_), why)) => {
                 warn!(%ip, activation_id = %activation_id, error = %e, why, "registration failed");
@@ -208,6 +222,7 @@ impl Coordinator {
             // always told what it is.
             Err((e, why)) => {
                 warn!(%ip, activation_id = %activation_id, error = %e, why, "registration refused");
+                refused(&e);
                 return Err(e);
             }
         };
@@ -220,6 +235,7 @@ impl Coordinator {
         match over {
             None => {
                 warn!(%ip, activation_id = %activation_id, error = %e, why, "registration refused");
+                refused(&e);
                 Err(e)
             }
             Some((over, first)) => {
@@ -243,6 +259,7 @@ impl Coordinator {
     /// The registration itself; a refusal comes with what the log says of it.
     async fn try_register(
         &self,
+        source: Option<IpAddr>,
         req: Registration,
     ) -> Result<Registered, (RegisterError, &'static str)> {
         let internal = |e: StoreError| (RegisterError::Internal(e.to_string()), "storage error");
@@ -312,7 +329,28 @@ impl Coordinator {
             tags_json: act.tags_json.clone(),
             aws: None,
         };
-        match self.store.register_instance(&row, now).await {
+        // The audit record comes first: a registration that cannot be
+        // recorded is refused before it is stored.
+        let mut draft = crate::audit::Draft::registration(
+            &self.account,
+            source,
+            &id,
+            Some(&instance_id),
+            &row.name,
+        );
+        self.audit.required(&draft, "agent").await.map_err(|e| {
+            (
+                RegisterError::Internal(e.message),
+                "the audit trail cannot be written",
+            )
+        })?;
+        let stored = self.store.register_instance(&row, now).await;
+        if let Err(e) = &stored {
+            draft.error = Some(("InternalServerError".into(), e.to_string()));
+            draft.outcome = serde_json::json!({});
+            self.audit.later(draft, "outcome");
+        }
+        match stored {
             Ok(()) => {}
             Err(StoreError::Registration(_)) => {
                 return Err((

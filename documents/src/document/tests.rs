@@ -679,3 +679,25 @@ fn content_converts_between_json_and_yaml() {
         serde_json::from_str::<serde_json::Value>(json).unwrap()
     );
 }
+
+/// Found by the `document` fuzz target: a JSON document uploaded with a
+/// byte-order mark was accepted, and then answered as `null` in YAML.
+#[test]
+fn content_with_a_byte_order_mark_converts_too() {
+    let json = "\u{feff}{\"schemaVersion\":\"2.2\",\"description\":\"d\",\"mainSteps\":[{\"action\":\"aws:runShellScript\",\"name\":\"a\",\"inputs\":{\"runCommand\":[\"echo hi\"]}}]}";
+    for (format, text) in [
+        (DocumentFormat::Json, json.to_string()),
+        (
+            DocumentFormat::Yaml,
+            "\u{feff}schemaVersion: '2.2'\nmainSteps:\n- action: aws:runShellScript\n  name: a\n  inputs:\n    runCommand: [echo hi]\n".to_string(),
+        ),
+    ] {
+        let doc = Document::parse_as("c", &text, format).unwrap();
+        for other in [DocumentFormat::Json, DocumentFormat::Yaml] {
+            let converted = doc.content_as(other);
+            let again = Document::parse_as("c", &converted, other)
+                .unwrap_or_else(|e| panic!("{format} as {other}: {e}\n{converted}"));
+            assert_eq!(again.step_names(), vec!["a"], "{format} as {other}");
+        }
+    }
+}

@@ -304,6 +304,7 @@ fn the_coordinator_refuses_files_others_could_have_written() {
             .arg("--data-dir")
             .arg(data)
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--audit-log", "off"])
             .args(extra)
             .output()
             .unwrap()

@@ -180,6 +180,44 @@ fn key_of(coord: &Coordinator, user: &str) -> AwsClient {
     c
 }
 
+/// The audit trail's events (LookupEvents, read as root) for one lookup
+/// attribute, newest first, each with its CloudTrailEvent parsed.
+fn audit_events(coord: &Coordinator, key: &str, value: &str) -> Vec<(Value, Value)> {
+    let page = coord.json(&[
+        "lookup-events",
+        "--lookup-attributes",
+        &format!("AttributeKey={key},AttributeValue={value}"),
+    ]);
+    page["Events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Events: {page}"))
+        .iter()
+        .map(|e| {
+            let record: Value =
+                serde_json::from_str(e["CloudTrailEvent"].as_str().expect("CloudTrailEvent"))
+                    .expect("CloudTrailEvent is a JSON string");
+            (e.clone(), record)
+        })
+        .collect()
+}
+
+/// The events named `name` among `events`.
+fn named<'a>(events: &'a [(Value, Value)], name: &str) -> Vec<&'a (Value, Value)> {
+    events
+        .iter()
+        .filter(|(e, _)| e["EventName"] == json!(name))
+        .collect()
+}
+
+/// The audit mirror's lines (one JSON record each).
+fn mirror(coord: &Coordinator) -> Vec<Value> {
+    std::fs::read_to_string(coord.audit_log())
+        .expect("the audit mirror")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a mirror line is JSON"))
+        .collect()
+}
+
 #[test]
 fn alice_sends_only_to_lab_bob_only_reads_through_the_tether_cli() {
     let tmp = tempfile::tempdir().unwrap();
@@ -324,6 +362,78 @@ fn alice_sends_only_to_lab_bob_only_reads_through_the_tether_cli() {
         json!("team"),
         "{sim}"
     );
+
+    // The audit trail: alice's three sends — one allowed, with the command
+    // it created, two refused — and bob's refused one, with who, how and
+    // the outcome; each also a line of the mirror.
+    let alice_events = audit_events(&t.coord, "Username", "alice");
+    let sends = named(&alice_events, "SendCommand");
+    assert_eq!(sends.len(), 3, "{alice_events:?}");
+    let allowed: Vec<_> = sends
+        .iter()
+        .filter(|(_, r)| r.get("errorCode").is_none())
+        .collect();
+    assert_eq!(allowed.len(), 1, "{sends:?}");
+    let (event, record) = allowed[0];
+    assert_eq!(
+        record["responseElements"]["CommandId"],
+        json!(command_id),
+        "{record}"
+    );
+    assert_eq!(record["userIdentity"]["arn"], json!(alice_arn), "{record}");
+    assert_eq!(record["userIdentity"]["type"], json!("IAMUser"), "{record}");
+    assert_eq!(
+        record["eventSource"],
+        json!("ssm.amazonaws.com"),
+        "{record}"
+    );
+    assert_eq!(
+        record["requestParameters"]["DocumentName"],
+        json!("AWS-RunShellScript")
+    );
+    assert_eq!(
+        record["additionalEventData"]["tether"]["transport"],
+        json!("grpc")
+    );
+    assert_eq!(record["sourceIPAddress"], json!("127.0.0.1"), "{record}");
+    assert_eq!(event["ReadOnly"], json!("false"));
+    assert_eq!(event["Username"], json!("alice"));
+    let token_id = event["AccessKeyId"].as_str().expect("the token's ID");
+    assert!(token_id.starts_with("ot-"), "{event}");
+    let refused: Vec<_> = sends
+        .iter()
+        .filter(|(_, r)| r["errorCode"] == json!("AccessDeniedException"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{sends:?}");
+    assert!(
+        refused.iter().any(|(_, r)| r["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("managed-instance/{prod}"))),
+        "{refused:?}"
+    );
+    let bob_events = audit_events(&t.coord, "Username", "bob");
+    let bob_sends = named(&bob_events, "SendCommand");
+    assert_eq!(bob_sends.len(), 1, "{bob_events:?}");
+    assert_eq!(bob_sends[0].1["errorCode"], json!("AccessDeniedException"));
+    // Bob's allowed read is recorded too (in the background, within a second or so).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while named(&audit_events(&t.coord, "Username", "bob"), "ListCommands").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's list-commands is not in the trail"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = mirror(&t.coord);
+    for (e, _) in sends.iter().copied().chain(bob_sends.iter().copied()) {
+        let line = lines
+            .iter()
+            .find(|l| l["eventID"] == e["EventId"])
+            .unwrap_or_else(|| panic!("{e} is not in the mirror"));
+        assert_eq!(line["eventName"], json!("SendCommand"));
+    }
+    t.coord.json(&["verify-audit-trail"]);
 }
 
 #[test]
@@ -367,6 +477,44 @@ fn alice_and_bob_through_boto3_with_their_own_keys() {
         "{}",
         stderr(&out)
     );
+    // In the audit trail by access key: bob's refused sends over HTTPS,
+    // alice's allowed one; in the mirror too.
+    let bob_sends = audit_events(&t.coord, "AccessKeyId", &bob.access_key_id);
+    let bob_sends = named(&bob_sends, "SendCommand");
+    assert!(
+        bob_sends.len() >= 2,
+        "boto3's and the aws CLI's: {bob_sends:?}"
+    );
+    for (e, r) in &bob_sends {
+        assert_eq!(r["errorCode"], json!("AccessDeniedException"), "{r}");
+        assert_eq!(
+            r["additionalEventData"]["tether"]["transport"],
+            json!("https")
+        );
+        assert_eq!(e["Username"], json!("bob"));
+    }
+    let alice_events = audit_events(&t.coord, "AccessKeyId", &alice.access_key_id);
+    let alice_sends = named(&alice_events, "SendCommand");
+    assert!(
+        alice_sends
+            .iter()
+            .any(|(_, r)| r.get("errorCode").is_none()
+                && r["responseElements"]["CommandId"].is_string()),
+        "{alice_sends:?}"
+    );
+    assert!(
+        alice_sends
+            .iter()
+            .any(|(_, r)| r["errorCode"] == json!("AccessDeniedException")),
+        "{alice_sends:?}"
+    );
+    let lines = mirror(&t.coord);
+    for (e, _) in alice_sends.iter().chain(bob_sends.iter()) {
+        assert!(
+            lines.iter().any(|l| l["eventID"] == e["EventId"]),
+            "{e} is not in the mirror"
+        );
+    }
 }
 
 #[test]
