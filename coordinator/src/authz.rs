@@ -293,7 +293,24 @@ pub async fn resources(
         }
     };
     use Request as R;
+    let param = |name: &str| Resource::untagged(a.parameter_arn(name));
+    // The operations that name several parameters: each is checked.
+    match request {
+        R::GetParameters(r) => return Ok(r.names.iter().map(|n| param(n)).collect()),
+        R::DeleteParameters(r) => return Ok(r.names.iter().map(|n| param(n)).collect()),
+        _ => {}
+    }
+    let key = |id: &str| Resource::untagged(a.key_arn(id));
     Ok(vec![match request {
+        R::PutParameter(r) => param(&r.name),
+        R::GetParameter(r) => param(&r.name),
+        R::GetParametersByPath(r) => param(r.path.trim_end_matches('/')),
+        R::GetParameterHistory(r) => param(&r.name),
+        R::LabelParameterVersion(r) => param(&r.name),
+        R::UnlabelParameterVersion(r) => param(&r.name),
+        R::DeleteParameter(r) => param(&r.name),
+        R::CreateParameterKey(r) => key(&r.key_id),
+        R::RotateParameterKey(r) => key(&r.key_id),
         R::SendCommand(r) => doc(&r.document_name),
         R::CreateDocument(r) => doc(&r.name),
         R::UpdateDocument(r) => doc(&r.name),
@@ -350,7 +367,7 @@ async fn tagged(c: &Coordinator, kind: &str, id: &str) -> Result<Resource, ApiEr
         },
         "Document" => Resource::untagged(a.ssm_arn("document", id)),
         "Association" => Resource::untagged(a.ssm_arn("association", id)),
-        "Parameter" => Resource::untagged(a.ssm_arn("parameter", id)),
+        "Parameter" => Resource::untagged(a.parameter_arn(id)),
         _ => Resource::untagged(a.ssm_arn(&kind.to_ascii_lowercase(), id)),
     })
 }

@@ -76,6 +76,9 @@ pub struct Coordinator {
     /// What `operator.json` says (its token aside): the template of the
     /// operator configs issued to users.
     pub operator_config: Option<tether_cli::OperatorConfig>,
+    /// The key-encryption keys of SecureString parameters (set by
+    /// `server::run` once the store is open; `None` refuses SecureStrings).
+    pub parameter_keys: Option<Arc<crate::parameter_keys::Keyring>>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The most one poll response carries (tests make it smaller).
@@ -127,6 +130,7 @@ impl Coordinator {
             timeouts: Timeouts::default(),
             account: crate::account::Account::default(),
             operator_config: None,
+            parameter_keys: None,
             poll_hold: limits::LONG_POLL_HOLD,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),

@@ -32,8 +32,12 @@ mod access_keys;
 pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
+mod parameters;
 mod users;
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
+pub use parameters::{
+    LabelOutcome, ParameterKeyRow, ParameterRow, ParameterVersionRow, PutOutcome, WrappedKeyRow,
+};
 pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
 /// Errors from the store.
