@@ -23,6 +23,7 @@ mod documents;
 mod instances;
 mod inventory;
 pub mod parameters;
+mod references;
 pub mod sizes;
 mod tags;
 mod users;

@@ -928,3 +928,165 @@ fn a_restricted_user_reads_strings_but_not_secure_strings_and_boto3_agrees() {
     let found = scan(dir.path(), "aws-cli-secret-value-42");
     assert!(found.is_empty(), "{found:?}");
 }
+
+const SENDER_POLICY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "Send", "Effect": "Allow", "Action": "ssm:SendCommand", "Resource": "*"},
+    {"Sid": "Read", "Effect": "Allow", "Action": ["ssm:List*", "ssm:Get*"], "Resource": "*"},
+    {"Sid": "NotTheAdjoinTree", "Effect": "Deny", "Action": "ssm:GetParameters",
+     "Resource": "arn:aws:ssm:*:*:parameter/adjoin/*"}
+  ]
+}"#;
+
+#[test]
+fn commands_resolve_plain_references_at_send_and_history_keeps_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coord = Coordinator::start(dir.path());
+    let agent = tether_tests::Agent::start(dir.path(), "node1", &coord);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/adjoin/user",
+        "--value",
+        "svc-join",
+        "--type",
+        "String",
+    ]);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/adjoin/user",
+        "--value",
+        "svc-join-2",
+        "--overwrite",
+    ]);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/adjoin/password",
+        "--value",
+        SECRET,
+        "--type",
+        "SecureString",
+    ]);
+
+    let params =
+        json!({"commands": ["echo user={{ssm:/adjoin/user}} old={{ ssm:/adjoin/user:1 }}"]});
+    let id = coord.send(&[&agent.instance_id], &params);
+    let inv = coord.wait_invocation(&id, &agent.instance_id, Duration::from_secs(60));
+    assert_eq!(inv["Status"], json!("Success"), "{inv}");
+    assert_eq!(
+        inv["StandardOutputContent"],
+        json!("user=svc-join-2 old=svc-join\n"),
+        "{inv}"
+    );
+    // The history keeps the reference, never the value.
+    let listed = coord.json(&["list-commands", "--command-id", &id]);
+    let shown = listed["Commands"][0]["Parameters"]["commands"][0].clone();
+    assert_eq!(
+        shown,
+        json!("echo user={{ssm:/adjoin/user}} old={{ ssm:/adjoin/user:1 }}"),
+        "{listed}"
+    );
+
+    // A missing parameter is refused, naming it; nothing is sent.
+    let before = coord.json(&["list-commands"])["Commands"]
+        .as_array()
+        .map(Vec::len);
+    let missing = json!({"commands": ["echo {{ssm:/adjoin/none}}"]}).to_string();
+    let err = refused(
+        &coord.cli(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &agent.instance_id,
+            "--parameters",
+            &missing,
+        ]),
+        "InvalidParameters",
+    );
+    assert!(err.contains("/adjoin/none"), "{err}");
+    // A SecureString is not yet deliverable: refused by name, nothing sent.
+    let secure = json!({"commands": ["echo {{ssm-secure:/adjoin/password}}"]}).to_string();
+    let err = refused(
+        &coord.cli(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &agent.instance_id,
+            "--parameters",
+            &secure,
+        ]),
+        "UnsupportedParameterType",
+    );
+    scan_text("the refusal", &err, SECRET);
+    // A String named with ssm-secure (or the reverse) is refused.
+    let wrong = json!({"commands": ["echo {{ssm:/adjoin/password}}"]}).to_string();
+    refused(
+        &coord.cli(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &agent.instance_id,
+            "--parameters",
+            &wrong,
+        ]),
+        "InvalidParameters",
+    );
+
+    // A user who may send but not read /adjoin/* is refused; nothing sent.
+    coord.json(&["create-user", "--user-name", "sender"]);
+    coord.json(&[
+        "put-user-policy",
+        "--user-name",
+        "sender",
+        "--policy-name",
+        "send",
+        "--policy-document",
+        SENDER_POLICY,
+    ]);
+    let config = coord.json(&[
+        "create-operator-config",
+        "--user-name",
+        "sender",
+        "--expires-in",
+        "1d",
+    ]);
+    let sender = dir.path().join("sender.json");
+    std::fs::write(&sender, config.to_string()).expect("write");
+    let as_sender = |args: &[&str]| {
+        Command::new(bin("tether"))
+            .arg("--config")
+            .arg(&sender)
+            .args(args)
+            .output()
+            .expect("run tether")
+    };
+    let plain = json!({"commands": ["echo {{ssm:/adjoin/user}}"]}).to_string();
+    let err = refused(
+        &as_sender(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &agent.instance_id,
+            "--parameters",
+            &plain,
+        ]),
+        "AccessDeniedException",
+    );
+    assert!(
+        err.contains("ssm:GetParameters") && err.contains("parameter/adjoin/user"),
+        "{err}"
+    );
+    let after = coord.json(&["list-commands"])["Commands"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(before, after, "a refused command was stored");
+    let found = scan(dir.path(), SECRET);
+    assert!(found.is_empty(), "{found:?}");
+}
