@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock),
+# Tools the end-to-end tests use: ps (procps), faketime (a skewed agent clock;
+# the chaos suite preloads its libfaketime into a running agent to jump its clock),
 # python3 with venv for the AWS clients below, the aws CLI v2; the install and packaging tests:
 # unshare (util-linux), strace, curl, cmp (diffutils), dpkg-deb (dpkg) and rpm;
 # the chaos suite: ip (iproute2) for network namespaces and veth, nft (nftables)

@@ -52,6 +52,10 @@ pub const LOCK_FILE: &str = "supervisor.lock";
 pub const RESULT_FILE: &str = "result.json";
 /// Created by the agent to ask the supervisor to kill the step.
 pub const CANCEL_FILE: &str = "cancel";
+/// Space the supervisor holds while the step runs and gives up to write
+/// `result.json` when the step's output filled the disk.
+const RESERVE_FILE: &str = "result.reserve";
+const RESERVE_BYTES: usize = 64 * 1024;
 
 /// Exit code reported for a step killed because it ran out of time (128 + SIGKILL).
 pub const TIMEOUT_EXIT_CODE: i32 = 137;
@@ -206,8 +210,21 @@ pub async fn supervise(dir: &Path) -> Result<StepResult, ExecError> {
     if let Some(done) = read_result(dir)? {
         return Ok(done);
     }
+    // Room for the result, taken before the step can fill the disk: a step
+    // whose output filled it still gets its result (and the reason) written.
+    let reserve = dir.join(RESERVE_FILE);
+    let reserved = std::fs::write(&reserve, vec![0_u8; RESERVE_BYTES]).is_ok();
     let result = run_step(dir).await;
-    write_json(&dir.join(RESULT_FILE), "step result", &result)?;
+    let path = dir.join(RESULT_FILE);
+    let written = match write_json(&path, "step result", &result) {
+        Err(ExecError::Write { source, .. }) if reserved && crate::state::is_disk_full(&source) => {
+            let _ = std::fs::remove_file(&reserve);
+            write_json(&path, "step result", &result)
+        }
+        other => other,
+    };
+    let _ = std::fs::remove_file(&reserve);
+    written?;
     Ok(result)
 }
 

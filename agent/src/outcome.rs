@@ -58,6 +58,10 @@ pub struct Ended {
     pub exit_code: i32,
     pub timed_out: bool,
     pub cancelled: bool,
+    /// Something went wrong around the step that its exit code does not
+    /// show (its output could not be recorded, e.g. on a full disk): it
+    /// failed, whatever the code.
+    pub error: bool,
 }
 
 /// The status of a step that ran: cancelled, timed out, or by its exit code.
@@ -68,6 +72,7 @@ pub fn step_status(ended: Ended) -> Status {
         Status::TimedOut
     } else {
         match ended.exit_code {
+            _ if ended.error => Status::Failed,
             0 | EXIT_SUCCESS_AND_SKIP | EXIT_SUCCESS_AND_REBOOT => Status::Success,
             _ => Status::Failed,
         }
@@ -178,6 +183,23 @@ impl Invocation {
 mod tests {
     use super::*;
 
+    /// A step that exited 0 but whose output could not be recorded (a full
+    /// disk) failed; its exit code stays the response code.
+    #[test]
+    fn an_error_around_a_step_fails_it_whatever_its_code() {
+        let mut inv = Invocation::default();
+        let ended = Ended {
+            exit_code: 0,
+            timed_out: false,
+            cancelled: false,
+            error: true,
+        };
+        assert_eq!(step_status(ended), Status::Failed);
+        assert_eq!(inv.ran(ended), Status::Failed);
+        assert_eq!(inv.outcome().status, Status::Failed);
+        assert_eq!(inv.outcome().response_code, 0);
+    }
+
     /// One step of a table row: the situation before it, and how it ends if run.
     #[derive(Clone, Copy)]
     struct StepCase {
@@ -200,6 +222,7 @@ mod tests {
                 exit_code,
                 timed_out: false,
                 cancelled: false,
+                error: false,
             },
         }
     }
@@ -210,6 +233,7 @@ mod tests {
                 exit_code: 137,
                 timed_out: true,
                 cancelled: false,
+                error: false,
             },
             ..exits(0)
         }
@@ -224,6 +248,7 @@ mod tests {
                 exit_code,
                 timed_out: false,
                 cancelled: true,
+                error: false,
             },
             ..exits(0)
         }
@@ -308,7 +333,7 @@ mod tests {
             ("a timeout outweighs a failure", vec![exits(1), times_out()],
                 vec![R(Failed), R(TimedOut)], done(TimedOut, 137, false)),
             ("a timed-out step that exited 194 asks for no reboot",
-                vec![StepCase { ends: Ended { exit_code: 194, timed_out: true, cancelled: false }, ..exits(0) }],
+                vec![StepCase { ends: Ended { exit_code: 194, timed_out: true, cancelled: false, error: false }, ..exits(0) }],
                 vec![R(TimedOut)], done(TimedOut, 194, false)),
             ("cancelled mid-step: later steps never start",
                 vec![exits(0), killed(137), after_cancel(exits(0)), after_cancel(exits(0))],

@@ -280,7 +280,36 @@ impl Agent {
             return;
         }
         if let Err(e) = self.spool.accept(&cmd, &env) {
+            // Nothing runs that is not on disk first; what could be written
+            // goes, so that a restart does not take it for a received
+            // command. The invocation ends Failed with the reason (the
+            // coordinator delivers again if this report is lost).
             error!(command_id = %id, error = %e, "cannot spool the command; not running it");
+            if let Err(e) = self.spool.discard(&id) {
+                error!(command_id = %id, error = %e, "cannot remove the half-written command from the spool");
+            }
+            let detail = format!("the agent could not record the command, so it did not run: {e}");
+            let now = now_ms();
+            let report = pb::InvocationReport {
+                command_id: id.clone(),
+                state: pb::InvocationState::Failed as i32,
+                response_code: -1,
+                started_at_ms: now,
+                ended_at_ms: now,
+                detail: detail.clone(),
+                plugins: vec![pb::PluginReport {
+                    name: "document".into(),
+                    state: pb::InvocationState::Failed as i32,
+                    response_code: -1,
+                    stderr: detail.into_bytes(),
+                    started_at_ms: now,
+                    ended_at_ms: now,
+                    ..Default::default()
+                }],
+            };
+            if let Err(s) = self.send_one(report).await {
+                warn!(command_id = %id, error = %s.message(), "could not report the failure; the coordinator will deliver the command again");
+            }
             return;
         }
         info!(command_id = %id, document = %cmd.document_name, requested_by = %cmd.requested_by, "command accepted");
@@ -396,14 +425,48 @@ impl Agent {
         tokio::spawn(async move {
             let permit = me.slots.acquire().await;
             let report = me.execute(&command_id).await;
-            let reboot = report.1;
-            if let Err(e) = me.spool.save_report(&report.0, reboot) {
-                error!(command_id = %command_id, error = %e, "cannot save the report");
-            }
+            me.keep_report(&report.0, report.1).await;
             drop(permit);
             me.running.lock().remove(&command_id);
             me.report_bell.notify_one();
         });
+    }
+
+    /// Saves a finished command's report in the spool, where the reporter
+    /// finds it. While it cannot be saved (a full disk), the report goes to
+    /// the coordinator from memory, and once stored there the command is
+    /// marked reported (an empty file); until either works, both are tried
+    /// again, so the invocation never stays unfinished for want of space.
+    async fn keep_report(&self, report: &pb::InvocationReport, reboot: bool) {
+        let id = &report.command_id;
+        let mut backoff = backoff(self.cfg.max_backoff);
+        loop {
+            let e = match self.spool.save_report(report, reboot) {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            error!(command_id = %id, error = %e, "cannot save the report; sending it from memory");
+            match self
+                .send_one(fit_report(report.clone(), REPORT_BUDGET_BYTES))
+                .await
+            {
+                Ok(r) => match self.spool.mark_reported(id) {
+                    Ok(_) => {
+                        let stored = r.into_inner();
+                        self.note_server_time(stored.server_time_ms);
+                        info!(command_id = %id, "report stored by the coordinator without a copy in the spool");
+                        return;
+                    }
+                    Err(e) => {
+                        error!(command_id = %id, error = %e, "cannot mark the report stored")
+                    }
+                },
+                Err(s) => {
+                    warn!(command_id = %id, error = %s.message(), "report not delivered; trying again")
+                }
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(self.cfg.max_backoff)).await;
+        }
     }
 
     /// Runs (or resumes) every step of a spooled command; returns its report
@@ -495,6 +558,7 @@ impl Agent {
                 exit_code: result.exit_code,
                 timed_out: result.timed_out,
                 cancelled: result.cancelled,
+                error: result.error.is_some(),
             });
             // Output that cannot be read is reported as such, never as none.
             let mut unread = Vec::new();
@@ -864,8 +928,14 @@ impl Agent {
                     } else {
                         backoff.next().unwrap_or(self.cfg.max_backoff)
                     };
-                    warn!(error = %tls::error_chain(&status), retry_in_ms = wait.as_millis() as u64, "poll failed");
-                    self.save_status(Some(status.message().to_string()));
+                    if let Some(advice) = tls::clock_problem(&status) {
+                        // The clock, not the network: say so where it is read.
+                        error!(retry_in_ms = wait.as_millis() as u64, "{advice}");
+                        self.save_status(Some(advice));
+                    } else {
+                        warn!(error = %tls::error_chain(&status), retry_in_ms = wait.as_millis() as u64, "poll failed");
+                        self.save_status(Some(status.message().to_string()));
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }

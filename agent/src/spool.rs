@@ -26,12 +26,7 @@ const REBOOT_FILE: &str = "reboot";
 const STEPS_DIR: &str = "steps";
 const CANCEL_FILE: &str = "cancel";
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use crate::state::io;
 
 /// `Ok(None)` when `path` does not exist, the error naming it when it cannot
 /// be read.
@@ -115,6 +110,18 @@ impl Spool {
         crate::state::ensure_dir(&dir)?;
         write_private(&dir.join(ENVELOPE_FILE), &env.encode_to_vec())?;
         write_private(&dir.join(NONCE_FILE), cmd.nonce.as_bytes())
+    }
+
+    /// Removes what [`Spool::accept`] left of a command it could not
+    /// record whole (a full disk), so that a restart never takes the
+    /// half-written directory for a received command.
+    pub fn discard(&self, command_id: &str) -> Result<(), StateError> {
+        let dir = self.dir(command_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&dir)(e)),
+        }
     }
 
     /// The signed command as accepted.

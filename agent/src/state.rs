@@ -33,6 +33,16 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// ENOSPC or EDQUOT: the disk of the state directory (and its spool) is full.
+    #[error(
+        "this node's disk is full: {path}: {source}; free space on it (the agent's state \
+         directory and spool, where commands and their output are kept)"
+    )]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: not valid: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("this node is not registered (no {0}); run `tether-agent register` first")]
@@ -42,11 +52,25 @@ pub enum StateError {
     Unsafe(#[from] Unsafe),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
+/// The error of an I/O failure on `path`: [`StateError::DiskFull`] when the
+/// disk is full, else [`StateError::Io`].
+pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| {
+        let path = path.to_path_buf();
+        if is_disk_full(&source) {
+            StateError::DiskFull { path, source }
+        } else {
+            StateError::Io { path, source }
+        }
     }
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+    ) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 /// What registration established.

@@ -111,22 +111,10 @@ impl ServerCertVerifier for PinnedCaVerifier {
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
         let verified = inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now);
-        if let Err(rustls::Error::InvalidCertificate(e)) = &verified {
-            use rustls::CertificateError as E;
-            let clock = match e {
-                E::NotValidYet | E::NotValidYetContext { .. } => Some("not valid yet"),
-                E::Expired | E::ExpiredContext { .. } => Some("expired"),
-                _ => None,
-            };
-            if let Some(what) = clock {
-                let now_text = chrono::DateTime::from_timestamp(now.as_secs() as i64, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
-                *self.problem.lock() = Some(format!(
-                    "clock skew: by this node's clock ({now_text}) the coordinator's certificate is {what}; \
-                     sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
-                ));
-            }
+        if let Err(rustls::Error::InvalidCertificate(e)) = &verified
+            && let Some(what) = clock_verdict(e)
+        {
+            *self.problem.lock() = Some(clock_message(now.as_secs() as i64, what));
         }
         verified
     }
@@ -253,6 +241,52 @@ pub fn is_transport_failure(s: &tonic::Status) -> bool {
 }
 
 /// The whole error chain of a failed call, for messages.
+/// "not valid yet" or "expired" when a certificate was refused for a
+/// reason the verifying clock decides.
+fn clock_verdict(e: &rustls::CertificateError) -> Option<&'static str> {
+    use rustls::CertificateError as E;
+    match e {
+        E::NotValidYet | E::NotValidYetContext { .. } => Some("not valid yet"),
+        E::Expired | E::ExpiredContext { .. } => Some("expired"),
+        _ => None,
+    }
+}
+
+/// The advice for a coordinator certificate refused by this node's clock
+/// (`now_secs`, Unix time).
+pub fn clock_message(now_secs: i64, what: &str) -> String {
+    let now_text = chrono::DateTime::from_timestamp(now_secs, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    format!(
+        "clock skew: by this node's clock ({now_text}) the coordinator's certificate is {what}; \
+         sync the time (chrony, systemd-timesyncd or ntpdate) and retry"
+    )
+}
+
+/// The clock advice ([`clock_message`]) when `e`, or an error under it, is
+/// a handshake refused because by this node's clock the coordinator's
+/// certificate is not valid yet or expired (the daemon's calls, whose
+/// verifier is rustls' own).
+pub fn clock_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        // An io::Error's source() skips the error it wraps: look inside.
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls
+            && let Some(what) = clock_verdict(c)
+        {
+            return Some(clock_message(tether_util::now_ms() / 1000, what));
+        }
+        cur = err.source();
+    }
+    None
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();

@@ -2056,6 +2056,91 @@ mod tests {
         );
     }
 
+    /// An envelope handed over but never acknowledged ends Delivery Timed
+    /// Out only provisionally: it may still reach the agent (a poll held on a
+    /// link cut meanwhile) and run, and then the agent's late real result
+    /// replaces the verdict, once. One never handed over keeps it (above).
+    #[tokio::test]
+    async fn a_handed_over_envelope_times_out_provisionally() {
+        let (_d, s) = store().await;
+        let targets = vec![
+            ("mi-1".to_string(), String::new()),
+            ("mi-2".to_string(), String::new()),
+        ];
+        s.insert_command(&command("c"), &targets).await.unwrap();
+        // mi-1's envelope is handed over, never acknowledged; mi-2's never.
+        assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
+        assert_eq!(s.sweep_delivery_timeouts(1_000 + 60_000).await.unwrap(), 2);
+        let details = |s: &Store| {
+            let s = s.clone();
+            async move {
+                let q = CommandQuery {
+                    command_id: Some("c".into()),
+                    limit: 50,
+                    ..Default::default()
+                };
+                let mut v: Vec<(String, String, String)> = s
+                    .invocations(&q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(i, _)| (i.instance_id, i.status, i.status_details))
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        let dto = |i: &str| {
+            (
+                i.to_string(),
+                "TimedOut".into(),
+                "Delivery Timed Out".into(),
+            )
+        };
+        assert_eq!(details(&s).await, [dto("mi-1"), dto("mi-2")]);
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.delivery_timed_out_count),
+            ("TimedOut", 2)
+        );
+
+        // The late real result of the handed-over one replaces the verdict...
+        assert!(
+            s.finish_invocation("c", "mi-1", &result(Detail::Success, "late"), 70_000)
+                .await
+                .unwrap(),
+            "a late result replaces a provisional Delivery Timed Out"
+        );
+        assert_eq!(
+            details(&s).await,
+            [
+                ("mi-1".to_string(), "Success".into(), "Success".into()),
+                dto("mi-2")
+            ]
+        );
+        assert_eq!(s.plugins("c", "mi-1").await.unwrap()[0].stdout, b"late");
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(
+            (c.completed_count, c.delivery_timed_out_count),
+            (2, 1),
+            "the counts follow: {c:?}"
+        );
+        // ...once: a repeated or different report changes nothing now.
+        assert!(
+            !s.finish_invocation("c", "mi-1", &result(Detail::Failed, "again"), 71_000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.plugins("c", "mi-1").await.unwrap()[0].stdout, b"late");
+        // The one never handed over keeps its verdict: nothing could have run.
+        assert!(
+            !s.finish_invocation("c", "mi-2", &result(Detail::Success, "x"), 72_000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(details(&s).await[1], dto("mi-2"));
+    }
+
     #[tokio::test]
     async fn list_filters_by_execution_stage_and_status() {
         let (_d, s) = store().await;

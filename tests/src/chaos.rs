@@ -398,3 +398,50 @@ impl Drop for Tmpfs {
         let _ = self.holder.wait();
     }
 }
+
+/// Where Debian's `libfaketime` puts the multi-threaded preload library.
+pub const LIBFAKETIME_MT: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// A node clock the test moves while the agent runs: libfaketime preloaded
+/// into the (dynamically linked, debug) agent, reading its offset from a
+/// file at every call (`FAKETIME_TIMESTAMP_FILE`, no cache). Only the wall
+/// clock moves (`FAKETIME_DONT_FAKE_MONOTONIC`), as when someone sets the
+/// time: timers and timeouts keep running at their pace.
+pub struct FakeClock {
+    pub file: PathBuf,
+}
+
+impl FakeClock {
+    /// A clock at the real time, its offset kept in `file`.
+    pub fn new(file: &Path) -> FakeClock {
+        assert!(
+            Path::new(LIBFAKETIME_MT).exists(),
+            "{LIBFAKETIME_MT} is missing: install Debian's `faketime` package (scripts/test.sh does)"
+        );
+        let c = FakeClock {
+            file: file.to_path_buf(),
+        };
+        c.set("+0");
+        c
+    }
+
+    /// Moves the clock to the real time plus `offset`, libfaketime's
+    /// relative form (`+2h`, `-90m`, `+0`, `+2000d`).
+    pub fn set(&self, offset: &str) {
+        std::fs::write(&self.file, format!("{offset}\n")).expect("write the faketime file");
+    }
+
+    /// The environment that puts a process on this clock.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("LD_PRELOAD", LIBFAKETIME_MT.to_string()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+            ("DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}

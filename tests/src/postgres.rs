@@ -338,14 +338,59 @@ impl PgCluster {
         panic!("PostgreSQL did not start: {last}");
     }
 
+    /// Stops the server (`pg_ctl stop -m MODE`: `fast` ends every session
+    /// and checkpoints, `immediate` stops as a crash would, recovering from
+    /// the WAL at the next start) for a test that restarts it; see
+    /// [`PgCluster::start_again`].
+    pub fn stop_server(&self, mode: StopMode) {
+        self.stop_with(mode);
+    }
+
+    /// Starts the stopped server again on the same port and data; returns
+    /// once it accepts connections.
+    pub fn start_again(&mut self) {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("start")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", &PG_CTL_WAIT_SECS.to_string()])
+            .args(["-o", &format!("-p {}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Err(e) = self.run("pg_ctl start", &mut cmd) {
+            panic!(
+                "PostgreSQL did not start again: {e}\nserver log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Makes commits durable across a server crash: the test settings turn
+    /// `synchronous_commit` off, which may lose the last commits (already
+    /// acknowledged) when the server is stopped `immediate`.
+    pub fn synchronous_commit(&self) {
+        let url = database_url(&self.url(), "postgres");
+        psql(&url, "ALTER SYSTEM SET synchronous_commit = on");
+        psql(&url, "SELECT pg_reload_conf()");
+    }
+
     /// Stops the server at once (`pg_ctl stop -m immediate`), killing it if
     /// that fails.
     fn stop(&self) {
+        self.stop_with(StopMode::Immediate);
+    }
+
+    fn stop_with(&self, mode: StopMode) {
         let pid = self.pid();
+        if pid.is_none() {
+            return;
+        }
         let mut cmd = self.command("pg_ctl");
         cmd.arg("stop").arg("-D").arg(self.data_dir()).args([
             "-m",
-            "immediate",
+            mode.as_str(),
             "-w",
             "-t",
             &PG_CTL_WAIT_SECS.to_string(),
@@ -356,6 +401,24 @@ impl PgCluster {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+    }
+}
+
+/// How [`PgCluster::stop_server`] stops the server (`pg_ctl stop -m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Sessions ended, a checkpoint, a clean shutdown.
+    Fast,
+    /// Every process killed at once; the next start recovers from the WAL.
+    Immediate,
+}
+
+impl StopMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
         }
     }
 }

@@ -435,6 +435,27 @@ pub fn next_due(a: &pb::SignedAssociation, st: &RunState) -> Result<Option<i64>,
     Ok(next.map(|t| t.timestamp_millis()))
 }
 
+/// Brings times of `st` later than `now` back to `now`: a clock set back
+/// would otherwise put the next run off by as much as it went back (a run
+/// at 14:00 by a clock then set back to 12:00, on a 30-minute rate, would
+/// next run at 14:30). A clock that jumps forward needs nothing: what fell
+/// due meanwhile runs once, not once per missed interval. Returns whether
+/// anything changed.
+pub fn clock_went_back(st: &mut RunState, now: i64) -> bool {
+    let mut changed = false;
+    if st.first_seen_ms > now {
+        st.first_seen_ms = now;
+        changed = true;
+    }
+    if let Some(last) = st.last_run_ms
+        && last > now
+    {
+        st.last_run_ms = Some(now);
+        changed = true;
+    }
+    changed
+}
+
 impl Agent {
     /// Runs due associations; sleeps until the next one is due or a new set arrives.
     pub(super) async fn scheduler(self: Arc<Self>) {
@@ -467,6 +488,9 @@ impl Agent {
                         first_seen_ms: now,
                         last_run_ms: None,
                     };
+                }
+                if clock_went_back(st, now) {
+                    warn!(association_id = %a.association_id, "this node's clock went back since the association last ran; its schedule counts from now");
                 }
                 match next_due(a, st) {
                     Ok(Some(t)) if t <= now => {
@@ -757,6 +781,29 @@ mod tests {
         assert_eq!(next_due(&assoc("", false), &fresh), Ok(Some(seen)));
         assert_eq!(next_due(&assoc("", false), &ran), Ok(None));
         assert!(next_due(&assoc("rate(5 minute)", false), &fresh).is_err());
+    }
+
+    /// A clock set back two hours after a run does not put the next run off
+    /// by two hours; one jumping forward makes what fell due run once.
+    #[test]
+    fn schedules_count_from_now_after_the_clock_went_back() {
+        let rate = assoc("rate(30 minutes)", false);
+        let ran_at = ms("2026-11-22T14:00:00Z");
+        let mut st = RunState {
+            version: "1".into(),
+            first_seen_ms: ms("2026-11-22T13:00:00Z"),
+            last_run_ms: Some(ran_at),
+        };
+        // Forward by two hours: due (once: the next is counted from that run).
+        let later = ms("2026-11-22T16:00:00Z");
+        assert!(!clock_went_back(&mut st, later));
+        assert!(next_due(&rate, &st).unwrap().unwrap() <= later);
+        // Back to 12:00: due 30 minutes from then, not at 14:30.
+        let back = ms("2026-11-22T12:00:00Z");
+        assert!(clock_went_back(&mut st, back));
+        assert_eq!(st.first_seen_ms, back);
+        assert_eq!(next_due(&rate, &st), Ok(Some(ms("2026-11-22T12:30:00Z"))));
+        assert!(!clock_went_back(&mut st, back), "once only");
     }
 
     #[test]
