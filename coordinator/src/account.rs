@@ -36,6 +36,20 @@ impl Account {
         format!("arn:aws:ssm:{}:{}:{kind}/{id}", self.region, self.id)
     }
 
+    /// A parameter's ARN: `…:parameter/a/b` for `/a/b` and `…:parameter/name`
+    /// for `name`, as AWS writes them; a `:version` or `:label` selector
+    /// after the name is not part of it (names hold no `:`).
+    pub fn parameter_arn(&self, name: &str) -> String {
+        let name = name.split_once(':').map_or(name, |(n, _)| n);
+        self.ssm_arn("parameter", name.strip_prefix('/').unwrap_or(name))
+    }
+
+    /// A SecureString key's ARN (`arn:aws:kms:REGION:ACCOUNT:alias/NAME`),
+    /// as `kms:Decrypt` policies name it.
+    pub fn key_arn(&self, key_id: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{key_id}", self.region, self.id)
+    }
+
     /// An instance's ARN: `managed-instance/mi-…` for Tether's nodes,
     /// EC2's `instance/i-…` for the AWS bridge's.
     pub fn instance_arn(&self, id: &str) -> String {

@@ -22,6 +22,8 @@ mod commands;
 mod documents;
 mod instances;
 mod inventory;
+pub mod parameters;
+mod references;
 pub mod sizes;
 mod tags;
 mod trail;
@@ -222,6 +224,19 @@ async fn run(
         Request::ListInventoryEntries(r) => inventory::list_entries(c, r).await,
         Request::GetInventory(r) => inventory::get(c, r).await,
         Request::ListInventoryChanges(r) => inventory::list_changes(c, r).await,
+        Request::PutParameter(r) => parameters::put(c, authority, r).await,
+        Request::GetParameter(r) => parameters::get(c, authority, r).await,
+        Request::GetParameters(r) => parameters::get_many(c, authority, r).await,
+        Request::GetParametersByPath(r) => parameters::by_path(c, authority, r).await,
+        Request::DescribeParameters(r) => parameters::describe(c, r).await,
+        Request::GetParameterHistory(r) => parameters::history(c, authority, r).await,
+        Request::LabelParameterVersion(r) => parameters::label(c, r).await,
+        Request::UnlabelParameterVersion(r) => parameters::unlabel(c, r).await,
+        Request::DeleteParameter(r) => parameters::delete(c, r).await,
+        Request::DeleteParameters(r) => parameters::delete_many(c, r).await,
+        Request::CreateParameterKey(r) => parameters::create_key(c, r).await,
+        Request::ListParameterKeys(r) => parameters::list_keys(c, r).await,
+        Request::RotateParameterKey(r) => parameters::rotate_key(c, r).await,
         Request::CreateOperatorConfig(r) => users::create_operator_config(c, r).await,
         Request::ListOperatorTokens(r) => users::list_operator_tokens(c, r).await,
         Request::DeleteOperatorToken(r) => users::delete_operator_token(c, r).await,

@@ -58,7 +58,18 @@ pub use mirror::Mirror;
 /// change, an intent before it is made). Changes are; reads are batched.
 /// A read that hands out a secret (a decrypted parameter) belongs here too.
 pub fn recorded_before_answer(request: &Request) -> bool {
-    request.operation().changes_something()
+    request.operation().changes_something() || decrypts(request)
+}
+
+/// Whether a read asks for SecureString values in clear (`WithDecryption`).
+fn decrypts(request: &Request) -> bool {
+    match request {
+        Request::GetParameter(r) => r.with_decryption == Some(true),
+        Request::GetParameters(r) => r.with_decryption == Some(true),
+        Request::GetParametersByPath(r) => r.with_decryption == Some(true),
+        Request::GetParameterHistory(r) => r.with_decryption == Some(true),
+        _ => false,
+    }
 }
 
 /// Who sent a request, as its credential says (the action layer fills it
@@ -654,6 +665,42 @@ mod tests {
                 .get("TetherUnparsedBody")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn decrypting_reads_are_recorded_before_their_answer() {
+        let req = |op: &str, body: &str| {
+            Request::from_json(tether_ssm::Operation::named(op).unwrap(), body.as_bytes()).unwrap()
+        };
+        assert!(recorded_before_answer(&req(
+            "PutParameter",
+            r#"{"Name":"/a","Value":"v","Type":"String"}"#
+        )));
+        assert!(recorded_before_answer(&req(
+            "GetParameter",
+            r#"{"Name":"/a","WithDecryption":true}"#
+        )));
+        assert!(recorded_before_answer(&req(
+            "GetParameters",
+            r#"{"Names":["/a"],"WithDecryption":true}"#
+        )));
+        assert!(recorded_before_answer(&req(
+            "GetParametersByPath",
+            r#"{"Path":"/","WithDecryption":true}"#
+        )));
+        assert!(recorded_before_answer(&req(
+            "GetParameterHistory",
+            r#"{"Name":"/a","WithDecryption":true}"#
+        )));
+        assert!(!recorded_before_answer(&req(
+            "GetParameter",
+            r#"{"Name":"/a"}"#
+        )));
+        assert!(!recorded_before_answer(&req(
+            "GetParameter",
+            r#"{"Name":"/a","WithDecryption":false}"#
+        )));
+        assert!(!recorded_before_answer(&req("ListCommands", "{}")));
     }
 
     #[test]

@@ -353,7 +353,24 @@ pub fn named(a: &Account, caller_user: Option<&str>, request: &Request) -> Vec<N
         }
         return out;
     }
+    let param = |name: &str| Named::Arn(a.parameter_arn(name));
+    // The operations that name several parameters: each is checked.
+    match request {
+        R::GetParameters(r) => return r.names.iter().map(|n| param(n)).collect(),
+        R::DeleteParameters(r) => return r.names.iter().map(|n| param(n)).collect(),
+        _ => {}
+    }
+    let key = |id: &str| Named::Arn(a.key_arn(id));
     vec![match request {
+        R::PutParameter(r) => param(&r.name),
+        R::GetParameter(r) => param(&r.name),
+        R::GetParametersByPath(r) => param(r.path.trim_end_matches('/')),
+        R::GetParameterHistory(r) => param(&r.name),
+        R::LabelParameterVersion(r) => param(&r.name),
+        R::UnlabelParameterVersion(r) => param(&r.name),
+        R::DeleteParameter(r) => param(&r.name),
+        R::CreateParameterKey(r) => key(&r.key_id),
+        R::RotateParameterKey(r) => key(&r.key_id),
         R::SendCommand(r) => doc(&r.document_name),
         R::CreateDocument(r) => doc(&r.name),
         R::UpdateDocument(r) => doc(&r.name),
@@ -426,7 +443,7 @@ fn tagged_arn(a: &Account, kind: &str, id: &str) -> String {
         "ManagedInstance" => a.instance_arn(id),
         "Document" => a.ssm_arn("document", id),
         "Association" => a.ssm_arn("association", id),
-        "Parameter" => a.ssm_arn("parameter", id),
+        "Parameter" => a.parameter_arn(id),
         _ => a.ssm_arn(&kind.to_ascii_lowercase(), id),
     }
 }

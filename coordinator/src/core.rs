@@ -81,6 +81,9 @@ pub struct Coordinator {
     /// The audit trail (`crate::audit`): `tether serve` gives it the audit
     /// key and the mirror; without them records are still chained.
     pub audit: Arc<crate::audit::Trail>,
+    /// The key-encryption keys of SecureString parameters (set by
+    /// `server::run` once the store is open; `None` refuses SecureStrings).
+    pub parameter_keys: Option<Arc<crate::parameter_keys::Keyring>>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The most one poll response carries (tests make it smaller).
@@ -139,6 +142,7 @@ impl Coordinator {
             operator_config: None,
             operator_config_path: None,
             audit,
+            parameter_keys: None,
             poll_hold: limits::LONG_POLL_HOLD,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),

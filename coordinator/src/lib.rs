@@ -2,6 +2,7 @@
 //! thin entry points in `main.rs`.
 //!
 //! - [`pki`]: CA, server and client certificates, the command-signing key.
+//! - [`parameter_keys`]: the key-encryption keys of SecureString parameters; envelope encryption.
 //! - [`core`]: registration, long-poll dispatch, result intake (domain values in and out).
 //! - [`signing`]: the bytes that get signed: envelopes, cancels, association sets.
 //! - [`associations`]: signed association sets for polling agents, inventory intake.
@@ -33,6 +34,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod install;
+pub mod parameter_keys;
 pub mod pki;
 pub mod replicas;
 pub mod server;

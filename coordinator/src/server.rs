@@ -205,6 +205,10 @@ pub fn check_files(cfg: &ServeConfig, secrets_dir: &Path) -> Result<(), Unsafe> 
     let mut policy = Policy::new(nix::unistd::geteuid().as_raw());
     policy.check_tree(&cfg.data_dir, SECRET_FILES)?;
     policy.check_tree(secrets_dir, SECRET_FILES)?;
+    // SecureString key-encryption keys: every file is a secret.
+    for key in crate::parameter_keys::Keyring::files(secrets_dir) {
+        policy.check_file(&key, true)?;
+    }
     if let Some(path) = sqlite_path(cfg) {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut name = path.as_os_str().to_owned();
@@ -332,7 +336,14 @@ pub async fn run(
             .with_key(audit_key)
             .with_mirror(audit_mirror),
     );
+    // The SecureString keys: every key the database names must be in the
+    // secrets directory as the database knows it, or the start stops here.
+    let parameter_keys =
+        crate::parameter_keys::Keyring::load(&secrets_dir, &store, tether_util::time::now_ms())
+            .await
+            .context("refusing to start: SecureString parameter keys")?;
     let mut coordinator = Coordinator::new(store, pki.clone());
+    coordinator.parameter_keys = Some(Arc::new(parameter_keys));
     coordinator.timeouts = cfg.timeouts;
     coordinator.account = account;
     coordinator.audit = trail.clone();

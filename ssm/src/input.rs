@@ -77,8 +77,34 @@ pub enum Operation {
     ListInventoryEntries,
     /// Query inventory information.
     GetInventory,
+    /// Create or update a parameter in Parameter Store.
+    PutParameter,
+    /// Get information about a single parameter by specifying the parameter name.
+    GetParameter,
+    /// Get information about one or more parameters by specifying multiple parameter names.
+    GetParameters,
+    /// Retrieve information about one or more parameters under a specified level in a hierarchy.
+    GetParametersByPath,
+    /// Lists the parameters in your Amazon Web Services account or the parameters shared with you when you enable the Shared option.
+    DescribeParameters,
+    /// Retrieves the history of all changes to a parameter.
+    GetParameterHistory,
+    /// A parameter label is a user-defined alias to help you manage different versions of a parameter.
+    LabelParameterVersion,
+    /// Remove a label or labels from a parameter.
+    UnlabelParameterVersion,
+    /// Delete a parameter from the system.
+    DeleteParameter,
+    /// Delete a list of parameters.
+    DeleteParameters,
     /// Tether: what changed in a node's inventory between two times (packages added, removed, upgraded; addresses changed).
     ListInventoryChanges,
+    /// Tether: create a named key-encryption key for SecureString parameters (--key-id alias/tether/NAME).
+    CreateParameterKey,
+    /// Tether: the key-encryption keys SecureString parameters may name, with their current generation and how many stored values each wraps.
+    ListParameterKeys,
+    /// Tether: rotate a key-encryption key: a new generation is written to the secrets directory and every data key wrapped under an older one is re-wrapped under it, while values stay readable throughout.
+    RotateParameterKey,
     /// Tether: issue an operator token for a user and answer an operator.json that carries it (the token is shown once; only its hash is stored).
     CreateOperatorConfig,
     /// Tether: list the operator tokens issued to users (never the tokens).
@@ -129,7 +155,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 53] = [
+    pub const ALL: [Operation; 66] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -159,7 +185,20 @@ impl Operation {
         Operation::DescribeInstanceAssociationsStatus,
         Operation::ListInventoryEntries,
         Operation::GetInventory,
+        Operation::PutParameter,
+        Operation::GetParameter,
+        Operation::GetParameters,
+        Operation::GetParametersByPath,
+        Operation::DescribeParameters,
+        Operation::GetParameterHistory,
+        Operation::LabelParameterVersion,
+        Operation::UnlabelParameterVersion,
+        Operation::DeleteParameter,
+        Operation::DeleteParameters,
         Operation::ListInventoryChanges,
+        Operation::CreateParameterKey,
+        Operation::ListParameterKeys,
+        Operation::RotateParameterKey,
         Operation::CreateOperatorConfig,
         Operation::ListOperatorTokens,
         Operation::DeleteOperatorToken,
@@ -217,7 +256,20 @@ impl Operation {
             Operation::DescribeInstanceAssociationsStatus => "DescribeInstanceAssociationsStatus",
             Operation::ListInventoryEntries => "ListInventoryEntries",
             Operation::GetInventory => "GetInventory",
+            Operation::PutParameter => "PutParameter",
+            Operation::GetParameter => "GetParameter",
+            Operation::GetParameters => "GetParameters",
+            Operation::GetParametersByPath => "GetParametersByPath",
+            Operation::DescribeParameters => "DescribeParameters",
+            Operation::GetParameterHistory => "GetParameterHistory",
+            Operation::LabelParameterVersion => "LabelParameterVersion",
+            Operation::UnlabelParameterVersion => "UnlabelParameterVersion",
+            Operation::DeleteParameter => "DeleteParameter",
+            Operation::DeleteParameters => "DeleteParameters",
             Operation::ListInventoryChanges => "ListInventoryChanges",
+            Operation::CreateParameterKey => "CreateParameterKey",
+            Operation::ListParameterKeys => "ListParameterKeys",
+            Operation::RotateParameterKey => "RotateParameterKey",
             Operation::CreateOperatorConfig => "CreateOperatorConfig",
             Operation::ListOperatorTokens => "ListOperatorTokens",
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
@@ -277,7 +329,20 @@ pub enum Request {
     DescribeInstanceAssociationsStatus(DescribeInstanceAssociationsStatusRequest),
     ListInventoryEntries(ListInventoryEntriesRequest),
     GetInventory(GetInventoryRequest),
+    PutParameter(PutParameterRequest),
+    GetParameter(GetParameterRequest),
+    GetParameters(GetParametersRequest),
+    GetParametersByPath(GetParametersByPathRequest),
+    DescribeParameters(DescribeParametersRequest),
+    GetParameterHistory(GetParameterHistoryRequest),
+    LabelParameterVersion(LabelParameterVersionRequest),
+    UnlabelParameterVersion(UnlabelParameterVersionRequest),
+    DeleteParameter(DeleteParameterRequest),
+    DeleteParameters(DeleteParametersRequest),
     ListInventoryChanges(ListInventoryChangesRequest),
+    CreateParameterKey(CreateParameterKeyRequest),
+    ListParameterKeys(ListParameterKeysRequest),
+    RotateParameterKey(RotateParameterKeyRequest),
     CreateOperatorConfig(CreateOperatorConfigRequest),
     ListOperatorTokens(ListOperatorTokensRequest),
     DeleteOperatorToken(DeleteOperatorTokenRequest),
@@ -336,7 +401,20 @@ impl Request {
             Request::DescribeInstanceAssociationsStatus(_) => Operation::DescribeInstanceAssociationsStatus,
             Request::ListInventoryEntries(_) => Operation::ListInventoryEntries,
             Request::GetInventory(_) => Operation::GetInventory,
+            Request::PutParameter(_) => Operation::PutParameter,
+            Request::GetParameter(_) => Operation::GetParameter,
+            Request::GetParameters(_) => Operation::GetParameters,
+            Request::GetParametersByPath(_) => Operation::GetParametersByPath,
+            Request::DescribeParameters(_) => Operation::DescribeParameters,
+            Request::GetParameterHistory(_) => Operation::GetParameterHistory,
+            Request::LabelParameterVersion(_) => Operation::LabelParameterVersion,
+            Request::UnlabelParameterVersion(_) => Operation::UnlabelParameterVersion,
+            Request::DeleteParameter(_) => Operation::DeleteParameter,
+            Request::DeleteParameters(_) => Operation::DeleteParameters,
             Request::ListInventoryChanges(_) => Operation::ListInventoryChanges,
+            Request::CreateParameterKey(_) => Operation::CreateParameterKey,
+            Request::ListParameterKeys(_) => Operation::ListParameterKeys,
+            Request::RotateParameterKey(_) => Operation::RotateParameterKey,
             Request::CreateOperatorConfig(_) => Operation::CreateOperatorConfig,
             Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
@@ -398,7 +476,20 @@ impl Request {
             Operation::DescribeInstanceAssociationsStatus => Request::DescribeInstanceAssociationsStatus(serde_json::from_value(input)?),
             Operation::ListInventoryEntries => Request::ListInventoryEntries(serde_json::from_value(input)?),
             Operation::GetInventory => Request::GetInventory(serde_json::from_value(input)?),
+            Operation::PutParameter => Request::PutParameter(serde_json::from_value(input)?),
+            Operation::GetParameter => Request::GetParameter(serde_json::from_value(input)?),
+            Operation::GetParameters => Request::GetParameters(serde_json::from_value(input)?),
+            Operation::GetParametersByPath => Request::GetParametersByPath(serde_json::from_value(input)?),
+            Operation::DescribeParameters => Request::DescribeParameters(serde_json::from_value(input)?),
+            Operation::GetParameterHistory => Request::GetParameterHistory(serde_json::from_value(input)?),
+            Operation::LabelParameterVersion => Request::LabelParameterVersion(serde_json::from_value(input)?),
+            Operation::UnlabelParameterVersion => Request::UnlabelParameterVersion(serde_json::from_value(input)?),
+            Operation::DeleteParameter => Request::DeleteParameter(serde_json::from_value(input)?),
+            Operation::DeleteParameters => Request::DeleteParameters(serde_json::from_value(input)?),
             Operation::ListInventoryChanges => Request::ListInventoryChanges(serde_json::from_value(input)?),
+            Operation::CreateParameterKey => Request::CreateParameterKey(serde_json::from_value(input)?),
+            Operation::ListParameterKeys => Request::ListParameterKeys(serde_json::from_value(input)?),
+            Operation::RotateParameterKey => Request::RotateParameterKey(serde_json::from_value(input)?),
             Operation::CreateOperatorConfig => Request::CreateOperatorConfig(serde_json::from_value(input)?),
             Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
@@ -1060,6 +1151,170 @@ pub struct GetInventoryRequest {
     pub max_results: Option<i64>,
 }
 
+/// The input of PutParameter.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PutParameterRequest {
+    /// The fully qualified name of the parameter that you want to create or update.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Information about the parameter that you want to add to the system.
+    #[serde(rename = "Description")]
+    pub description: Option<String>,
+    /// The parameter value that you want to add to the system.
+    #[serde(rename = "Value")]
+    pub value: String,
+    /// The type of parameter that you want to create.
+    #[serde(rename = "Type")]
+    pub r#type: Option<String>,
+    /// The Key Management Service (KMS) ID that you want to use to encrypt a parameter.
+    #[serde(rename = "KeyId")]
+    pub key_id: Option<String>,
+    /// Overwrite an existing parameter.
+    #[serde(rename = "Overwrite")]
+    pub overwrite: Option<bool>,
+    /// A regular expression used to validate the parameter value.
+    #[serde(rename = "AllowedPattern")]
+    pub allowed_pattern: Option<String>,
+    /// Optional metadata that you assign to a resource.
+    #[serde(rename = "Tags")]
+    pub tags: Option<Vec<Tag>>,
+    /// The parameter tier to assign to a parameter.
+    #[serde(rename = "Tier")]
+    pub tier: Option<String>,
+    /// One or more policies to apply to a parameter.
+    #[serde(rename = "Policies")]
+    pub policies: Option<String>,
+    /// The data type for a String parameter.
+    #[serde(rename = "DataType")]
+    pub data_type: Option<String>,
+}
+
+/// The input of GetParameter.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetParameterRequest {
+    /// The name or Amazon Resource Name (ARN) of the parameter that you want to query.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Return decrypted values for secure string parameters.
+    #[serde(rename = "WithDecryption")]
+    pub with_decryption: Option<bool>,
+}
+
+/// The input of GetParameters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetParametersRequest {
+    /// The names or Amazon Resource Names (ARNs) of the parameters that you want to query.
+    #[serde(rename = "Names")]
+    pub names: Vec<String>,
+    /// Return decrypted secure string value.
+    #[serde(rename = "WithDecryption")]
+    pub with_decryption: Option<bool>,
+}
+
+/// The input of GetParametersByPath.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetParametersByPathRequest {
+    /// The hierarchy for the parameter.
+    #[serde(rename = "Path")]
+    pub path: String,
+    /// Retrieve all parameters within a hierarchy.
+    #[serde(rename = "Recursive")]
+    pub recursive: Option<bool>,
+    /// Filters to limit the request results.
+    #[serde(rename = "ParameterFilters")]
+    pub parameter_filters: Option<Vec<ParameterStringFilter>>,
+    /// Retrieve all parameters in a hierarchy with their value decrypted.
+    #[serde(rename = "WithDecryption")]
+    pub with_decryption: Option<bool>,
+    /// The maximum number of items to return for this call.
+    #[serde(rename = "MaxResults")]
+    pub max_results: Option<i64>,
+    /// A token to start the list.
+    #[serde(rename = "NextToken")]
+    pub next_token: Option<String>,
+}
+
+/// The input of DescribeParameters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DescribeParametersRequest {
+    /// This data type is deprecated.
+    #[serde(rename = "Filters")]
+    pub filters: Option<Vec<ParametersFilter>>,
+    /// Filters to limit the request results.
+    #[serde(rename = "ParameterFilters")]
+    pub parameter_filters: Option<Vec<ParameterStringFilter>>,
+    /// The maximum number of items to return for this call.
+    #[serde(rename = "MaxResults")]
+    pub max_results: Option<i64>,
+    /// The token for the next set of items to return.
+    #[serde(rename = "NextToken")]
+    pub next_token: Option<String>,
+    /// Lists parameters that are shared with you.
+    #[serde(rename = "Shared")]
+    pub shared: Option<bool>,
+}
+
+/// The input of GetParameterHistory.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetParameterHistoryRequest {
+    /// The name or Amazon Resource Name (ARN) of the parameter for which you want to review history.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Return decrypted values for secure string parameters.
+    #[serde(rename = "WithDecryption")]
+    pub with_decryption: Option<bool>,
+    /// The maximum number of items to return for this call.
+    #[serde(rename = "MaxResults")]
+    pub max_results: Option<i64>,
+    /// The token for the next set of items to return.
+    #[serde(rename = "NextToken")]
+    pub next_token: Option<String>,
+}
+
+/// The input of LabelParameterVersion.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LabelParameterVersionRequest {
+    /// The parameter name on which you want to attach one or more labels.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// The specific version of the parameter on which you want to attach one or more labels.
+    #[serde(rename = "ParameterVersion")]
+    pub parameter_version: Option<i64>,
+    /// One or more labels to attach to the specified parameter version.
+    #[serde(rename = "Labels")]
+    pub labels: Vec<String>,
+}
+
+/// The input of UnlabelParameterVersion.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UnlabelParameterVersionRequest {
+    /// The name of the parameter from which you want to delete one or more labels.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// The specific version of the parameter which you want to delete one or more labels from.
+    #[serde(rename = "ParameterVersion")]
+    pub parameter_version: i64,
+    /// One or more labels to delete from the specified parameter version.
+    #[serde(rename = "Labels")]
+    pub labels: Vec<String>,
+}
+
+/// The input of DeleteParameter.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteParameterRequest {
+    /// The name of the parameter to delete.
+    #[serde(rename = "Name")]
+    pub name: String,
+}
+
+/// The input of DeleteParameters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteParametersRequest {
+    /// The names of the parameters to delete.
+    #[serde(rename = "Names")]
+    pub names: Vec<String>,
+}
+
 /// The input of ListInventoryChanges.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ListInventoryChangesRequest {
@@ -1075,6 +1330,29 @@ pub struct ListInventoryChangesRequest {
     /// To this time; default: now.
     #[serde(rename = "EndTime")]
     pub end_time: Option<Timestamp>,
+}
+
+/// The input of CreateParameterKey.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CreateParameterKeyRequest {
+    /// The key's name, e.g.
+    #[serde(rename = "KeyId")]
+    pub key_id: String,
+    /// What the key is for.
+    #[serde(rename = "Description")]
+    pub description: Option<String>,
+}
+
+/// The input of ListParameterKeys.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListParameterKeysRequest {}
+
+/// The input of RotateParameterKey.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RotateParameterKeyRequest {
+    /// The key to rotate.
+    #[serde(rename = "KeyId")]
+    pub key_id: String,
 }
 
 /// The input of CreateOperatorConfig.
@@ -1626,6 +1904,31 @@ pub struct ResultAttribute {
     /// Name of the inventory item type.
     #[serde(rename = "TypeName")]
     pub type_name: String,
+}
+
+/// One or more filters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ParameterStringFilter {
+    /// The name of the filter.
+    #[serde(rename = "Key")]
+    pub key: String,
+    /// For all filters used with DescribeParameters, valid options include Equals and BeginsWith.
+    #[serde(rename = "Option")]
+    pub option: Option<String>,
+    /// The value you want to search for.
+    #[serde(rename = "Values")]
+    pub values: Option<Vec<String>>,
+}
+
+/// This data type is deprecated.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ParametersFilter {
+    /// The name of the filter.
+    #[serde(rename = "Key")]
+    pub key: String,
+    /// The filter values.
+    #[serde(rename = "Values")]
+    pub values: Vec<String>,
 }
 
 /// A structure that represents user-provided metadata that can be associated with an IAM resource.

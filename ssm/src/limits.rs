@@ -188,3 +188,27 @@ pub const AUDIT_LOG_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const AUDIT_LOG_KEEP: usize = 10;
 /// LookupEvents: CloudTrail's default and largest page.
 pub const LOOKUP_EVENTS_MAX_RESULTS: i64 = 50;
+/// Parameter Store (SSM's quotas for the Standard tier, the only one Tether
+/// has). A name's length: SSM's model allows 2048 characters of which 1037
+/// are reserved for its own use, so 1011 are the caller's.
+pub const MAX_PARAMETER_NAME_CHARS: usize = 1011;
+/// Levels of a parameter's hierarchy (`/a/b/c` has 3).
+pub const MAX_PARAMETER_HIERARCHY_DEPTH: usize = 15;
+/// A Standard-tier value, in bytes.
+pub const MAX_PARAMETER_VALUE_BYTES: usize = 4096;
+/// Versions kept per parameter; past it the oldest goes, unless it has a label.
+pub const MAX_PARAMETER_VERSIONS: i64 = 100;
+/// Labels on one version, and a label's length.
+pub const MAX_LABELS_PER_PARAMETER_VERSION: usize = 10;
+pub const MAX_PARAMETER_LABEL_CHARS: usize = 100;
+/// Standard-tier parameters per account (and region).
+pub const MAX_PARAMETERS: i64 = 10_000;
+/// Page sizes: GetParametersByPath (default and most, as SSM), DescribeParameters
+/// and GetParameterHistory (default; the model caps both at 50).
+pub const PARAMETERS_BY_PATH_PAGE: i64 = 10;
+pub const DESCRIBE_PARAMETERS_PAGE: i64 = 10;
+pub const PARAMETER_HISTORY_PAGE: i64 = 50;
+/// The key-encryption key a SecureString uses when `KeyId` names none.
+pub const DEFAULT_PARAMETER_KEY: &str = "alias/tether/default";
+/// Data keys re-wrapped per store round trip while a key rotates.
+pub const PARAMETER_KEY_REWRAP_BATCH: i64 = 200;

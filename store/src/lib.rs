@@ -33,9 +33,13 @@ pub mod bench;
 mod bridge;
 pub use access_keys::AccessKeyRow;
 mod audit;
+mod parameters;
 mod users;
 pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
+pub use parameters::{
+    LabelOutcome, ParameterKeyRow, ParameterRow, ParameterVersionRow, PutOutcome, WrappedKeyRow,
+};
 pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
 /// Errors from the store.

@@ -18,6 +18,7 @@ mod e2e {
     pub mod node_status;
     pub mod one_door;
     pub mod packaging;
+    pub mod parameters;
     pub mod postgres_fixture;
     pub mod recovery;
     pub mod registration;

@@ -123,7 +123,13 @@ struct Prepared {
     resolved: BTreeMap<String, Vec<String>>,
 }
 
-async fn prepare(c: &Coordinator, r: &SendCommandRequest) -> Result<Prepared, ApiError> {
+/// `values`: the parameters with plain `{{ssm:…}}` references replaced
+/// (`references::resolve`); the history keeps `r.parameters` as given.
+async fn prepare(
+    c: &Coordinator,
+    r: &SendCommandRequest,
+    values: &BTreeMap<String, Vec<String>>,
+) -> Result<Prepared, ApiError> {
     let op = "SendCommand";
     let found = documents::find(c, op, &r.document_name, r.document_version.as_deref(), None)
         .await
@@ -154,7 +160,7 @@ async fn prepare(c: &Coordinator, r: &SendCommandRequest) -> Result<Prepared, Ap
     }
     let given = r.parameters.clone().unwrap_or_default();
     let resolved = doc
-        .resolve_parameters(&given)
+        .resolve_parameters(values)
         .map_err(|e| ApiError::new("InvalidParameters", format!("{op}: {e}")))?;
     // Interpolation errors (an executionTimeout out of range, say) surface now, not on the node.
     for platform in doc.platform_types() {
@@ -339,7 +345,13 @@ pub(super) async fn send(
         Some(v) => v.parse()?,
         None => Rate::DEFAULT_ERRORS,
     };
-    let prepared = prepare(c, &r).await?;
+    let (values, _versions) = super::references::resolve(
+        c,
+        authority,
+        r.parameters.as_ref().unwrap_or(&BTreeMap::new()),
+    )
+    .await?;
+    let prepared = prepare(c, &r, &values).await?;
     let (doc, version) = (&prepared.found.doc, prepared.found.version.to_string());
     let resolved = json!(prepared.resolved).to_string();
     let parts = [
@@ -358,6 +370,8 @@ pub(super) async fn send(
         ));
     }
     authorize_instances(c, authority, "ssm:SendCommand", &reached)?;
+    let reached_ids: Vec<String> = reached.iter().map(|(id, _)| id.clone()).collect();
+    super::references::refuse_bridged(&prepared.given, &reached_ids)?;
     let row = store_command(
         c,
         authority.arn(),

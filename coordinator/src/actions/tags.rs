@@ -1,5 +1,5 @@
 //! Tags on resources: AddTagsToResource, RemoveTagsFromResource and
-//! ListTagsForResource for managed instances and documents. Tags on managed
+//! ListTagsForResource for managed instances, documents and parameters. Tags on managed
 //! instances are what `Key=tag:NAME` and `Key=tag-key` targets select.
 
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use super::wire::{tag_pairs, tags_json};
 use crate::core::Coordinator;
 
 /// The resource types Tether tags.
-const TAGGABLE: [&str; 2] = ["ManagedInstance", "Document"];
+const TAGGABLE: [&str; 3] = ["ManagedInstance", "Document", "Parameter"];
 
 /// A resource's current tags, after checking it exists.
 async fn current(c: &Coordinator, op: &str, kind: &str, id: &str) -> Result<Vec<Tag>, ApiError> {
@@ -37,11 +37,20 @@ async fn current(c: &Coordinator, op: &str, kind: &str, id: &str) -> Result<Vec<
             let stored = documents::stored_tags(c, op, id).await?;
             tag_pairs(&format!("document {id}"), &stored)
         }
+        "Parameter" => {
+            let p = c.store.parameter(id).await?.ok_or_else(|| {
+                ApiError::new(
+                    "InvalidResourceId",
+                    format!("{op}: parameter {id:?} does not exist"),
+                )
+            })?;
+            tag_pairs(&format!("parameter {id}"), &p.tags_json)
+        }
         other => Err(ApiError::new(
             "InvalidResourceType",
             format!(
                 "{op}: ResourceType {other:?} cannot be tagged in Tether (use {})",
-                TAGGABLE.join(" or ")
+                TAGGABLE.join(", ")
             ),
         )),
     }
@@ -51,6 +60,7 @@ async fn store(c: &Coordinator, kind: &str, id: &str, tags: &[Tag]) -> Result<Va
     let json = tags_json(tags).to_string();
     let stored = match kind {
         "ManagedInstance" => c.store.set_instance_tags(id, &json).await?,
+        "Parameter" => c.store.set_parameter_tags(id, &json).await?,
         _ => c.store.set_document_tags(id, &json).await?,
     };
     if !stored {
