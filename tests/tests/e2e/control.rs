@@ -161,9 +161,9 @@ fn tags_select_targets_and_activation_tags_are_copied() {
         &[
             "list-tags-for-resource",
             "--resource-type",
-            "Parameter",
+            "PatchBaseline",
             "--resource-id",
-            "x",
+            "pb-0123456789abcdef0",
         ],
     );
     assert!(e.contains("(InvalidResourceType)"), "{e}");
