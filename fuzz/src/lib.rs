@@ -69,10 +69,16 @@ pub fn document(data: &[u8]) {
             let Ok(resolved) = doc.resolve_parameters(given) else {
                 continue;
             };
-            // A document accepted here can always be planned.
+            // Planning may still refuse (a step field built from a parameter,
+            // `timeoutSeconds: "x{{ t }}"`, checked only once interpolated:
+            // SendCommand answers InvalidParameters then), but never panics,
+            // and its refusal names what is wrong.
             for platform in PlatformType::ALL {
                 if let Err(e) = doc.plan(&resolved, platform) {
-                    panic!("an accepted document with resolved parameters does not plan: {e}");
+                    assert!(
+                        !e.to_string().is_empty(),
+                        "a plan refusal without a message"
+                    );
                 }
             }
         }
