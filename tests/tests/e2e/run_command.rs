@@ -627,8 +627,11 @@ fn steps_run_as_the_user_the_nodes_configuration_names() {
         .unwrap()
         .to_string();
     let marker = std::path::PathBuf::from(&home).join("assoc-ran");
+    // The shell creates the file before `id` writes to it: wait for a line.
     let ran = wait_for("the association's step", Duration::from_secs(60), || {
-        std::fs::read_to_string(&marker).ok()
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
     });
     assert_eq!(ran.trim(), user.0);
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&marker).unwrap());
