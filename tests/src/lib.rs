@@ -710,3 +710,19 @@ pub fn connections_to(port: u16) -> usize {
         .expect("run ss");
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
+
+/// `tether --config CONFIG ARGS`: the tether CLI as the operator `config`
+/// names (a user's operator config, a rotated root's).
+pub fn tether_as(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin("tether"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run tether")
+}
+
+/// A process's standard error, as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

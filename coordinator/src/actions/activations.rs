@@ -31,12 +31,7 @@ pub(super) async fn create(c: &Coordinator, r: CreateActivationRequest) -> Resul
             iso_ms(max_ms)
         )));
     }
-    let tags: Vec<(String, String)> = r
-        .tags
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags = super::wire::given_tags(r.tags);
     let activation_id = uuid::Uuid::new_v4().to_string();
     let code: String = {
         use rand::Rng;

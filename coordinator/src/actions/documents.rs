@@ -376,12 +376,7 @@ pub(super) async fn create(c: &Coordinator, r: CreateDocumentRequest) -> Result<
             ),
         ));
     }
-    let tags: Vec<(String, String)> = r
-        .tags
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags = super::wire::given_tags(r.tags);
     let doc = parse_content(op, name, &r.content, r.document_format.as_deref())?;
     let row = version_row(
         &doc,

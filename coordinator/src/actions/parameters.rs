@@ -370,12 +370,7 @@ pub(super) async fn put(
             ));
         }
     }
-    let tags: Vec<(String, String)> = r
-        .tags
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags = super::wire::given_tags(r.tags);
     if tags.len() > limits::MAX_TAGS_PER_RESOURCE {
         return Err(ApiError::new(
             "TooManyTagsError",

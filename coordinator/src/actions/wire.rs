@@ -250,6 +250,14 @@ pub fn duration_ms(op: &str, member: &str, text: &str) -> Result<i64, ApiError> 
     Ok(secs * 1000)
 }
 
+/// The tags a request gives (SSM's `Tags` member) as key/value pairs.
+pub fn given_tags(tags: Option<Vec<tether_ssm::input::Tag>>) -> Vec<(String, String)> {
+    tags.unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,13 +13,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tether_tests::aws::AwsClient;
-use tether_tests::{Coordinator, bin, success_json};
+use tether_tests::{Coordinator, bin, stderr_of as stderr, success_json};
 
 const SECRET: &str = "Dj-Passw0rd!7f3a9c-e2e-0b1d";
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Asserts a CLI call failed with SSM error `code` and returns its message.
 fn refused(out: &Output, code: &str) -> String {

@@ -5,23 +5,12 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-use tether_tests::{Coordinator, TestDatabase, bin, success_json};
-
-fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin("tether"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run tether")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use tether_tests::{
+    Coordinator, TestDatabase, stderr_of as stderr, success_json, tether_as as cli,
+};
 
 /// Refused before any action: the token is not known.
 fn unknown_token(out: &Output) {

@@ -4,12 +4,14 @@
 //! door; and every credential's lifecycle refused at once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether_tests::aws::AwsClient;
-use tether_tests::{Agent, Coordinator, TestDatabase, bin, success_json};
+use tether_tests::{
+    Agent, Coordinator, TestDatabase, stderr_of as stderr, success_json, tether_as as cli,
+};
 
 /// Alice may send only AWS-RunShellScript, only to instances tagged
 /// Env=lab, and read; bob may only read.
@@ -33,20 +35,6 @@ const BOB_POLICY: &str = r#"{
      "Action": ["ssm:Describe*", "ssm:Get*", "ssm:List*"], "Resource": "*"}
   ]
 }"#;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `tether --config CONFIG ARGS`.
-fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin("tether"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run tether")
-}
 
 fn cli_json(config: &Path, args: &[&str]) -> Value {
     success_json(&format!("tether {args:?}"), &cli(config, args))

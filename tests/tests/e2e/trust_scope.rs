@@ -6,11 +6,13 @@
 //! association operations on the association).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tether_tests::{Agent, Coordinator, bin, success_json, wait_for};
+use tether_tests::{
+    Agent, Coordinator, stderr_of as stderr, success_json, tether_as as cli, wait_for,
+};
 
 /// Carol may associate AWS-RunShellScript with lab instances only, and read
 /// associations and command invocations — the latter by a statement scoped
@@ -35,19 +37,6 @@ const CAROL_POLICY: &str = r#"{
      "Action": ["ssm:ListAssociations", "ssm:ListCommands"], "Resource": "*"}
   ]
 }"#;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin("tether"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run tether")
-}
 
 /// A refusal with AccessDeniedException; its message.
 fn denied(out: &Output) -> String {
