@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of every parser of outside input (README
 # "Fuzzing"), with AFL++ through cargo-afl on stable Rust.
 #
-#   scripts/fuzz.sh [--seconds N] [--jobs J] [--keep DIR] [TARGET...]
+#   scripts/fuzz.sh [--seconds N] [--jobs J] [--keep DIR] [--build-only] [TARGET...]
 #
 # Builds the targets of fuzz/ (a workspace of its own, so the instrumentation
 # never reaches Tether's own builds) and runs each for N seconds (default 45),
@@ -12,6 +12,7 @@
 # hangs when run again alone. Crashing and hanging inputs are kept in DIR
 # (default $HOME/.cache/tether-fuzz/findings) with the panic each gave; turn
 # each crash into a unit test in the crate that owns the parser.
+# --build-only stops after the build (CI builds while the other tests run).
 #
 # cargo-afl (which builds its own AFL++ from source on stable Rust) is
 # installed on first use into ~/.cache/tether-tools (or $TETHER_TOOLS), about
@@ -29,6 +30,7 @@ seconds=45
 jobs=2
 findings="${TETHER_FUZZ_FINDINGS:-$HOME/.cache/tether-fuzz/findings}"
 targets=()
+build_only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --jobs=*) jobs=${1#*=}; shift ;;
     --keep) findings=$2; shift 2 ;;
     --keep=*) findings=${1#*=}; shift ;;
+    --build-only) build_only=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *)
@@ -98,6 +101,10 @@ echo "fuzz.sh: building the targets (cargo afl build --release)"
 # fast (what they spend goes to AFL++'s coverage callbacks).
 (cd fuzz && AFL_OPT_LEVEL=1 CFLAGS=-O1 cargo afl build --release --quiet --target "$triple" --bins)
 bin_dir="$CARGO_TARGET_DIR/$triple/release"
+if [ -n "$build_only" ]; then
+  echo "fuzz.sh: built the targets in $bin_dir"
+  exit 0
+fi
 
 # Runs never leave the machine changed: no core_pattern, no CPU governor.
 export AFL_SKIP_CPUFREQ=1

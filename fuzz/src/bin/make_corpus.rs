@@ -192,6 +192,7 @@ fn signed_association(schedule: &str) -> pb::SignedAssociation {
         apply_only_at_cron_interval: schedule.starts_with("cron"),
         created_at_ms: AGENT_NOW_MS - 86_400_000,
         issued_at_ms: AGENT_NOW_MS,
+        requested_by: "arn:aws:iam::123456789012:user/ops".into(),
     }
 }
 
