@@ -143,6 +143,28 @@ pub fn verify_cancel(
     Ok(cancel)
 }
 
+/// Verifies the trust bundle a poll handed over (signed under
+/// TRUST_SIGNING_CONTEXT) for `instance_id`; answers it and its digest (the
+/// SHA-256 of its payload, which the next poll sends back).
+pub fn verify_trust(
+    env: &pb::TrustEnvelope,
+    signing_key: &[u8],
+    instance_id: &str,
+) -> Result<(pb::TrustBundle, String), Refusal> {
+    let mut signed = pb::TRUST_SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(&env.payload);
+    check_signature(&signed, &env.signature, signing_key)?;
+    let t = pb::TrustBundle::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if t.instance_id != instance_id {
+        return Err(Refusal::Misaddressed {
+            to: t.instance_id,
+            me: instance_id.to_string(),
+        });
+    }
+    Ok((t, hex::encode(Sha256::digest(&env.payload))))
+}
+
 /// Verifies a signed association for `instance_id`. Associations carry no
 /// expiry (they run on schedule while the coordinator is unreachable); the
 /// signature, the address, the document hash and the ID's form are checked.
@@ -203,6 +225,7 @@ mod tests {
             expires_at_ms: 1_600_000,
             nonce: "n".into(),
             requested_by: "arn:aws:iam::123456789012:user/alice".into(),
+            secrets: None,
         }
     }
 

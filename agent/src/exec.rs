@@ -7,7 +7,12 @@
 //! stdout and stderr into files (up to a cap, draining the rest), enforces
 //! the timeout, honours the `cancel` file and SIGTERM by killing the whole
 //! process group, and finally writes `result.json` (a [`StepResult`])
-//! atomically. The agent, or a restarted agent, learns the outcome with
+//! atomically. A step given secret values (a command's SecureString
+//! parameters) is *sealed*: its script and the values to mask come to the
+//! supervisor through a memory file inherited at [`HANDOFF_FD`] ([`Handoff`]),
+//! never through the step directory; the child reads its script from a
+//! memory file too, and every value is masked (`crate::mask`) in both
+//! streams before they are written. The agent, or a restarted agent, learns the outcome with
 //! [`wait_result`] or [`read_result`]; `supervisor.lock`, an exclusive lock
 //! the supervisor holds for its lifetime, tells it whether the supervisor is
 //! still alive even across reboots and pid reuse.
@@ -52,6 +57,12 @@ pub const LOCK_FILE: &str = "supervisor.lock";
 pub const RESULT_FILE: &str = "result.json";
 /// Created by the agent to ask the supervisor to kill the step.
 pub const CANCEL_FILE: &str = "cancel";
+/// The descriptor at which a sealed step's supervisor inherits its [`Handoff`].
+pub const HANDOFF_FD: i32 = 3;
+/// The name of the memory file of a [`Handoff`] (as `/proc/self/fd` shows it).
+const HANDOFF_NAME: &std::ffi::CStr = c"tether-step-handoff";
+/// The most a handoff may hold (a script and its secrets).
+const MAX_HANDOFF_BYTES: u64 = 64 * 1024 * 1024;
 /// Space the supervisor holds while the step runs and gives up to write
 /// `result.json` when the step's output filled the disk.
 const RESERVE_FILE: &str = "result.reserve";
@@ -141,6 +152,59 @@ pub struct StepSpec {
     /// The user the step runs as, when it is not the supervisor's.
     #[serde(default)]
     pub run_as: Option<crate::runas::StepUser>,
+    /// The script (and the values to mask in its output) come through the
+    /// [`Handoff`] inherited at [`HANDOFF_FD`]: `script` is then `None`.
+    #[serde(default)]
+    pub sealed: bool,
+}
+
+/// What a sealed step's supervisor is handed in memory: the script, with
+/// secret values in it, and the values to mask in its output. Never
+/// written to disk, never logged (its `Debug` shows only sizes).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Handoff {
+    pub script: String,
+    pub mask: Vec<String>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Handoff {{ script: {} bytes, mask: {} values }}",
+            self.script.len(),
+            self.mask.len()
+        )
+    }
+}
+
+/// Reads the [`Handoff`] this (sealed) supervisor inherited at [`HANDOFF_FD`],
+/// and closes it. Refuses anything at that descriptor that is not a
+/// handoff's memory file.
+#[allow(unsafe_code)]
+fn take_handoff() -> Result<Handoff, String> {
+    use std::os::fd::FromRawFd as _;
+    let link = std::fs::read_link(format!("/proc/self/fd/{HANDOFF_FD}")).map_err(|e| {
+        format!("the sealed step's handoff is missing (descriptor {HANDOFF_FD}: {e})")
+    })?;
+    let expected = format!("/memfd:{}", HANDOFF_NAME.to_string_lossy());
+    if !link.to_string_lossy().starts_with(&expected) {
+        return Err(format!(
+            "descriptor {HANDOFF_FD} is not the sealed step's handoff ({})",
+            link.display()
+        ));
+    }
+    // SAFETY: the descriptor is open (its /proc link exists), is the
+    // handoff's memory file (checked above), and nothing else in this
+    // process owns it: it was inherited, and is closed when `file` drops.
+    let file = unsafe { File::from_raw_fd(HANDOFF_FD) };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(&file, MAX_HANDOFF_BYTES), &mut bytes)
+        .map_err(|e| format!("cannot read the sealed step's handoff: {e}"))?;
+    let handoff = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the sealed step's handoff does not parse: {e}"));
+    bytes.iter_mut().for_each(|b| *b = 0);
+    handoff
 }
 
 impl StepSpec {
@@ -259,6 +323,31 @@ pub fn supervise_main(dir: &Path) -> i32 {
 /// session, with standard streams on /dev/null. Returns its pid. Must be
 /// called inside a tokio runtime, where a task reaps the supervisor.
 pub fn spawn_supervisor(agent_exe: &Path, dir: &Path) -> Result<u32, ExecError> {
+    spawn(agent_exe, dir, None)
+}
+
+/// [`spawn_supervisor`] for a sealed step (`StepSpec::sealed`): `handoff`
+/// goes to the supervisor in a memory file at [`HANDOFF_FD`].
+pub fn spawn_sealed_supervisor(
+    agent_exe: &Path,
+    dir: &Path,
+    handoff: &Handoff,
+) -> Result<u32, ExecError> {
+    let mut bytes = serde_json::to_vec(handoff).map_err(|e| ExecError::Write {
+        path: dir.to_owned(),
+        source: io::Error::other(e),
+    })?;
+    let fd = memory_file(HANDOFF_NAME, &bytes).map_err(|source| ExecError::Write {
+        path: dir.to_owned(),
+        source,
+    });
+    bytes.iter_mut().for_each(|b| *b = 0);
+    let fd = fd?;
+    spawn(agent_exe, dir, Some(&fd))
+    // The supervisor has its copy (or never will): ours closes here.
+}
+
+fn spawn(agent_exe: &Path, dir: &Path, handoff: Option<&OwnedFd>) -> Result<u32, ExecError> {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return Err(ExecError::NoRuntime {
             dir: dir.to_owned(),
@@ -300,7 +389,7 @@ pub fn spawn_supervisor(agent_exe: &Path, dir: &Path) -> Result<u32, ExecError> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    detach(&mut cmd);
+    detach(&mut cmd, handoff.map(|fd| fd.as_raw_fd()));
     let mut child = Command::from(cmd)
         .spawn()
         .map_err(|source| ExecError::SpawnSupervisor {
@@ -321,36 +410,74 @@ pub fn spawn_supervisor(agent_exe: &Path, dir: &Path) -> Result<u32, ExecError> 
 }
 
 /// Puts the process `cmd` starts into a session of its own, so that signals
-/// aimed at the agent's process group or terminal do not reach it.
+/// aimed at the agent's process group or terminal do not reach it; and
+/// hands it `handoff` at [`HANDOFF_FD`].
 #[allow(unsafe_code)]
-fn detach(cmd: &mut std::process::Command) {
+fn detach(cmd: &mut std::process::Command, handoff: Option<i32>) {
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // the setsid system call, which is async-signal-safe; it allocates
-    // nothing and touches no lock. The child is never a process group leader
-    // at that point (its pid is new), so setsid cannot fail with EPERM.
+    // the setsid, dup2 and fcntl system calls, which are async-signal-safe;
+    // it allocates nothing and touches no lock. The child is never a process
+    // group leader at that point (its pid is new), so setsid cannot fail
+    // with EPERM.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            if let Some(fd) = handoff {
+                // dup2 leaves the new descriptor open across exec; when it
+                // is already HANDOFF_FD, close-on-exec is cleared instead.
+                let ok = if fd == HANDOFF_FD {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == 0
+                } else {
+                    nix::libc::dup2(fd, HANDOFF_FD) == HANDOFF_FD
+                };
+                if !ok {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
+}
+
+/// `bytes` in a new memory file named `name`, closed on exec (unless the
+/// child clears that), its offset back at the start.
+fn memory_file(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    let mut file = File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    Ok(OwnedFd::from(file))
 }
 
 /// A copy of `script` in a memory file (closed on exec unless the child
 /// clears that), for a step user who cannot read the spool: opened again
 /// through `/proc/self/fd/N`, which only the step's own processes can.
 fn script_in_memory(script: &Path) -> Result<OwnedFd, ExecError> {
-    use nix::sys::memfd::{MFdFlags, memfd_create};
     let bytes = std::fs::read(script).map_err(|source| ExecError::Read {
         path: script.to_owned(),
         source,
     })?;
-    let write_err = |source: io::Error| ExecError::Write {
+    memory_file(c"tether-step-script", &bytes).map_err(|source| ExecError::Write {
         path: script.to_owned(),
         source,
-    };
-    let fd = memfd_create(c"tether-step-script", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| write_err(io::Error::from(e)))?;
-    let mut file = File::from(fd);
-    io::Write::write_all(&mut file, &bytes).map_err(write_err)?;
-    Ok(OwnedFd::from(file))
+    })
+}
+
+/// Keeps `fd` (the script's memory file) open across the child's exec.
+#[allow(unsafe_code)]
+fn keep_in_child(cmd: &mut Command, fd: i32) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes the fcntl system call, which is async-signal-safe, on a number
+    // taken before the fork; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// What the child needs to become the step's user, prepared before the
@@ -629,6 +756,15 @@ async fn run_step(dir: &Path) -> StepResult {
         Ok(spec) => spec,
         Err(err) => return StepResult::failed(started_at_ms, err.to_string()),
     };
+    // A sealed step's script and secrets: read first, whatever happens next.
+    let handoff = if spec.sealed {
+        match take_handoff() {
+            Ok(h) => Some(h),
+            Err(error) => return StepResult::failed(started_at_ms, error),
+        }
+    } else {
+        None
+    };
     let pid_text = format!("{}\n", std::process::id());
     if let Err(err) = write_atomic(&dir.join(PID_FILE), pid_text.as_bytes()) {
         return StepResult::failed(started_at_ms, err.to_string());
@@ -705,13 +841,23 @@ async fn run_step(dir: &Path) -> StepResult {
         .run_as
         .as_ref()
         .filter(|u| u.uid != nix::unistd::geteuid().as_raw());
-    let script_copy = match (&spec.script, switch) {
-        (Some(script), Some(_)) => match script_in_memory(script) {
+    // A sealed step's script exists only in memory, whoever runs it.
+    let script_copy = match (&handoff, &spec.script, switch) {
+        (Some(h), _, _) => match memory_file(c"tether-step-script", h.script.as_bytes()) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                let error = format!("could not hold the sealed step's script in memory: {e}");
+                return StepResult::failed(started_at_ms, error);
+            }
+        },
+        (None, Some(script), Some(_)) => match script_in_memory(script) {
             Ok(fd) => Some(fd),
             Err(err) => return StepResult::failed(started_at_ms, err.to_string()),
         },
         _ => None,
     };
+    let secrets = crate::mask::Secrets::new(handoff.iter().flat_map(|h| &h.mask));
+    drop(handoff);
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
     match (&script_copy, &spec.script) {
@@ -748,6 +894,9 @@ async fn run_step(dir: &Path) -> StepResult {
         None => {
             if let Some(wd) = &spec.working_directory {
                 cmd.current_dir(wd);
+            }
+            if let Some(fd) = &script_copy {
+                keep_in_child(&mut cmd, fd.as_raw_fd());
             }
             String::new()
         }
@@ -792,6 +941,7 @@ async fn run_step(dir: &Path) -> StepResult {
             out_path.clone(),
             spec.output_cap_bytes,
             state,
+            crate::mask::MaskStream::new(secrets.clone()),
         ));
     }
     if let Some(stderr) = child.stderr.take() {
@@ -802,6 +952,7 @@ async fn run_step(dir: &Path) -> StepResult {
             err_path.clone(),
             spec.output_cap_bytes,
             state,
+            crate::mask::MaskStream::new(secrets),
         ));
     }
 
@@ -872,31 +1023,39 @@ async fn run_step(dir: &Path) -> StepResult {
     }
 }
 
-/// Copies `src` to `dst` chunk by chunk, keeping the first `cap` bytes and
-/// draining the rest so that the writer never blocks.
+/// Copies `src` to `dst` chunk by chunk, masked by `mask` (secret values
+/// become `****`), keeping the first `cap` bytes and draining the rest so
+/// that the writer never blocks.
 async fn pump<R: AsyncRead + Unpin>(
     mut src: R,
     mut dst: tokio::fs::File,
     path: PathBuf,
     cap: u64,
     state: Arc<StreamState>,
+    mut mask: crate::mask::MaskStream,
 ) {
     let mut buf = vec![0_u8; CHUNK];
     let mut kept: u64 = 0;
     let mut writable = true;
-    loop {
-        let n = match src.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
+    let mut ended = false;
+    while !ended {
+        let read = match src.read(&mut buf).await {
+            Ok(0) => {
+                ended = true;
+                mask.finish()
+            }
+            Ok(n) => mask.push(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 state.note_error(format!(
                     "could not read the output for {}: {e}",
                     path.display()
                 ));
-                break;
+                ended = true;
+                mask.finish()
             }
         };
+        let n = read.len();
         let room = cap.saturating_sub(kept);
         let take = usize::try_from(room).map_or(n, |room| room.min(n));
         if take < n {
@@ -904,7 +1063,7 @@ async fn pump<R: AsyncRead + Unpin>(
         }
         if writable && take > 0 {
             let written = async {
-                dst.write_all(&buf[..take]).await?;
+                dst.write_all(&read[..take]).await?;
                 dst.flush().await
             };
             if let Err(source) = written.await {

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod fuzzing;
 pub mod inventory;
 pub mod logging;
+pub mod mask;
 pub mod net;
 pub mod outcome;
 pub mod policy;

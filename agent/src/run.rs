@@ -154,6 +154,10 @@ struct Agent {
     cancelled_unseen: Mutex<HashSet<String>>,
     slots: Semaphore,
     assoc: associations::Local,
+    /// This node's sealing key: the coordinator seals command secrets to it.
+    sealing: tether_proto::seal::NodeKey,
+    /// The digest of the trust bundle last received ("" = none yet).
+    trust_digest: Mutex<String>,
 }
 
 /// A mutual-TLS channel to one of the registered coordinator's endpoints,
@@ -529,6 +533,12 @@ impl Agent {
             Ok(s) => s,
             Err(e) => return (failed(e), false),
         };
+        // SecureString values, opened in memory (again after a restart: the
+        // spool holds only what was sealed to this node).
+        let secrets = match self.open_secrets(&cmd) {
+            Ok(s) => s,
+            Err(e) => return (failed(e), false),
+        };
         let mut plugins = Vec::new();
         let mut invocation = outcome::Invocation::default();
         let started = now_ms();
@@ -565,7 +575,7 @@ impl Agent {
                     continue;
                 }
             }
-            let result = match self.run_step(&cmd, i, step, &dir).await {
+            let result = match self.run_step(&cmd, i, step, &dir, &secrets).await {
                 Ok(r) => r,
                 Err(e) => StepResult {
                     exit_code: -1,
@@ -644,14 +654,28 @@ impl Agent {
         (report, done.reboot)
     }
 
+    /// The values of the command's `{{ssm-secure:…}}` references, opened
+    /// with this node's sealing key (none when it has none).
+    fn open_secrets(&self, cmd: &pb::SignedCommand) -> Result<Vec<pb::SecretValue>, String> {
+        let Some(sealed) = &cmd.secrets else {
+            return Ok(Vec::new());
+        };
+        let purpose = format!("command/{}", cmd.command_id);
+        tether_proto::seal::open(&self.sealing, &self.reg.instance_id, &purpose, sealed)
+            .map_err(|e| format!("cannot open the command's SecureString parameters: {e}"))
+    }
+
     /// Runs one step under a supervisor, or picks up one that is already
-    /// running or finished (after an agent restart).
+    /// running or finished (after an agent restart). With `secrets`, the
+    /// step is sealed: their values are put into its script in memory (see
+    /// [`exec::Handoff`]) and masked in its output.
     async fn run_step(
         &self,
         cmd: &pb::SignedCommand,
         index: usize,
         step: &Step,
         dir: &std::path::Path,
+        secrets: &[pb::SecretValue],
     ) -> Result<StepResult, String> {
         if self.cfg.executor == Executor::NoOp {
             let now = now_ms();
@@ -689,11 +713,22 @@ impl Agent {
                     ],
                 ),
             };
-            let script = dir.join(script_name);
             let mut body = step.commands.join("\n");
             body.push('\n');
-            write_executable(&script, body.as_bytes())
-                .map_err(|e| format!("{}: {e}", script.display()))?;
+            let handoff = if secrets.is_empty() {
+                None
+            } else {
+                Some(sealed_step(step, std::mem::take(&mut body), secrets)?)
+            };
+            let script = match &handoff {
+                Some(_) => None,
+                None => {
+                    let script = dir.join(script_name);
+                    write_executable(&script, body.as_bytes())
+                        .map_err(|e| format!("{}: {e}", script.display()))?;
+                    Some(script)
+                }
+            };
             let working_directory = if step.working_directory.trim().is_empty() {
                 None
             } else {
@@ -711,11 +746,16 @@ impl Agent {
                 env: runas::environment(std::env::vars_os(), &user, &vars),
                 output_cap_bytes: self.cfg.output_cap_bytes,
                 clean_env: true,
-                script: Some(script),
+                script,
                 run_as: Some(user),
+                sealed: handoff.is_some(),
             };
             spec.write(dir).map_err(|e| e.to_string())?;
-            exec::spawn_supervisor(&self.cfg.agent_exe, dir).map_err(|e| e.to_string())?;
+            match &handoff {
+                Some(h) => exec::spawn_sealed_supervisor(&self.cfg.agent_exe, dir, h),
+                None => exec::spawn_supervisor(&self.cfg.agent_exe, dir),
+            }
+            .map_err(|e| e.to_string())?;
             // A cancellation that came in while the step was being set up.
             if self.spool.is_cancelled(&cmd.command_id) {
                 exec::request_cancel(dir).map_err(|e| e.to_string())?;
@@ -915,6 +955,8 @@ impl Agent {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
                 associations_digest: self.assoc.digest(&self.signing_key, &self.reg.instance_id),
+                sealing_public_key: self.sealing.public().to_vec(),
+                trust_digest: self.trust_digest.lock().clone(),
             };
             let polled = self
                 .call(|mut c| {
@@ -932,6 +974,9 @@ impl Agent {
                     backoff = self::backoff(self.cfg.max_backoff);
                     self.note_server_time(resp.server_time_ms);
                     self.save_status(None);
+                    if let Some(trust) = resp.trust {
+                        self.take_trust(&trust);
+                    }
                     if let Some(set) = resp.associations {
                         self.assoc
                             .replace(set, &self.signing_key, &self.reg.instance_id);
@@ -964,6 +1009,34 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// A trust bundle from the coordinator: checked, and its digest kept so
+    /// the next poll says we hold it (also when it does not check: the
+    /// coordinator would otherwise hand it over at every poll).
+    fn take_trust(&self, env: &pb::TrustEnvelope) {
+        let digest = match envelope::verify_trust(env, &self.signing_key, &self.reg.instance_id) {
+            Ok((bundle, digest)) => {
+                if bundle.sealing_public_key == self.sealing.public() {
+                    info!(
+                        sealing_key = %tether_proto::seal::short(&bundle.sealing_public_key),
+                        "the coordinator holds this node's sealing key: SecureString parameters can reach it"
+                    );
+                } else {
+                    warn!(
+                        held = %tether_proto::seal::short(&self.sealing.public()),
+                        acknowledged = %tether_proto::seal::short(&bundle.sealing_public_key),
+                        "the coordinator acknowledged another sealing key than this node's; it will be sent again"
+                    );
+                }
+                digest
+            }
+            Err(refusal) => {
+                error!(error = %refusal, "the coordinator's trust bundle does not verify; ignoring it");
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&env.payload))
+            }
+        };
+        *self.trust_digest.lock() = digest;
     }
 
     /// Renews the client certificate when less than half its life is left.
@@ -1082,6 +1155,33 @@ fn cert_validity(pem: &str) -> Option<(i64, i64)> {
     ))
 }
 
+/// A sealed step's handoff: `body` (the script) with each secret reference
+/// replaced by its value — the text SSM would run — and every value to mask.
+/// A reference anywhere but the script (the working directory, say) is
+/// refused: only the script's text stays in memory.
+fn sealed_step(
+    step: &Step,
+    mut body: String,
+    secrets: &[pb::SecretValue],
+) -> Result<exec::Handoff, String> {
+    for s in secrets {
+        if step.working_directory.contains(&s.reference)
+            || step.inputs.values().any(|v| v.contains(&s.reference))
+        {
+            return Err(format!(
+                "{} is used outside the script's text (in the step's workingDirectory or inputs); \
+                 a SecureString parameter can only be used in the commands",
+                s.reference
+            ));
+        }
+        body = body.replace(&s.reference, &s.value);
+    }
+    Ok(exec::Handoff {
+        script: body,
+        mask: secrets.iter().map(|s| s.value.clone()).collect(),
+    })
+}
+
 fn write_executable(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -1143,6 +1243,7 @@ pub async fn run(
     let start = order.first().copied().unwrap_or(0);
     let upstream = upstream::Upstream::new(&state, endpoints, order)?;
     let spool = Spool::new(state.spool())?;
+    let sealing = state.sealing_key()?;
     let assoc = associations::Local::new(&state.dir).map_err(|e| {
         RunError::State(crate::state::StateError::Io {
             path: state.dir.clone(),
@@ -1159,6 +1260,8 @@ pub async fn run(
         running: Mutex::new(HashSet::new()),
         cancelled_unseen: Mutex::new(HashSet::new()),
         slots: Semaphore::new(cfg.max_concurrent.max(1)),
+        sealing,
+        trust_digest: Mutex::new(String::new()),
         cfg,
         state,
         reg,

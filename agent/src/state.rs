@@ -24,6 +24,9 @@ pub const CERT_FILE: &str = "agent.crt";
 pub const CA_FILE: &str = "ca.pem";
 pub const STATUS_FILE: &str = "status.json";
 pub const SPOOL_DIR: &str = "spool";
+/// The node's X25519 sealing key (64 hex digits), made on first start:
+/// secrets for this node are sealed to it (`tether_proto::seal`).
+pub const SEALING_KEY_FILE: &str = "sealing.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -151,7 +154,7 @@ impl StateDir {
     /// passes if the directories it would be created in do.
     pub fn check(&self, files: &[&Path]) -> Result<(), StateError> {
         let mut policy = Policy::new(effective_uid());
-        policy.check_tree(&self.dir, &[KEY_FILE])?;
+        policy.check_tree(&self.dir, &[KEY_FILE, SEALING_KEY_FILE])?;
         for file in files {
             policy.check_file(file, false)?;
         }
@@ -192,6 +195,44 @@ impl StateDir {
             detail: e.to_string(),
         })?;
         write_private(&self.path(REGISTRATION_FILE), &json)
+    }
+
+    /// The node's sealing key, made (owner-only) when there is none yet. A
+    /// file that does not hold one is an error naming it: the key is never
+    /// replaced behind the operator's back (secrets already sealed to it
+    /// would no longer open).
+    pub fn sealing_key(&self) -> Result<tether_proto::seal::NodeKey, StateError> {
+        use tether_proto::seal::NodeKey;
+        let path = self.path(SEALING_KEY_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let bytes: Option<[u8; 32]> = hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok());
+                bytes
+                    .map(NodeKey::from_bytes)
+                    .ok_or_else(|| StateError::Corrupt {
+                        path,
+                        detail:
+                            "not 64 hex digits (an X25519 key); remove it and restart the agent \
+                             to make a new one (commands already sent with SecureString \
+                             parameters then fail on this node)"
+                                .into(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = NodeKey::generate().map_err(|e| StateError::Corrupt {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+                write_private(
+                    &path,
+                    format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+                )?;
+                Ok(key)
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     pub fn key_pem(&self) -> Result<String, StateError> {

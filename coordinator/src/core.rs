@@ -8,6 +8,8 @@
 //! - [`intake`]: reports, certificate renewals, inventory uploads.
 //! - [`writer`]: the hot path's writes, batched on one task.
 //! - [`sweep`]: pings, timeouts, history pruning.
+//! - [`trust`]: each node's sealing key (up) and trust bundle (down), and
+//!   secrets sealed to a node.
 //! - [`bell`]: per-instance wake-ups and the rule that lets a poll skip the
 //!   database.
 
@@ -16,6 +18,7 @@ pub mod delivery;
 pub mod intake;
 pub mod registration;
 pub mod sweep;
+pub mod trust;
 pub mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,9 @@ pub enum AgentError {
     /// agent should try another.
     #[error("this coordinator cannot serve now: {0}")]
     Unavailable(String),
+    /// The agent sent something malformed.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl From<StoreError> for AgentError {
@@ -91,6 +97,8 @@ pub struct Coordinator {
     /// Deliberately corrupt envelopes (end-to-end tests only).
     hook: Option<EnvelopeHook>,
     bells: bell::Bells,
+    /// Each node's sealing key as last seen ([`trust`]).
+    sealing_keys: trust::SealingKeys,
     associations: AssociationCache,
     writer: writer::Writer,
     sweeper: sweep::Sweeper,
@@ -147,6 +155,7 @@ impl Coordinator {
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),
+            sealing_keys: trust::SealingKeys::default(),
             associations: AssociationCache::default(),
             writer: writer::Writer::default(),
             sweeper: sweep::Sweeper::default(),

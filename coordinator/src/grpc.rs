@@ -55,6 +55,7 @@ fn agent_status(e: AgentError) -> Status {
         }
         AgentError::Internal(_) => Status::internal(e.to_string()),
         AgentError::Unavailable(_) => Status::unavailable(e.to_string()),
+        AgentError::BadRequest(_) => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -177,6 +178,8 @@ pub(crate) fn poll_of(r: pb::PollRequest) -> Poll {
         wait: (r.wait_ms > 0).then(|| Duration::from_millis(u64::from(r.wait_ms))),
         associations_digest: r.associations_digest,
         host: r.info.map(host_info),
+        sealing_public_key: r.sealing_public_key,
+        trust_digest: r.trust_digest,
     }
 }
 
@@ -263,6 +266,10 @@ impl pb::agent_server::Agent for Services {
             server_time_ms: now_ms(),
             cancels: d.cancels.into_iter().map(envelope).collect(),
             associations: d.associations.map(association_set),
+            trust: d.trust.map(|t| pb::TrustEnvelope {
+                payload: t.payload,
+                signature: t.signature,
+            }),
         }))
     }
 

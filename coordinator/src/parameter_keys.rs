@@ -84,6 +84,18 @@ pub struct Sealed {
     pub ciphertext: String,
 }
 
+impl Sealed {
+    /// The sealed value of a stored SecureString version (`None` when a part is missing).
+    pub fn of(row: &tether_store::ParameterVersionRow) -> Option<Sealed> {
+        Some(Sealed {
+            key_id: row.key_id.clone()?,
+            generation: row.key_generation?,
+            data_key: row.data_key.clone()?,
+            ciphertext: row.ciphertext.clone()?,
+        })
+    }
+}
+
 /// The KEKs this replica has loaded.
 pub struct Keyring {
     dir: PathBuf,
@@ -456,6 +468,25 @@ impl Keyring {
         let plain =
             open(&data_key, &value_aad(name, version), &ct).ok_or_else(|| corrupt("the value"))?;
         String::from_utf8(plain).map_err(|_| corrupt("the value"))
+    }
+
+    /// The value of version `version` of the SecureString `name`, decrypted;
+    /// `None` when that version no longer exists.
+    pub async fn open_version(
+        &self,
+        store: &Store,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(row) = store.parameter_version(name, version).await? else {
+            return Ok(None);
+        };
+        let sealed = Sealed::of(&row).ok_or_else(|| {
+            internal(format!(
+                "parameter {name} version {version} is not a SecureString, or its encrypted value is incomplete"
+            ))
+        })?;
+        self.unseal(store, name, version, &sealed).await.map(Some)
     }
 
     /// Creates a new key (`CreateParameterKey`): `AlreadyExistsException`

@@ -8,6 +8,7 @@
 //! signed must be exactly what the agent decodes and verifies.
 
 use prost::Message;
+use sha2::Digest as _;
 use tether_proto as pb;
 use tether_ssm::limits;
 use tether_store::{AssociationRow, CommandRow};
@@ -57,12 +58,14 @@ impl EnvelopeHook {
 
 /// The envelope of one invocation: the command bound to the instance, the
 /// document's content and hash, the resolved parameters, the principal that
-/// sent it, an expiry and a fresh nonce.
+/// sent it, the values of its `{{ssm-secure:…}}` references sealed to the
+/// node (`secrets`), an expiry and a fresh nonce.
 pub fn command(
     pki: &Pki,
     hook: Option<EnvelopeHook>,
     instance_id: &str,
     cmd: &CommandRow,
+    secrets: Option<pb::SealedSecrets>,
     now: i64,
 ) -> Signed {
     let mut signed = pb::SignedCommand {
@@ -77,6 +80,7 @@ pub fn command(
         expires_at_ms: now + limits::ENVELOPE_LIFETIME.as_millis() as i64,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
         requested_by: cmd.requested_by.clone(),
+        secrets,
     };
     match hook {
         Some(EnvelopeHook::Misaddress) => signed.instance_id = "mi-00000000000000000".into(),
@@ -147,6 +151,22 @@ pub fn association(pki: &Pki, instance_id: &str, a: &AssociationRow, now: i64) -
     .encode_to_vec();
     let signature = pki.sign(&with_context(pb::ASSOCIATION_SIGNING_CONTEXT, &payload));
     Signed { payload, signature }
+}
+
+/// The trust bundle of one node (see `TrustEnvelope` in tether.proto), and
+/// its digest: the SHA-256 of its payload, which is the same bytes for the
+/// same content (no time or nonce in it), so an agent holding it is not
+/// sent it again.
+pub fn trust(pki: &Pki, instance_id: &str, sealing_public_key: &[u8]) -> (Signed, String) {
+    let payload = pb::TrustBundle {
+        instance_id: instance_id.to_string(),
+        sealing_public_key: sealing_public_key.to_vec(),
+        command_signing_public_key: pki.signing_public_key(),
+    }
+    .encode_to_vec();
+    let digest = hex::encode(sha2::Sha256::digest(&payload));
+    let signature = pki.sign(&with_context(pb::TRUST_SIGNING_CONTEXT, &payload));
+    (Signed { payload, signature }, digest)
 }
 
 fn with_context(context: &[u8], payload: &[u8]) -> Vec<u8> {

@@ -491,10 +491,20 @@ fn public_key() -> &'static [u8] {
     signing_key().public_key().as_ref()
 }
 
+/// The agent target's sealing key (a fixed seed).
+fn node_key() -> &'static pb::seal::NodeKey {
+    static KEY: OnceLock<pb::seal::NodeKey> = OnceLock::new();
+    KEY.get_or_init(|| pb::seal::NodeKey::from_bytes([0x5a; 32]))
+}
+
 fn command(env: &pb::CommandEnvelope) {
     use tether_agent::{envelope, fuzzing};
     match envelope::verify(env, public_key(), INSTANCE_ID, AGENT_NOW_MS) {
         Ok(cmd) => {
+            if let Some(sealed) = &cmd.secrets {
+                let purpose = format!("command/{}", cmd.command_id);
+                let _ = pb::seal::open(node_key(), INSTANCE_ID, &purpose, sealed);
+            }
             let _ = fuzzing::plan(
                 &cmd.document_name,
                 &cmd.document_content,
@@ -573,6 +583,9 @@ pub fn agent_envelope(data: &[u8]) {
             }
             for env in poll.associations.iter().flat_map(|s| &s.associations) {
                 association(env);
+            }
+            if let Some(t) = &poll.trust {
+                let _ = tether_agent::envelope::verify_trust(t, public_key(), INSTANCE_ID);
             }
         }
     }

@@ -26,3 +26,7 @@ pub const CANCEL_SIGNING_CONTEXT: &[u8] = b"tether-cancel-v1\0";
 /// Prefix of the bytes an association's signature covers (see `AssociationEnvelope`),
 /// so an association's signature never passes for a command's or a cancellation's.
 pub const ASSOCIATION_SIGNING_CONTEXT: &[u8] = b"tether-association-v1\0";
+/// Prefix of the bytes a `TrustEnvelope`'s signature covers.
+pub const TRUST_SIGNING_CONTEXT: &[u8] = b"tether-trust-v1\0";
+
+pub mod seal;

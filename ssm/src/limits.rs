@@ -92,6 +92,13 @@ pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
 /// whose envelope would be larger is refused at SendCommand; one stored before
 /// this cap existed ends Undeliverable when its turn to be delivered comes.
 pub const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
+/// What a command's `{{ssm-secure:…}}` values add to its envelope, counted
+/// per byte of its references' record (`references_json`, at least 64 bytes
+/// per reference): a value is at most [`MAX_PARAMETER_VALUE_BYTES`], and
+/// sealed with its reference, name and version it takes under 64 × 64
+/// bytes. Generous for plain references (whose values are in the resolved
+/// parameters already), which only makes the bound safe.
+pub const SEALED_BYTES_PER_REFERENCE_BYTE: usize = 64;
 /// What one poll hands an agent at most: its association set, cancellations
 /// and as many envelopes as fit (the rest at its next poll, at once). Below the
 /// 40 MiB gRPC message limit, with room for the framing.

@@ -19,8 +19,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 
-use tether_ssm::Rate;
 use tether_ssm::state::{self, Detail};
+use tether_ssm::{Rate, limits};
 
 mod documents;
 mod run_control;
@@ -202,6 +202,10 @@ pub struct CommandRow {
     /// The ARN of the principal that sent it (empty for commands stored
     /// before this was kept).
     pub requested_by: String,
+    /// The parameter references of its parameters, each with the version it
+    /// resolved to (JSON list of `{"Reference", "Name", "Version",
+    /// "Secure"}`); never a value.
+    pub references_json: String,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -494,7 +498,8 @@ const INSTANCE_COLUMNS: &str = "instance_id, activation_id, name, iam_role, regi
 const COMMAND_COLUMNS: &str = "command_id, document_name, document_version, document_hash, \
     document_content, parameters_json, resolved_json, comment, requested_ms, timeout_seconds, \
     max_concurrency, max_errors, concurrency_limit, instance_ids_json, targets_json, status, status_details, \
-    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version, requested_by";
+    target_count, completed_count, error_count, delivery_timed_out_count, requested_document_version, requested_by, \
+    references_json";
 const INVOCATION_COLUMNS: &str = "i.command_id, i.instance_id, i.instance_name, i.status, \
     i.status_details, i.requested_ms, i.delivered_ms, i.acked_ms, i.start_ms, i.end_ms, \
     i.response_code";
@@ -913,6 +918,40 @@ impl Store {
         Ok(())
     }
 
+    /// The sealing public key (hex) the node's agent last sent, if any.
+    pub async fn sealing_key(&self, instance_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
+            "SELECT sealing_public_key FROM instance_keys WHERE instance_id = ?",
+        ))
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Keeps the sealing public key (hex) the node's agent sent.
+    pub async fn set_sealing_key(
+        &self,
+        instance_id: &str,
+        key_hex: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(sql(
+            self.dialect,
+            "INSERT INTO instance_keys (instance_id, sealing_public_key, updated_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (instance_id) DO UPDATE SET sealing_public_key = excluded.sealing_public_key, \
+             updated_ms = excluded.updated_ms",
+        ))
+        .bind(instance_id)
+        .bind(key_hex)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Stores many agents' last-heard times at once (never moving one back).
     pub async fn pings(&self, seen: &[(String, i64)]) -> Result<()> {
         if seen.is_empty() {
@@ -964,7 +1003,7 @@ impl Store {
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(sql(self.dialect, format!(
-            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
         .bind(&c.command_id)
         .bind(&c.document_name)
@@ -989,6 +1028,7 @@ impl Store {
         .bind(c.delivery_timed_out_count)
         .bind(&c.requested_document_version)
         .bind(&c.requested_by)
+        .bind(&c.references_json)
         .execute(&mut *tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
@@ -1223,14 +1263,18 @@ impl Store {
     ) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(sql(
             self.dialect,
-            "SELECT c.command_id, CAST(octet_length(c.document_content) + \
+            format!(
+                "SELECT c.command_id, CAST(octet_length(c.document_content) + \
              octet_length(c.resolved_json) + octet_length(c.document_name) + \
-             octet_length(c.document_version) + octet_length(c.document_hash) AS BIGINT) \
+             octet_length(c.document_version) + octet_length(c.document_hash) + \
+             {} * octet_length(c.references_json) AS BIGINT) \
              FROM invocations i JOIN commands c ON c.command_id = i.command_id \
              WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
              AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
              AND c.requested_ms + c.timeout_seconds * 1000 > ? \
              ORDER BY c.requested_ms, c.command_id LIMIT ?",
+                limits::SEALED_BYTES_PER_REFERENCE_BYTE
+            ),
         ))
         .bind(instance_id)
         .bind(now_ms - redeliver_after_ms)
@@ -1957,6 +2001,7 @@ mod tests {
             delivery_timed_out_count: 0,
             requested_document_version: "$DEFAULT".into(),
             requested_by: String::new(),
+            references_json: "[]".into(),
         }
     }
 

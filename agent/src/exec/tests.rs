@@ -18,6 +18,7 @@ fn spec(script: &str, timeout_seconds: u32) -> StepSpec {
         clean_env: false,
         script: None,
         run_as: None,
+        sealed: false,
     }
 }
 
@@ -410,6 +411,65 @@ async fn spawn_supervisor_runs_the_step_detached() {
         "not in a session of its own"
     );
     assert_eq!(read_pid(&dir.path().join(PID_FILE)), pid as i32);
+}
+
+#[tokio::test]
+async fn a_sealed_step_runs_from_memory_and_its_secret_is_masked_in_both_streams() {
+    let exe = std::env::current_exe().expect("current exe");
+    let secret = "hunter2-Zq9!";
+    let mut sealed = spec("", 10);
+    sealed.args = Vec::new();
+    sealed.sealed = true;
+    let dir = step_dir(&sealed);
+    // The secret whole, echoed twice, split across two writes with a pause
+    // between them, and on stderr; $0 shows where the script was read from.
+    let script = format!(
+        "pw='{secret}'\necho \"pw: $pw and $pw\"\nprintf 'hunt'; sleep 0.3; printf 'er2-Zq9!\\n'\n\
+         echo \"err $pw\" >&2\necho \"script: $0\"\n"
+    );
+    let handoff = Handoff {
+        script,
+        mask: vec![secret.to_owned()],
+    };
+    spawn_sealed_supervisor(&exe, dir.path(), &handoff).expect("spawn");
+    let result = tokio::time::timeout(Duration::from_secs(10), wait_result(dir.path()))
+        .await
+        .expect("in time")
+        .expect("wait");
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let stdout = String::from_utf8(output(dir.path(), STDOUT_FILE)).expect("utf8");
+    let stderr = String::from_utf8(output(dir.path(), STDERR_FILE)).expect("utf8");
+    assert!(stdout.starts_with("pw: **** and ****\n****\n"), "{stdout}");
+    assert!(stdout.contains("script: /proc/self/fd/"), "{stdout}");
+    assert_eq!(stderr, "err ****\n");
+    // Nothing in the step directory holds the secret, or any script.
+    for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(4).any(|w| w == b"hunt"),
+            "{} holds the secret",
+            path.display()
+        );
+        assert!(!path.ends_with("script.sh"), "a script file was written");
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_step_without_its_handoff_fails_by_name() {
+    let mut sealed = spec("", 10);
+    sealed.sealed = true;
+    let dir = step_dir(&sealed);
+    // Started as a plain supervisor: descriptor 3 is not a handoff.
+    let exe = std::env::current_exe().expect("current exe");
+    spawn_supervisor(&exe, dir.path()).expect("spawn");
+    let result = tokio::time::timeout(Duration::from_secs(10), wait_result(dir.path()))
+        .await
+        .expect("in time")
+        .expect("wait");
+    assert_eq!(result.exit_code, -1);
+    let error = result.error.unwrap_or_default();
+    assert!(error.contains("handoff"), "{error}");
 }
 
 #[tokio::test]

@@ -605,7 +605,7 @@ impl Agent {
                 output.push_str(&format!("{}: {}: {e}\n", step.name, dir.display()));
                 continue;
             }
-            match self.run_step(&cmd, i, step, &dir).await {
+            match self.run_step(&cmd, i, step, &dir, &[]).await {
                 Ok(r) => {
                     // Output that cannot be read is reported as such, never as none.
                     let read = |n: &str| match crate::exec::read_output(&dir, n) {

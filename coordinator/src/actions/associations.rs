@@ -163,7 +163,7 @@ async fn document_and_parameters(
         &version,
         &found.doc.hash(),
     ];
-    super::sizes::check_envelope(op, "the association", &parts)?;
+    super::sizes::check_envelope(op, "the association", &parts, 0)?;
     Ok((found.doc, found.version, resolved))
 }
 

@@ -208,9 +208,10 @@ pub(super) async fn resolve_targets(
 }
 
 /// Stores the command and one invocation per instance, in one transaction.
+/// `by`: the sender's ARN and the references with their versions (JSON).
 async fn store_command(
     c: &Coordinator,
-    requested_by: &str,
+    by: (&str, &str),
     r: &SendCommandRequest,
     p: &Prepared,
     reached: &[(String, Option<InstanceRow>)],
@@ -253,7 +254,8 @@ async fn store_command(
             .document_version
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
-        requested_by: requested_by.to_owned(),
+        requested_by: by.0.to_owned(),
+        references_json: by.1.to_owned(),
     };
     let pairs: Vec<(String, String)> = reached
         .iter()
@@ -345,7 +347,7 @@ pub(super) async fn send(
         Some(v) => v.parse()?,
         None => Rate::DEFAULT_ERRORS,
     };
-    let (values, _versions) = super::references::resolve(
+    let (values, pinned) = super::references::resolve(
         c,
         authority,
         r.parameters.as_ref().unwrap_or(&BTreeMap::new()),
@@ -354,6 +356,7 @@ pub(super) async fn send(
     let prepared = prepare(c, &r, &values).await?;
     let (doc, version) = (&prepared.found.doc, prepared.found.version.to_string());
     let resolved = json!(prepared.resolved).to_string();
+    let references = json!(pinned).to_string();
     let parts = [
         &*doc.content,
         &resolved,
@@ -361,7 +364,8 @@ pub(super) async fn send(
         &version,
         &doc.hash(),
     ];
-    super::sizes::check_envelope("SendCommand", "the command", &parts)?;
+    let sealed = limits::SEALED_BYTES_PER_REFERENCE_BYTE * references.len();
+    super::sizes::check_envelope("SendCommand", "the command", &parts, sealed)?;
     let reached = resolve_targets(c, &instance_ids, &targets).await?;
     if reached.is_empty() {
         return Err(ApiError::new(
@@ -374,7 +378,7 @@ pub(super) async fn send(
     super::references::refuse_bridged(&prepared.given, &reached_ids)?;
     let row = store_command(
         c,
-        authority.arn(),
+        (authority.arn(), &references),
         &r,
         &prepared,
         &reached,
@@ -474,6 +478,10 @@ fn command_json(c: &CommandRow) -> Result<Value, ApiError> {
         "TimeoutSeconds": c.timeout_seconds,
     });
     add_document_extras(&mut v, &CommandBrief::from(c));
+    let references: Value = stored(&format!("{row}: references"), &c.references_json)?;
+    if references.as_array().is_some_and(|r| !r.is_empty()) {
+        v["ParameterReferences"] = references;
+    }
     Ok(v)
 }
 

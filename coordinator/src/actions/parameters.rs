@@ -187,15 +187,6 @@ fn version_not_found(name: &str, selector: &str) -> ApiError {
     )
 }
 
-fn sealed(row: &ParameterVersionRow) -> Option<Sealed> {
-    Some(Sealed {
-        key_id: row.key_id.clone()?,
-        generation: row.key_generation?,
-        data_key: row.data_key.clone()?,
-        ciphertext: row.ciphertext.clone()?,
-    })
-}
-
 /// The value to answer for `row`: in clear for String and StringList and,
 /// with `decrypt`, for a SecureString the caller may decrypt (`kms:Decrypt`
 /// on its key); the ciphertext otherwise, as SSM answers it.
@@ -208,7 +199,7 @@ async fn value_of(
     if row.kind != SECURE_STRING {
         return Ok(row.value.clone().unwrap_or_default());
     }
-    let s = sealed(row).ok_or_else(|| {
+    let s = Sealed::of(row).ok_or_else(|| {
         ApiError::new(
             "InternalServerError",
             format!(

@@ -3,15 +3,15 @@
 //! and `{{ssm-secure:NAME}}` (a SecureString), each with an optional
 //! `:version` or `:label`.
 //!
-//! The command's history keeps the reference (the parameters as given);
-//! only the envelope's parameters carry a plain value. A sender needs
-//! `ssm:GetParameters` on every parameter referenced (and `kms:Decrypt` on a
-//! SecureString's key): a refusal, or a parameter that does not exist, stops
-//! the command before anything is stored.
-//!
-//! Not built yet: delivering a SecureString's value encrypted to the node
-//! (the agent key delivery of issue 15); a `{{ssm-secure:…}}` reference is
-//! refused, after the checks above, with a named error.
+//! The command's history keeps the reference (the parameters as given), and
+//! each reference with the version it resolved to ([`Pinned`]); only the
+//! envelope's parameters carry a plain value. A `{{ssm-secure:…}}` reference
+//! stays a reference in every stored parameter: its value, at the pinned
+//! version, is sealed to each node when its envelope is made
+//! (`core::trust`), and the agent substitutes it into the script in memory.
+//! A sender needs `ssm:GetParameters` on every parameter referenced (and
+//! `kms:Decrypt` on a SecureString's key): a refusal, or a parameter that
+//! does not exist, stops the command before anything is stored.
 
 use std::collections::BTreeMap;
 
@@ -64,25 +64,23 @@ pub fn in_parameters(given: &BTreeMap<String, Vec<String>>) -> Vec<Reference> {
     given.values().flatten().flat_map(|v| find(v)).collect()
 }
 
-/// A plain reference resolved: the parameter's name and the version it
-/// resolved to.
-pub type Resolved = (String, i64);
+pub use crate::core::trust::Pinned;
 
 /// Checks the sender may read every referenced parameter and that each
 /// exists, then answers the parameters with plain references replaced by
-/// their values, and the versions they resolved to. A SecureString
-/// reference is refused (see the module's note).
+/// their values (secure ones stay), and every reference with the version
+/// it resolved to.
 pub async fn resolve(
     c: &Coordinator,
     authority: &Authority,
     given: &BTreeMap<String, Vec<String>>,
-) -> Result<(BTreeMap<String, Vec<String>>, Vec<Resolved>), ApiError> {
+) -> Result<(BTreeMap<String, Vec<String>>, Vec<Pinned>), ApiError> {
     let refs = in_parameters(given);
     if refs.is_empty() {
         return Ok((given.clone(), Vec::new()));
     }
     let mut values: BTreeMap<String, String> = BTreeMap::new();
-    let mut versions = Vec::new();
+    let mut pinned: Vec<Pinned> = Vec::new();
     for r in &refs {
         authority.check(
             "ssm:GetParameters",
@@ -112,20 +110,18 @@ pub async fn resolve(
             ));
         }
         if is_secure {
-            if let Some(k) = &row.key_id {
-                authority.check("kms:Decrypt", &Resource::untagged(c.account.key_arn(k)))?;
-            }
-            return Err(ApiError::new(
-                "UnsupportedParameterType",
-                format!(
-                    "SendCommand: {}: this coordinator cannot yet deliver SecureString values to nodes (they would have to travel encrypted to each node's own key); pass it by other means for now",
-                    r.text
-                ),
-            ));
-        }
-        if !values.contains_key(&r.text) {
+            let k = row.key_id.as_deref().unwrap_or_default();
+            authority.check("kms:Decrypt", &Resource::untagged(c.account.key_arn(k)))?;
+        } else if !values.contains_key(&r.text) {
             values.insert(r.text.clone(), row.value.clone().unwrap_or_default());
-            versions.push((r.name.clone(), row.version));
+        }
+        if !pinned.iter().any(|p| p.reference == r.text) {
+            pinned.push(Pinned {
+                reference: r.text.clone(),
+                name: r.name.clone(),
+                version: row.version,
+                secure: is_secure,
+            });
         }
     }
     let mut out = given.clone();
@@ -136,9 +132,7 @@ pub async fn resolve(
             }
         }
     }
-    versions.sort();
-    versions.dedup();
-    Ok((out, versions))
+    Ok((out, pinned))
 }
 
 /// Refuses a command with parameter references to a bridged AWS instance:

@@ -69,8 +69,16 @@ fn check_parameters(
 /// hash, the resolved parameters as JSON) must fit
 /// [`limits::MAX_ENVELOPE_BYTES`], as a poll measures it
 /// ([`crate::signing::envelope_bytes`]); `what` names it for the error.
-pub fn check_envelope(operation: &str, what: &str, parts: &[&str]) -> Result<(), ApiError> {
-    let bytes = crate::signing::envelope_bytes(parts.iter().map(|p| p.len()).sum());
+/// `sealed`: the most the values of its `{{ssm-secure:…}}` references can
+/// add, sealed (see `limits::SEALED_BYTES_PER_REFERENCE_BYTE`).
+pub fn check_envelope(
+    operation: &str,
+    what: &str,
+    parts: &[&str],
+    sealed: usize,
+) -> Result<(), ApiError> {
+    let bytes =
+        crate::signing::envelope_bytes(parts.iter().map(|p| p.len()).sum::<usize>() + sealed);
     if bytes > limits::MAX_ENVELOPE_BYTES {
         return Err(ApiError::validation(format!(
             "{operation}: {what} would be sent to each node as a {bytes}-byte envelope; at most \
@@ -125,8 +133,8 @@ mod tests {
         assert_eq!(e.kind, "SerializationException");
         assert!(e.message.contains("4194305 bytes"), "{}", e.message);
         let big = "x".repeat(limits::MAX_ENVELOPE_BYTES);
-        let e = check_envelope("SendCommand", "the command", &[&big, "{}"]).unwrap_err();
+        let e = check_envelope("SendCommand", "the command", &[&big, "{}"], 0).unwrap_err();
         assert_eq!(e.kind, "ValidationException");
-        assert!(check_envelope("SendCommand", "the command", &["{}", "{}"]).is_ok());
+        assert!(check_envelope("SendCommand", "the command", &["{}", "{}"], 0).is_ok());
     }
 }

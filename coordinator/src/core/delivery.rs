@@ -23,6 +23,10 @@ pub struct Poll {
     pub associations_digest: String,
     /// Host facts, sent every few minutes.
     pub host: Option<HostInfo>,
+    /// The node's X25519 sealing public key (empty from older agents).
+    pub sealing_public_key: Vec<u8>,
+    /// The digest of the trust bundle it holds.
+    pub trust_digest: String,
 }
 
 /// What a poll hands over.
@@ -32,6 +36,8 @@ pub struct Delivery {
     pub cancels: Vec<Signed>,
     /// The current association set, when the agent's is out of date.
     pub associations: Option<SignedSet>,
+    /// The node's trust bundle, when the one it holds is out of date.
+    pub trust: Option<Signed>,
 }
 
 /// The bytes a signed message takes in a poll response (with its framing).
@@ -41,7 +47,10 @@ fn signed_bytes(s: &Signed) -> usize {
 
 impl Delivery {
     fn is_empty(&self) -> bool {
-        self.envelopes.is_empty() && self.cancels.is_empty() && self.associations.is_none()
+        self.envelopes.is_empty()
+            && self.cancels.is_empty()
+            && self.associations.is_none()
+            && self.trust.is_none()
     }
 }
 
@@ -66,6 +75,14 @@ impl Coordinator {
             Some(h) => self.store.ping(id, Some(h), now_ms()).await?,
             None => self.seen(id),
         }
+        // The node's sealing key is kept, and its trust bundle goes with
+        // this answer when the one it holds is not the current one.
+        let mut trust = match self.note_sealing_key(id, &req.sealing_public_key).await? {
+            Some(digest) if digest != req.trust_digest => {
+                Some(self.trust_bundle(id, &req.sealing_public_key))
+            }
+            _ => None,
+        };
         let hold = req.wait.map_or(self.poll_hold, |w| w.min(self.poll_hold));
         let deadline = tokio::time::Instant::now() + hold;
         let bell = self.bells.get(id);
@@ -80,7 +97,7 @@ impl Coordinator {
             self.serving()?;
             let association_gen = self.association_generation();
             let before = bell.mark(association_gen, &req.associations_digest);
-            let found = if bell.is_settled(&before) {
+            let mut found = if bell.is_settled(&before) {
                 Delivery::default()
             } else {
                 let (found, left_over) = self.look(instance, &req.associations_digest).await?;
@@ -99,6 +116,7 @@ impl Coordinator {
                 }
                 found
             };
+            found.trust = trust.take();
             if !found.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
                 self.seen(id);
                 return Ok(found);
@@ -148,6 +166,7 @@ impl Coordinator {
             envelopes,
             cancels,
             associations,
+            trust: None,
         };
         Ok((found, left_over))
     }
@@ -201,7 +220,15 @@ impl Coordinator {
             };
             // MaxConcurrency: without a free slot it waits; a finishing
             // invocation rings the waiting instances.
-            let envelope = signing::command(&self.pki, self.hook, instance_id, &cmd, now);
+            let secrets = match self.sealed_secrets(instance_id, &cmd).await? {
+                Ok(secrets) => secrets,
+                Err(why) => {
+                    self.fail_delivery(&cmd.command_id, instance_id, Detail::Failed, why)
+                        .await?;
+                    continue;
+                }
+            };
+            let envelope = signing::command(&self.pki, self.hook, instance_id, &cmd, secrets, now);
             let claim = WriteOp::Claim(Claim {
                 command_id: cmd.command_id.clone(),
                 instance_id: instance_id.to_string(),
@@ -242,16 +269,29 @@ impl Coordinator {
              (the command was stored before that limit held)",
             limits::MAX_ENVELOPE_BYTES
         );
+        self.fail_delivery(command_id, instance_id, Detail::Undeliverable, why)
+            .await
+    }
+
+    /// Ends an invocation that cannot be handed to its node, with `detail`
+    /// and the reason in its output.
+    async fn fail_delivery(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        detail: Detail,
+        why: String,
+    ) -> Result<(), AgentError> {
         tracing::error!(command = %command_id, instance = %instance_id, "{why}");
         let now = now_ms();
         let result = InvocationResult {
-            detail: Detail::Undeliverable,
+            detail,
             response_code: -1,
             start_ms: None,
             end_ms: Some(now),
             plugins: vec![PluginResult {
                 name: "tether:delivery".to_string(),
-                detail: Detail::Undeliverable,
+                detail,
                 response_code: -1,
                 start_ms: None,
                 end_ms: Some(now),
@@ -322,6 +362,7 @@ mod tests {
             error_count: 0,
             delivery_timed_out_count: 0,
             requested_by: String::new(),
+            references_json: "[]".into(),
         }
     }
 

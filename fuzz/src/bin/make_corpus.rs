@@ -55,6 +55,8 @@ fn coordinator(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         info: Some(info()),
         wait_ms: 20_000,
         associations_digest: sha256_hex("set"),
+        sealing_public_key: vec![0x5a; 32],
+        trust_digest: sha256_hex("trust"),
     };
     write(dir, "poll", "poll", &poll.encode_to_vec())?;
     let plugin = |state: pb::InvocationState, out: &[u8]| pb::PluginReport {
@@ -164,6 +166,12 @@ fn signed_command() -> pb::SignedCommand {
         expires_at_ms: AGENT_NOW_MS + 3_600_000,
         nonce: "5f0c8a1e9b2d4c7f6a3e1d0b9c8a7f6e".into(),
         requested_by: "arn:aws:iam::123456789012:user/ops".into(),
+        secrets: Some(pb::SealedSecrets {
+            ephemeral_public_key: vec![0x11; 32],
+            nonce: vec![0x22; 12],
+            ciphertext: vec![0x33; 48],
+            sealing_public_key: vec![0x5a; 32],
+        }),
     }
 }
 
@@ -232,6 +240,18 @@ fn agent(dir: &Path) -> std::io::Result<()> {
                     }
                 })
                 .collect(),
+        }),
+        trust: Some({
+            let payload = pb::TrustBundle {
+                instance_id: INSTANCE_ID.into(),
+                sealing_public_key: vec![0x5a; 32],
+                command_signing_public_key: vec![0x42; 32],
+            }
+            .encode_to_vec();
+            pb::TrustEnvelope {
+                signature: sign(pb::TRUST_SIGNING_CONTEXT, &payload),
+                payload,
+            }
         }),
     };
     write(dir, "poll", "poll", &poll.encode_to_vec())
