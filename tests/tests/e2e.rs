@@ -25,6 +25,7 @@ mod e2e {
     pub mod replicas;
     pub mod root_token;
     pub mod run_command;
+    pub mod secrets;
     pub mod security;
     pub mod slow_clients;
     pub mod ssm_http;

@@ -1059,21 +1059,6 @@ fn commands_resolve_plain_references_at_send_and_history_keeps_the_reference() {
         "InvalidParameters",
     );
     assert!(err.contains("/adjoin/none"), "{err}");
-    // A SecureString is not yet deliverable: refused by name, nothing sent.
-    let secure = json!({"commands": ["echo {{ssm-secure:/adjoin/password}}"]}).to_string();
-    let err = refused(
-        &coord.cli(&[
-            "send-command",
-            "--document-name",
-            "AWS-RunShellScript",
-            "--instance-ids",
-            &agent.instance_id,
-            "--parameters",
-            &secure,
-        ]),
-        "UnsupportedParameterType",
-    );
-    scan_text("the refusal", &err, SECRET);
     // A String named with ssm-secure (or the reverse) is refused.
     let wrong = json!({"commands": ["echo {{ssm:/adjoin/password}}"]}).to_string();
     refused(
