@@ -1267,7 +1267,8 @@ impl Store {
                 "SELECT c.command_id, CAST(octet_length(c.document_content) + \
              octet_length(c.resolved_json) + octet_length(c.document_name) + \
              octet_length(c.document_version) + octet_length(c.document_hash) + \
-             {} * octet_length(c.references_json) AS BIGINT) \
+             CASE WHEN c.references_json = '[]' THEN 0 \
+             ELSE {} * octet_length(c.references_json) END AS BIGINT) \
              FROM invocations i JOIN commands c ON c.command_id = i.command_id \
              WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
              AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
@@ -2265,7 +2266,8 @@ mod tests {
             ["big", "small"],
             "in the order asked, the missing left out"
         );
-        // Envelope bytes: document, resolved parameters, name, version, hash.
+        // Envelope bytes: document, resolved parameters, name, version, hash
+        // (and room for sealed values when it references parameters).
         assert_eq!(
             s.deliverable("mi-1", 1_100, 30_000, 10).await.unwrap(),
             [
