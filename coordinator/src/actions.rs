@@ -23,7 +23,7 @@ mod documents;
 mod instances;
 mod inventory;
 pub mod parameters;
-mod references;
+pub(crate) mod references;
 pub mod sizes;
 mod tags;
 mod trail;

@@ -191,6 +191,36 @@ impl Authority {
     }
 }
 
+/// The authority of the principal an association acts for (its
+/// `requested_by`): root for the root ARN (and for associations saved
+/// before the principal was kept); a user with their policies as they are
+/// now, so a revoked permission stops the next run. A user deleted since is
+/// refused.
+pub async fn acting_for(c: &Coordinator, arn: &str) -> Result<Authority, ApiError> {
+    let root = c.account.root_arn();
+    if arn.is_empty() || arn == root {
+        return Ok(Authority::Root { arn: root });
+    }
+    let gone = || {
+        ApiError::new(
+            "AccessDeniedException",
+            format!(
+                "the association acts for {arn}, which is no longer a user of this coordinator"
+            ),
+        )
+    };
+    let name = arn
+        .split_once(":user/")
+        .and_then(|(_, path)| path.rsplit('/').next())
+        .ok_or_else(gone)?;
+    let user = c.store.user(name).await?.ok_or_else(gone)?;
+    let u = user_authority(c, user, None, now_ms()).await?;
+    if u.arn != arn {
+        return Err(gone());
+    }
+    Ok(Authority::User(Box::new(u)))
+}
+
 /// Reads a user's policies and builds the request-wide context.
 pub async fn user_authority(
     c: &Coordinator,

@@ -325,6 +325,37 @@ impl pb::agent_server::Agent for Services {
         }))
     }
 
+    async fn resolve_references(
+        &self,
+        req: Request<pb::ResolveReferencesRequest>,
+    ) -> Result<Response<pb::ResolveReferencesResponse>, Status> {
+        let inst = self.agent(&req).await?;
+        let r = req.into_inner();
+        let (plain, secrets) = actions::references::for_association_run(
+            &self.core,
+            &inst,
+            &r.association_id,
+            &r.association_version,
+        )
+        .await
+        .map_err(|e| {
+            let message = format!("{}: {}", e.kind, e.message);
+            match e.kind {
+                "InternalServerError" => Status::internal(message),
+                "AccessDeniedException" | "AccessDenied" => Status::permission_denied(message),
+                _ => Status::failed_precondition(message),
+            }
+        })?;
+        Ok(Response::new(pb::ResolveReferencesResponse {
+            values: plain
+                .into_iter()
+                .map(|(reference, value)| pb::PlainValue { reference, value })
+                .collect(),
+            secrets,
+            server_time_ms: now_ms(),
+        }))
+    }
+
     async fn ping(
         &self,
         req: Request<pb::PingRequest>,

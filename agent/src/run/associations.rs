@@ -520,6 +520,59 @@ impl Agent {
         }
     }
 
+    /// The association's parameters with its `{{ssm:…}}` references
+    /// resolved, and its `{{ssm-secure:…}}` values opened: asked of the
+    /// coordinator at each run (a rotated password reaches the next run), so
+    /// a run that uses references needs the coordinator; one without any
+    /// does not ask.
+    async fn resolve_references(
+        &self,
+        a: &pb::SignedAssociation,
+    ) -> Result<(String, Vec<pb::SecretValue>), String> {
+        let p = &a.parameters_json;
+        if !(p.contains("{{") && (p.contains("ssm:") || p.contains("ssm-secure:"))) {
+            return Ok((p.clone(), Vec::new()));
+        }
+        let req = pb::ResolveReferencesRequest {
+            association_id: a.association_id.clone(),
+            association_version: a.association_version.clone(),
+        };
+        let resp = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.resolve_references(req).await }
+            })
+            .await
+            .map_err(|s| {
+                format!(
+                    "cannot resolve the association's parameter references: {}",
+                    s.message()
+                )
+            })?
+            .into_inner();
+        let mut params: BTreeMap<String, Vec<String>> = serde_json::from_str(p)
+            .map_err(|e| format!("the association's parameters do not parse: {e}"))?;
+        for v in params.values_mut().flatten() {
+            for pv in &resp.values {
+                if v.contains(&pv.reference) {
+                    *v = v.replace(&pv.reference, &pv.value);
+                }
+            }
+        }
+        let secrets = match &resp.secrets {
+            Some(sealed) => {
+                let purpose = format!("association/{}/{}", a.association_id, a.association_version);
+                pb::seal::open(&self.sealing, &self.reg.instance_id, &purpose, sealed).map_err(
+                    |e| format!("cannot open the association's SecureString parameters: {e}"),
+                )?
+            }
+            None => Vec::new(),
+        };
+        let json = serde_json::to_string(&params)
+            .map_err(|e| format!("the association's parameters do not serialize: {e}"))?;
+        Ok((json, secrets))
+    }
+
     /// Runs one association: inventory steps in-process, script steps under
     /// supervisors like a command's.
     async fn run_association(&self, a: &pb::SignedAssociation) -> (Vec<Item>, Run) {
@@ -531,7 +584,11 @@ impl Agent {
             return (Vec::new(), failed_run(a, refusal.to_string()));
         }
         info!(association_id = %a.association_id, document = %a.document_name, requested_by = %a.requested_by, "association run starting");
-        let steps = match super::plan(&a.document_name, &a.document_content, &a.parameters_json) {
+        let (parameters_json, secrets) = match self.resolve_references(a).await {
+            Ok(resolved) => resolved,
+            Err(e) => return (Vec::new(), failed_run(a, e)),
+        };
+        let steps = match super::plan(&a.document_name, &a.document_content, &parameters_json) {
             Ok(s) => s,
             Err(e) => return (Vec::new(), failed_run(a, e)),
         };
@@ -605,7 +662,7 @@ impl Agent {
                 output.push_str(&format!("{}: {}: {e}\n", step.name, dir.display()));
                 continue;
             }
-            match self.run_step(&cmd, i, step, &dir, &[]).await {
+            match self.run_step(&cmd, i, step, &dir, &secrets).await {
                 Ok(r) => {
                     // Output that cannot be read is reported as such, never as none.
                     let read = |n: &str| match crate::exec::read_output(&dir, n) {

@@ -128,6 +128,20 @@ fn targets_json(targets: &[tether_ssm::input::Target]) -> String {
     .to_string()
 }
 
+/// Checks the caller may read every parameter the association's
+/// parameters reference, and that each exists; they are resolved again at
+/// each run, as the association's principal (`references::for_association_run`).
+async fn check_references(
+    c: &Coordinator,
+    op: &str,
+    authority: &Authority,
+    given: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ApiError> {
+    super::references::resolve(c, op, authority, given)
+        .await
+        .map(drop)
+}
+
 /// An association's targets read back, its legacy InstanceId among them.
 fn targeted(a: &AssociationRow) -> Result<Targeted, ApiError> {
     Targeted::parse(a.clone())
@@ -330,6 +344,7 @@ pub(super) async fn create(
     let only_cron = r.apply_only_at_cron_interval.unwrap_or(false);
     schedule_of(op, schedule, only_cron)?;
     let given = r.parameters.clone().unwrap_or_default();
+    check_references(c, op, authority, &given).await?;
     let (doc, version, resolved) =
         document_and_parameters(c, op, name, r.document_version.as_deref(), &given).await?;
     let now = now_ms();
@@ -514,6 +529,7 @@ pub(super) async fn update(
         .document_version
         .clone()
         .or_else(|| (name == a.document_name).then(|| a.document_version.clone()));
+    check_references(c, op, authority, &given).await?;
     let (doc, version, resolved) =
         document_and_parameters(c, op, &name, doc_version.as_deref(), &given).await?;
     a.document_name = name;

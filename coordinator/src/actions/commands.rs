@@ -349,6 +349,7 @@ pub(super) async fn send(
     };
     let (values, pinned) = super::references::resolve(
         c,
+        "SendCommand",
         authority,
         r.parameters.as_ref().unwrap_or(&BTreeMap::new()),
     )

@@ -72,13 +72,31 @@ pub use crate::core::trust::Pinned;
 /// it resolved to.
 pub async fn resolve(
     c: &Coordinator,
+    op: &str,
     authority: &Authority,
     given: &BTreeMap<String, Vec<String>>,
 ) -> Result<(BTreeMap<String, Vec<String>>, Vec<Pinned>), ApiError> {
-    let refs = in_parameters(given);
-    if refs.is_empty() {
-        return Ok((given.clone(), Vec::new()));
+    let (values, pinned) = values(c, op, authority, given).await?;
+    let mut out = given.clone();
+    for v in out.values_mut().flatten() {
+        for (text, value) in &values {
+            if v.contains(text.as_str()) {
+                *v = v.replace(text.as_str(), value);
+            }
+        }
     }
+    Ok((out, pinned))
+}
+
+/// The checks of [`resolve`]; answers each plain reference's value (by its
+/// text) and every reference pinned to its version.
+async fn values(
+    c: &Coordinator,
+    op: &str,
+    authority: &Authority,
+    given: &BTreeMap<String, Vec<String>>,
+) -> Result<(BTreeMap<String, String>, Vec<Pinned>), ApiError> {
+    let refs = in_parameters(given);
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     let mut pinned: Vec<Pinned> = Vec::new();
     for r in &refs {
@@ -91,7 +109,7 @@ pub async fn resolve(
             ApiError::new(
                 "InvalidParameters",
                 format!(
-                    "SendCommand: {} references a parameter that cannot be read: {}",
+                    "{op}: {} references a parameter that cannot be read: {}",
                     r.text, e.message
                 ),
             )
@@ -101,7 +119,7 @@ pub async fn resolve(
             return Err(ApiError::new(
                 "InvalidParameters",
                 format!(
-                    "SendCommand: {} names a {} parameter: use {{{{{}:{}}}}}",
+                    "{op}: {} names a {} parameter: use {{{{{}:{}}}}}",
                     r.text,
                     row.kind,
                     if is_secure { "ssm-secure" } else { "ssm" },
@@ -124,15 +142,75 @@ pub async fn resolve(
             });
         }
     }
-    let mut out = given.clone();
-    for v in out.values_mut().flatten() {
-        for (text, value) in &values {
-            if v.contains(text.as_str()) {
-                *v = v.replace(text.as_str(), value);
-            }
-        }
+    Ok((values, pinned))
+}
+
+/// What an association's run needs (the `ResolveReferences` agent call):
+/// its references resolved now, as the principal it acts for, for a node
+/// it reaches — plain values, and SecureString values sealed to the node
+/// for `association/<id>/<version>`. Refusals say why.
+pub async fn for_association_run(
+    c: &Coordinator,
+    instance: &tether_store::InstanceRow,
+    association_id: &str,
+    version: &str,
+) -> Result<
+    (
+        BTreeMap<String, String>,
+        Option<tether_proto::SealedSecrets>,
+    ),
+    ApiError,
+> {
+    let gone = || {
+        ApiError::new(
+            "AssociationDoesNotExist",
+            format!("association {association_id} does not exist (deleted?)"),
+        )
+    };
+    if !tether_ssm::ids::is_uuid(association_id) {
+        return Err(gone());
     }
-    Ok((out, pinned))
+    let row = c
+        .store
+        .association(association_id)
+        .await?
+        .ok_or_else(gone)?;
+    if row.association_version.to_string() != version {
+        return Err(ApiError::new(
+            "InvalidAssociationVersion",
+            format!(
+                "association {association_id} is at version {} now, not {version}: the node runs the new one once its set is updated",
+                row.association_version
+            ),
+        ));
+    }
+    let targeted = crate::associations::Targeted::parse(row.clone())
+        .map_err(|e| ApiError::new("InternalServerError", e))?;
+    let tags = tether_ssm::target::tags_from_json(&instance.tags_json)
+        .map_err(|e| ApiError::new("InternalServerError", e))?;
+    if !targeted.reaches(&instance.instance_id, &tags) {
+        return Err(ApiError::new(
+            "AccessDeniedException",
+            format!(
+                "association {association_id} does not target instance {}",
+                instance.instance_id
+            ),
+        ));
+    }
+    let given: BTreeMap<String, Vec<String>> = super::wire::stored(
+        &format!("association {association_id}: parameters"),
+        &row.resolved_json,
+    )?;
+    let authority = crate::authz::acting_for(c, &row.requested_by).await?;
+    let (plain, pinned) = values(c, "ResolveReferences", &authority, &given).await?;
+    let secure: Vec<Pinned> = pinned.into_iter().filter(|p| p.secure).collect();
+    let purpose = format!("association/{association_id}/{version}");
+    let sealed = c
+        .seal_pinned(&instance.instance_id, &purpose, &secure)
+        .await
+        .map_err(|e| ApiError::new("InternalServerError", e.to_string()))?
+        .map_err(|why| ApiError::new("InvalidParameters", why))?;
+    Ok((plain, sealed))
 }
 
 /// Refuses a command with parameter references to a bridged AWS instance:

@@ -102,15 +102,28 @@ impl Coordinator {
                 cmd.command_id
             ))
         })?;
-        let secure: Vec<&Pinned> = pinned.iter().filter(|p| p.secure).collect();
-        if secure.is_empty() {
+        let secure: Vec<Pinned> = pinned.into_iter().filter(|p| p.secure).collect();
+        let purpose = format!("command/{}", cmd.command_id);
+        self.seal_pinned(instance_id, &purpose, &secure).await
+    }
+
+    /// The values of `secure` (SecureString references at their pinned
+    /// versions), decrypted and sealed to the node for `purpose`: `Ok(None)`
+    /// when there are none; `Ok(Err(why))` when they cannot go to it.
+    pub async fn seal_pinned(
+        &self,
+        instance_id: &str,
+        purpose: &str,
+        secure: &[Pinned],
+    ) -> Result<Result<Option<pb::SealedSecrets>, String>, AgentError> {
+        let Some(first) = secure.first() else {
             return Ok(Ok(None));
-        }
+        };
         let Some(key_hex) = self.store.sealing_key(instance_id).await? else {
             return Ok(Err(format!(
-                "the command uses SecureString parameters ({}), and the agent on this node has \
-                 sent no sealing key to receive them: it predates sealed secrets; upgrade the agent",
-                secure[0].reference
+                "SecureString parameters ({}) are used, and the agent on this node has sent no \
+                 sealing key to receive them: it predates sealed secrets; upgrade the agent",
+                first.reference
             )));
         };
         let key = hex::decode(&key_hex).map_err(|_| {
@@ -135,7 +148,7 @@ impl Coordinator {
                 }),
                 Ok(None) => {
                     return Ok(Err(format!(
-                        "{}: version {} of parameter {} was deleted after the command was sent",
+                        "{}: version {} of parameter {} was deleted since it was resolved",
                         p.reference, p.version, p.name
                     )));
                 }
@@ -144,8 +157,7 @@ impl Coordinator {
                 }
             }
         }
-        let purpose = format!("command/{}", cmd.command_id);
-        match pb::seal::seal(&key, instance_id, &purpose, &values) {
+        match pb::seal::seal(&key, instance_id, purpose, &values) {
             Ok(sealed) => Ok(Ok(Some(sealed))),
             Err(e) => Ok(Err(format!("cannot seal the secrets to this node: {e}"))),
         }

@@ -333,3 +333,108 @@ fn a_sender_who_cannot_decrypt_cannot_send_the_reference() {
     );
     scan_text("the refusal", &err, SECRET);
 }
+
+/// An association's references are resolved at each run, as the principal
+/// it acts for: a password rotated between two runs reaches the second (the
+/// SHA-256 each run records shows which value it received), and neither
+/// value is written anywhere in clear.
+#[test]
+fn an_association_resolves_its_references_at_each_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coord = Coordinator::start(dir.path());
+    let agent = Agent::start(dir.path(), "node1", &coord);
+    let rotated = format!("{SECRET}-rotated");
+    let put = |value: &str, overwrite: bool| {
+        let mut args = vec![
+            "put-parameter",
+            "--name",
+            "/adjoin/password",
+            "--value",
+            value,
+            "--type",
+            "SecureString",
+        ];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        coord.json(&args);
+    };
+    put(SECRET, false);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/adjoin/user",
+        "--value",
+        "svc-join",
+        "--type",
+        "String",
+    ]);
+    let marker = dir.path().join("received");
+    let params = json!({"commands": [
+        format!("printf '%s' '{{{{ssm-secure:/adjoin/password}}}}' | sha256sum | cut -d' ' -f1 >> {}", marker.display()),
+        "echo 'user {{ssm:/adjoin/user}} password {{ssm-secure:/adjoin/password}}'",
+    ]})
+    .to_string();
+    let created = coord.json(&[
+        "create-association",
+        "--name",
+        "AWS-RunShellScript",
+        "--targets",
+        &format!("Key=InstanceIds,Values={}", agent.instance_id),
+        "--parameters",
+        &params,
+        "--schedule-expression",
+        "rate(1 day)",
+    ]);
+    scan_text(
+        "the create-association answer",
+        &created.to_string(),
+        SECRET,
+    );
+    let id = created["AssociationDescription"]["AssociationId"]
+        .as_str()
+        .expect("AssociationId")
+        .to_string();
+    let lines = |n: usize| {
+        wait_for("the association's run", Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(&marker).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            (lines.len() >= n).then_some(lines)
+        })
+    };
+    assert_eq!(lines(1), [sha256_hex(SECRET)]);
+
+    // Rotated; the association's next run (its new version) gets the new value.
+    put(&rotated, true);
+    coord.json(&[
+        "update-association",
+        "--association-id",
+        &id,
+        "--parameters",
+        &params,
+    ]);
+    assert_eq!(lines(2), [sha256_hex(SECRET), sha256_hex(&rotated)]);
+    wait_for("the second run's report", Duration::from_secs(60), || {
+        let d = coord.json(&["describe-association", "--association-id", &id]);
+        (d["AssociationDescription"]["Overview"]["Status"] == "Success").then_some(())
+    });
+    // A reference the creator cannot resolve is refused at creation, by name.
+    let err = stderr_of(&coord.cli(&[
+        "create-association",
+        "--name",
+        "AWS-RunShellScript",
+        "--targets",
+        &format!("Key=InstanceIds,Values={}", agent.instance_id),
+        "--parameters",
+        r#"{"commands":["echo {{ssm-secure:/adjoin/none}}"]}"#,
+    ]));
+    assert!(
+        err.contains("(InvalidParameters)") && err.contains("/adjoin/none"),
+        "{err}"
+    );
+    drop(agent);
+    for secret in [SECRET, rotated.as_str()] {
+        let found = scan(dir.path(), secret);
+        assert!(found.is_empty(), "the secret was written: {found:?}");
+    }
+}
