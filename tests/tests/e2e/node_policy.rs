@@ -121,12 +121,16 @@ fn a_node_policy_refuses_what_its_owner_forbids_and_runs_the_rest() {
         },
     );
 
-    // One command to both nodes: the guarded one refuses it, the other runs it.
+    // One command to both nodes: the guarded one refuses it, the other runs
+    // it (MaxErrors 1: with SSM's default of 0, a refusal that comes back
+    // before the other node's envelope has gone out terminates it).
     let marker = dir.join("shell-ran");
     let sent = coord.json(&[
         "send-command",
         "--document-name",
         "AWS-RunShellScript",
+        "--max-errors",
+        "1",
         "--parameters",
         &json!({"commands": [format!("touch {}-$TETHER_INSTANCE_ID", marker.display())]})
             .to_string(),
