@@ -153,18 +153,21 @@ fn a_domain_join_secret_reaches_two_nodes_sealed_and_is_never_stored_or_shown() 
     a2.run();
 
     // The live output while it runs, as an operator following it sees it.
+    let join_step = |a: &Agent| {
+        coord.json(&[
+            "get-command-invocation",
+            "--command-id",
+            &id,
+            "--instance-id",
+            &a.instance_id,
+            "--plugin-name",
+            "join",
+        ])
+    };
     let mut answers: Vec<String> = Vec::new();
     for a in [&a1, &a2] {
         let inv = wait_for("the join step's output", Duration::from_secs(60), || {
-            let v = coord.json(&[
-                "get-command-invocation",
-                "--command-id",
-                &id,
-                "--instance-id",
-                &a.instance_id,
-                "--plugin-name",
-                "join",
-            ]);
+            let v = join_step(a);
             answers.push(v.to_string());
             v["StandardOutputContent"]
                 .as_str()
@@ -175,15 +178,7 @@ fn a_domain_join_secret_reaches_two_nodes_sealed_and_is_never_stored_or_shown() 
     }
     for a in [&a1, &a2] {
         let join = wait_for("the join step to end", Duration::from_secs(60), || {
-            let v = coord.json(&[
-                "get-command-invocation",
-                "--command-id",
-                &id,
-                "--instance-id",
-                &a.instance_id,
-                "--plugin-name",
-                "join",
-            ]);
+            let v = join_step(a);
             let s = v["Status"].as_str().unwrap_or("");
             (!matches!(s, "Pending" | "InProgress" | "Delayed")).then_some(v)
         });
