@@ -491,10 +491,13 @@ fn public_key() -> &'static [u8] {
     signing_key().public_key().as_ref()
 }
 
-/// The agent target's sealing key (a fixed seed).
+/// The agent target's sealing key (X25519 private key bytes), so that the
+/// corpus's sealed secrets open.
+pub const NODE_KEY_SEED: [u8; 32] = [0x5a; 32];
+
 fn node_key() -> &'static pb::seal::NodeKey {
     static KEY: OnceLock<pb::seal::NodeKey> = OnceLock::new();
-    KEY.get_or_init(|| pb::seal::NodeKey::from_bytes([0x5a; 32]))
+    KEY.get_or_init(|| pb::seal::NodeKey::from_bytes(NODE_KEY_SEED))
 }
 
 fn command(env: &pb::CommandEnvelope) {

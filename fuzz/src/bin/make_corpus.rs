@@ -23,6 +23,13 @@ fn write(dir: &Path, name: &str, kind: &str, message: &[u8]) -> std::io::Result<
     std::fs::write(dir.join(name), bytes)
 }
 
+/// The agent target's sealing public key (`tether_fuzz`'s node key).
+fn node_public() -> Vec<u8> {
+    pb::seal::NodeKey::from_bytes(tether_fuzz::NODE_KEY_SEED)
+        .public()
+        .to_vec()
+}
+
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -55,7 +62,7 @@ fn coordinator(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         info: Some(info()),
         wait_ms: 20_000,
         associations_digest: sha256_hex("set"),
-        sealing_public_key: vec![0x5a; 32],
+        sealing_public_key: node_public(),
         trust_digest: sha256_hex("trust"),
     };
     write(dir, "poll", "poll", &poll.encode_to_vec())?;
@@ -166,12 +173,21 @@ fn signed_command() -> pb::SignedCommand {
         expires_at_ms: AGENT_NOW_MS + 3_600_000,
         nonce: "5f0c8a1e9b2d4c7f6a3e1d0b9c8a7f6e".into(),
         requested_by: "arn:aws:iam::123456789012:user/ops".into(),
-        secrets: Some(pb::SealedSecrets {
-            ephemeral_public_key: vec![0x11; 32],
-            nonce: vec![0x22; 12],
-            ciphertext: vec![0x33; 48],
-            sealing_public_key: vec![0x5a; 32],
-        }),
+        // Sealed to the agent target's node key, so that they open there.
+        secrets: Some(
+            pb::seal::seal(
+                &node_public(),
+                INSTANCE_ID,
+                &format!("command/{COMMAND_ID}"),
+                &[pb::SecretValue {
+                    reference: "{{ssm-secure:/adjoin/password}}".into(),
+                    value: "Pa55w0rd!".into(),
+                    name: "/adjoin/password".into(),
+                    version: 3,
+                }],
+            )
+            .expect("sealed"),
+        ),
     }
 }
 
@@ -244,7 +260,7 @@ fn agent(dir: &Path) -> std::io::Result<()> {
         trust: Some({
             let payload = pb::TrustBundle {
                 instance_id: INSTANCE_ID.into(),
-                sealing_public_key: vec![0x5a; 32],
+                sealing_public_key: node_public(),
                 command_signing_public_key: vec![0x42; 32],
             }
             .encode_to_vec();
