@@ -30,6 +30,8 @@ mod trail;
 mod users;
 pub mod wire;
 
+use std::cell::RefCell;
+
 use serde_json::Value;
 use tether_ssm::{ApiError, Operation, Request};
 
@@ -93,6 +95,23 @@ pub(crate) fn typed(
     Ok(request)
 }
 
+tokio::task_local! {
+    /// The instances a change being dispatched will ring once its outcome
+    /// is recorded ([`ring_when_recorded`]).
+    static RINGS: RefCell<Vec<String>>;
+}
+
+/// Wakes `instance_id`'s agent: once the outcome of the change being
+/// dispatched is recorded, or at once outside [`dispatch`].
+pub(crate) fn ring_when_recorded(c: &Coordinator, instance_id: &str) {
+    if RINGS
+        .try_with(|r| r.borrow_mut().push(instance_id.to_string()))
+        .is_err()
+    {
+        c.ring(instance_id);
+    }
+}
+
 /// Runs one typed request for `caller` (`body` its JSON as received, for
 /// the audit trail): reads what the caller may do (per request, from the
 /// store), authorises the request once here (SendCommand's instances, known
@@ -134,9 +153,20 @@ pub async fn dispatch(
     }
     let outcome = if audit::recorded_before_answer(&request) {
         c.audit.intent(&draft).await?;
-        let outcome = run(c, caller, &authority, request).await;
+        // Agents woken by the change (SendCommand, CancelCommand) are rung
+        // once its outcome is recorded: rung first, their polls' writes
+        // would hold the database's write lock the record waits for.
+        let (outcome, rings) = RINGS
+            .scope(RefCell::new(Vec::new()), async {
+                let outcome = run(c, caller, &authority, request).await;
+                (outcome, RINGS.with(RefCell::take))
+            })
+            .await;
         draft.outcome(&outcome);
         c.audit.now(draft, "outcome").await;
+        for id in rings {
+            c.ring(&id);
+        }
         outcome
     } else {
         let outcome = run(c, caller, &authority, request).await;

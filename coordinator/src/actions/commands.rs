@@ -293,7 +293,7 @@ async fn dispatch_command(
                 .finish_invocation(command_id, id, &result, now)
                 .await?;
         } else {
-            c.ring(id);
+            super::ring_when_recorded(c, id);
         }
     }
     Ok(())
@@ -441,7 +441,7 @@ pub(super) async fn cancel(c: &Coordinator, r: CancelCommandRequest) -> Result<V
         .await?
     {
         if let store::CancelOutcome::Cancelling(id) = outcome {
-            c.ring(&id);
+            super::ring_when_recorded(c, &id);
         }
     }
     Ok(json!({}))
