@@ -112,13 +112,6 @@ impl Store {
         if records.is_empty() {
             return Ok(records);
         }
-        // SQLite has one write lock: the audit takes its turn with this
-        // process's other writers (see `Store::write`). PostgreSQL's audit
-        // lock is its own, apart from theirs.
-        let _turn = match self.dialect {
-            Dialect::Sqlite => Some(self.turn.clone().lock_owned().await),
-            Dialect::Postgres => None,
-        };
         let mut tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => {

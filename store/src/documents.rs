@@ -256,7 +256,10 @@ impl Store {
     }
 }
 
-async fn insert_version(tx: &mut super::WriteTx, v: &DocumentVersionRow) -> Result<()> {
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    v: &DocumentVersionRow,
+) -> Result<()> {
     let d = super::Dialect::of(tx);
     sqlx::query(sql(
         d,

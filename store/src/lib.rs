@@ -373,37 +373,6 @@ pub struct Store {
     /// busy pool never reads as an unreachable database; made again when it
     /// fails.
     probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
-    /// This process's writers take turns here before the database's own
-    /// lock ([`Store::write`]): first come, first served, with no
-    /// busy-handler sleeps between them.
-    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
-}
-
-/// A write transaction ([`Store::write`]) and this process's write turn,
-/// held until it is committed or dropped. Derefs to the connection, so
-/// statements run on `&mut *tx` as on a plain transaction.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
-    }
-}
-
-impl WriteTx {
-    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
 }
 
 /// The URL [`Store::check`] connects to, and its connection.
@@ -671,7 +640,6 @@ impl Store {
                 url: (dialect == Dialect::Postgres).then(|| url.to_string()),
                 conn: None,
             })),
-            turn: Default::default(),
         })
     }
 
@@ -762,16 +730,9 @@ impl Store {
     /// PostgreSQL takes a transaction-scoped advisory lock, which serialises
     /// the writers of every replica on the database. Every multi-statement
     /// write uses this.
-    ///
-    /// Within this process, writers first take turns on an in-process lock:
-    /// waiting behind another writer of the same process costs exactly its
-    /// transaction, where SQLite's busy handler would sleep in steps of up
-    /// to 100 ms (which cost an audited SendCommand to 10,000 targets
-    /// hundreds of milliseconds behind the fan-out's batches).
-    pub(crate) async fn write(&self) -> Result<WriteTx> {
-        let turn = self.turn.clone().lock_owned().await;
-        let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Dialect::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(AssertSqlSafe(format!(
@@ -779,10 +740,9 @@ impl Store {
                 )))
                 .execute(&mut *tx)
                 .await?;
-                tx
+                Ok(tx)
             }
-        };
-        Ok(WriteTx { tx, _turn: turn })
+        }
     }
 
     // ----- activations -----
