@@ -660,7 +660,7 @@ impl Agent {
         let Some(sealed) = &cmd.secrets else {
             return Ok(Vec::new());
         };
-        let purpose = format!("command/{}", cmd.command_id);
+        let purpose = tether_proto::seal::command_purpose(&cmd.command_id);
         tether_proto::seal::open(&self.sealing, &self.reg.instance_id, &purpose, sealed)
             .map_err(|e| format!("cannot open the command's SecureString parameters: {e}"))
     }

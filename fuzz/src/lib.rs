@@ -505,7 +505,7 @@ fn command(env: &pb::CommandEnvelope) {
     match envelope::verify(env, public_key(), INSTANCE_ID, AGENT_NOW_MS) {
         Ok(cmd) => {
             if let Some(sealed) = &cmd.secrets {
-                let purpose = format!("command/{}", cmd.command_id);
+                let purpose = pb::seal::command_purpose(&cmd.command_id);
                 let _ = pb::seal::open(node_key(), INSTANCE_ID, &purpose, sealed);
             }
             let _ = fuzzing::plan(

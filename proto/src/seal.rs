@@ -79,8 +79,18 @@ pub fn short(key: &[u8]) -> String {
     key.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The purpose a command's secrets are sealed for.
+pub fn command_purpose(command_id: &str) -> String {
+    format!("command/{command_id}")
+}
+
+/// The purpose an association run's secrets are sealed for.
+pub fn association_purpose(association_id: &str, version: &str) -> String {
+    format!("association/{association_id}/{version}")
+}
+
 /// What sealed secrets are bound to: the instance, and what they belong to
-/// (e.g. `command/<id>`).
+/// ([`command_purpose`], [`association_purpose`]).
 fn info(instance_id: &str, purpose: &str) -> Vec<u8> {
     let mut v = CONTEXT.to_vec();
     v.extend_from_slice(instance_id.as_bytes());

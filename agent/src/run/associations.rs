@@ -561,7 +561,8 @@ impl Agent {
         }
         let secrets = match &resp.secrets {
             Some(sealed) => {
-                let purpose = format!("association/{}/{}", a.association_id, a.association_version);
+                let purpose =
+                    pb::seal::association_purpose(&a.association_id, &a.association_version);
                 pb::seal::open(&self.sealing, &self.reg.instance_id, &purpose, sealed).map_err(
                     |e| format!("cannot open the association's SecureString parameters: {e}"),
                 )?

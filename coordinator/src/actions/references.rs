@@ -204,7 +204,7 @@ pub async fn for_association_run(
     let authority = crate::authz::acting_for(c, &row.requested_by).await?;
     let (plain, pinned) = values(c, "ResolveReferences", &authority, &given).await?;
     let secure: Vec<Pinned> = pinned.into_iter().filter(|p| p.secure).collect();
-    let purpose = format!("association/{association_id}/{version}");
+    let purpose = tether_proto::seal::association_purpose(association_id, version);
     let sealed = c
         .seal_pinned(&instance.instance_id, &purpose, &secure)
         .await

@@ -103,7 +103,7 @@ impl Coordinator {
             ))
         })?;
         let secure: Vec<Pinned> = pinned.into_iter().filter(|p| p.secure).collect();
-        let purpose = format!("command/{}", cmd.command_id);
+        let purpose = pb::seal::command_purpose(&cmd.command_id);
         self.seal_pinned(instance_id, &purpose, &secure).await
     }
 

@@ -178,7 +178,7 @@ fn signed_command() -> pb::SignedCommand {
             pb::seal::seal(
                 &node_public(),
                 INSTANCE_ID,
-                &format!("command/{COMMAND_ID}"),
+                &pb::seal::command_purpose(COMMAND_ID),
                 &[pb::SecretValue {
                     reference: "{{ssm-secure:/adjoin/password}}".into(),
                     value: "Pa55w0rd!".into(),
