@@ -581,6 +581,28 @@ pub async fn wait_result(dir: &Path) -> Result<StepResult, ExecError> {
     }
 }
 
+/// After an agent restart, for a step whose spec was written: whether its
+/// supervisor was never started (the agent died between writing the spec
+/// and spawning it). Waits up to `grace` for a supervisor spawned just
+/// before the restart to show itself (it writes its pid before the step's
+/// process exists), so `true` means the step never ran and may be set up
+/// again; a result, a lock or a pid file means it did.
+pub async fn never_started(dir: &Path, grace: Duration) -> Result<bool, ExecError> {
+    let since = Instant::now();
+    loop {
+        if read_result(dir)?.is_some() || supervisor_liveness(dir)? != Liveness::Unknown {
+            return Ok(false);
+        }
+        if since.elapsed() >= grace {
+            return Ok(true);
+        }
+        sleep(POLL_INTERVAL.min(grace)).await;
+    }
+}
+
+/// [`never_started`]'s usual wait.
+pub const SUPERVISOR_GRACE: Duration = NO_SUPERVISOR_GRACE;
+
 /// Reads `result.json` from `dir`, `None` while the step has none.
 pub fn read_result(dir: &Path) -> Result<Option<StepResult>, ExecError> {
     let path = dir.join(RESULT_FILE);

@@ -693,7 +693,22 @@ impl Agent {
         if let Some(r) = exec::read_result(dir).map_err(|e| e.to_string())? {
             return Ok(r);
         }
-        if !dir.join(exec::SPEC_FILE).exists() {
+        let spec_file = dir.join(exec::SPEC_FILE);
+        let mut fresh = !spec_file.exists();
+        if !fresh
+            && exec::never_started(dir, exec::SUPERVISOR_GRACE)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            // Set up, but the agent stopped before it spawned the supervisor:
+            // the step never ran, so it is set up again (a sealed step's
+            // script exists only in memory) and run now.
+            info!(command_id = %cmd.command_id, step = %step.name, "a step set up before the agent restarted never started; starting it now");
+            std::fs::remove_file(&spec_file)
+                .map_err(|e| format!("{}: {e}", spec_file.display()))?;
+            fresh = true;
+        }
+        if fresh {
             crate::state::ensure_dir(dir).map_err(|e| e.to_string())?;
             let (script_name, program, args) = match step.action {
                 StepAction::RunShellScript => ("script.sh", "sh".to_string(), vec![]),

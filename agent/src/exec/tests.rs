@@ -357,6 +357,34 @@ async fn wait_result_reports_a_dead_supervisor() {
     assert_eq!(result.error.as_deref(), Some(LOST_SUPERVISOR_ERROR));
 }
 
+#[tokio::test]
+async fn a_step_set_up_but_never_spawned_is_told_from_one_that_ran() {
+    let grace = Duration::from_millis(300);
+    // Only the spec: the agent stopped before spawning the supervisor.
+    let dir = step_dir(&spec("true", 10));
+    let since = Instant::now();
+    assert!(never_started(dir.path(), grace).await.expect("check"));
+    assert!(since.elapsed() >= grace, "it waits for a late supervisor");
+
+    // A supervisor that shows itself within the grace: it started.
+    let dir = step_dir(&spec("true", 10));
+    let pid_file = dir.path().join(PID_FILE);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(pid_file, format!("{}\n", std::process::id())).expect("pid");
+    });
+    assert!(!never_started(dir.path(), grace).await.expect("check"));
+    late.await.expect("join");
+
+    // One that ran and ended, or died: it started (wait_result says how it ended).
+    let dir = step_dir(&spec("exit 3", 10));
+    supervise(dir.path()).await.expect("supervise");
+    assert!(!never_started(dir.path(), grace).await.expect("check"));
+    let dir = step_dir(&spec("true", 10));
+    std::fs::write(dir.path().join(LOCK_FILE), b"").expect("lock");
+    assert!(!never_started(dir.path(), grace).await.expect("check"));
+}
+
 #[test]
 fn spec_round_trips_and_errors_name_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -189,6 +189,7 @@ fn a_domain_join_secret_reaches_two_nodes_sealed_and_is_never_stored_or_shown() 
             &id,
             "--instance-id",
             &a.instance_id,
+            "--details",
         ]);
         assert_eq!(
             inv["CommandInvocations"][0]["Status"],
