@@ -227,6 +227,7 @@ impl pb::registration_server::Registration for Services {
                 ca_certificate_pem: r.ca_certificate_pem,
                 command_signing_public_key: r.command_signing_public_key,
                 server_time_ms: now_ms(),
+                release_public_key: Vec::new(), // LIFECYCLE-TODO(A1): the release key
             })),
             Err(e) => Err(match e {
                 RegisterError::WrongIdOrCode => Status::permission_denied(e.to_string()),
@@ -323,6 +324,25 @@ impl pb::agent_server::Agent for Services {
             resend_type_names: resend,
             server_time_ms: now_ms(),
         }))
+    }
+
+    type DownloadReleaseStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ReleaseChunk, Status>> + Send + 'static>,
+    >;
+
+    // LIFECYCLE-TODO(A1): serve releases.
+    async fn get_release(
+        &self,
+        _req: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::GetReleaseResponse>, Status> {
+        Err(Status::unimplemented("LIFECYCLE-TODO(A1)"))
+    }
+
+    async fn download_release(
+        &self,
+        _req: Request<pb::DownloadReleaseRequest>,
+    ) -> Result<Response<Self::DownloadReleaseStream>, Status> {
+        Err(Status::unimplemented("LIFECYCLE-TODO(A1)"))
     }
 
     async fn resolve_references(

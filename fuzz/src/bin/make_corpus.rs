@@ -262,6 +262,7 @@ fn agent(dir: &Path) -> std::io::Result<()> {
                 instance_id: INSTANCE_ID.into(),
                 sealing_public_key: node_public(),
                 command_signing_public_key: vec![0x42; 32],
+                ..Default::default()
             }
             .encode_to_vec();
             pb::TrustEnvelope {
