@@ -718,6 +718,10 @@ impl Agent {
                             .into(),
                     );
                 }
+                // LIFECYCLE-TODO(A2): the update itself.
+                StepAction::UpdateAgent => {
+                    return Err("tether:updateAgent is not carried out by this agent yet".into());
+                }
                 StepAction::RunPowerShellScript => (
                     "script.ps1",
                     self.cfg.pwsh.clone(),

@@ -1,13 +1,14 @@
-//! The built-in AWS- documents, embedded in the binary with their real AWS
-//! content so `AWS-RunShellScript` means here what it means in SSM. They are
-//! parsed once, on first use, by the same parser as operators' documents.
+//! The built-in documents, embedded in the binary: the AWS- ones with their
+//! real AWS content so `AWS-RunShellScript` means here what it means in SSM,
+//! and Tether's own `Tether-UpdateAgent`. They are parsed once, on first use,
+//! by the same parser as operators' documents.
 
 use std::sync::LazyLock;
 
 use crate::document::Document;
 
 /// Name and content of every built-in document.
-const BUILTINS: [(&str, &str); 3] = [
+const BUILTINS: [(&str, &str); 4] = [
     (
         "AWS-RunShellScript",
         include_str!("../builtin/AWS-RunShellScript.json"),
@@ -20,9 +21,14 @@ const BUILTINS: [(&str, &str); 3] = [
         "AWS-GatherSoftwareInventory",
         include_str!("../builtin/AWS-GatherSoftwareInventory.json"),
     ),
+    (
+        // Tether's own (AWS has AWS-UpdateSSMAgent, with these parameters).
+        "Tether-UpdateAgent",
+        include_str!("../builtin/Tether-UpdateAgent.json"),
+    ),
 ];
 
-const NAMES: [&str; 3] = [BUILTINS[0].0, BUILTINS[1].0, BUILTINS[2].0];
+const NAMES: [&str; 4] = [BUILTINS[0].0, BUILTINS[1].0, BUILTINS[2].0, BUILTINS[3].0];
 
 /// Parsed once; a built-in that failed to parse would be missing here, and
 /// the tests below make sure none does.
@@ -70,9 +76,30 @@ mod tests {
             [
                 "AWS-RunShellScript",
                 "AWS-RunPowerShellScript",
-                "AWS-GatherSoftwareInventory"
+                "AWS-GatherSoftwareInventory",
+                "Tether-UpdateAgent"
             ]
         );
+        let update = builtin("Tether-UpdateAgent").expect("update document");
+        let resolved = update
+            .resolve_parameters(&Default::default())
+            .expect("defaults resolve");
+        let steps = update
+            .plan(&resolved, crate::PlatformType::Linux)
+            .expect("plans on Linux");
+        assert_eq!(steps[0].action, crate::StepAction::UpdateAgent);
+        assert_eq!(steps[0].inputs["version"], "");
+        assert_eq!(steps[0].inputs["allowDowngrade"], "false");
+        assert!(steps[0].skipped.is_none());
+        let windows = update
+            .plan(&resolved, crate::PlatformType::Windows)
+            .expect("plans on Windows");
+        assert!(windows[0].skipped.is_some(), "{:?}", windows[0]);
+        let bad = [("allowDowngrade", "yes")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect();
+        assert!(update.resolve_parameters(&bad).is_err());
         let inv = builtin("AWS-GatherSoftwareInventory").expect("inventory document");
         let params = [
             ("networkConfig", "Disabled"),

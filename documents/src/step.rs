@@ -67,13 +67,17 @@ pub enum StepAction {
     RunPowerShellScript,
     /// Gathers inventory in the agent itself: no script runs.
     SoftwareInventory,
+    /// Replaces the agent with a signed release (`Tether-UpdateAgent`), in
+    /// the agent itself: no script runs.
+    UpdateAgent,
 }
 
 impl StepAction {
-    pub const ALL: [StepAction; 3] = [
+    pub const ALL: [StepAction; 4] = [
         StepAction::RunShellScript,
         StepAction::RunPowerShellScript,
         StepAction::SoftwareInventory,
+        StepAction::UpdateAgent,
     ];
 
     /// The SSM action (plugin) name.
@@ -82,6 +86,7 @@ impl StepAction {
             StepAction::RunShellScript => "aws:runShellScript",
             StepAction::RunPowerShellScript => "aws:runPowerShellScript",
             StepAction::SoftwareInventory => "aws:softwareInventory",
+            StepAction::UpdateAgent => "tether:updateAgent",
         }
     }
 
@@ -91,6 +96,8 @@ impl StepAction {
         match self {
             StepAction::RunShellScript => &[PlatformType::Linux, PlatformType::MacOs],
             StepAction::RunPowerShellScript | StepAction::SoftwareInventory => &PlatformType::ALL,
+            // The agent's releases are Linux builds.
+            StepAction::UpdateAgent => &[PlatformType::Linux],
         }
     }
 
@@ -116,7 +123,7 @@ impl FromStr for StepAction {
                 UnknownName::new(
                     "action",
                     s,
-                    "aws:runShellScript, aws:runPowerShellScript, aws:softwareInventory",
+                    "aws:runShellScript, aws:runPowerShellScript, aws:softwareInventory, tether:updateAgent",
                 )
             })
     }
@@ -135,7 +142,8 @@ pub struct Step {
     pub timeout_seconds: u32,
     /// Why the step does not run on this platform, if it does not.
     pub skipped: Option<String>,
-    /// `aws:softwareInventory`: each input with its placeholders filled.
+    /// `aws:softwareInventory` and `tether:updateAgent`: each input with its
+    /// placeholders filled.
     pub inputs: BTreeMap<String, String>,
 }
 
@@ -153,7 +161,7 @@ pub(crate) struct StepDef {
     pub(crate) run_command: Vec<Template>,
     pub(crate) working_directory: Template,
     pub(crate) timeout_seconds: Option<Template>,
-    /// `aws:softwareInventory` inputs.
+    /// `aws:softwareInventory` and `tether:updateAgent` inputs.
     pub(crate) inventory: Vec<(String, Template)>,
 }
 
@@ -282,6 +290,10 @@ pub const INVENTORY_INPUTS: &[&str] = &[
     "billingInfo",
     "customInventory",
 ];
+/// The inputs of `tether:updateAgent`, as the parameters of
+/// `AWS-UpdateSSMAgent`: `version` (empty = the fleet's target) and
+/// `allowDowngrade` (`true` or `false`).
+pub const UPDATE_AGENT_INPUTS: &[&str] = &["version", "allowDowngrade"];
 
 /// Reads schema 1.2 `runtimeConfig`: plugin name → `{"properties": [...]}`.
 pub(crate) fn parse_runtime_config(node: &Node) -> Result<Vec<StepDef>, DocumentError> {
@@ -348,9 +360,21 @@ pub(crate) fn parse_main_steps(node: &Node) -> Result<Vec<StepDef>, DocumentErro
                 .transpose()?;
             let inputs_path = step.child("inputs");
             let inputs = Obj::new(&inputs_path, step.required("inputs")?)?;
-            if action == StepAction::SoftwareInventory {
-                inputs.only(INVENTORY_INPUTS)?;
-                return parse_inventory_inputs(name, path.clone(), precondition, &inputs);
+            let named = match action {
+                StepAction::SoftwareInventory => Some(INVENTORY_INPUTS),
+                StepAction::UpdateAgent => Some(UPDATE_AGENT_INPUTS),
+                StepAction::RunShellScript | StepAction::RunPowerShellScript => None,
+            };
+            if let Some(allowed) = named {
+                inputs.only(allowed)?;
+                return parse_named_inputs(
+                    name,
+                    path.clone(),
+                    action,
+                    allowed,
+                    precondition,
+                    &inputs,
+                );
             }
             inputs.only(INPUT_FIELDS)?;
             parse_inputs(name, path.clone(), action, precondition, &inputs)
@@ -459,15 +483,19 @@ fn parse_inputs(
     })
 }
 
-fn parse_inventory_inputs(
+/// The inputs of an action the agent carries out itself (`allowed`: its
+/// input names, each an optional string).
+fn parse_named_inputs(
     name: String,
     path: String,
+    action: StepAction,
+    allowed: &[&str],
     precondition: Option<PlatformType>,
     inputs: &Obj<'_>,
 ) -> Result<StepDef, DocumentError> {
     check_step_name(&name, &path)?;
     let mut inventory = Vec::new();
-    for k in INVENTORY_INPUTS {
+    for k in allowed {
         if let Some(v) = inputs.opt_string(k)? {
             inventory.push((k.to_string(), Template::parse(&v)));
         }
@@ -476,7 +504,7 @@ fn parse_inventory_inputs(
         name,
         path,
         inputs_path: inputs.path.to_owned(),
-        action: StepAction::SoftwareInventory,
+        action,
         precondition,
         run_command: Vec::new(),
         working_directory: Template::parse(""),
