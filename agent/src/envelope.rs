@@ -165,6 +165,52 @@ pub fn verify_trust(
     Ok((t, hex::encode(Sha256::digest(&env.payload))))
 }
 
+/// Runs `verify` with each key in `keys` (the current command-signing key
+/// first, then those the coordinator's trust bundle accepts besides it):
+/// the first that verifies answers; a refusal other than a bad signature
+/// is the same whatever the key, and answers at once.
+pub fn with_any_key<T>(
+    keys: &[Vec<u8>],
+    verify: impl Fn(&[u8]) -> Result<T, Refusal>,
+) -> Result<T, Refusal> {
+    let mut last = Refusal::BadSignature;
+    for key in keys {
+        match verify(key) {
+            Err(Refusal::BadSignature) => last = Refusal::BadSignature,
+            Err(Refusal::Unsigned) => return Err(Refusal::Unsigned),
+            done => return done,
+        }
+    }
+    Err(last)
+}
+
+/// Verifies a trust bundle with the keys this node holds (`held`, see
+/// [`with_any_key`]), or — for a node that was offline while the
+/// coordinator rotated its signing key — with a new key that a key it holds
+/// endorsed: the bundle names the endorsing key and carries its signature
+/// over [`pb::KEY_ENDORSEMENT_CONTEXT`] followed by the new key, which must
+/// verify before the bundle's own signature is checked with the new key.
+pub fn verify_trust_rotating(
+    env: &pb::TrustEnvelope,
+    held: &[Vec<u8>],
+    instance_id: &str,
+) -> Result<(pb::TrustBundle, String), Refusal> {
+    match with_any_key(held, |k| verify_trust(env, k, instance_id)) {
+        Err(Refusal::BadSignature) => {}
+        done => return done,
+    }
+    let claimed = pb::TrustBundle::decode(env.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let by = &claimed.command_signing_key_endorsed_by;
+    if by.is_empty() || !held.iter().any(|k| k == by) {
+        return Err(Refusal::BadSignature);
+    }
+    let mut endorsed = pb::KEY_ENDORSEMENT_CONTEXT.to_vec();
+    endorsed.extend_from_slice(&claimed.command_signing_public_key);
+    check_signature(&endorsed, &claimed.command_signing_key_endorsement, by)?;
+    verify_trust(env, &claimed.command_signing_public_key, instance_id)
+}
+
 /// Verifies a signed association for `instance_id`. Associations carry no
 /// expiry (they run on schedule while the coordinator is unreachable); the
 /// signature, the address, the document hash and the ID's form are checked.
@@ -420,5 +466,63 @@ mod association_tests {
             verify_association(&altered, &public, ME),
             Err(Refusal::HashMismatch { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::tests::{ME, key};
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn bundle(signer: &Ed25519KeyPair, b: &pb::TrustBundle) -> pb::TrustEnvelope {
+        let payload = b.encode_to_vec();
+        let mut covered = pb::TRUST_SIGNING_CONTEXT.to_vec();
+        covered.extend_from_slice(&payload);
+        pb::TrustEnvelope {
+            signature: signer.sign(&covered).as_ref().to_vec(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_new_signing_key_is_taken_only_when_a_held_key_endorsed_it() {
+        let (old, new, stranger) = (key(), key(), key());
+        let old_pub = old.public_key().as_ref().to_vec();
+        let new_pub = new.public_key().as_ref().to_vec();
+        let mut endorsement = pb::KEY_ENDORSEMENT_CONTEXT.to_vec();
+        endorsement.extend_from_slice(&new_pub);
+        let b = pb::TrustBundle {
+            instance_id: ME.into(),
+            command_signing_public_key: new_pub.clone(),
+            command_signing_key_endorsed_by: old_pub.clone(),
+            command_signing_key_endorsement: old.sign(&endorsement).as_ref().to_vec(),
+            ..Default::default()
+        };
+        // Held: the old key alone (offline through the rotation).
+        let (got, _) =
+            verify_trust_rotating(&bundle(&new, &b), std::slice::from_ref(&old_pub), ME).unwrap();
+        assert_eq!(got.command_signing_public_key, new_pub);
+        // Held: the new key already (learnt while introduced).
+        verify_trust_rotating(&bundle(&new, &b), &[old_pub.clone(), new_pub.clone()], ME).unwrap();
+        // A key endorsed by no key held, or an endorsement forged by another key.
+        let stranger_pub = stranger.public_key().as_ref().to_vec();
+        assert_eq!(
+            verify_trust_rotating(&bundle(&new, &b), std::slice::from_ref(&stranger_pub), ME),
+            Err(Refusal::BadSignature)
+        );
+        let forged = pb::TrustBundle {
+            command_signing_key_endorsement: stranger.sign(&endorsement).as_ref().to_vec(),
+            ..b.clone()
+        };
+        assert_eq!(
+            verify_trust_rotating(&bundle(&new, &forged), std::slice::from_ref(&old_pub), ME),
+            Err(Refusal::BadSignature)
+        );
+        // Endorsed, but the bundle itself signed by someone else.
+        assert_eq!(
+            verify_trust_rotating(&bundle(&stranger, &b), &[old_pub], ME),
+            Err(Refusal::BadSignature)
+        );
     }
 }

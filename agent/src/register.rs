@@ -143,6 +143,7 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered
                     ca_pin: args.ca_pin,
                     command_signing_key: hex::encode(&resp.command_signing_public_key),
                     registered_at_ms: now_ms(),
+                    accepted_command_signing_keys: Vec::new(),
                 };
                 // A registration replaced with --force starts with a clean spool.
                 let _ = std::fs::remove_dir_all(state.spool());

@@ -136,13 +136,24 @@ const ACK_DELAY: Duration = Duration::from_millis(1000);
 const LIVE_OUTPUT_INTERVAL: Duration = Duration::from_secs(1);
 const LIVE_OUTPUT_CHUNK_BYTES: u64 = 256 * 1024;
 const LIVE_OUTPUT_CAP_BYTES: u64 = 4 * 1024 * 1024;
+/// The longest the agent waits before looking at its certificate again,
+/// the shortest, and the longest before retrying a failed renewal.
+const RENEWAL_CHECK_MAX: Duration = Duration::from_secs(6 * 3600);
+const RENEWAL_CHECK_MIN: Duration = Duration::from_secs(1);
+const RENEWAL_RETRY_MAX: Duration = Duration::from_secs(300);
 /// Reported commands are kept this long (replays are refused by expiry after that).
 const SPOOL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 struct Agent {
     state: StateDir,
     reg: Registration,
-    signing_key: Vec<u8>,
+    /// The command-signing keys accepted: the current one first, then any
+    /// the coordinator's trust bundle accepts besides it (a rotation).
+    signing_keys: parking_lot::RwLock<Vec<Vec<u8>>>,
+    /// Set (and the renewer woken) when the trust bundle says another CA
+    /// issues client certificates now: renew at once.
+    renew_now: Notify,
+    force_renewal: std::sync::atomic::AtomicBool,
     cfg: AgentConfig,
     spool: Spool,
     upstream: upstream::Upstream,
@@ -250,7 +261,9 @@ impl Agent {
     }
 
     async fn receive(self: &Arc<Self>, env: pb::CommandEnvelope) {
-        let checked = envelope::verify(&env, &self.signing_key, &self.reg.instance_id, self.now());
+        let checked = envelope::with_any_key(&self.keys(), |k| {
+            envelope::verify(&env, k, &self.reg.instance_id, self.now())
+        });
         let cmd = match checked {
             Ok(cmd) => cmd,
             Err(refusal) => {
@@ -351,12 +364,9 @@ impl Agent {
     /// process group) and keeps later steps from starting; a command we never
     /// received is reported Cancelled at once and will not run if it arrives.
     async fn cancel(self: &Arc<Self>, env: pb::CommandEnvelope) {
-        let cancel = match envelope::verify_cancel(
-            &env,
-            &self.signing_key,
-            &self.reg.instance_id,
-            self.now(),
-        ) {
+        let cancel = match envelope::with_any_key(&self.keys(), |k| {
+            envelope::verify_cancel(&env, k, &self.reg.instance_id, self.now())
+        }) {
             Ok(c) => c,
             Err(refusal) => {
                 error!(reason = %refusal, "cancellation refused");
@@ -973,7 +983,9 @@ impl Agent {
             let poll = pb::PollRequest {
                 info,
                 wait_ms: self.cfg.poll_wait.as_millis() as u32,
-                associations_digest: self.assoc.digest(&self.signing_key, &self.reg.instance_id),
+                associations_digest: self
+                    .assoc
+                    .digest(&self.signing_key(), &self.reg.instance_id),
                 sealing_public_key: self.sealing.public().to_vec(),
                 trust_digest: self.trust_digest.lock().clone(),
             };
@@ -998,7 +1010,7 @@ impl Agent {
                     }
                     if let Some(set) = resp.associations {
                         self.assoc
-                            .replace(set, &self.signing_key, &self.reg.instance_id);
+                            .replace(set, &self.signing_key(), &self.reg.instance_id);
                     }
                     for env in resp.envelopes {
                         let me = self.clone();
@@ -1010,6 +1022,13 @@ impl Agent {
                     }
                 }
                 Err(status) => {
+                    if let Some(advice) = self.expired_certificate() {
+                        // Nothing but a new registration mends this: say so.
+                        error!("{advice}");
+                        self.save_status(Some(advice));
+                        tokio::time::sleep(self.cfg.max_backoff).await;
+                        continue;
+                    }
                     let wait = if status.code() == tonic::Code::PermissionDenied {
                         error!(error = %status.message(), "the coordinator refuses this agent; re-register it");
                         self.cfg.max_backoff
@@ -1032,9 +1051,11 @@ impl Agent {
 
     /// A trust bundle from the coordinator: checked, and its digest kept so
     /// the next poll says we hold it (also when it does not check: the
-    /// coordinator would otherwise hand it over at every poll).
+    /// coordinator would otherwise hand it over at every poll). What it
+    /// says of the coordinator's keys (a rotation) is taken.
     fn take_trust(&self, env: &pb::TrustEnvelope) {
-        let digest = match envelope::verify_trust(env, &self.signing_key, &self.reg.instance_id) {
+        let digest = match envelope::verify_trust_rotating(env, &self.keys(), &self.reg.instance_id)
+        {
             Ok((bundle, digest)) => {
                 if bundle.sealing_public_key == self.sealing.public() {
                     info!(
@@ -1048,6 +1069,11 @@ impl Agent {
                         "the coordinator acknowledged another sealing key than this node's; it will be sent again"
                     );
                 }
+                if let Err(e) = self.take_keys(&bundle) {
+                    // Not kept: the bundle is taken again at the next poll.
+                    error!(error = %e, "the coordinator's new keys could not be stored; will retry");
+                    return;
+                }
                 digest
             }
             Err(refusal) => {
@@ -1058,28 +1084,131 @@ impl Agent {
         *self.trust_digest.lock() = digest;
     }
 
-    /// Renews the client certificate when less than half its life is left.
-    async fn renew_if_due(&self) {
+    /// The command-signing keys and CAs a verified trust bundle names: kept
+    /// (registration.json, ca.pem) and in use at once; a client certificate
+    /// another CA than the issuing one issued is renewed at once.
+    fn take_keys(&self, bundle: &pb::TrustBundle) -> Result<(), RunError> {
+        let mut keys = vec![bundle.command_signing_public_key.clone()];
+        keys.extend(bundle.accepted_command_signing_keys.iter().cloned());
+        keys.retain(|k| k.len() == 32);
+        let keys_changed = !keys.is_empty() && *self.signing_keys.read() != keys;
+        let ca_pem: String = bundle
+            .ca_certificates
+            .iter()
+            .map(|der| tls::der_to_pem(der))
+            .collect();
+        let ca_changed = !ca_pem.is_empty() && self.state.ca_pem().ok().as_deref() != Some(&ca_pem);
+        if keys_changed || ca_changed {
+            let mut reg = self.state.load()?;
+            if keys_changed {
+                reg.command_signing_key = hex::encode(&keys[0]);
+                reg.accepted_command_signing_keys = keys[1..].iter().map(hex::encode).collect();
+            }
+            if ca_changed && !bundle.issuing_ca_pin.is_empty() {
+                reg.ca_pin = bundle.issuing_ca_pin.clone();
+            }
+            if ca_changed {
+                self.state.save_ca_pem(&ca_pem)?;
+            }
+            self.state.save_registration(&reg)?;
+            if ca_changed {
+                self.upstream.rebuild(&self.state)?;
+                info!(
+                    cas = bundle.ca_certificates.len(),
+                    issuing_ca = %bundle.issuing_ca_pin,
+                    "the coordinator's CA certificates were updated"
+                );
+            }
+            if keys_changed {
+                info!(
+                    current = %hex::encode(&keys[0]),
+                    also_accepted = keys.len() - 1,
+                    "the coordinator's command-signing keys were updated"
+                );
+                *self.signing_keys.write() = keys;
+            }
+        }
+        // A certificate from another CA than the one issuing now: renew it.
+        let issuing = bundle
+            .ca_certificates
+            .iter()
+            .find(|der| tls::pin_of(der) == bundle.issuing_ca_pin);
+        if let (Some(ca), Ok(cert)) = (issuing, self.state.cert_pem())
+            && tls::issued_by(&cert, ca) == Some(false)
+        {
+            info!(issuing_ca = %bundle.issuing_ca_pin, "the client certificate was issued by another CA; renewing it now");
+            self.force_renewal.store(true, Ordering::Release);
+            self.renew_now.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The command-signing keys accepted (the current one first).
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.signing_keys.read().clone()
+    }
+
+    /// The current command-signing key.
+    fn signing_key(&self) -> Vec<u8> {
+        self.signing_keys
+            .read()
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The advice when this node's client certificate has expired: the
+    /// coordinator refuses it (at the TLS handshake), and only a new
+    /// registration mends that. None while it is valid or unreadable.
+    fn expired_certificate(&self) -> Option<String> {
+        let pem = self.state.cert_pem().ok()?;
+        let (_, not_after) = tls::cert_validity(&pem)?;
+        (now_ms() / 1000 >= not_after).then(|| {
+            tls::expired_advice(
+                &self.state.path(crate::state::CERT_FILE),
+                not_after,
+                &self.reg,
+            )
+        })
+    }
+
+    /// Renews the client certificate when less than half its life is left;
+    /// answers when to look again: at the next half-life (however short
+    /// the lifetime the coordinator gives), at most [`RENEWAL_CHECK_MAX`].
+    async fn renew_if_due(&self) -> Duration {
         let pem = match self.state.cert_pem() {
             Ok(pem) => pem,
             Err(e) => {
                 error!(error = %e, "cannot read the client certificate to see when it expires");
-                return;
+                return RENEWAL_RETRY_MAX;
             }
         };
-        let Some((not_before, not_after)) = cert_validity(&pem) else {
+        let Some((not_before, not_after)) = tls::cert_validity(&pem) else {
             error!(
                 path = %self.state.path(crate::state::CERT_FILE).display(),
                 "the client certificate does not parse; cannot see when it expires"
             );
-            return;
+            return RENEWAL_RETRY_MAX;
         };
         let now = now_ms() / 1000;
-        if now < not_before + (not_after - not_before) / 2 {
-            return;
+        if now >= not_after {
+            if let Some(advice) = self.expired_certificate() {
+                error!("{advice}");
+                self.save_status(Some(advice));
+            }
+            return RENEWAL_RETRY_MAX;
         }
+        let half = not_before + (not_after - not_before) / 2;
+        let forced = self.force_renewal.swap(false, Ordering::AcqRel);
+        if now < half && !forced {
+            return Duration::from_secs((half - now) as u64)
+                .clamp(RENEWAL_CHECK_MIN, RENEWAL_CHECK_MAX);
+        }
+        // Failures are retried well before the end: an eighth of what is left.
+        let retry = Duration::from_secs(((not_after - now) / 8) as u64)
+            .clamp(RENEWAL_CHECK_MIN, RENEWAL_RETRY_MAX);
         let Ok((key, csr)) = register::new_key_and_csr() else {
-            return;
+            return retry;
         };
         match self
             .call(|mut c| {
@@ -1093,25 +1222,33 @@ impl Agent {
         {
             Ok(r) => {
                 let cert = r.into_inner().client_certificate_pem;
-                let saved = crate::state::write_private(
-                    &self.state.path(crate::state::KEY_FILE),
-                    key.serialize_pem().as_bytes(),
-                )
-                .and_then(|_| {
-                    crate::state::write_private(
-                        &self.state.path(crate::state::CERT_FILE),
-                        cert.as_bytes(),
-                    )
-                });
-                match saved
+                let Some((_, new_not_after)) = tls::cert_validity(&cert) else {
+                    error!("the renewed certificate does not parse; keeping the current one");
+                    return retry;
+                };
+                match self
+                    .state
+                    .save_client_pair(&key.serialize_pem(), &cert)
                     .map_err(RunError::from)
                     .and_then(|_| self.upstream.rebuild(&self.state))
                 {
-                    Ok(()) => info!("client certificate renewed"),
-                    Err(e) => error!(error = %e, "renewed certificate could not be stored"),
+                    Ok(()) => {
+                        info!(
+                            not_after = %tls::rfc3339(new_not_after),
+                            "client certificate renewed"
+                        );
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        error!(error = %e, "renewed certificate could not be stored");
+                        retry
+                    }
                 }
             }
-            Err(s) => warn!(error = %s.message(), "certificate renewal failed; will retry"),
+            Err(s) => {
+                warn!(error = %s.message(), "certificate renewal failed; will retry");
+                retry
+            }
         }
     }
 }
@@ -1161,17 +1298,6 @@ async fn read_from(path: &std::path::Path, offset: u64, max: u64) -> Vec<u8> {
         let _ = f.take(max).read_to_end(&mut out).await;
     }
     out
-}
-
-/// (not_before, not_after) of a PEM certificate, in epoch seconds.
-fn cert_validity(pem: &str) -> Option<(i64, i64)> {
-    use rustls_pki_types::pem::PemObject;
-    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some((
-        cert.validity().not_before.timestamp(),
-        cert.validity().not_after.timestamp(),
-    ))
 }
 
 /// A sealed step's handoff: `body` (the script) with each secret reference
@@ -1256,7 +1382,11 @@ pub async fn run(
     state.check(&trusted)?;
     let step_user = runas::resolve(cfg.run_as_user.as_deref())?;
     let reg = state.load()?;
-    let signing_key = hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?;
+    let mut signing_keys =
+        vec![hex::decode(&reg.command_signing_key).map_err(|_| RunError::BadSigningKey)?];
+    for k in &reg.accepted_command_signing_keys {
+        signing_keys.push(hex::decode(k).map_err(|_| RunError::BadSigningKey)?);
+    }
     let endpoints = reg.endpoints().map_err(tls::TlsError::from)?;
     let order = endpoints::failover_order(&reg.instance_id, endpoints.len());
     let start = order.first().copied().unwrap_or(0);
@@ -1271,7 +1401,9 @@ pub async fn run(
     })?;
     let agent = Arc::new(Agent {
         assoc,
-        signing_key,
+        signing_keys: parking_lot::RwLock::new(signing_keys),
+        renew_now: Notify::new(),
+        force_renewal: std::sync::atomic::AtomicBool::new(false),
         spool,
         upstream,
         skew_ms: AtomicI64::new(0),
@@ -1306,8 +1438,11 @@ pub async fn run(
         let agent = agent.clone();
         tokio::spawn(async move {
             loop {
-                agent.renew_if_due().await;
-                tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+                let next = agent.renew_if_due().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(next) => {}
+                    _ = agent.renew_now.notified() => {}
+                }
             }
         })
     };

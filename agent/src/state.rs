@@ -22,6 +22,10 @@ pub const REGISTRATION_FILE: &str = "registration.json";
 pub const KEY_FILE: &str = "agent.key";
 pub const CERT_FILE: &str = "agent.crt";
 pub const CA_FILE: &str = "ca.pem";
+/// A renewed key and certificate, written whole before either replaces the
+/// pair in use ([`StateDir::save_client_pair`]).
+pub const KEY_NEXT_FILE: &str = "agent.key.next";
+pub const CERT_NEXT_FILE: &str = "agent.crt.next";
 pub const STATUS_FILE: &str = "status.json";
 pub const SPOOL_DIR: &str = "spool";
 /// The node's X25519 sealing key (64 hex digits), made on first start:
@@ -89,6 +93,10 @@ pub struct Registration {
     /// Hex of the raw Ed25519 key that signs command envelopes.
     pub command_signing_key: String,
     pub registered_at_ms: i64,
+    /// Hex of the keys whose signatures are accepted too while the
+    /// coordinator rotates its signing key (its trust bundle says which).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_command_signing_keys: Vec<String>,
 }
 
 impl Registration {
@@ -124,6 +132,13 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), StateError> {
     tether_util::fs::write_private(path, data).map_err(io(path))
 }
 
+fn remove_if_there(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 pub fn read_text(path: &Path) -> Result<String, StateError> {
     fs::read_to_string(path).map_err(io(path))
 }
@@ -154,7 +169,7 @@ impl StateDir {
     /// passes if the directories it would be created in do.
     pub fn check(&self, files: &[&Path]) -> Result<(), StateError> {
         let mut policy = Policy::new(effective_uid());
-        policy.check_tree(&self.dir, &[KEY_FILE, SEALING_KEY_FILE])?;
+        policy.check_tree(&self.dir, &[KEY_FILE, KEY_NEXT_FILE, SEALING_KEY_FILE])?;
         for file in files {
             policy.check_file(file, false)?;
         }
@@ -197,6 +212,23 @@ impl StateDir {
         write_private(&self.path(REGISTRATION_FILE), &json)
     }
 
+    /// Rewrites `registration.json` (keys and pin learnt from the
+    /// coordinator's trust bundle).
+    pub fn save_registration(&self, reg: &Registration) -> Result<(), StateError> {
+        let path = self.path(REGISTRATION_FILE);
+        let json = serde_json::to_vec_pretty(reg).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        write_private(&path, &json)
+    }
+
+    /// Replaces the CA certificates trusted for the coordinator's server
+    /// certificate (`ca.pem`).
+    pub fn save_ca_pem(&self, ca_pem: &str) -> Result<(), StateError> {
+        write_private(&self.path(CA_FILE), ca_pem.as_bytes())
+    }
+
     /// The node's sealing key, made (owner-only) when there is none yet. A
     /// file that does not hold one is an error naming it: the key is never
     /// replaced behind the operator's back (secrets already sealed to it
@@ -233,6 +265,40 @@ impl StateDir {
             }
             Err(e) => Err(io(&path)(e)),
         }
+    }
+
+    /// Replaces the client key and certificate as a pair, so that a crash
+    /// at any moment leaves a key that matches its certificate: both are
+    /// written whole beside the pair in use (`agent.key.next`,
+    /// `agent.crt.next`), then renamed over it, the key first. A crash
+    /// before the certificate's rename is finished by
+    /// [`StateDir::finish_client_pair`] at the next start.
+    pub fn save_client_pair(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
+        let (key_next, cert_next) = (self.path(KEY_NEXT_FILE), self.path(CERT_NEXT_FILE));
+        // A stale certificate beside a new key would be taken for a pair.
+        remove_if_there(&cert_next)?;
+        write_private(&key_next, key_pem.as_bytes())?;
+        write_private(&cert_next, cert_pem.as_bytes())?;
+        self.finish_client_pair()
+    }
+
+    /// Completes a pair [`StateDir::save_client_pair`] left half-renamed:
+    /// when `agent.crt.next` is there, both new files were written whole,
+    /// so whatever of them is left is renamed into place; a lone
+    /// `agent.key.next` (a crash before its certificate was written) is
+    /// dropped and the pair in use stays.
+    pub fn finish_client_pair(&self) -> Result<(), StateError> {
+        let (key_next, cert_next) = (self.path(KEY_NEXT_FILE), self.path(CERT_NEXT_FILE));
+        if !cert_next.exists() {
+            return remove_if_there(&key_next);
+        }
+        if key_next.exists() {
+            fs::rename(&key_next, self.path(KEY_FILE)).map_err(io(&key_next))?;
+        }
+        fs::rename(&cert_next, self.path(CERT_FILE)).map_err(io(&cert_next))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))
     }
 
     pub fn key_pem(&self) -> Result<String, StateError> {
@@ -287,6 +353,7 @@ mod tests {
             ca_pin: "sha256:00".into(),
             command_signing_key: "00".into(),
             registered_at_ms: 1,
+            accepted_command_signing_keys: Vec::new(),
         };
         s.save(&reg, "key", "cert", "ca").unwrap();
         assert_eq!(s.load().unwrap(), reg);
@@ -295,6 +362,31 @@ mod tests {
         assert_eq!(mode(s.dir.clone()), 0o700);
         assert_eq!(mode(s.path(KEY_FILE)), 0o600);
         assert_eq!(mode(s.path(REGISTRATION_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_renewal_cut_short_at_any_point_leaves_a_matching_pair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().to_path_buf());
+        let pair = |s: &StateDir| (s.key_pem().unwrap(), s.cert_pem().unwrap());
+        s.save_client_pair("key1", "cert1").unwrap();
+        assert_eq!(pair(&s), ("key1".into(), "cert1".into()));
+        assert!(!s.path(KEY_NEXT_FILE).exists() && !s.path(CERT_NEXT_FILE).exists());
+        // Crash after the new key was written, before its certificate: the old pair stays.
+        fs::write(s.path(KEY_NEXT_FILE), "key2").unwrap();
+        s.finish_client_pair().unwrap();
+        assert_eq!(pair(&s), ("key1".into(), "cert1".into()));
+        assert!(!s.path(KEY_NEXT_FILE).exists());
+        // Crash with both written, none renamed: the new pair is put in place.
+        fs::write(s.path(KEY_NEXT_FILE), "key3").unwrap();
+        fs::write(s.path(CERT_NEXT_FILE), "cert3").unwrap();
+        s.finish_client_pair().unwrap();
+        assert_eq!(pair(&s), ("key3".into(), "cert3".into()));
+        // Crash after the key's rename, before the certificate's: finished.
+        fs::write(s.path(KEY_FILE), "key4").unwrap();
+        fs::write(s.path(CERT_NEXT_FILE), "cert4").unwrap();
+        s.finish_client_pair().unwrap();
+        assert_eq!(pair(&s), ("key4".into(), "cert4".into()));
     }
 
     #[test]
@@ -311,6 +403,7 @@ mod tests {
                 ca_pin: "sha256:00".into(),
                 command_signing_key: "00".into(),
                 registered_at_ms: 1,
+                accepted_command_signing_keys: Vec::new(),
             },
             "key",
             "cert",

@@ -147,6 +147,37 @@ pub async fn status(state: &StateDir) -> i32 {
             false
         }
     };
+    // A certificate that expired while the node was offline is refused by
+    // every replica: say so, and what mends it, before reaching them.
+    let certificate_ok = match state
+        .cert_pem()
+        .ok()
+        .as_deref()
+        .and_then(tls::cert_validity)
+    {
+        Some((not_before, not_after)) if now_ms() / 1000 < not_after => {
+            println!(
+                "Certificate:   valid until {} (renewed from {})",
+                tls::rfc3339(not_after),
+                tls::rfc3339(not_before + (not_after - not_before) / 2)
+            );
+            true
+        }
+        Some((_, not_after)) => {
+            println!(
+                "Certificate:   EXPIRED: {}",
+                tls::expired_advice(&state.path(crate::state::CERT_FILE), not_after, &reg)
+            );
+            false
+        }
+        None => {
+            println!(
+                "Certificate:   UNREADABLE: {}",
+                state.path(crate::state::CERT_FILE).display()
+            );
+            false
+        }
+    };
     let mut answering = 0;
     for endpoint in &endpoints {
         // With several endpoints each verdict names its endpoint; with one,
@@ -167,7 +198,7 @@ pub async fn status(state: &StateDir) -> i32 {
             endpoints.len()
         );
     }
-    let healthy = answering > 0 && safe;
+    let healthy = answering > 0 && safe && certificate_ok;
     match state.load_status() {
         Ok(st) => {
             match st.last_poll_ms {

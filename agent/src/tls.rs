@@ -240,6 +240,67 @@ pub fn is_transport_failure(s: &tonic::Status) -> bool {
     }
 }
 
+/// (not_before, not_after) of a PEM certificate, in epoch seconds.
+pub fn cert_validity(pem: &str) -> Option<(i64, i64)> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// PEM of a DER certificate.
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// Whether the PEM certificate `cert_pem` names the DER CA certificate
+/// `ca_der` as its issuer; None when either does not parse.
+pub fn issued_by(cert_pem: &str, ca_der: &[u8]) -> Option<bool> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der).ok()?;
+    Some(cert.issuer().as_raw() == ca.subject().as_raw())
+}
+
+/// Epoch seconds as RFC 3339.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// What to do when this node's client certificate (`path`) expired at
+/// `not_after` (the agent was offline past it, so it could not renew it):
+/// the coordinator refuses it, and only a new registration — with an
+/// activation, which the agent does not hold — mends that.
+pub fn expired_advice(
+    path: &std::path::Path,
+    not_after: i64,
+    reg: &crate::state::Registration,
+) -> String {
+    format!(
+        "the client certificate {} of instance {} expired at {} (this node was offline past \
+         its renewal); the coordinator refuses it. Register the node again with an \
+         activation, then restart the agent: tether-agent register --endpoint {} --ca-pin {} \
+         --id ACTIVATION_ID --code ACTIVATION_CODE --force",
+        path.display(),
+        reg.instance_id,
+        rfc3339(not_after),
+        reg.endpoint,
+        reg.ca_pin,
+    )
+}
+
 /// The whole error chain of a failed call, for messages.
 /// "not valid yet" or "expired" when a certificate was refused for a
 /// reason the verifying clock decides.

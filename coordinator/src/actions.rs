@@ -27,6 +27,7 @@ pub(crate) mod references;
 pub mod sizes;
 mod tags;
 mod trail;
+mod trust_rotation;
 mod users;
 pub mod wire;
 
@@ -289,6 +290,10 @@ async fn run(
         Request::GetAccessKeyLastUsed(r) => access_keys::last_used(c, r).await,
         Request::SimulatePrincipalPolicy(r) => users::simulate(c, caller, r).await,
         Request::LookupEvents(r) => trail::lookup_events(c, r).await,
+        Request::DescribeTrustRotation(_) => trust_rotation::describe(c).await,
+        Request::StartTrustRotation(_) => trust_rotation::start(c).await,
+        Request::SwitchTrustRotation(_) => trust_rotation::switch(c).await,
+        Request::FinishTrustRotation(_) => trust_rotation::finish(c).await,
         Request::VerifyAuditTrail(r) => trail::verify(c, r).await,
     }
 }

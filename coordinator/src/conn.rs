@@ -24,16 +24,20 @@ use tracing::debug;
 use crate::pki::Pki;
 
 /// The gRPC port's TLS: the server chain, HTTP/2 only, and client
-/// certificates checked against the CA when given (agents) but not required
-/// (registration, operators).
+/// certificates checked against the CAs whose client certificates are
+/// accepted now (see `pki::Keys::client_ca_pems`) when given (agents) but
+/// not required (registration, operators).
 pub fn grpc_tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    let keys = pki.keys();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = CertificateDer::pem_slice_iter(pki.server_chain_pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(keys.server_chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes())?;
+    let key = PrivateKeyDer::from_pem_slice(keys.server_key_pem.as_bytes())?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
-        roots.add(ca?)?;
+    for pem in &keys.client_ca_pems {
+        for ca in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(ca?)?;
+        }
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -49,6 +53,46 @@ pub fn grpc_tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     Ok(cfg)
 }
 
+/// A listener's TLS configuration, built from the trust keys in force and
+/// built again when a rotation reloads them (`Pki::stamp`): each new
+/// connection is accepted with the current one.
+pub struct TlsSource {
+    pki: Arc<Pki>,
+    build: fn(&Pki) -> anyhow::Result<rustls::ServerConfig>,
+    cached: parking_lot::Mutex<(u64, Arc<rustls::ServerConfig>)>,
+}
+
+impl TlsSource {
+    pub fn new(
+        pki: Arc<Pki>,
+        build: fn(&Pki) -> anyhow::Result<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
+        let stamp = pki.stamp();
+        let cfg = Arc::new(build(&pki)?);
+        Ok(TlsSource {
+            pki,
+            build,
+            cached: parking_lot::Mutex::new((stamp, cfg)),
+        })
+    }
+
+    /// The acceptor for a new connection. A configuration the reloaded
+    /// keys cannot make (never expected) leaves the last good one in use.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let stamp = self.pki.stamp();
+        let mut cached = self.cached.lock();
+        if cached.0 != stamp {
+            match (self.build)(&self.pki) {
+                Ok(cfg) => *cached = (stamp, Arc::new(cfg)),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS configuration from the reloaded keys failed; keeping the previous one")
+                }
+            }
+        }
+        tokio_rustls::TlsAcceptor::from(cached.1.clone())
+    }
+}
+
 /// A gRPC connection once its handshake is done.
 pub type GrpcConn = FirstRead<TlsStream<TcpStream>>;
 
@@ -57,12 +101,11 @@ pub type GrpcConn = FirstRead<TlsStream<TcpStream>>;
 /// `serve_with_incoming_shutdown`. Ends when the listener task is dropped.
 pub fn grpc_incoming(
     listener: TcpListener,
-    tls: rustls::ServerConfig,
+    tls: Arc<TlsSource>,
 ) -> (
     tokio_stream::wrappers::ReceiverStream<std::io::Result<GrpcConn>>,
     tokio::task::JoinHandle<()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(async move {
         loop {
@@ -78,7 +121,7 @@ pub fn grpc_incoming(
             // Small request/response exchanges: Nagle's algorithm against the
             // peer's delayed ACK would add ~40 ms to each.
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx) = (tls.acceptor(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                     .await

@@ -92,6 +92,9 @@ pub struct Coordinator {
     pub parameter_keys: Option<Arc<crate::parameter_keys::Keyring>>,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
+    /// The lifetime of the client certificates issued to agents
+    /// (`tether serve --client-cert-lifetime`); agents renew at half of it.
+    pub client_cert_lifetime: Duration,
     /// The most one poll response carries (tests make it smaller).
     pub delivery_budget: usize,
     /// Deliberately corrupt envelopes (end-to-end tests only).
@@ -152,6 +155,7 @@ impl Coordinator {
             audit,
             parameter_keys: None,
             poll_hold: limits::LONG_POLL_HOLD,
+            client_cert_lifetime: limits::CLIENT_CERT_LIFETIME,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),

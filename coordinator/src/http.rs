@@ -31,9 +31,10 @@ pub struct Downloads {
 }
 
 fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
-    let certs = CertificateDer::pem_slice_iter(pki.server_chain_pem.as_bytes())
+    let keys = pki.keys();
+    let certs = CertificateDer::pem_slice_iter(keys.server_chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes())?;
+    let key = PrivateKeyDer::from_pem_slice(keys.server_key_pem.as_bytes())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -125,7 +126,7 @@ async fn handle(
         "/ca.pem" => (
             StatusCode::OK,
             "application/x-pem-file",
-            pki.ca_cert_pem.clone().into(),
+            pki.ca_cert_pem().into(),
         ),
         other => (
             StatusCode::NOT_FOUND,
@@ -152,19 +153,18 @@ async fn handle(
 /// (`ssm_http`), and a response the client stops reading is abandoned after
 /// [`limits::HTTP_WRITE_STALL_TIMEOUT`].
 pub async fn serve(listener: TcpListener, core: Arc<Coordinator>, downloads: DownloadsReady) {
-    let cfg = match tls_config(&core.pki) {
-        Ok(c) => Arc::new(c),
+    let tls = match crate::conn::TlsSource::new(core.pki.clone(), tls_config) {
+        Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "HTTPS listener disabled: bad TLS configuration");
             return;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
-        let acceptor = acceptor.clone();
+        let acceptor = tls.acceptor();
         let core = core.clone();
         let downloads = downloads.clone();
         tokio::spawn(async move {

@@ -63,6 +63,12 @@ struct Serve {
     /// invocation ends as Cancelled without it.
     #[arg(long, env = "TETHER_CANCEL_CONFIRM_TIMEOUT_SECS", default_value_t = tether_ssm::limits::CANCEL_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     cancel_confirm_timeout: u64,
+    /// Lifetime of the client certificates issued to agents, in seconds
+    /// (60 to ten years; default 30 days). Agents renew theirs at half of
+    /// it; an agent offline past the end of its certificate must be
+    /// registered again.
+    #[arg(long, env = "TETHER_CLIENT_CERT_LIFETIME_SECS", default_value_t = tether_ssm::limits::CLIENT_CERT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(tether_ssm::limits::CLIENT_CERT_LIFETIME_MIN_SECS..=tether_ssm::limits::CLIENT_CERT_LIFETIME_MAX_SECS))]
+    client_cert_lifetime: u64,
     /// AWS bridge configuration (TOML); default: DATA_DIR/aws.toml when it exists.
     #[arg(long)]
     aws_config: Option<PathBuf>,
@@ -204,6 +210,7 @@ fn main() -> ExitCode {
                 region: s.region,
                 audit_log: (s.audit_log != "off").then(|| PathBuf::from(s.audit_log)),
                 audit_sign_interval: Duration::from_secs(s.audit_sign_interval),
+                client_cert_lifetime: Duration::from_secs(s.client_cert_lifetime),
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub audit_log: Option<PathBuf>,
     /// `--audit-sign-interval`: how often the audit chain's head is signed.
     pub audit_sign_interval: Duration,
+    /// `--client-cert-lifetime`: how long agents' client certificates last.
+    pub client_cert_lifetime: Duration,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -204,7 +206,17 @@ const SECRET_FILES: &[&str] = &[
 pub fn check_files(cfg: &ServeConfig, secrets_dir: &Path) -> Result<(), Unsafe> {
     let mut policy = Policy::new(nix::unistd::geteuid().as_raw());
     policy.check_tree(&cfg.data_dir, SECRET_FILES)?;
-    policy.check_tree(secrets_dir, SECRET_FILES)?;
+    // The CA and signing keys of every rotation generation (`*.key`) too.
+    let mut secret_names: Vec<String> = SECRET_FILES.iter().map(|s| s.to_string()).collect();
+    if let Ok(entries) = std::fs::read_dir(secrets_dir) {
+        secret_names.extend(
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".key")),
+        );
+    }
+    let names: Vec<&str> = secret_names.iter().map(String::as_str).collect();
+    policy.check_tree(secrets_dir, &names)?;
     // SecureString key-encryption keys: every file is a secret.
     for key in crate::parameter_keys::Keyring::files(secrets_dir) {
         policy.check_file(&key, true)?;
@@ -300,7 +312,7 @@ pub async fn run(
     let operator = OperatorConfig {
         endpoint: local_url(grpc_addr),
         http_endpoint: local_url(http_addr),
-        ca_certificate: pki.ca_cert_pem.clone(),
+        ca_certificate: pki.ca_cert_pem(),
         ca_pin: pki.pin(),
         token: operator_token(&store, &operator_path).await?,
         advertised_endpoint: advertised_url(&cfg.advertise, grpc_addr),
@@ -345,6 +357,7 @@ pub async fn run(
     let mut coordinator = Coordinator::new(store, pki.clone());
     coordinator.parameter_keys = Some(Arc::new(parameter_keys));
     coordinator.timeouts = cfg.timeouts;
+    coordinator.client_cert_lifetime = cfg.client_cert_lifetime;
     coordinator.account = account;
     coordinator.audit = trail.clone();
     coordinator.operator_config = Some(OperatorConfig {
@@ -398,6 +411,24 @@ pub async fn run(
             }
         })
     };
+    // Trust keys: a rotation step taken on any replica (rotation.json in
+    // the shared secrets directory) is in force here within an interval.
+    let trust_reloader = {
+        let pki = pki.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::TRUST_RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let pki = pki.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || pki.reload_if_changed()).await
+                {
+                    tracing::error!(error = %e, "the trust keys could not be reloaded; the ones loaded stay in force");
+                }
+            }
+        })
+    };
     let writer = tokio::spawn(core.clone().run_writer());
     let audit_flusher = tokio::spawn(trail.clone().run_flusher());
     let audit_signer = tokio::spawn(trail.clone().run_signer(cfg.audit_sign_interval));
@@ -428,8 +459,13 @@ pub async fn run(
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
     let bridge = bridge_cfg.map(|b| spawn_bridge(core.store.clone(), b));
 
-    let (incoming, acceptor) =
-        crate::conn::grpc_incoming(grpc_listener, crate::conn::grpc_tls_config(&pki)?);
+    let (incoming, acceptor) = crate::conn::grpc_incoming(
+        grpc_listener,
+        Arc::new(crate::conn::TlsSource::new(
+            pki.clone(),
+            crate::conn::grpc_tls_config,
+        )?),
+    );
     let services = Services::new(core.clone());
     let stopping = core.clone();
     let shutdown = async move {
@@ -464,6 +500,7 @@ pub async fn run(
     acceptor.abort();
     loading.abort();
     sweeper.abort();
+    trust_reloader.abort();
     readiness.abort();
     for t in replica_tasks {
         t.abort();

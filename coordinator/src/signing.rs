@@ -158,11 +158,18 @@ pub fn association(pki: &Pki, instance_id: &str, a: &AssociationRow, now: i64) -
 /// same content (no time or nonce in it), so an agent holding it is not
 /// sent it again.
 pub fn trust(pki: &Pki, instance_id: &str, sealing_public_key: &[u8]) -> (Signed, String) {
+    let keys = pki.keys();
+    let (endorsed_by, endorsement) = keys.endorsement.clone().unwrap_or_default();
     let payload = pb::TrustBundle {
         instance_id: instance_id.to_string(),
         sealing_public_key: sealing_public_key.to_vec(),
         command_signing_public_key: pki.signing_public_key(),
         release_public_key: Vec::new(), // LIFECYCLE-TODO(A1)
+        ca_certificates: keys.trusted_ca_ders.clone(),
+        issuing_ca_pin: crate::pki::ca_pin(&keys.ca_cert_der),
+        accepted_command_signing_keys: keys.accepted_signing_keys.clone(),
+        command_signing_key_endorsed_by: endorsed_by,
+        command_signing_key_endorsement: endorsement,
     }
     .encode_to_vec();
     let digest = hex::encode(sha2::Sha256::digest(&payload));

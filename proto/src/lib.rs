@@ -28,6 +28,9 @@ pub const CANCEL_SIGNING_CONTEXT: &[u8] = b"tether-cancel-v1\0";
 pub const ASSOCIATION_SIGNING_CONTEXT: &[u8] = b"tether-association-v1\0";
 /// Prefix of the bytes a `TrustEnvelope`'s signature covers.
 pub const TRUST_SIGNING_CONTEXT: &[u8] = b"tether-trust-v1\0";
+/// Prefix of what a previous command-signing key signs to endorse its
+/// successor (`TrustBundle.command_signing_key_endorsement`).
+pub const KEY_ENDORSEMENT_CONTEXT: &[u8] = b"tether-key-endorsement-v1\0";
 /// Prefix of what the release key signs: an encoded `ReleaseManifest`.
 pub const RELEASE_SIGNING_CONTEXT: &[u8] = b"tether-release-v1\0";
 

@@ -69,6 +69,10 @@ const SERVED: &[&str] = &[
     "DeleteOperatorToken",
     "RotateRootToken",
     "VerifyAuditTrail",
+    "DescribeTrustRotation",
+    "StartTrustRotation",
+    "SwitchTrustRotation",
+    "FinishTrustRotation",
     // IAM's, copied into model/tether-operations.json.
     "CreateUser",
     "GetUser",

@@ -115,6 +115,14 @@ pub enum Operation {
     RotateRootToken,
     /// Tether: verify the audit trail: every record's hash over its content, the chain of previous-record hashes in one order without a gap, and the newest signed chain head (in the database and beside the audit key) against the records it signed.
     VerifyAuditTrail,
+    /// Tether: where the rotation of the coordinator's CA and command-signing key stands: the generation in force, the phase (Settled, Introduced, Switched), the CA pins and the dates of each step.
+    DescribeTrustRotation,
+    /// Tether: first step of a rotation of the CA and the command-signing key.
+    StartTrustRotation,
+    /// Tether: second step of a rotation.
+    SwitchTrustRotation,
+    /// Tether: last step of a rotation.
+    FinishTrustRotation,
     /// Creates a new IAM user for your Amazon Web Services account.
     CreateUser,
     /// Retrieves information about the specified IAM user, including the user's creation date, path, unique ID, and ARN.
@@ -155,7 +163,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 66] = [
+    pub const ALL: [Operation; 70] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -204,6 +212,10 @@ impl Operation {
         Operation::DeleteOperatorToken,
         Operation::RotateRootToken,
         Operation::VerifyAuditTrail,
+        Operation::DescribeTrustRotation,
+        Operation::StartTrustRotation,
+        Operation::SwitchTrustRotation,
+        Operation::FinishTrustRotation,
         Operation::CreateUser,
         Operation::GetUser,
         Operation::ListUsers,
@@ -275,6 +287,10 @@ impl Operation {
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
             Operation::RotateRootToken => "RotateRootToken",
             Operation::VerifyAuditTrail => "VerifyAuditTrail",
+            Operation::DescribeTrustRotation => "DescribeTrustRotation",
+            Operation::StartTrustRotation => "StartTrustRotation",
+            Operation::SwitchTrustRotation => "SwitchTrustRotation",
+            Operation::FinishTrustRotation => "FinishTrustRotation",
             Operation::CreateUser => "CreateUser",
             Operation::GetUser => "GetUser",
             Operation::ListUsers => "ListUsers",
@@ -348,6 +364,10 @@ pub enum Request {
     DeleteOperatorToken(DeleteOperatorTokenRequest),
     RotateRootToken(RotateRootTokenRequest),
     VerifyAuditTrail(VerifyAuditTrailRequest),
+    DescribeTrustRotation(DescribeTrustRotationRequest),
+    StartTrustRotation(StartTrustRotationRequest),
+    SwitchTrustRotation(SwitchTrustRotationRequest),
+    FinishTrustRotation(FinishTrustRotationRequest),
     CreateUser(CreateUserRequest),
     GetUser(GetUserRequest),
     ListUsers(ListUsersRequest),
@@ -420,6 +440,10 @@ impl Request {
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
             Request::RotateRootToken(_) => Operation::RotateRootToken,
             Request::VerifyAuditTrail(_) => Operation::VerifyAuditTrail,
+            Request::DescribeTrustRotation(_) => Operation::DescribeTrustRotation,
+            Request::StartTrustRotation(_) => Operation::StartTrustRotation,
+            Request::SwitchTrustRotation(_) => Operation::SwitchTrustRotation,
+            Request::FinishTrustRotation(_) => Operation::FinishTrustRotation,
             Request::CreateUser(_) => Operation::CreateUser,
             Request::GetUser(_) => Operation::GetUser,
             Request::ListUsers(_) => Operation::ListUsers,
@@ -495,6 +519,10 @@ impl Request {
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
             Operation::RotateRootToken => Request::RotateRootToken(serde_json::from_value(input)?),
             Operation::VerifyAuditTrail => Request::VerifyAuditTrail(serde_json::from_value(input)?),
+            Operation::DescribeTrustRotation => Request::DescribeTrustRotation(serde_json::from_value(input)?),
+            Operation::StartTrustRotation => Request::StartTrustRotation(serde_json::from_value(input)?),
+            Operation::SwitchTrustRotation => Request::SwitchTrustRotation(serde_json::from_value(input)?),
+            Operation::FinishTrustRotation => Request::FinishTrustRotation(serde_json::from_value(input)?),
             Operation::CreateUser => Request::CreateUser(serde_json::from_value(input)?),
             Operation::GetUser => Request::GetUser(serde_json::from_value(input)?),
             Operation::ListUsers => Request::ListUsers(serde_json::from_value(input)?),
@@ -1389,6 +1417,22 @@ pub struct RotateRootTokenRequest {}
 /// The input of VerifyAuditTrail.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct VerifyAuditTrailRequest {}
+
+/// The input of DescribeTrustRotation.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DescribeTrustRotationRequest {}
+
+/// The input of StartTrustRotation.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StartTrustRotationRequest {}
+
+/// The input of SwitchTrustRotation.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SwitchTrustRotationRequest {}
+
+/// The input of FinishTrustRotation.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FinishTrustRotationRequest {}
 
 /// The input of CreateUser.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -41,8 +41,16 @@ pub const LONG_POLL_HOLD: Duration = Duration::from_secs(20);
 pub const ONLINE_GRACE: Duration = Duration::from_secs(60);
 /// How long a signed envelope stays valid after it is issued.
 pub const ENVELOPE_LIFETIME: Duration = Duration::from_secs(600);
-/// Lifetime of an agent's client certificate (renewed by the agent at half-life).
+/// Lifetime of an agent's client certificate (renewed by the agent at
+/// half-life): the default of `tether serve --client-cert-lifetime`.
 pub const CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often every replica looks whether a rotation step changed the
+/// trust keys in the shared secrets directory (`rotation.json`).
+pub const TRUST_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// The shortest and longest client-certificate lifetime `tether serve`
+/// accepts, in seconds: a minute (tests), ten years.
+pub const CLIENT_CERT_LIFETIME_MIN_SECS: u64 = 60;
+pub const CLIENT_CERT_LIFETIME_MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// GetCommandInvocation output limits and the marker that ends cut output.
 pub const GET_INVOCATION_STDOUT_CHARS: usize = 24_000;

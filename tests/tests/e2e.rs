@@ -24,6 +24,7 @@ mod e2e {
     pub mod registration;
     pub mod replicas;
     pub mod root_token;
+    pub mod rotation;
     pub mod run_command;
     pub mod secrets;
     pub mod security;

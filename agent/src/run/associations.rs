@@ -463,7 +463,7 @@ impl Agent {
             let now = now_ms();
             let held = match self
                 .assoc
-                .associations(&self.signing_key, &self.reg.instance_id)
+                .associations(&self.signing_key(), &self.reg.instance_id)
             {
                 Ok(held) => held,
                 Err(e) => {

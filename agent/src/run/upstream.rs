@@ -32,6 +32,8 @@ pub(super) fn build_channels(
     state: &StateDir,
     endpoints: &[String],
 ) -> Result<Vec<Channel>, RunError> {
+    // A renewal cut short by a crash is finished before the pair is read.
+    state.finish_client_pair()?;
     let cfg = tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)?;
     endpoints
         .iter()

@@ -1,7 +1,6 @@
 //! What agents send back: invocation reports (started, with live output;
 //! refused; finished), certificate renewals and inventory uploads.
 
-use tether_ssm::limits;
 use tether_ssm::state::Detail;
 use tether_store::{Finish, InstanceRow, InvocationResult, OutputChunk, PluginResult, WriteOp};
 use tether_util::time::now_ms;
@@ -131,7 +130,7 @@ impl Coordinator {
         csr_pem: &str,
     ) -> Result<String, AgentError> {
         self.pki
-            .issue_client_cert(&instance.instance_id, csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .issue_client_cert(&instance.instance_id, csr_pem, self.client_cert_lifetime)
             .map_err(|e| AgentError::Internal(e.to_string()))
     }
 

@@ -304,7 +304,7 @@ impl Coordinator {
         let instance_id = new_instance_id();
         let cert = self
             .pki
-            .issue_client_cert(&instance_id, &req.csr_pem, limits::CLIENT_CERT_LIFETIME)
+            .issue_client_cert(&instance_id, &req.csr_pem, self.client_cert_lifetime)
             .map_err(|e| (RegisterError::BadRequest(e.to_string()), "bad request"))?;
         let name = if req.name.trim().is_empty() {
             act.default_instance_name.clone()
@@ -367,7 +367,7 @@ impl Coordinator {
         Ok(Registered {
             instance_id,
             client_certificate_pem: cert,
-            ca_certificate_pem: self.pki.ca_cert_pem.clone(),
+            ca_certificate_pem: self.pki.trusted_ca_pem(),
             command_signing_public_key: self.pki.signing_public_key(),
         })
     }

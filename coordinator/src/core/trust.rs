@@ -20,13 +20,18 @@ use tether_util::time::now_ms;
 use super::{AgentError, Coordinator};
 use crate::signing::{self, Signed};
 
-/// What this replica knows of each node's sealing key: the key (raw) and
-/// the digest of the trust bundle that acknowledges it. A poll with the
-/// same key costs no query; a new or changed key is written once.
+/// What this replica knows of each node's sealing key: the key (raw), the
+/// digest of the trust bundle that acknowledges it and the trust keys it
+/// was made with (`Pki::stamp`: a rotation makes every bundle anew). A poll
+/// with the same key costs no query; a new or changed key is written once.
 #[derive(Debug, Default)]
 pub struct SealingKeys {
-    known: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    known: Mutex<HashMap<String, Noted>>,
 }
+
+/// A node's sealing key (raw), its bundle's digest, and the `Pki::stamp`
+/// of the keys the bundle was made with.
+type Noted = (Vec<u8>, String, u64);
 
 /// One parameter reference of a command, as kept with it
 /// (`CommandRow::references_json`).
@@ -54,8 +59,10 @@ impl Coordinator {
         if key.is_empty() {
             return Ok(None);
         }
-        if let Some((held, digest)) = self.sealing_keys.known.lock().get(instance_id)
+        let stamp = self.pki.stamp();
+        if let Some((held, digest, made)) = self.sealing_keys.known.lock().get(instance_id)
             && held == key
+            && *made == stamp
         {
             return Ok(Some(digest.clone()));
         }
@@ -68,17 +75,25 @@ impl Coordinator {
         // After a restart every node's first poll lands here: a read, and a
         // write only for a key that is new or changed.
         let key_hex = hex::encode(key);
-        if self.store.sealing_key(instance_id).await?.as_deref() != Some(key_hex.as_str()) {
+        let noted = self
+            .sealing_keys
+            .known
+            .lock()
+            .get(instance_id)
+            .is_some_and(|(held, _, _)| held == key);
+        if !noted && self.store.sealing_key(instance_id).await?.as_deref() != Some(key_hex.as_str())
+        {
             self.store
                 .set_sealing_key(instance_id, &key_hex, now_ms())
                 .await?;
         }
         let (_, digest) = signing::trust(&self.pki, instance_id, key);
+        let answer = digest.clone();
         self.sealing_keys
             .known
             .lock()
-            .insert(instance_id.to_string(), (key.to_vec(), digest.clone()));
-        Ok(Some(digest))
+            .insert(instance_id.to_string(), (key.to_vec(), digest, stamp));
+        Ok(Some(answer))
     }
 
     /// The node's signed trust bundle.
