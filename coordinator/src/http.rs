@@ -26,8 +26,11 @@ use tether_util::time::now_ms;
 pub struct Downloads {
     /// The agent binary, or why there is none.
     pub agent: Result<AgentDownload, String>,
-    /// The install script, rendered for this coordinator and that binary.
-    pub script: String,
+    /// The endpoints the install script names (the advertised ones); it is
+    /// rendered at each request with the CA pin in force (a rotation
+    /// changes it).
+    pub endpoint: String,
+    pub http_endpoint: String,
 }
 
 fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
@@ -65,13 +68,15 @@ async fn handle(
                 Ok(Some(d)) => d,
                 _ => Arc::new(Downloads {
                     agent: Err("the agent download was not loaded".into()),
-                    script: String::new(),
+                    endpoint: String::new(),
+                    http_endpoint: String::new(),
                 }),
             }
         }
         _ => Arc::new(Downloads {
             agent: Err(String::new()),
-            script: String::new(),
+            endpoint: String::new(),
+            http_endpoint: String::new(),
         }),
     };
     let pki = &core.pki;
@@ -84,10 +89,15 @@ async fn handle(
     };
     let (status, ctype, body) = match req.uri().path() {
         "/install.sh" => match &downloads.agent {
-            Ok(_) => (
+            Ok(a) => (
                 StatusCode::OK,
                 "text/x-shellscript",
-                Bytes::from(downloads.script.clone()),
+                Bytes::from(crate::install::render_script(
+                    &downloads.endpoint,
+                    &downloads.http_endpoint,
+                    &pki.pin(),
+                    &a.sha256,
+                )),
             ),
             Err(e) => missing(e),
         },

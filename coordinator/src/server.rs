@@ -444,15 +444,10 @@ pub async fn run(
                 }
                 Err(e) => warn!(error = %e, "nodes cannot install from this coordinator"),
             }
-            let script = crate::install::render_script(
-                &operator.advertised_endpoint,
-                &operator.advertised_http_endpoint,
-                &operator.ca_pin,
-                agent.as_ref().map(|a| a.sha256.as_str()).unwrap_or(""),
-            );
             set_downloads.send_replace(Some(Arc::new(crate::http::Downloads {
                 agent: agent.map_err(|e| e.to_string()),
-                script,
+                endpoint: operator.advertised_endpoint.clone(),
+                http_endpoint: operator.advertised_http_endpoint.clone(),
             })));
         })
     };

@@ -185,6 +185,33 @@ fn a_deregistered_node_is_refused_at_once_on_another_replica() {
     assert_eq!(listed["InstanceInformationList"], json!([]), "{listed}");
 }
 
+/// `GET https://localhost:PORT/PATH` with curl, trusting only the CA in the
+/// replica's operator.json (the one in force when it started): the status
+/// and the body.
+fn https_get(replica: &Coordinator, path: &str) -> (u16, String) {
+    let ca = replica.dir.with_extension("first-ca.pem");
+    std::fs::write(
+        &ca,
+        replica.operator()["CaCertificate"]
+            .as_str()
+            .expect("CaCertificate"),
+    )
+    .expect("write the CA");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://localhost:{}{path}", replica.http_port))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
 /// registration.json of an agent, parsed.
 fn registration(agent: &Agent) -> serde_json::Value {
     let text = std::fs::read_to_string(agent.state_dir.join("registration.json"))
@@ -351,6 +378,18 @@ fn a_rotation_of_the_ca_and_signing_key_reaches_every_node_also_one_offline_thro
         run_echo(b, g, "finished");
         let (ok, status) = g.status(&[]);
         assert!(ok, "{status}");
+    }
+
+    // An HTTPS client that trusts only the old CA (operator.json's, written
+    // before the rotation) still verifies every replica, and is told the new pin;
+    // the install script hands out the new pin at once.
+    for replica in [a, b] {
+        let (code, health) = https_get(replica, "/health");
+        assert_eq!(code, 200, "{health}");
+        assert!(health.contains(&new_pin), "{health}");
+        let (code, script) = https_get(replica, "/install.sh");
+        assert_eq!(code, 200, "{script}");
+        assert!(script.contains(&new_pin) && !script.contains(&old_pin));
     }
 
     // The node offline throughout comes back knowing only the old CA and
