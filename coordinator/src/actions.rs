@@ -24,6 +24,7 @@ mod instances;
 mod inventory;
 pub mod parameters;
 pub(crate) mod references;
+mod releases;
 pub mod sizes;
 mod tags;
 mod trail;
@@ -295,5 +296,9 @@ async fn run(
         Request::SwitchTrustRotation(_) => trust_rotation::switch(c).await,
         Request::FinishTrustRotation(_) => trust_rotation::finish(c).await,
         Request::VerifyAuditTrail(r) => trail::verify(c, r).await,
+        Request::AddAgentRelease(r) => releases::add(c, authority, r).await,
+        Request::ListAgentReleases(_) => releases::list(c).await,
+        Request::SetAgentTargetVersion(r) => releases::set_target(c, authority, r).await,
+        Request::DeleteAgentRelease(r) => releases::delete(c, r).await,
     }
 }

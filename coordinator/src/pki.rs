@@ -109,6 +109,9 @@ pub struct Pki {
     /// Bumped at every reload: TLS configurations built from older keys
     /// are built again.
     stamp: AtomicU64,
+    /// Signs agent releases (`ReleaseManifest`); never commands. Not part
+    /// of the trust rotation.
+    release_key: Ed25519KeyPair,
     seal_key: ring::aead::LessSafeKey,
 }
 
@@ -382,6 +385,12 @@ impl Pki {
             .map_err(|_| PkiError::SealKey {
                 path: seal_path.clone(),
             })?;
+        let release_path = secrets.join("release.key");
+        let release_key = if release_path.exists() {
+            load_signing_key(&release_path)?
+        } else {
+            create_signing_key(&release_path)?
+        };
         let (text, rotation) = read_rotation(secrets)?;
         let first = Generation::of(1);
         if rotation.generation <= 1 {
@@ -400,6 +409,7 @@ impl Pki {
             keys: RwLock::new(Arc::new(keys)),
             loaded: Mutex::new(text),
             stamp: AtomicU64::new(0),
+            release_key,
             seal_key,
         })
     }
@@ -569,6 +579,18 @@ impl Pki {
         };
         self.reload_if_changed()?;
         Ok(next)
+    }
+
+    /// Raw Ed25519 public key that verifies agent releases.
+    pub fn release_public_key(&self) -> Vec<u8> {
+        self.release_key.public_key().as_ref().to_vec()
+    }
+
+    /// Signs an encoded `ReleaseManifest` (under the release context).
+    pub fn sign_release(&self, manifest: &[u8]) -> Vec<u8> {
+        let mut covered = tether_proto::RELEASE_SIGNING_CONTEXT.to_vec();
+        covered.extend_from_slice(manifest);
+        self.release_key.sign(&covered).as_ref().to_vec()
     }
 
     /// `sha256:<hex>` fingerprint of the current CA certificate.

@@ -164,7 +164,7 @@ pub fn trust(pki: &Pki, instance_id: &str, sealing_public_key: &[u8]) -> (Signed
         instance_id: instance_id.to_string(),
         sealing_public_key: sealing_public_key.to_vec(),
         command_signing_public_key: pki.signing_public_key(),
-        release_public_key: Vec::new(), // LIFECYCLE-TODO(A1)
+        release_public_key: pki.release_public_key(),
         ca_certificates: keys.trusted_ca_ders.clone(),
         issuing_ca_pin: crate::pki::ca_pin(&keys.ca_cert_der),
         accepted_command_signing_keys: keys.accepted_signing_keys.clone(),
