@@ -34,8 +34,6 @@ use crate::{endpoints, inventory, register, runas, sysinfo, tls};
 pub(crate) mod associations;
 mod upstream;
 
-pub(crate) use upstream::Upstream;
-
 /// How the daemon behaves; defaults suit production, tests shorten them.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {

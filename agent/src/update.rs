@@ -644,10 +644,12 @@ impl Progress {
     }
 }
 
-/// The coordinator, over the agent's own mutual-TLS channels, moving to the
-/// next replica when one stops answering.
+/// The coordinator, over the agent's own mutual-TLS channels (its key,
+/// certificate and pinned CA), starting on the agent's home endpoint and
+/// moving to the next replica when one stops answering (as the daemon does).
 struct Coordinator {
-    upstream: crate::run::Upstream,
+    channels: Vec<tonic::transport::Channel>,
+    rotation: crate::endpoints::Rotation,
 }
 
 impl Coordinator {
@@ -656,10 +658,24 @@ impl Coordinator {
         let endpoints = reg
             .endpoints()
             .map_err(|e| UpdateError::Other(e.to_string()))?;
+        let tls = |e: crate::tls::TlsError| UpdateError::Other(e.to_string());
+        let cfg = crate::tls::mtls_config(&state.ca_pem()?, &state.cert_pem()?, &state.key_pem()?)
+            .map_err(tls)?;
+        let channels = endpoints
+            .iter()
+            .map(|e| crate::tls::channel(e, cfg.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(tls)?;
+        if channels.is_empty() {
+            return Err(UpdateError::Other(
+                "registration.json names no coordinator endpoint".into(),
+            ));
+        }
         let order = crate::endpoints::failover_order(&reg.instance_id, endpoints.len());
-        let upstream = crate::run::Upstream::new(state, endpoints, order)
-            .map_err(|e| UpdateError::Other(e.to_string()))?;
-        Ok(Coordinator { upstream })
+        Ok(Coordinator {
+            channels,
+            rotation: crate::endpoints::Rotation::new(order),
+        })
     }
 
     fn client(
@@ -668,12 +684,20 @@ impl Coordinator {
         usize,
         pb::agent_client::AgentClient<tonic::transport::Channel>,
     ) {
-        let (used, channel) = self.upstream.current();
+        let used = self.rotation.current();
+        let channel = self.channels[used % self.channels.len()].clone();
         (
             used,
             pb::agent_client::AgentClient::new(channel)
                 .max_decoding_message_size(pb::MAX_MESSAGE_BYTES),
         )
+    }
+
+    /// A call on endpoint `used` failed: on a transport failure, the next one.
+    fn failed(&self, used: usize, status: &tonic::Status) {
+        if crate::tls::is_transport_failure(status) {
+            self.rotation.failed(used, now_ms());
+        }
     }
 }
 
@@ -718,7 +742,7 @@ async fn get_release(
         match client.get_release(req).await {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if transient(&s) && deadline.is_none_or(|d| Instant::now() < d) => {
-                c.upstream.failed(used, &s);
+                c.failed(used, &s);
                 let wait = waits.next().unwrap_or(Duration::from_secs(30));
                 warn!(error = %crate::tls::error_chain(&s), retry_in_ms = wait.as_millis() as u64, "release manifest not fetched; retrying");
                 tokio::time::sleep(wait).await;
@@ -846,7 +870,7 @@ async fn download(
             }
             Err(Broke::Disk(e)) => return Err(io_err(part)(e)),
             Err(Broke::Call(s)) if transient(&s) => {
-                c.upstream.failed(used, &s);
+                c.failed(used, &s);
                 let wait = waits.next().unwrap_or(Duration::from_secs(30));
                 warn!(error = %crate::tls::error_chain(&s), at, size = m.size, retry_in_ms = wait.as_millis() as u64, "the download broke off; resuming after a pause");
                 tokio::time::sleep(wait).await;

@@ -21,7 +21,7 @@ use super::RunError;
 use crate::state::StateDir;
 use crate::{endpoints, tls};
 
-pub(crate) struct Upstream {
+pub(super) struct Upstream {
     endpoints: Vec<String>,
     channels: RwLock<Vec<Channel>>,
     rotation: endpoints::Rotation,
@@ -42,7 +42,7 @@ pub(super) fn build_channels(
 impl Upstream {
     /// Channels to every endpoint, visited in `order` (`order[0]`, home,
     /// first; see [`endpoints::failover_order`]).
-    pub(crate) fn new(
+    pub(super) fn new(
         state: &StateDir,
         endpoints: Vec<String>,
         order: Vec<usize>,
@@ -63,7 +63,7 @@ impl Upstream {
     }
 
     /// The index of the endpoint in use and its channel.
-    pub(crate) fn current(&self) -> (usize, Channel) {
+    pub(super) fn current(&self) -> (usize, Channel) {
         let i = self.rotation.current();
         let channels = self.channels.read();
         (i, channels[i % channels.len().max(1)].clone())
@@ -82,7 +82,7 @@ impl Upstream {
     /// the agent moves to the next endpoint, unless another call already moved
     /// it off `used`. Returns whether the endpoint in use is now another one,
     /// so the call is worth making again at once.
-    pub(crate) fn failed(&self, used: usize, status: &tonic::Status) -> bool {
+    pub(super) fn failed(&self, used: usize, status: &tonic::Status) -> bool {
         if !tls::is_transport_failure(status) {
             return false;
         }
