@@ -815,6 +815,21 @@ async fn operation(
     if help_asked || words.first().is_some_and(|w| w == "help") {
         return Ok(help::operation(operation));
     }
+    // `add-agent-release --file PATH`: the size and SHA-256 come from the file.
+    let release_file = release_file(operation, words)?;
+    let words = &match &release_file {
+        Some((_, bytes)) => {
+            let mut w = words.to_vec();
+            w.extend([
+                "--size".to_string(),
+                bytes.len().to_string(),
+                "--sha256".to_string(),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+            ]);
+            w
+        }
+        None => words.to_vec(),
+    };
     let (mut request, parsed) = read_request(operation, words)?;
     let m = model::model();
     match parsed.one("--generate-cli-skeleton") {
@@ -852,6 +867,10 @@ async fn operation(
     let (client, cfg) = open(&s, debug).await?;
     if operation == "GetCommandInvocation" && parsed.flag("--follow") {
         return follow(&client, &request).await;
+    }
+    if let Some((_, bytes)) = &release_file {
+        let answer = upload_release(&client, request, bytes).await?;
+        return print(operation, Answer::single(answer), &s);
     }
     let answer = match m.paginator(operation) {
         Some(p) => {
@@ -1002,6 +1021,73 @@ async fn wait(
     })
     .await?;
     Ok(String::new())
+}
+
+/// The file `add-agent-release --file PATH` names, read whole (releases are
+/// bounded by the coordinator's cap; a larger file is refused here).
+fn release_file(operation: &str, words: &[String]) -> Result<Option<(String, Vec<u8>)>, CliError> {
+    if operation != "AddAgentRelease" {
+        return Ok(None);
+    }
+    let mut path = None;
+    for (i, w) in words.iter().enumerate() {
+        if let Some(v) = w.strip_prefix("--file=") {
+            path = Some(v.to_string());
+        } else if w == "--file" {
+            path = words.get(i + 1).cloned();
+        }
+    }
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let meta =
+        std::fs::metadata(&path).map_err(|e| CliError::General(format!("--file {path}: {e}")))?;
+    if meta.len() > tether_ssm::limits::MAX_AGENT_RELEASE_BYTES {
+        return Err(CliError::General(format!(
+            "--file {path}: {} bytes; a release holds at most {}",
+            meta.len(),
+            tether_ssm::limits::MAX_AGENT_RELEASE_BYTES
+        )));
+    }
+    let bytes =
+        std::fs::read(&path).map_err(|e| CliError::General(format!("--file {path}: {e}")))?;
+    Ok(Some((path, bytes)))
+}
+
+/// Sends a release in parts: from the start, or, when the coordinator holds
+/// the beginning of the same binary already (an interrupted upload), from
+/// where its copy ends.
+async fn upload_release(
+    client: &Client,
+    mut request: Value,
+    bytes: &[u8],
+) -> Result<Value, CliError> {
+    use base64::Engine as _;
+    let part = tether_ssm::limits::AGENT_RELEASE_PART_BYTES;
+    let mut offset = 0usize;
+    if let Ok(list) = client.call("ListAgentReleases", &json!({})).await
+        && let Some(held) = list["AgentReleases"].as_array().and_then(|all| {
+            all.iter().find(|r| {
+                r["AgentVersion"] == request["AgentVersion"]
+                    && r["Platform"] == request["Platform"]
+                    && r["Sha256"] == request["Sha256"]
+                    && r["Status"] == "Uploading"
+            })
+        })
+    {
+        offset = held["ReceivedBytes"].as_u64().unwrap_or(0) as usize;
+    }
+    loop {
+        let end = bytes.len().min(offset + part);
+        request["Offset"] = json!(offset);
+        request["Content"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(&bytes[offset..end]));
+        let answer = client.call("AddAgentRelease", &request).await?;
+        if end >= bytes.len() {
+            return Ok(answer);
+        }
+        offset = end;
+    }
 }
 
 /// `get-command-invocation --follow`: prints each step's output as it grows

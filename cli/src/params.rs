@@ -48,6 +48,14 @@ pub const CLIENT_FLAGS: &[(&str, &str, &str)] = &[(
     "Tether: stream the invocation's output as it is produced, step by step, until it ends; exit 0 if it succeeded, 1 if not.",
 )];
 
+/// Tether's own flags that take a value and change what the CLI does:
+/// (operation, flag, help).
+pub const CLIENT_VALUE_FLAGS: &[(&str, &str, &str)] = &[(
+    "AddAgentRelease",
+    "--file",
+    "Tether: the binary to add: the CLI fills in --size and --sha256 and sends it in parts of 1 MiB (an interrupted upload goes on where the coordinator's copy ends).",
+)];
+
 /// The options the aws CLI adds to verbs whose results come in pages.
 pub const PAGING_FLAGS: [(&str, &str); 3] = [
     (
@@ -146,6 +154,9 @@ pub fn options(operation: &str, relaxed: bool) -> Vec<VerbOption> {
     }
     for (_, flag, help) in CLIENT_FLAGS.iter().filter(|e| e.0 == operation) {
         out.push(plain(flag, Arity::Flag, help));
+    }
+    for (_, flag, help) in CLIENT_VALUE_FLAGS.iter().filter(|e| e.0 == operation) {
+        out.push(plain(flag, Arity::One, help));
     }
     if m.paginator(operation).is_some() {
         for (flag, help) in PAGING_FLAGS {

@@ -24,6 +24,7 @@ mod instances;
 mod inventory;
 pub mod parameters;
 pub(crate) mod references;
+mod releases;
 pub mod sizes;
 mod tags;
 mod trail;
@@ -290,5 +291,9 @@ async fn run(
         Request::SimulatePrincipalPolicy(r) => users::simulate(c, caller, r).await,
         Request::LookupEvents(r) => trail::lookup_events(c, r).await,
         Request::VerifyAuditTrail(r) => trail::verify(c, r).await,
+        Request::AddAgentRelease(r) => releases::add(c, authority, r).await,
+        Request::ListAgentReleases(_) => releases::list(c).await,
+        Request::SetAgentTargetVersion(r) => releases::set_target(c, authority, r).await,
+        Request::DeleteAgentRelease(r) => releases::delete(c, r).await,
     }
 }

@@ -17,6 +17,7 @@ pub mod bell;
 pub mod delivery;
 pub mod intake;
 pub mod registration;
+pub mod releases;
 pub mod sweep;
 pub mod trust;
 pub mod writer;
@@ -63,6 +64,9 @@ pub enum AgentError {
     /// The agent sent something malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// What the agent asked for does not exist (a release).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<StoreError> for AgentError {

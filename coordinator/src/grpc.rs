@@ -56,6 +56,7 @@ fn agent_status(e: AgentError) -> Status {
         AgentError::Internal(_) => Status::internal(e.to_string()),
         AgentError::Unavailable(_) => Status::unavailable(e.to_string()),
         AgentError::BadRequest(_) => Status::invalid_argument(e.to_string()),
+        AgentError::NotFound(_) => Status::not_found(e.to_string()),
     }
 }
 
@@ -227,7 +228,7 @@ impl pb::registration_server::Registration for Services {
                 ca_certificate_pem: r.ca_certificate_pem,
                 command_signing_public_key: r.command_signing_public_key,
                 server_time_ms: now_ms(),
-                release_public_key: Vec::new(), // LIFECYCLE-TODO(A1): the release key
+                release_public_key: r.release_public_key,
             })),
             Err(e) => Err(match e {
                 RegisterError::WrongIdOrCode => Status::permission_denied(e.to_string()),
@@ -330,19 +331,65 @@ impl pb::agent_server::Agent for Services {
         Box<dyn tokio_stream::Stream<Item = Result<pb::ReleaseChunk, Status>> + Send + 'static>,
     >;
 
-    // LIFECYCLE-TODO(A1): serve releases.
     async fn get_release(
         &self,
-        _req: Request<pb::GetReleaseRequest>,
+        req: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::GetReleaseResponse>, Status> {
-        Err(Status::unimplemented("LIFECYCLE-TODO(A1)"))
+        self.agent(&req).await?;
+        let r = req.into_inner();
+        let (manifest, signature) = self
+            .core
+            .release_manifest(&r.version, &r.platform)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::GetReleaseResponse {
+            manifest,
+            signature,
+            server_time_ms: now_ms(),
+        }))
     }
 
+    /// Streams the release one stored part at a time: a slow reader holds
+    /// at most one part in memory, and a broken download resumes from the
+    /// offset the agent holds.
     async fn download_release(
         &self,
-        _req: Request<pb::DownloadReleaseRequest>,
+        req: Request<pb::DownloadReleaseRequest>,
     ) -> Result<Response<Self::DownloadReleaseStream>, Status> {
-        Err(Status::unimplemented("LIFECYCLE-TODO(A1)"))
+        self.agent(&req).await?;
+        let r = req.into_inner();
+        let size = self
+            .core
+            .release_download(&r.version, &r.platform, r.offset)
+            .await
+            .map_err(agent_status)?;
+        let core = self.core.clone();
+        // One chunk in flight: the reader waits for the agent to take it.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut offset = r.offset;
+            while offset < size {
+                let item = match core.release_chunk(&r.version, &r.platform, offset).await {
+                    Ok(Some(chunk)) if !chunk.data.is_empty() => {
+                        offset += chunk.data.len() as u64;
+                        Ok(chunk)
+                    }
+                    Ok(_) => Err(Status::not_found(format!(
+                        "release {} for {} ends at {offset} of {size} bytes: deleted during the download?",
+                        r.version, r.platform
+                    ))),
+                    Err(e) => Err(agent_status(e)),
+                };
+                let last = item.is_err();
+                // The agent went away: stop reading.
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn resolve_references(

@@ -65,6 +65,21 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
     tether_util::fs::create_private_dir_all(dir).map_err(io_err(dir))
 }
 
+/// The Ed25519 key (PKCS#8) at `path`, created owner-only when missing.
+fn ed25519_key(path: &Path) -> Result<Ed25519KeyPair, PkiError> {
+    let bad = || PkiError::SigningKey {
+        path: path.to_path_buf(),
+    };
+    if path.exists() {
+        let der = fs::read(path).map_err(io_err(path))?;
+        return Ed25519KeyPair::from_pkcs8(&der).map_err(|_| bad());
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| bad())?;
+    write_private(path, doc.as_ref())?;
+    Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|_| bad())
+}
+
 /// `sha256:<hex>` of a certificate's DER bytes: what agents pin.
 pub fn ca_pin(ca_der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(ca_der)))
@@ -94,6 +109,8 @@ pub struct Pki {
     pub server_chain_pem: String,
     pub server_key_pem: String,
     signing_key: Ed25519KeyPair,
+    /// Signs agent releases (`ReleaseManifest`); never commands.
+    release_key: Ed25519KeyPair,
     seal_key: ring::aead::LessSafeKey,
 }
 
@@ -110,6 +127,7 @@ struct Paths {
     server_cert: PathBuf,
     server_key: PathBuf,
     signing_key: PathBuf,
+    release_key: PathBuf,
     seal_key: PathBuf,
 }
 
@@ -122,6 +140,7 @@ impl Paths {
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             signing_key: secrets.join("signing.key"),
+            release_key: secrets.join("release.key"),
             seal_key: secrets.join("access-keys.key"),
         }
     }
@@ -235,21 +254,8 @@ impl Pki {
                 (cert.pem(), key.serialize_pem())
             };
 
-        let signing_key = if p.signing_key.exists() {
-            let der = fs::read(&p.signing_key).map_err(io_err(&p.signing_key))?;
-            Ed25519KeyPair::from_pkcs8(&der).map_err(|_| PkiError::SigningKey {
-                path: p.signing_key.clone(),
-            })?
-        } else {
-            let rng = ring::rand::SystemRandom::new();
-            let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| PkiError::SigningKey {
-                path: p.signing_key.clone(),
-            })?;
-            write_private(&p.signing_key, doc.as_ref())?;
-            Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|_| PkiError::SigningKey {
-                path: p.signing_key.clone(),
-            })?
-        };
+        let signing_key = ed25519_key(&p.signing_key)?;
+        let release_key = ed25519_key(&p.release_key)?;
 
         let seal_bytes = if p.seal_key.exists() {
             fs::read(&p.seal_key).map_err(io_err(&p.seal_key))?
@@ -272,7 +278,20 @@ impl Pki {
             ca_cert_der,
             ca_key,
             signing_key,
+            release_key,
         })
+    }
+
+    /// Raw Ed25519 public key that verifies agent releases.
+    pub fn release_public_key(&self) -> Vec<u8> {
+        self.release_key.public_key().as_ref().to_vec()
+    }
+
+    /// Signs an encoded `ReleaseManifest` (under the release context).
+    pub fn sign_release(&self, manifest: &[u8]) -> Vec<u8> {
+        let mut covered = tether_proto::RELEASE_SIGNING_CONTEXT.to_vec();
+        covered.extend_from_slice(manifest);
+        self.release_key.sign(&covered).as_ref().to_vec()
     }
 
     /// `sha256:<hex>` fingerprint of the CA certificate.

@@ -162,7 +162,7 @@ pub fn trust(pki: &Pki, instance_id: &str, sealing_public_key: &[u8]) -> (Signed
         instance_id: instance_id.to_string(),
         sealing_public_key: sealing_public_key.to_vec(),
         command_signing_public_key: pki.signing_public_key(),
-        release_public_key: Vec::new(), // LIFECYCLE-TODO(A1)
+        release_public_key: pki.release_public_key(),
     }
     .encode_to_vec();
     let digest = hex::encode(sha2::Sha256::digest(&payload));

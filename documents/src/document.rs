@@ -174,6 +174,11 @@ impl Document {
         self.parameters.iter().find(|d| d.name == name)
     }
 
+    /// Whether a step of it does `action`.
+    pub fn has_action(&self, action: crate::StepAction) -> bool {
+        self.steps.iter().any(|s| s.action == action)
+    }
+
     /// Step names in document order.
     pub fn step_names(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.name.as_str()).collect()

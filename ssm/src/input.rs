@@ -105,6 +105,14 @@ pub enum Operation {
     ListParameterKeys,
     /// Tether: rotate a key-encryption key: a new generation is written to the secrets directory and every data key wrapped under an older one is re-wrapped under it, while values stay readable throughout.
     RotateParameterKey,
+    /// Tether: add an agent release (a tether-agent binary for one platform), in parts: each call appends Content at Offset; once all Size bytes are held and their SHA-256 is Sha256, the coordinator signs its manifest with the release key (kept in the secrets directory, apart from the command-signing key) and agents may install it with Tether-UpdateAgent.
+    AddAgentRelease,
+    /// Tether: the agent releases the coordinator keeps, and the fleet's target version.
+    ListAgentReleases,
+    /// Tether: make a version the fleet's target: what Tether-UpdateAgent installs when no version is given, and what IsLatestVersion of describe-instance-information compares with.
+    SetAgentTargetVersion,
+    /// Tether: delete an agent release (not one of the target version).
+    DeleteAgentRelease,
     /// Tether: issue an operator token for a user and answer an operator.json that carries it (the token is shown once; only its hash is stored).
     CreateOperatorConfig,
     /// Tether: list the operator tokens issued to users (never the tokens).
@@ -155,7 +163,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 66] = [
+    pub const ALL: [Operation; 70] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -199,6 +207,10 @@ impl Operation {
         Operation::CreateParameterKey,
         Operation::ListParameterKeys,
         Operation::RotateParameterKey,
+        Operation::AddAgentRelease,
+        Operation::ListAgentReleases,
+        Operation::SetAgentTargetVersion,
+        Operation::DeleteAgentRelease,
         Operation::CreateOperatorConfig,
         Operation::ListOperatorTokens,
         Operation::DeleteOperatorToken,
@@ -270,6 +282,10 @@ impl Operation {
             Operation::CreateParameterKey => "CreateParameterKey",
             Operation::ListParameterKeys => "ListParameterKeys",
             Operation::RotateParameterKey => "RotateParameterKey",
+            Operation::AddAgentRelease => "AddAgentRelease",
+            Operation::ListAgentReleases => "ListAgentReleases",
+            Operation::SetAgentTargetVersion => "SetAgentTargetVersion",
+            Operation::DeleteAgentRelease => "DeleteAgentRelease",
             Operation::CreateOperatorConfig => "CreateOperatorConfig",
             Operation::ListOperatorTokens => "ListOperatorTokens",
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
@@ -343,6 +359,10 @@ pub enum Request {
     CreateParameterKey(CreateParameterKeyRequest),
     ListParameterKeys(ListParameterKeysRequest),
     RotateParameterKey(RotateParameterKeyRequest),
+    AddAgentRelease(AddAgentReleaseRequest),
+    ListAgentReleases(ListAgentReleasesRequest),
+    SetAgentTargetVersion(SetAgentTargetVersionRequest),
+    DeleteAgentRelease(DeleteAgentReleaseRequest),
     CreateOperatorConfig(CreateOperatorConfigRequest),
     ListOperatorTokens(ListOperatorTokensRequest),
     DeleteOperatorToken(DeleteOperatorTokenRequest),
@@ -415,6 +435,10 @@ impl Request {
             Request::CreateParameterKey(_) => Operation::CreateParameterKey,
             Request::ListParameterKeys(_) => Operation::ListParameterKeys,
             Request::RotateParameterKey(_) => Operation::RotateParameterKey,
+            Request::AddAgentRelease(_) => Operation::AddAgentRelease,
+            Request::ListAgentReleases(_) => Operation::ListAgentReleases,
+            Request::SetAgentTargetVersion(_) => Operation::SetAgentTargetVersion,
+            Request::DeleteAgentRelease(_) => Operation::DeleteAgentRelease,
             Request::CreateOperatorConfig(_) => Operation::CreateOperatorConfig,
             Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
@@ -490,6 +514,10 @@ impl Request {
             Operation::CreateParameterKey => Request::CreateParameterKey(serde_json::from_value(input)?),
             Operation::ListParameterKeys => Request::ListParameterKeys(serde_json::from_value(input)?),
             Operation::RotateParameterKey => Request::RotateParameterKey(serde_json::from_value(input)?),
+            Operation::AddAgentRelease => Request::AddAgentRelease(serde_json::from_value(input)?),
+            Operation::ListAgentReleases => Request::ListAgentReleases(serde_json::from_value(input)?),
+            Operation::SetAgentTargetVersion => Request::SetAgentTargetVersion(serde_json::from_value(input)?),
+            Operation::DeleteAgentRelease => Request::DeleteAgentRelease(serde_json::from_value(input)?),
             Operation::CreateOperatorConfig => Request::CreateOperatorConfig(serde_json::from_value(input)?),
             Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
@@ -1353,6 +1381,52 @@ pub struct RotateParameterKeyRequest {
     /// The key to rotate.
     #[serde(rename = "KeyId")]
     pub key_id: String,
+}
+
+/// The input of AddAgentRelease.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AddAgentReleaseRequest {
+    /// The release's version, as the agent reports it (tether-agent --version).
+    #[serde(rename = "AgentVersion")]
+    pub agent_version: String,
+    /// The platform it runs on: linux-x86_64, linux-aarch64.
+    #[serde(rename = "Platform")]
+    pub platform: String,
+    /// The whole binary's size in bytes.
+    #[serde(rename = "Size")]
+    pub size: i64,
+    /// The whole binary's SHA-256, lowercase hex.
+    #[serde(rename = "Sha256")]
+    pub sha256: String,
+    /// Where Content starts (the bytes held so far); 0 starts the upload (over).
+    #[serde(rename = "Offset")]
+    pub offset: Option<i64>,
+    /// The next part of the binary, base64, at most 1 MiB decoded.
+    #[serde(rename = "Content")]
+    pub content: Option<String>,
+}
+
+/// The input of ListAgentReleases.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListAgentReleasesRequest {}
+
+/// The input of SetAgentTargetVersion.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SetAgentTargetVersionRequest {
+    /// The version: it must have an available release.
+    #[serde(rename = "AgentVersion")]
+    pub agent_version: String,
+}
+
+/// The input of DeleteAgentRelease.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeleteAgentReleaseRequest {
+    /// The release's version.
+    #[serde(rename = "AgentVersion")]
+    pub agent_version: String,
+    /// The release's platform.
+    #[serde(rename = "Platform")]
+    pub platform: String,
 }
 
 /// The input of CreateOperatorConfig.

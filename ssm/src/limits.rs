@@ -219,3 +219,14 @@ pub const PARAMETER_HISTORY_PAGE: i64 = 50;
 pub const DEFAULT_PARAMETER_KEY: &str = "alias/tether/default";
 /// Data keys re-wrapped per store round trip while a key rotates.
 pub const PARAMETER_KEY_REWRAP_BATCH: i64 = 200;
+
+/// Largest agent release (binary) the coordinator keeps: the static agent
+/// is under 8 MiB; room for debug builds and growth.
+pub const MAX_AGENT_RELEASE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most agent releases kept at once (every version and platform): delete
+/// old ones to add more.
+pub const MAX_AGENT_RELEASES: i64 = 50;
+/// Largest part of a release in one AddAgentRelease call (base64 in the
+/// request, so the request stays under [`MAX_REQUEST_BODY_BYTES`]), and
+/// largest chunk of one DownloadRelease message.
+pub const AGENT_RELEASE_PART_BYTES: usize = 1024 * 1024;

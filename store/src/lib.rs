@@ -34,12 +34,14 @@ mod bridge;
 pub use access_keys::AccessKeyRow;
 mod audit;
 mod parameters;
+mod releases;
 mod users;
 pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRecord, GENESIS_HASH};
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
 pub use parameters::{
     LabelOutcome, ParameterKeyRow, ParameterRow, ParameterVersionRow, PutOutcome, WrappedKeyRow,
 };
+pub use releases::{PartOutcome, RELEASE_AVAILABLE, RELEASE_UPLOADING, ReleaseRow};
 pub use users::{OperatorTokenRow, UserDeletion, UserRow};
 
 /// Errors from the store.

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use tether_proto as pb;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::Coordinator;
 use crate::aws::AwsClient;
@@ -231,5 +231,38 @@ pub fn register_from(
             .await
             .map(|r| r.into_inner().instance_id)
             .map_err(|s| (s.code(), s.message().to_string()))
+    })
+}
+
+/// Runs `call` on the Agent service over `agent`'s own mutual-TLS identity
+/// (its key, certificate and pinned CA from its state directory), as the
+/// agent itself would: what the coordinator answers that node.
+pub fn as_agent<T, F, Fut>(coord: &Coordinator, agent: &crate::Agent, call: F) -> T
+where
+    F: FnOnce(pb::agent_client::AgentClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let read = |name: &str| {
+        std::fs::read_to_string(agent.state_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name} of {}: {e}", agent.instance_id))
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("agent.crt"), read("agent.key")))
+        .domain_name("localhost");
+    let endpoint = coord.endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let channel = Endpoint::from_shared(endpoint)
+            .expect("the endpoint is a URL")
+            .tls_config(tls)
+            .expect("TLS configuration")
+            .connect()
+            .await
+            .expect("connect as the agent");
+        call(pb::agent_client::AgentClient::new(channel)).await
     })
 }

@@ -22,6 +22,7 @@ mod e2e {
     pub mod postgres_fixture;
     pub mod recovery;
     pub mod registration;
+    pub mod releases;
     pub mod replicas;
     pub mod root_token;
     pub mod run_command;

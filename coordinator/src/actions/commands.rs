@@ -377,6 +377,18 @@ pub(super) async fn send(
     authorize_instances(c, authority, "ssm:SendCommand", &reached)?;
     let reached_ids: Vec<String> = reached.iter().map(|(id, _)| id.clone()).collect();
     super::references::refuse_bridged(&prepared.given, &reached_ids)?;
+    if doc.has_action(tether_documents::StepAction::UpdateAgent)
+        && let Some(i) = reached_ids.iter().find(|i| i.starts_with("i-"))
+    {
+        return Err(ApiError::new(
+            "UnsupportedPlatformType",
+            format!(
+                "SendCommand: instance {i} is managed by AWS through the bridge, and AWS updates its own \
+                 agent (send it AWS-UpdateSSMAgent); {} updates Tether's agents only",
+                r.document_name
+            ),
+        ));
+    }
     let row = store_command(
         c,
         (authority.arn(), &references),

@@ -17,12 +17,16 @@ fn ping_status(last_ping_ms: Option<i64>, now: i64) -> &'static str {
     }
 }
 
-fn instance_json(i: &InstanceRow, now: i64) -> Value {
+/// One instance as DescribeInstanceInformation answers it; `target` is the
+/// fleet's target agent version (`IsLatestVersion` is whether the agent runs
+/// it; true when none is set, or for an instance AWS manages).
+fn instance_json(i: &InstanceRow, now: i64, target: Option<&str>) -> Value {
+    let latest = i.aws.is_some() || target.is_none_or(|t| t == i.agent_version);
     let mut v = json!({
         "InstanceId": i.instance_id,
         "PingStatus": ping_status(i.last_ping_ms, now),
         "AgentVersion": i.agent_version,
-        "IsLatestVersion": true,
+        "IsLatestVersion": latest,
         "PlatformType": i.platform_type,
         "PlatformName": i.platform_name,
         "PlatformVersion": i.platform_version,
@@ -97,9 +101,10 @@ pub(super) async fn describe(
         }
     }
     let now = now_ms();
+    let target = c.store.target_version().await?;
     let mut all = Vec::new();
     for i in c.store.all_instances().await? {
-        let v = instance_json(&i, now);
+        let v = instance_json(&i, now, target.as_deref());
         let tags = tag_pairs(&format!("instance {}", i.instance_id), &i.tags_json)?;
         let keep = filters.iter().all(|(k, vs)| {
             let any = |field: &str| vs.iter().any(|x| x == field);

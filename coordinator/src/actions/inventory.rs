@@ -229,13 +229,8 @@ pub(super) async fn get(c: &Coordinator, r: GetInventoryRequest) -> Result<Value
         aggregator_keys(op, a, &mut keys)?;
         agg_exprs.push(keys);
     }
-    let registered: BTreeSet<String> = c
-        .store
-        .instances()
-        .await?
-        .into_iter()
-        .map(|i| i.instance_id)
-        .collect();
+    let instances = c.store.instances().await?;
+    let registered: BTreeSet<String> = instances.iter().map(|i| i.instance_id.clone()).collect();
     // Everything of registered instances, grouped by instance and type, each
     // content read once.
     let mut fleet: BTreeMap<String, BTreeMap<String, Captured>> = BTreeMap::new();
@@ -248,6 +243,17 @@ pub(super) async fn get(c: &Coordinator, r: GetInventoryRequest) -> Result<Value
             .entry(row.instance_id.clone())
             .or_default()
             .insert(row.type_name.clone(), Captured { row, entries });
+    }
+    // AWS:InstanceInformation as SSM keeps it: current for every instance
+    // (its agent version after an update, its address after a move), not
+    // as of the last inventory run.
+    for i in &instances {
+        let types = fleet.entry(i.instance_id.clone()).or_default();
+        let stored = types.remove(INSTANCE_INFORMATION);
+        types.insert(
+            INSTANCE_INFORMATION.to_string(),
+            live_information(i, stored),
+        );
     }
     // Instances where every filter finds a matching entry in its type.
     let matching: Vec<(&String, &BTreeMap<String, Captured>)> = fleet
@@ -351,6 +357,50 @@ pub(super) async fn get(c: &Coordinator, r: GetInventoryRequest) -> Result<Value
         })
         .collect();
     Ok(page.of_list("Entities", all))
+}
+
+const INSTANCE_INFORMATION: &str = "AWS:InstanceInformation";
+
+/// An instance's `AWS:InstanceInformation` from what its agent reported
+/// last (at its last poll), over the entry its last inventory run stored.
+fn live_information(i: &tether_store::InstanceRow, stored: Option<Captured>) -> Captured {
+    let mut entry = stored
+        .as_ref()
+        .and_then(|c| c.entries.first().cloned())
+        .unwrap_or_default();
+    for (k, v) in [
+        ("AgentType", "tether-agent"),
+        ("AgentVersion", i.agent_version.as_str()),
+        ("ComputerName", i.computer_name.as_str()),
+        ("InstanceId", i.instance_id.as_str()),
+        ("InstanceStatus", "Active"),
+        ("IpAddress", i.ip_address.as_str()),
+        ("PlatformName", i.platform_name.as_str()),
+        ("PlatformType", i.platform_type.as_str()),
+        ("PlatformVersion", i.platform_version.as_str()),
+        ("ResourceType", "ManagedInstance"),
+    ] {
+        entry.insert(k.to_string(), v.to_string());
+    }
+    let seen = i.last_ping_ms.unwrap_or(i.registration_ms);
+    let row = match stored {
+        Some(c) => InventoryRow {
+            capture_ms: c.row.capture_ms.max(seen),
+            ..c.row
+        },
+        None => InventoryRow {
+            instance_id: i.instance_id.clone(),
+            type_name: INSTANCE_INFORMATION.to_string(),
+            schema_version: "1.0".to_string(),
+            content_hash: String::new(),
+            capture_ms: seen,
+            content_json: String::new(),
+        },
+    };
+    Captured {
+        row,
+        entries: vec![entry],
+    }
 }
 
 /// The attributes that identify an entry of `type_name` across captures.

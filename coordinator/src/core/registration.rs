@@ -53,6 +53,7 @@ pub struct Registered {
     pub client_certificate_pem: String,
     pub ca_certificate_pem: String,
     pub command_signing_public_key: Vec<u8>,
+    pub release_public_key: Vec<u8>,
 }
 
 /// Why a registration was refused; the message goes to the agent verbatim.
@@ -369,6 +370,7 @@ impl Coordinator {
             client_certificate_pem: cert,
             ca_certificate_pem: self.pki.ca_cert_pem.clone(),
             command_signing_public_key: self.pki.signing_public_key(),
+            release_public_key: self.pki.release_public_key(),
         })
     }
 }
