@@ -39,9 +39,23 @@ fn version_of(exe: &Path) -> String {
         .to_string()
 }
 
-/// A copy of the agent at `dst` (mode 0755) whose marker says `version`.
-fn agent_with_version(dst: &Path, version: &str) {
-    let mut bytes = std::fs::read(bin("tether-agent")).expect("read the agent binary");
+/// Agent A: the debug build without its debugging sections (a release
+/// holds at most 64 MiB), at `dir/agent-a`.
+fn agent_a(dir: &Path) -> PathBuf {
+    let a = dir.join("agent-a");
+    let out = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&a)
+        .arg(bin("tether-agent"))
+        .output()
+        .expect("run strip (binutils; scripts/test.sh installs it)");
+    assert!(out.status.success(), "strip: {out:?}");
+    a
+}
+
+/// A copy of agent A (`a`) at `dst` (mode 0755) whose marker says `version`.
+fn agent_with_version(a: &Path, dst: &Path, version: &str) {
+    let mut bytes = std::fs::read(a).expect("read agent A");
     let hits: Vec<usize> = bytes
         .windows(MARKER_PREFIX.len())
         .enumerate()
@@ -92,15 +106,12 @@ impl Drop for Reaper {
     }
 }
 
-/// A registered node running its own copy of agent A, by hand.
-fn node(dir: &Path, name: &str, coord: &Coordinator) -> Agent {
+/// A registered node running its own copy of agent A (`a`), by hand.
+fn node(dir: &Path, agent_a: &Path, name: &str, coord: &Coordinator) -> Agent {
     let (id, code) = coord.activation(1);
     let mut a = Agent::register(dir, name, &coord.endpoint(), &coord.ca_pin(), (&id, &code));
     let exe = dir.join(format!("{name}-bin/tether-agent"));
-    executable(
-        &exe,
-        std::fs::read(bin("tether-agent")).expect("read the agent binary"),
-    );
+    executable(&exe, std::fs::read(agent_a).expect("read agent A"));
     a.program = exe;
     a.env = vec![("TETHER_AGENT_UPDATE_HEALTH_SECS".into(), HEALTH_SECS.into())];
     a.run();
@@ -120,8 +131,8 @@ fn add_release(coord: &Coordinator, version: &str, file: &Path) -> Value {
     ])
 }
 
-/// Sends Tether-UpdateAgent for `version` to `ids`, one at a time, stopping
-/// at the first error; returns the command ID.
+/// Sends Tether-UpdateAgent for `version` (empty: the fleet's target) to
+/// `ids`, one at a time, stopping at the first error; returns the command ID.
 fn send_update(coord: &Coordinator, ids: &[&str], version: &str) -> String {
     let params = json!({"version": [version]}).to_string();
     let mut args = vec![
@@ -173,14 +184,17 @@ fn all_still_work(coord: &Coordinator, ids: &[&str]) {
 fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_version() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
-    let a = version_of(&bin("tether-agent"));
+    let agent_a = agent_a(tmp.path());
+    let a = version_of(&agent_a);
     let release = tmp.path().join("release-b/tether-agent");
-    agent_with_version(&release, B);
-    let manifest = add_release(&coord, B, &release);
-    assert_eq!(manifest["Version"].as_str(), Some(B), "{manifest}");
+    agent_with_version(&agent_a, &release, B);
+    let added = add_release(&coord, B, &release);
+    assert_eq!(added["AgentRelease"]["Status"], "Available", "{added}");
+    // The fleet's target: the update names no version.
+    coord.json(&["set-agent-target-version", "--agent-version", B]);
     let mut nodes: Vec<Agent> = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| node(tmp.path(), n, &coord))
+        .map(|n| node(tmp.path(), &agent_a, n, &coord))
         .collect();
     let _reaper = Reaper(nodes.iter().map(|n| n.state_dir.clone()).collect());
     let owned: Vec<String> = nodes.iter().map(|n| n.instance_id.clone()).collect();
@@ -190,7 +204,7 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
     }
     let pids: Vec<Option<u32>> = nodes.iter().map(Agent::pid).collect();
 
-    let cmd = send_update(&coord, &ids, B);
+    let cmd = send_update(&coord, &ids, "");
     let mut windows = Vec::new();
     for id in &ids {
         let inv = coord.wait_invocation(&cmd, id, Duration::from_secs(120));
@@ -213,17 +227,28 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
     }
     // One node at a time: each started after the one before had ended.
     windows.sort();
+    assert!(
+        windows.iter().all(|(s, e)| !s.is_empty() && !e.is_empty()),
+        "{windows:?}"
+    );
     for w in windows.windows(2) {
         assert!(w[1].0 >= w[0].1, "updates overlapped: {windows:?}");
     }
     let release_bytes = std::fs::read(&release).unwrap();
-    let a_bytes = std::fs::read(bin("tether-agent")).unwrap();
+    let a_bytes = std::fs::read(&agent_a).unwrap();
     for (n, pid) in nodes.iter_mut().zip(pids) {
         wait_for(
             &format!("{} to report {B}", n.instance_id),
             Duration::from_secs(30),
             || (agent_version(&coord, &n.instance_id).as_deref() == Some(B)).then_some(()),
         );
+        let info = coord.json(&["describe-instance-information"]);
+        let me = info["InstanceInformationList"]
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["InstanceId"] == n.instance_id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(me["IsLatestVersion"], json!(true), "{me}");
         // Swapped in place, the previous kept beside it.
         assert_eq!(std::fs::read(&n.program).unwrap(), release_bytes);
         let previous = n.program.with_file_name("tether-agent.previous");
@@ -259,7 +284,8 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
 fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(tmp.path());
-    let a = version_of(&bin("tether-agent"));
+    let agent_a = agent_a(tmp.path());
+    let a = version_of(&agent_a);
     // Passes the self-check, then dies at once when run.
     let release = tmp.path().join("release-bad/tether-agent");
     executable(
@@ -272,7 +298,7 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
     add_release(&coord, B, &release);
     let nodes: Vec<Agent> = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| node(tmp.path(), n, &coord))
+        .map(|n| node(tmp.path(), &agent_a, n, &coord))
         .collect();
     let _reaper = Reaper(nodes.iter().map(|n| n.state_dir.clone()).collect());
     let ids: Vec<&str> = nodes.iter().map(|n| n.instance_id.as_str()).collect();
@@ -296,7 +322,7 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
         .collect();
     rest.sort();
     assert_eq!(rest, ["Terminated", "Terminated"], "{invs:#?}");
-    let a_bytes = std::fs::read(bin("tether-agent")).unwrap();
+    let a_bytes = std::fs::read(&agent_a).unwrap();
     for n in &nodes {
         assert_eq!(
             std::fs::read(&n.program).unwrap(),
@@ -327,12 +353,13 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
 fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_nothing_is_swapped() {
     let tmp = tempfile::tempdir().unwrap();
     let mut coord = Coordinator::start(tmp.path());
+    let agent_a = agent_a(tmp.path());
     let release = tmp.path().join("release-b/tether-agent");
-    agent_with_version(&release, B);
+    agent_with_version(&agent_a, &release, B);
     add_release(&coord, B, &release);
-    let n = node(tmp.path(), "n1", &coord);
+    let n = node(tmp.path(), &agent_a, "n1", &coord);
     let _reaper = Reaper(vec![n.state_dir.clone()]);
-    let a_bytes = std::fs::read(bin("tether-agent")).unwrap();
+    let a_bytes = std::fs::read(&agent_a).unwrap();
     for (hook, why) in [
         ("tamper", "SHA-256"),
         (
@@ -372,14 +399,15 @@ fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_nothing_is_swa
 fn under_sysv_init_the_update_restarts_the_agent_through_its_init_script() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = Coordinator::start_with_env(tmp.path(), &[("TETHER_ADVERTISE", COORDINATOR_NAME)]);
+    let agent_a = agent_a(tmp.path());
     let release = tmp.path().join("release-b/tether-agent");
-    agent_with_version(&release, B);
+    agent_with_version(&agent_a, &release, B);
     add_release(&coord, B, &release);
     let (id, code) = coord.activation(1);
     let mut root = Root::new(tmp.path());
     executable(
         &root.path("/opt/tether/tether-agent"),
-        std::fs::read(bin("tether-agent")).unwrap(),
+        std::fs::read(&agent_a).unwrap(),
     );
     executable(
         &root.path("/etc/init.d/tether-agent"),
