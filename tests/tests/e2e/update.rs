@@ -307,7 +307,10 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
         .iter()
         .map(|id| coord.wait_invocation(&cmd, id, Duration::from_secs(120)))
         .collect();
-    let failed: Vec<&Value> = invs.iter().filter(|i| i["Status"] == "Failed").collect();
+    let failed: Vec<&Value> = invs
+        .iter()
+        .filter(|i| i["StatusDetails"] == "Failed")
+        .collect();
     assert_eq!(failed.len(), 1, "{invs:#?}");
     let out = output(failed[0]);
     assert!(
@@ -317,7 +320,7 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
     // MaxErrors 0: the others never ran it.
     let mut rest: Vec<&str> = invs
         .iter()
-        .filter(|i| i["Status"] != "Failed")
+        .filter(|i| i["StatusDetails"] != "Failed")
         .map(|i| i["StatusDetails"].as_str().unwrap_or(""))
         .collect();
     rest.sort();
