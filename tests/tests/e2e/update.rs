@@ -203,6 +203,18 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
         assert_eq!(agent_version(&coord, id).as_deref(), Some(a.as_str()));
     }
     let pids: Vec<Option<u32>> = nodes.iter().map(Agent::pid).collect();
+    // The first node already holds half the release, as a download broken
+    // off would have left it: it goes on from there.
+    let release_bytes = std::fs::read(&release).unwrap();
+    let half = release_bytes.len() / 2;
+    let updates = nodes[0].state_dir.join("updates");
+    std::fs::create_dir_all(&updates).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&release_bytes));
+    std::fs::write(
+        updates.join(format!("{digest}.part")),
+        &release_bytes[..half],
+    )
+    .unwrap();
 
     let cmd = send_update(&coord, &ids, "");
     let mut windows = Vec::new();
@@ -214,6 +226,12 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
             out.contains(&format!("updated {a} -> {B}")) && out.contains("re-executing"),
             "{out}"
         );
+        if *id == ids[0] {
+            assert!(
+                out.contains(&format!("resuming the download of {B} at byte {half}")),
+                "{out}"
+            );
+        }
         windows.push((
             inv["ExecutionStartDateTime"]
                 .as_str()
@@ -234,7 +252,6 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
     for w in windows.windows(2) {
         assert!(w[1].0 >= w[0].1, "updates overlapped: {windows:?}");
     }
-    let release_bytes = std::fs::read(&release).unwrap();
     let a_bytes = std::fs::read(&agent_a).unwrap();
     for (n, pid) in nodes.iter_mut().zip(pids) {
         wait_for(
