@@ -245,6 +245,8 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
     }
     // One node at a time: each started after the one before had ended.
     windows.sort();
+    // For the report: each node's update, from the step's start to its end.
+    eprintln!("update windows (start, end): {windows:?}");
     assert!(
         windows.iter().all(|(s, e)| !s.is_empty() && !e.is_empty()),
         "{windows:?}"
