@@ -4,8 +4,9 @@
 //! rewritten (no second build). A fleet updated one node at a time (the
 //! agents run by hand: they re-execute themselves); a release that crashes on
 //! start rolled back, stopping the rollout; tampered, wrongly signed and
-//! truncated downloads refused with nothing swapped; and an agent under a
-//! SysV init script in a throwaway root, restarted through it.
+//! truncated downloads refused with nothing swapped; a release key learnt
+//! from the trust bundle; and an agent under a SysV init script in a
+//! throwaway root, restarted through it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -372,7 +373,8 @@ fn a_release_that_crashes_on_start_is_rolled_back_and_stops_the_rollout() {
 /// The coordinator serves bad bytes or a bad signature (its test hook); the
 /// agent refuses each before anything is swapped.
 #[test]
-fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_nothing_is_swapped() {
+fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_a_lost_release_key_is_learnt_again()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let mut coord = Coordinator::start(tmp.path());
     let agent_a = agent_a(tmp.path());
@@ -381,6 +383,13 @@ fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_nothing_is_swa
     add_release(&coord, B, &release);
     let n = node(tmp.path(), &agent_a, "n1", &coord);
     let _reaper = Reaper(vec![n.state_dir.clone()]);
+    assert_eq!(
+        std::fs::read_to_string(n.state_dir.join("release.pub"))
+            .map(|k| k.trim().len())
+            .ok(),
+        Some(64),
+        "the release key from registration"
+    );
     let a_bytes = std::fs::read(&agent_a).unwrap();
     for (hook, why) in [
         ("tamper", "SHA-256"),
@@ -412,6 +421,31 @@ fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_nothing_is_swa
     coord.restart();
     coord.wait_online(&n.instance_id, Duration::from_secs(30));
     all_still_work(&coord, &[&n.instance_id]);
+
+    // A node registered before the coordinator had a release key (here: one
+    // that lost it) learns it from the signed trust bundle at its next
+    // poll, and then updates.
+    let mut n = n;
+    n.crash();
+    let key_file = n.state_dir.join("release.pub");
+    let key = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    n.run();
+    wait_for("the release key again", Duration::from_secs(30), || {
+        (std::fs::read(&key_file).ok()? == key).then_some(())
+    });
+    assert!(
+        n.log().contains("learnt the coordinator's release key"),
+        "{}",
+        n.log()
+    );
+    let cmd = send_update(&coord, &[&n.instance_id], B);
+    let inv = coord.wait_invocation(&cmd, &n.instance_id, Duration::from_secs(120));
+    assert_eq!(inv["Status"], "Success", "{inv}");
+    assert_eq!(
+        std::fs::read(&n.program).unwrap(),
+        std::fs::read(&release).unwrap()
+    );
 }
 
 /// Under SysV init in a throwaway root: the init script starts the agent,
