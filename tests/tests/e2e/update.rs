@@ -439,6 +439,12 @@ fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_a_lost_release
         "{}",
         n.log()
     );
+    let (_, status) = n.status(&[]);
+    let hex_key = String::from_utf8_lossy(&key).trim().to_string();
+    assert!(
+        status.contains(&format!("Release key:   {hex_key}")),
+        "{status}"
+    );
     let cmd = send_update(&coord, &[&n.instance_id], B);
     let inv = coord.wait_invocation(&cmd, &n.instance_id, Duration::from_secs(120));
     assert_eq!(inv["Status"], "Success", "{inv}");
