@@ -15,7 +15,7 @@ use ring::signature::{ED25519, KeyPair, UnparsedPublicKey};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tether_proto as pb;
-use tether_tests::{Agent, Coordinator, raw, stderr_of, wait_for};
+use tether_tests::{Agent, Coordinator, raw, stderr_of, tether_as, wait_for};
 
 const PLATFORM: &str = "linux-x86_64";
 
@@ -264,6 +264,39 @@ fn releases_are_added_in_parts_signed_targeted_and_served_to_nodes() {
         ],
     );
     assert!(gone.contains("AgentReleaseNotFound"), "{gone}");
+
+    // The verbs are actions that policies govern: a user who may only list
+    // cannot add or target a release.
+    let reader = super::trust::user(
+        &coord,
+        dir.path(),
+        "reader",
+        r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "tether:ListAgentReleases", "Resource": "*"}]}"#,
+    );
+    let listed = tether_as(&reader, &["list-agent-releases"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    for args in [
+        vec![
+            "add-agent-release",
+            "--agent-version",
+            "9.9.10",
+            "--platform",
+            PLATFORM,
+            "--file",
+            f,
+        ],
+        vec!["set-agent-target-version", "--agent-version", "9.9.9"],
+    ] {
+        let why = super::trust::denied(&tether_as(&reader, &args));
+        assert!(why.contains("tether:"), "{why}");
+    }
+    assert_eq!(
+        coord.json(&["list-agent-releases"])["AgentReleases"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // Every change is in the audit trail, the parts by size and hash only.
     let events = wait_for("the audit trail", Duration::from_secs(10), || {

@@ -43,7 +43,7 @@ fn cli_json(config: &Path, args: &[&str]) -> Value {
 /// Asserts a CLI call was refused with AccessDeniedException (the aws CLI
 /// v2's exit status for an error the service answered, 254) and returns
 /// the message.
-fn denied(out: &Output) -> String {
+pub fn denied(out: &Output) -> String {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(254), "{err}");
     assert!(
@@ -72,7 +72,7 @@ struct Team {
     bob: PathBuf,
 }
 
-fn user(coord: &Coordinator, dir: &Path, name: &str, policy: &str) -> PathBuf {
+pub fn user(coord: &Coordinator, dir: &Path, name: &str, policy: &str) -> PathBuf {
     coord.json(&["create-user", "--user-name", name]);
     let out = coord.cli(&[
         "put-user-policy",
