@@ -63,6 +63,8 @@ pub const SWAPPING_FILE: &str = "swapping";
 pub const HEALTHY_FILE: &str = "healthy.json";
 /// How the running agent was started (for a restart by re-execution).
 pub const LAUNCH_FILE: &str = "launch.json";
+/// Locked by the update worker for its lifetime (in the state directory).
+pub const LOCK_FILE: &str = "update.lock";
 /// Where downloads are kept (in the state directory) until they are whole.
 pub const DOWNLOAD_DIR: &str = "updates";
 /// Default time the new agent has to report in.
@@ -1078,6 +1080,25 @@ async fn update(dir: &Path, req: &UpdateRequest) -> Result<(), UpdateError> {
         ));
     }
     refuse_if_packaged(&exe)?;
+    // One update at a time on a node: held until this worker exits.
+    let lock_path = state.path(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(UpdateError::Other(
+                "another agent update is running on this node; send this one again once it has ended"
+                    .into(),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
     let key = state.release_key()?.ok_or(UpdateError::NoReleaseKey)?;
     let deadline = (req.timeout_seconds > 0)
         .then(|| Instant::now() + Duration::from_secs(req.timeout_seconds.into()));
