@@ -217,6 +217,15 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
     )
     .unwrap();
 
+    // A command running on the first node while it updates: it belongs to
+    // its supervisor, goes on through the restart, and is reported.
+    let long = coord.send(
+        &ids[..1],
+        &json!({"commands": ["sleep 12; echo survived the update"]}),
+    );
+    wait_for("the long command to start", Duration::from_secs(30), || {
+        (coord.invocation(&long, ids[0])["Status"] == "InProgress").then_some(())
+    });
     let cmd = send_update(&coord, &ids, "");
     let mut windows = Vec::new();
     for id in &ids {
@@ -244,6 +253,9 @@ fn a_fleet_is_updated_one_node_at_a_time_by_re_executing_and_reports_the_new_ver
                 .to_string(),
         ));
     }
+    let inv = coord.wait_invocation(&long, ids[0], Duration::from_secs(60));
+    assert_eq!(inv["Status"], "Success", "{inv}");
+    assert!(output(&inv).contains("survived the update"), "{inv}");
     // One node at a time: each started after the one before had ended.
     windows.sort();
     // For the report: each node's update, from the step's start to its end.
