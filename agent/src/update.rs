@@ -1238,8 +1238,6 @@ mod tests {
         k: &ring::signature::Ed25519KeyPair,
         m: &pb::ReleaseManifest,
     ) -> pb::GetReleaseResponse {
-        use ring::signature::KeyPair as _;
-        let _ = k.public_key();
         let manifest = m.encode_to_vec();
         let mut msg = pb::RELEASE_SIGNING_CONTEXT.to_vec();
         msg.extend_from_slice(&manifest);
