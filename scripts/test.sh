@@ -28,6 +28,8 @@ command -v cmp >/dev/null 2>&1 || need+=(diffutils)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# strip: the update tests make release-sized agents from the debug build.
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 # The aws CLI v2 (Debian's awscli package): the CLI tests compare tether's
 # output with it byte for byte. It is called by its path, /usr/bin/aws; the
 # aws in the virtual environment below is the PyPI v1 the SDK tests use.

@@ -78,7 +78,7 @@ pub struct ResolvedPolicy {
 }
 
 /// Where and how the agent logs, all sources resolved.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogSettings {
     pub dir: PathBuf,
     pub level: String,

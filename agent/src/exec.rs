@@ -439,6 +439,12 @@ fn detach(cmd: &mut std::process::Command, handoff: Option<i32>) {
     }
 }
 
+/// Puts the process `cmd` starts into a session of its own (outside the
+/// caller's process group, which a supervisor kills when its step ends).
+pub fn new_session(cmd: &mut std::process::Command) {
+    detach(cmd, None);
+}
+
 /// `bytes` in a new memory file named `name`, closed on exec (unless the
 /// child clears that), its offset back at the start.
 fn memory_file(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<OwnedFd> {

@@ -197,7 +197,7 @@ fn component() -> Entry {
         ("Name", "tether-agent".into()),
         ("ApplicationType", "Agent".into()),
         ("Publisher", "Tether".into()),
-        ("Version", env!("CARGO_PKG_VERSION").into()),
+        ("Version", crate::version::current().into()),
         (
             "Architecture",
             packages::architecture(std::env::consts::ARCH),

@@ -13,6 +13,8 @@
 //! - [`tls`]: pinned and mutual TLS, and the channel connector.
 //! - [`net`]: name resolution without libc's NSS, proxies, TCP.
 //! - [`status`]: the `status` diagnosis.
+//! - [`update`]: signed self-update (`tether:updateAgent`): the `__update` worker, verification, swap and rollback.
+//! - [`version`]: the agent's version, from a marker embedded in the binary.
 //! - [`inventory`]: the inventory gatherers (packages, network, services, custom).
 //! - [`sysinfo`], [`logging`], [`config`]: host facts, rotated log files, `/etc/tether/agent.toml`.
 //!
@@ -38,3 +40,5 @@ pub mod state;
 pub mod status;
 pub mod sysinfo;
 pub mod tls;
+pub mod update;
+pub mod version;

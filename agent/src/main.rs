@@ -4,16 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tether_agent::run::AgentConfig;
 use tether_agent::state::{StateDir, StateError};
-use tether_agent::{config, exec, logging, register, run, status};
+use tether_agent::{config, exec, logging, register, run, status, update, version};
 
 /// Exit code of a start refused for its configuration or unsafe files
 /// (sysexits' EX_CONFIG; the systemd unit does not restart on it).
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
+// The version is set at run time from the binary's marker (`version`).
 #[command(name = "tether-agent", version, about = "Tether node agent")]
 struct Cli {
     #[command(subcommand)]
@@ -78,6 +79,15 @@ enum Command {
             default_value = "shutdown -r +1"
         )]
         reboot_command: String,
+        /// Command that restarts the agent after a self-update (run with `sh -c`)
+        /// [default: through systemd, upstart or SysV init when one runs the
+        /// agent, else the agent re-executes itself].
+        #[arg(long, env = "TETHER_AGENT_RESTART_COMMAND")]
+        restart_command: Option<String>,
+        /// Seconds a self-updated agent has to report in before the previous
+        /// one is restored.
+        #[arg(long, env = "TETHER_AGENT_UPDATE_HEALTH_SECS", default_value_t = update::DEFAULT_HEALTH_TIMEOUT.as_secs())]
+        update_health_secs: u64,
         /// Output kept per stream per step, in bytes (the rest is counted and dropped).
         #[arg(long, env = "TETHER_AGENT_OUTPUT_CAP_BYTES", default_value_t = 16 * 1024 * 1024)]
         output_cap_bytes: u64,
@@ -106,6 +116,8 @@ enum Command {
     },
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
+    #[command(name = "__update", hide = true)]
+    Update { dir: PathBuf },
 }
 
 async fn shutdown_signal() {
@@ -138,11 +150,16 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().version(version::current()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Supervise { dir } => {
             ExitCode::from(exec::supervise_main(&dir).clamp(0, 255) as u8)
         }
+        Command::Update { dir } => ExitCode::from(update::update_main(&dir).clamp(0, 255) as u8),
         Command::Register {
             endpoint,
             id,
@@ -186,6 +203,8 @@ fn main() -> ExitCode {
             log_dir,
             pwsh,
             reboot_command,
+            restart_command,
+            update_health_secs,
             output_cap_bytes,
             max_backoff_secs,
             max_concurrent_commands,
@@ -209,7 +228,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            logging::init(&file.log_settings(log_dir, std::env::var("TETHER_AGENT_LOG").ok()));
+            let log_settings = file.log_settings(log_dir, std::env::var("TETHER_AGENT_LOG").ok());
+            logging::init(&log_settings);
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
@@ -229,6 +249,10 @@ fn main() -> ExitCode {
                 run_as_user: file.run_as_user.clone(),
                 node_policy: policy.policy,
                 policy_file: policy.file,
+                restart_command,
+                update_health_timeout: Duration::from_secs(update_health_secs.max(1)),
+                log: Some(log_settings),
+                reexec_on_signal: true,
                 ..AgentConfig::default()
             };
             match rt.block_on(run::run(

@@ -147,6 +147,21 @@ pub async fn register(state: &StateDir, args: RegisterArgs) -> Result<Registered
                 };
                 // A registration replaced with --force starts with a clean spool.
                 let _ = std::fs::remove_dir_all(state.spool());
+                // The release key: before registration.json, which is
+                // written last. A coordinator without one (older) leaves
+                // none, so an earlier coordinator's key is not kept.
+                crate::state::ensure_dir(&state.dir)?;
+                if resp.release_public_key.is_empty() {
+                    let path = state.path(crate::state::RELEASE_KEY_FILE);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(crate::state::io(&path)(e).into());
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state.save_release_key(&resp.release_public_key)?;
+                }
                 state.save(
                     &reg,
                     &key.serialize_pem(),

@@ -70,6 +70,19 @@ pub struct AgentConfig {
     /// The file the policy was read from when agent.toml names one (held
     /// to StrictModes with agent.toml).
     pub policy_file: Option<PathBuf>,
+    /// How the agent is restarted after a self-update (run with `sh -c`);
+    /// `None`: through the init system that runs it, else by re-executing
+    /// itself (`crate::update::detect_restart`).
+    pub restart_command: Option<String>,
+    /// How long a self-updated agent has to report in before the previous
+    /// one is restored.
+    pub update_health_timeout: Duration,
+    /// Where the agent logs (the update worker logs there too).
+    pub log: Option<crate::config::LogSettings>,
+    /// Whether SIGUSR1 makes the process re-execute itself (the daemon, so
+    /// that an update restarts an agent run by hand; not an agent run
+    /// inside another program, such as tether-bench).
+    pub reexec_on_signal: bool,
 }
 
 /// How steps run: under a detached supervisor with their real interpreter
@@ -100,6 +113,10 @@ impl Default for AgentConfig {
             run_as_user: None,
             node_policy: None,
             policy_file: None,
+            restart_command: None,
+            update_health_timeout: crate::update::DEFAULT_HEALTH_TIMEOUT,
+            log: None,
+            reexec_on_signal: false,
         }
     }
 }
@@ -116,6 +133,8 @@ pub enum RunError {
     NoEndpoint,
     #[error(transparent)]
     RunAs(#[from] crate::runas::RunAsError),
+    #[error("cannot re-execute the agent after an update: {0}")]
+    Reexec(std::io::Error),
 }
 
 /// Default least time an agent stays on another replica before returning to its own.
@@ -403,6 +422,10 @@ impl Agent {
             Vec::new()
         });
         for dir in dirs {
+            if crate::update::past_point_of_no_return(&dir) {
+                warn!(command_id = %id, "the agent update is swapping binaries; it is not cancelled now (it ends with a working agent either way)");
+                continue;
+            }
             if matches!(exec::read_result(&dir), Ok(None))
                 && let Err(e) = exec::request_cancel(&dir)
             {
@@ -728,9 +751,15 @@ impl Agent {
                             .into(),
                     );
                 }
-                // LIFECYCLE-TODO(A2): the update itself.
                 StepAction::UpdateAgent => {
-                    return Err("tether:updateAgent is not carried out by this agent yet".into());
+                    let spec = self.update_step(step, dir)?;
+                    spec.write(dir).map_err(|e| e.to_string())?;
+                    exec::spawn_supervisor(&self.cfg.agent_exe, dir).map_err(|e| e.to_string())?;
+                    info!(command_id = %cmd.command_id, step = %step.name, "agent update started");
+                    return tokio::select! {
+                        r = exec::wait_result(dir) => r.map_err(|e| e.to_string()),
+                        never = self.stream_output(&cmd.command_id, index, &step.name, dir) => match never {},
+                    };
                 }
                 StepAction::RunPowerShellScript => (
                     "script.ps1",
@@ -796,6 +825,41 @@ impl Agent {
             r = exec::wait_result(dir) => r.map_err(|e| e.to_string()),
             never = self.stream_output(&cmd.command_id, index, &step.name, dir) => match never {},
         }
+    }
+
+    /// The supervised step of `tether:updateAgent`: the agent binary itself
+    /// as `__update DIR`, as the agent's own user, with what to do in
+    /// `update.json` (see [`crate::update`]). No time limit on the
+    /// supervisor: the worker applies executionTimeout to the download and
+    /// never stops halfway through a swap.
+    fn update_step(&self, step: &Step, dir: &std::path::Path) -> Result<StepSpec, String> {
+        let (version, allow_downgrade) = crate::update::UpdateRequest::inputs(&step.inputs)?;
+        let request = crate::update::UpdateRequest {
+            version,
+            allow_downgrade,
+            state_dir: self.state.dir.clone(),
+            agent_exe: self.cfg.agent_exe.clone(),
+            health_timeout_secs: self.cfg.update_health_timeout.as_secs().max(1),
+            timeout_seconds: step.timeout_seconds,
+            restart: crate::update::detect_restart(self.cfg.restart_command.as_deref()),
+            log: self.cfg.log.clone(),
+        };
+        request.write(dir).map_err(|e| e.to_string())?;
+        Ok(StepSpec {
+            program: self.cfg.agent_exe.to_string_lossy().into_owned(),
+            args: vec![
+                crate::update::UPDATE_SUBCOMMAND.to_string(),
+                dir.to_string_lossy().into_owned(),
+            ],
+            working_directory: None,
+            timeout_seconds: 0,
+            env: Vec::new(),
+            output_cap_bytes: self.cfg.output_cap_bytes,
+            clean_env: false,
+            script: None,
+            run_as: None,
+            sealed: false,
+        })
     }
 
     /// Sends a running step's new output to the coordinator every
@@ -969,6 +1033,7 @@ impl Agent {
     async fn poll_loop(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
         let mut last_info_ms = 0;
+        let mut reported_in = false;
         let away = self.cfg.return_home_after;
         let return_home_after = away + away.mul_f64(rand::random::<f64>());
         loop {
@@ -1005,6 +1070,22 @@ impl Agent {
                     backoff = self::backoff(self.cfg.max_backoff);
                     self.note_server_time(resp.server_time_ms);
                     self.save_status(None);
+                    if !reported_in {
+                        // State verified and a poll completed: what an
+                        // update waits for before it keeps this binary.
+                        match crate::update::write_healthy(&self.state) {
+                            Ok(()) => {
+                                reported_in = true;
+                                info!(
+                                    version = crate::version::current(),
+                                    "reported in to the coordinator"
+                                );
+                            }
+                            Err(e) => {
+                                error!(error = %e, "cannot record that this agent reported in")
+                            }
+                        }
+                    }
                     if let Some(trust) = resp.trust {
                         self.take_trust(&trust);
                     }
@@ -1057,6 +1138,7 @@ impl Agent {
         let digest = match envelope::verify_trust_rotating(env, &self.keys(), &self.reg.instance_id)
         {
             Ok((bundle, digest)) => {
+                self.take_release_key(&bundle.release_public_key);
                 if bundle.sealing_public_key == self.sealing.public() {
                     info!(
                         sealing_key = %tether_proto::seal::short(&bundle.sealing_public_key),
@@ -1155,6 +1237,24 @@ impl Agent {
             .first()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The release key of a verified trust bundle, kept when it is new or
+    /// changed (empty: the coordinator has none; what is kept stays).
+    fn take_release_key(&self, key: &[u8]) {
+        if key.is_empty() {
+            return;
+        }
+        match self.state.save_release_key(key) {
+            Ok(true) => info!(
+                release_key = %hex::encode(key),
+                "learnt the coordinator's release key: agent updates signed by it can be installed"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                error!(error = %e, "cannot keep the coordinator's release key; updates are refused until it is kept")
+            }
+        }
     }
 
     /// The advice when this node's client certificate has expired: the
@@ -1417,7 +1517,7 @@ pub async fn run(
         state,
         reg,
     });
-    info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), steps_run_as = %step_user.name, version = env!("CARGO_PKG_VERSION"), "agent started");
+    info!(instance_id = %agent.reg.instance_id, endpoints = %agent.reg.endpoint, starting_on = %agent.upstream.endpoint(start), steps_run_as = %step_user.name, version = crate::version::current(), "agent started");
     if let Some(p) = &agent.cfg.node_policy {
         info!(policy = %p.source_name(), "this node's policy restricts what it runs");
     }
@@ -1446,13 +1546,45 @@ pub async fn run(
             }
         })
     };
-    shutdown.await;
-    info!("agent stopping; running steps continue under their supervisors");
+    // How this process was started, for an update's restart by re-execution.
+    let launch = crate::update::Launch::this(&agent.cfg.agent_exe);
+    let mut usr1 = None;
+    if agent.cfg.reexec_on_signal {
+        if let Err(e) = launch.save(&agent.state) {
+            warn!(error = %e, "cannot record how the agent was started; an update run by hand cannot restart it");
+        }
+        usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .map_err(|e| warn!(error = %e, "cannot handle SIGUSR1; an update run by hand cannot restart the agent"))
+            .ok();
+    }
+    let usr1 = async {
+        match usr1.as_mut() {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    // (A signal stream that ends disables its branch; shutdown still ends the select.)
+    let reexec = tokio::select! {
+        _ = shutdown => false,
+        Some(()) = usr1 => {
+            // An update swapped the binary of an agent run by hand.
+            info!(exe = %launch.exe.display(), "re-executing the agent (updated); running steps continue under their supervisors");
+            true
+        }
+    };
+    if !reexec {
+        info!("agent stopping; running steps continue under their supervisors");
+    }
     poller.abort();
     reporter.abort();
     scheduler.abort();
     uploader.abort();
     renewer.abort();
+    if reexec {
+        let e = launch.reexec();
+        error!(exe = %launch.exe.display(), error = %e, "cannot re-execute the agent; stopping");
+        return Err(RunError::Reexec(e));
+    }
     Ok(())
 }
 

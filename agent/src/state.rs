@@ -31,6 +31,10 @@ pub const SPOOL_DIR: &str = "spool";
 /// The node's X25519 sealing key (64 hex digits), made on first start:
 /// secrets for this node are sealed to it (`tether_proto::seal`).
 pub const SEALING_KEY_FILE: &str = "sealing.key";
+/// The coordinator's release key (64 hex digits, raw Ed25519), learnt at
+/// registration or from a signed trust bundle: the only key agent releases
+/// are accepted from (`crate::update`).
+pub const RELEASE_KEY_FILE: &str = "release.pub";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -301,6 +305,44 @@ impl StateDir {
             .map_err(io(&self.dir))
     }
 
+    /// The coordinator's release key, `None` before it sent one; an error
+    /// naming the file when it does not hold one.
+    pub fn release_key(&self) -> Result<Option<[u8; 32]>, StateError> {
+        let path = self.path(RELEASE_KEY_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .map(Some)
+                .ok_or_else(|| StateError::Corrupt {
+                    path,
+                    detail: "not 64 hex digits (an Ed25519 public key); remove it: the agent \
+                             learns the key again from the coordinator's next trust bundle"
+                        .into(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Keeps `key` as the release key (owner-only); whether it changed.
+    /// Anything but 32 bytes is refused.
+    pub fn save_release_key(&self, key: &[u8]) -> Result<bool, StateError> {
+        let path = self.path(RELEASE_KEY_FILE);
+        let key: [u8; 32] = key.try_into().map_err(|_| StateError::Corrupt {
+            path: path.clone(),
+            detail: format!(
+                "a release key of {} bytes (Ed25519 keys have 32)",
+                key.len()
+            ),
+        })?;
+        if self.release_key().ok().flatten() == Some(key) {
+            return Ok(false);
+        }
+        write_private(&path, format!("{}\n", hex::encode(key)).as_bytes())?;
+        Ok(true)
+    }
+
     pub fn key_pem(&self) -> Result<String, StateError> {
         read_text(&self.path(KEY_FILE))
     }
@@ -446,6 +488,32 @@ mod tests {
                 "{} is writable by",
                 policy.canonicalize().unwrap().display()
             )) && e.contains("mode 0666"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_release_key_is_kept_owner_only_and_damage_is_named() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().join("state"));
+        ensure_dir(&s.dir).unwrap();
+        assert_eq!(s.release_key().unwrap(), None);
+        assert!(s.save_release_key(&[7; 32]).unwrap());
+        assert!(!s.save_release_key(&[7; 32]).unwrap(), "unchanged");
+        assert_eq!(s.release_key().unwrap(), Some([7; 32]));
+        let mode = fs::metadata(s.path(RELEASE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(s.save_release_key(&[8; 32]).unwrap());
+        assert!(s.save_release_key(&[1; 31]).is_err());
+        assert_eq!(s.release_key().unwrap(), Some([8; 32]));
+        fs::write(s.path(RELEASE_KEY_FILE), "zz").unwrap();
+        let e = s.release_key().unwrap_err().to_string();
+        assert!(
+            e.contains(RELEASE_KEY_FILE) && e.contains("64 hex digits"),
             "{e}"
         );
     }

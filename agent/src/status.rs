@@ -136,6 +136,21 @@ pub async fn status(state: &StateDir) -> i32 {
     );
     println!("Activation:    {}", reg.activation_id);
     println!("Registered:    {}", ago(reg.registered_at_ms));
+    println!(
+        "Agent:         {} ({})",
+        crate::version::current(),
+        crate::version::platform()
+    );
+    match state.release_key() {
+        Ok(Some(k)) => println!(
+            "Release key:   {} (updates verify against it)",
+            hex::encode(k)
+        ),
+        Ok(None) => println!(
+            "Release key:   none yet (it comes with the next trust bundle; updates are refused until then)"
+        ),
+        Err(e) => println!("Release key:   UNREADABLE: {e}"),
+    }
     // The daemon refuses to start on files others could have written.
     let safe = match state.check(&[]) {
         Ok(()) => {

@@ -54,7 +54,7 @@ pub async fn host_info(coordinator_host: &str, coordinator_port: u16) -> pb::Age
         ip_address: towards
             .and_then(|ip| source_ip_towards(ip, coordinator_port))
             .unwrap_or_default(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
+        agent_version: crate::version::current().into(),
     }
 }
 

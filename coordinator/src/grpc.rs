@@ -60,6 +60,31 @@ fn agent_status(e: AgentError) -> Status {
     }
 }
 
+/// Deliberately bad releases, for end-to-end tests of the agent's checks
+/// (`TETHER_TEST_RELEASE_HOOK`): it can only make an update fail, never let
+/// a bad binary through, because the agent verifies regardless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReleaseHook {
+    /// Change the first byte of the binary as it is served.
+    Tamper,
+    /// Serve a manifest whose signature does not verify.
+    BadSignature,
+    /// End every download at half the release's size.
+    Truncate,
+}
+
+fn release_hook() -> Option<ReleaseHook> {
+    let v = std::env::var("TETHER_TEST_RELEASE_HOOK").ok()?;
+    let hook = match v.as_str() {
+        "tamper" => ReleaseHook::Tamper,
+        "bad-signature" => ReleaseHook::BadSignature,
+        "truncate" => ReleaseHook::Truncate,
+        _ => return None,
+    };
+    tracing::warn!(hook = %v, "TEST HOOK ACTIVE: releases are deliberately corrupted");
+    Some(hook)
+}
+
 fn host_info(i: pb::AgentInfo) -> HostInfo {
     HostInfo {
         platform_type: i.platform_type,
@@ -342,6 +367,12 @@ impl pb::agent_server::Agent for Services {
             .release_manifest(&r.version, &r.platform)
             .await
             .map_err(agent_status)?;
+        let mut signature = signature;
+        if release_hook() == Some(ReleaseHook::BadSignature)
+            && let Some(b) = signature.first_mut()
+        {
+            *b ^= 0xff;
+        }
         Ok(Response::new(pb::GetReleaseResponse {
             manifest,
             signature,
@@ -364,13 +395,22 @@ impl pb::agent_server::Agent for Services {
             .await
             .map_err(agent_status)?;
         let core = self.core.clone();
+        let hook = release_hook();
         // One chunk in flight: the reader waits for the agent to take it.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             let mut offset = r.offset;
-            while offset < size {
+            let end = match hook {
+                Some(ReleaseHook::Truncate) => size / 2,
+                _ => size,
+            };
+            while offset < end {
                 let item = match core.release_chunk(&r.version, &r.platform, offset).await {
-                    Ok(Some(chunk)) if !chunk.data.is_empty() => {
+                    Ok(Some(mut chunk)) if !chunk.data.is_empty() => {
+                        if hook == Some(ReleaseHook::Tamper) && offset == 0 {
+                            chunk.data[0] ^= 0xff;
+                        }
+                        chunk.data.truncate((end - offset) as usize);
                         offset += chunk.data.len() as u64;
                         Ok(chunk)
                     }

@@ -492,6 +492,9 @@ pub struct Agent {
     pub env: Vec<(String, String)>,
     /// Prefix of the daemon's command line (see [`wrapped`]).
     pub wrap: Vec<String>,
+    /// The agent binary the daemon runs (set before `run`; the update tests
+    /// give each node a copy of its own, which its self-update replaces).
+    pub program: PathBuf,
     child: Option<Child>,
 }
 
@@ -615,13 +618,14 @@ impl Agent {
             instance_id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
             env: Vec::new(),
             wrap: wrap.to_vec(),
+            program: bin("tether-agent"),
             child: None,
         }
     }
 
     /// Starts (or restarts) the daemon.
     pub fn run(&mut self) {
-        let mut cmd = wrapped(&self.wrap, bin("tether-agent"));
+        let mut cmd = wrapped(&self.wrap, &self.program);
         // Test defaults first, so that a test's own environment overrides them
         // (no upload jitter in tests unless a test asks for it).
         cmd.env("TETHER_AGENT_MAX_BACKOFF_SECS", "2")
@@ -639,6 +643,18 @@ impl Agent {
             .spawn()
             .expect("start tether-agent run");
         self.child = Some(child);
+    }
+
+    /// The daemon's pid, while `run` started it and it was not reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the daemon `run` started has exited (reaping it).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Kills the daemon without warning (SIGKILL); its running steps go on.

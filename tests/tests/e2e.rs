@@ -35,4 +35,5 @@ mod e2e {
     pub mod trust;
     pub mod trust_scope;
     pub mod tutorial;
+    pub mod update;
 }
