@@ -1103,7 +1103,16 @@ impl Agent {
                     }
                 }
                 Err(status) => {
-                    if let Some(advice) = self.expired_certificate() {
+                    // A node clock far off makes its own certificate look
+                    // expired too: the clock's verdict on the coordinator's
+                    // certificate comes first, and only a certificate expired
+                    // by a clock that passes that check asks for a new
+                    // registration.
+                    if let Some(advice) = tls::clock_problem(&status)
+                        .is_none()
+                        .then(|| self.expired_certificate())
+                        .flatten()
+                    {
                         // Nothing but a new registration mends this: say so.
                         error!("{advice}");
                         self.save_status(Some(advice));
@@ -1292,10 +1301,12 @@ impl Agent {
         };
         let now = now_ms() / 1000;
         if now >= not_after {
-            if let Some(advice) = self.expired_certificate() {
-                error!("{advice}");
-                self.save_status(Some(advice));
-            }
+            // The poll loop says why (an expired certificate, or a node
+            // clock that is off), with the handshake's verdict to go by.
+            warn!(
+                path = %self.state.path(crate::state::CERT_FILE).display(),
+                "the client certificate has expired by this node's clock; not renewing"
+            );
             return RENEWAL_RETRY_MAX;
         }
         let half = not_before + (not_after - not_before) / 2;

@@ -289,10 +289,11 @@ pub fn expired_advice(
     reg: &crate::state::Registration,
 ) -> String {
     format!(
-        "the client certificate {} of instance {} expired at {} (this node was offline past \
-         its renewal); the coordinator refuses it. Register the node again with an \
-         activation, then restart the agent: tether-agent register --endpoint {} --ca-pin {} \
-         --id ACTIVATION_ID --code ACTIVATION_CODE --force",
+        "the client certificate {} of instance {} expired at {} by this node's clock (this \
+         node was offline past its renewal, or its clock is off: if so, sync the time first); \
+         the coordinator refuses it. Register the node again with an activation, then restart \
+         the agent: tether-agent register --endpoint {} --ca-pin {} --id ACTIVATION_ID \
+         --code ACTIVATION_CODE --force",
         path.display(),
         reg.instance_id,
         rfc3339(not_after),
