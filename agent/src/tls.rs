@@ -252,15 +252,7 @@ pub fn cert_validity(pem: &str) -> Option<(i64, i64)> {
 
 /// PEM of a DER certificate.
 pub fn der_to_pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    tether_proto::certificate_pem(der)
 }
 
 /// Whether the PEM certificate `cert_pem` names the DER CA certificate

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -216,15 +216,9 @@ struct DirLock(fs::File);
 impl DirLock {
     fn take(dir: &Path) -> Result<DirLock, KeyringError> {
         let path = dir.join(".lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        f.lock().map_err(io_err(&path))?;
-        Ok(DirLock(f))
+        tether_util::fs::lock_exclusive(&path)
+            .map(DirLock)
+            .map_err(io_err(&path))
     }
 }
 

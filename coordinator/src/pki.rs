@@ -11,7 +11,6 @@
 //! This module never logs key material.
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -339,15 +338,7 @@ fn write_rotation(secrets: &Path, r: &Rotation) -> Result<(), PkiError> {
 /// created, loaded or rotated, so replicas never see half of a step.
 fn lock_secrets(secrets: &Path) -> Result<fs::File, PkiError> {
     let lock_path = secrets.join(".lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
-    Ok(lock)
+    tether_util::fs::lock_exclusive(&lock_path).map_err(io_err(&lock_path))
 }
 
 impl Pki {
@@ -829,15 +820,7 @@ fn load_keys(
 
 /// PEM of a DER certificate.
 pub fn der_to_pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    tether_proto::certificate_pem(der)
 }
 
 /// DER bytes of the first certificate in a PEM string.

@@ -35,3 +35,10 @@ pub const KEY_ENDORSEMENT_CONTEXT: &[u8] = b"tether-key-endorsement-v1\0";
 pub const RELEASE_SIGNING_CONTEXT: &[u8] = b"tether-release-v1\0";
 
 pub mod seal;
+
+/// PEM (LF line endings) of a DER certificate, as CA certificates travel
+/// between the coordinator and agents.
+pub fn certificate_pem(der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
+}

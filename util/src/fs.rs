@@ -117,6 +117,19 @@ pub fn narrow_rotated_logs(base: &Path, uid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens (creating it 0600) the lock file `path` and takes its exclusive
+/// lock, held until the returned file is dropped (or the process ends).
+pub fn lock_exclusive(path: &Path) -> io::Result<File> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    lock.lock()?;
+    Ok(lock)
+}
+
 /// Writes `data` to `path` atomically with mode 0600: a temporary file beside
 /// it (named for this process, so two writers never share one), synced, then
 /// renamed over `path`, and the directory synced so the rename survives a

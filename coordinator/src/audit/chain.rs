@@ -12,7 +12,6 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
@@ -128,14 +127,8 @@ impl AuditKey {
     /// the secrets directory's lock, so replicas starting together make one.
     pub fn load_or_create(secrets: &Path) -> Result<AuditKey, KeyError> {
         let lock_path = secrets.join(".lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
+        // Held until the key is loaded or made.
+        let _lock = tether_util::fs::lock_exclusive(&lock_path).map_err(io(&lock_path))?;
         let path = secrets.join(KEY_FILE);
         let der = if path.exists() {
             fs::read(&path).map_err(io(&path))?
