@@ -103,6 +103,34 @@ tokio::task_local! {
     static RINGS: RefCell<Vec<String>>;
 }
 
+/// SendCommand's record in the making: its handler takes the draft to write
+/// the intent and the outcome records in the command's own transaction
+/// ([`take_change_draft`], `audit::Trail::with_change`) and says when they
+/// are written ([`change_recorded`]).
+#[derive(Default)]
+struct ChangeRecord {
+    draft: Option<audit::Draft>,
+    recorded: bool,
+}
+
+tokio::task_local! {
+    static WITH_CHANGE: RefCell<ChangeRecord>;
+}
+
+/// The draft of the change being dispatched, for its handler to record with
+/// the change itself (`None` outside such a change, or once taken).
+pub(crate) fn take_change_draft() -> Option<audit::Draft> {
+    WITH_CHANGE
+        .try_with(|r| r.borrow_mut().draft.take())
+        .ok()
+        .flatten()
+}
+
+/// The handler wrote the change's intent and outcome records with it.
+pub(crate) fn change_recorded() {
+    let _ = WITH_CHANGE.try_with(|r| r.borrow_mut().recorded = true);
+}
+
 /// Wakes `instance_id`'s agent: once the outcome of the change being
 /// dispatched is recorded, or at once outside [`dispatch`].
 pub(crate) fn ring_when_recorded(c: &Coordinator, instance_id: &str) {
@@ -154,21 +182,44 @@ pub async fn dispatch(
         return outcome;
     }
     let outcome = if audit::recorded_before_answer(&request) {
-        c.audit.intent(&draft).await?;
-        // Agents woken by the change (SendCommand, CancelCommand) are rung
-        // once its outcome is recorded: rung first, their polls' writes
-        // would hold the database's write lock the record waits for.
-        let (outcome, rings) = RINGS
-            .scope(RefCell::new(Vec::new()), async {
-                let outcome = run(c, caller, &authority, request).await;
-                (outcome, RINGS.with(RefCell::take))
-            })
-            .await;
-        draft.outcome(&outcome);
-        c.audit.now(draft, "outcome").await;
-        for id in rings {
-            c.ring(&id);
+        // SendCommand writes its intent and outcome records in the
+        // command's own transaction (two turns of the write lock fewer on
+        // the hottest change); every other change appends its intent first.
+        let with_change = matches!(request, Request::SendCommand(_));
+        if !with_change {
+            c.audit.intent(&draft).await?;
         }
+        let record = ChangeRecord {
+            draft: with_change.then(|| draft.clone()),
+            recorded: false,
+        };
+        // Agents woken by the change (SendCommand, CancelCommand) are rung
+        // once its outcome is recorded (rung first, their polls' writes
+        // would hold the database's write lock the record waits for), and
+        // just after the answer leaves (`Coordinator::ring_after_answer`).
+        let (outcome, rings, recorded) = RINGS
+            .scope(
+                RefCell::new(Vec::new()),
+                WITH_CHANGE.scope(RefCell::new(record), async {
+                    let outcome = run(c, caller, &authority, request).await;
+                    let recorded = WITH_CHANGE.with(|r| r.borrow().recorded);
+                    (outcome, RINGS.with(RefCell::take), recorded)
+                }),
+            )
+            .await;
+        if with_change && !recorded {
+            // Refused or failed with nothing stored: its intent and outcome now.
+            let intent = draft.clone();
+            draft.outcome(&outcome);
+            c.audit.now_both(&intent, draft).await;
+        } else {
+            draft.outcome(&outcome);
+            // Recorded with the change, then failed: the error too.
+            if !with_change || outcome.is_err() {
+                c.audit.now(draft, "outcome").await;
+            }
+        }
+        c.ring_after_answer(rings);
         outcome
     } else {
         let outcome = run(c, caller, &authority, request).await;

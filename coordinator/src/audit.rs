@@ -446,6 +446,12 @@ impl Trail {
     /// Appends records now (and mirrors them).
     async fn append(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         let stored = self.store.append_audit(records, &chain::hash).await?;
+        self.mirrored(&stored);
+        Ok(())
+    }
+
+    /// Writes records appended to the chain to the mirror, if there is one.
+    fn mirrored(&self, stored: &[AuditRecord]) {
         if let Some(m) = &self.mirror {
             let lines: Vec<Value> = stored
                 .iter()
@@ -453,7 +459,35 @@ impl Trail {
                 .collect();
             m.write(&lines);
         }
-        Ok(())
+    }
+
+    /// A change written with its own records (SendCommand): `write` stores
+    /// the change and appends `intent`'s intent record and `outcome`'s
+    /// outcome record to the chain in one transaction (`Ok(Err)`: the
+    /// records could not be appended, so nothing was stored — refused as
+    /// [`Trail::intent`] refuses). Two lock turns fewer than an intent
+    /// before and an outcome after.
+    pub async fn with_change<F, Fut>(
+        &self,
+        intent: &Draft,
+        outcome: &Draft,
+        write: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce(Vec<AuditRecord>, &'static tether_store::Seal) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<Vec<AuditRecord>, StoreError>, StoreError>>,
+    {
+        let records = vec![
+            intent.record("intent", &self.replica),
+            outcome.record("outcome", &self.replica),
+        ];
+        match write(records, &chain::hash).await? {
+            Ok(stored) => {
+                self.mirrored(&stored);
+                Ok(())
+            }
+            Err(e) => Err(unrecorded(&e)),
+        }
     }
 
     /// The intent of a change, appended before it is made: a refusal when
@@ -477,6 +511,21 @@ impl Trail {
         if let Err(e) = self.append(vec![draft.record(kind, &self.replica)]).await {
             tracing::error!(error = %e, kind, operation = %draft.operation, "cannot append an audit record now; it is queued");
             self.later(draft, kind);
+        }
+    }
+
+    /// An intent and its outcome appended together, before the answer, for
+    /// a change that stored nothing (queued, as [`Trail::now`], if they
+    /// cannot be).
+    pub async fn now_both(&self, intent: &Draft, outcome: Draft) {
+        let records = vec![
+            intent.record("intent", &self.replica),
+            outcome.record("outcome", &self.replica),
+        ];
+        if let Err(e) = self.append(records).await {
+            tracing::error!(error = %e, operation = %outcome.operation, "cannot append audit records now; they are queued");
+            self.later(intent.clone(), "intent");
+            self.later(outcome, "outcome");
         }
     }
 

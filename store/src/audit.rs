@@ -10,6 +10,9 @@ use super::{Dialect, IntFlag, Result, Store, sql};
 use sqlx::AssertSqlSafe;
 
 /// The PostgreSQL advisory lock that serialises audit appends ("tether" + 0x10).
+/// What computes a record's own hash over it (the coordinator's chain rule).
+pub type Seal = dyn Fn(&AuditRecord) -> String + Sync;
+
 const AUDIT_LOCK: i64 = 0x0074_6574_6865_7210;
 
 /// One audit record as stored. `seq`, `prev_hash` and `hash` are set by
@@ -106,27 +109,41 @@ impl Store {
     /// records as stored.
     pub async fn append_audit(
         &self,
-        mut records: Vec<AuditRecord>,
-        seal: &(dyn Fn(&AuditRecord) -> String + Sync),
+        records: Vec<AuditRecord>,
+        seal: &Seal,
     ) -> Result<Vec<AuditRecord>> {
         if records.is_empty() {
             return Ok(records);
         }
         let mut tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "SELECT pg_advisory_xact_lock({AUDIT_LOCK})"
-                )))
-                .execute(&mut *tx)
-                .await?;
-                tx
-            }
+            Dialect::Postgres => self.pool.begin().await?,
         };
+        let records = self.chain_in(&mut tx, records, seal).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    /// Appends `records` to the chain inside `tx`, a transaction that
+    /// already holds SQLite's write lock (on PostgreSQL this takes the
+    /// chain's lock): what [`Store::append_audit`] does, and what a change
+    /// written with its own records does in its transaction.
+    pub(crate) async fn chain_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        mut records: Vec<AuditRecord>,
+        seal: &Seal,
+    ) -> Result<Vec<AuditRecord>> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT pg_advisory_xact_lock({AUDIT_LOCK})"
+            )))
+            .execute(&mut **tx)
+            .await?;
+        }
         let head: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
         for r in &mut records {
@@ -164,10 +181,9 @@ impl Store {
             .bind(&r.replica)
             .bind(&r.prev_hash)
             .bind(&r.hash)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(records)
     }
 
@@ -398,6 +414,71 @@ mod tests {
         };
         store.insert_audit_head(&head).await.unwrap();
         assert_eq!(store.latest_audit_head().await.unwrap(), Some(head));
+    }
+
+    /// A command written with its intent and outcome records: both or
+    /// neither, in chain order with appends from another replica meanwhile
+    /// (on PostgreSQL the write lock, then the chain's: no deadlock).
+    #[tokio::test]
+    async fn a_command_and_its_records_are_stored_together_or_not_at_all() {
+        let (_dir, a, b) = crate::tests::two_stores().await;
+        let targets = [("mi-1".to_string(), "host".to_string())];
+        let others = async {
+            for i in 0..10 {
+                b.append_audit(vec![record(100 + i)], &seal).await.unwrap();
+            }
+        };
+        let mine = async {
+            for i in 0..10 {
+                let stored = a
+                    .insert_command_recorded(
+                        &crate::tests::command(&format!("c{i}")),
+                        &targets,
+                        vec![record(i), record(50 + i)],
+                        &seal,
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(stored[1].prev_hash, stored[0].hash);
+            }
+        };
+        tokio::join!(others, mine);
+        let all = a.audit_records_after(0, 100).await.unwrap();
+        assert_eq!(all.len(), 30);
+        let mut prev = GENESIS_HASH.to_string();
+        for r in &all {
+            assert_eq!(r.prev_hash, prev, "record {}", r.seq);
+            prev = r.hash.clone();
+        }
+        assert!(a.command("c9").await.unwrap().is_some());
+
+        // The chain refuses appends (as a full disk would): nothing stored.
+        let refuse = if a.dialect == Dialect::Postgres {
+            "CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'no space left (test)'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER no_audit BEFORE INSERT ON audit_records \
+             FOR EACH ROW EXECUTE FUNCTION no_audit()"
+        } else {
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_records \
+             BEGIN SELECT RAISE(FAIL, 'no space left (test)'); END"
+        };
+        sqlx::raw_sql(AssertSqlSafe(refuse))
+            .execute(&a.pool)
+            .await
+            .unwrap();
+        let refused = a
+            .insert_command_recorded(
+                &crate::tests::command("lost"),
+                &targets,
+                vec![record(99)],
+                &seal,
+            )
+            .await
+            .unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(a.command("lost").await.unwrap().is_none());
+        assert_eq!(a.audit_records_after(0, 100).await.unwrap().len(), 30);
     }
 
     /// Two stores on one database (two replicas) appending at once: one

@@ -36,7 +36,7 @@ mod audit;
 mod parameters;
 mod releases;
 mod users;
-pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRecord, GENESIS_HASH};
+pub use audit::{AuditAttribute, AuditHead, AuditQuery, AuditRecord, GENESIS_HASH, Seal};
 pub use bridge::{AwsInstanceRow, AwsInvocationRow, BridgePending};
 pub use parameters::{
     LabelOutcome, ParameterKeyRow, ParameterRow, ParameterVersionRow, PutOutcome, WrappedKeyRow,
@@ -1004,6 +1004,38 @@ impl Store {
     /// every invocation exists as soon as SendCommand returns.
     pub async fn insert_command(&self, c: &CommandRow, targets: &[(String, String)]) -> Result<()> {
         let mut tx = self.write().await?;
+        self.command_in(&mut tx, c, targets).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::insert_command`] with the change's audit records (its
+    /// intent, then its outcome) appended to the chain in the same
+    /// transaction: both or neither. `Ok(Err(e))`: the records could not be
+    /// appended, so nothing was stored; `Err(e)`: the command could not be.
+    pub async fn insert_command_recorded(
+        &self,
+        c: &CommandRow,
+        targets: &[(String, String)],
+        records: Vec<AuditRecord>,
+        seal: &Seal,
+    ) -> Result<std::result::Result<Vec<AuditRecord>, StoreError>> {
+        let mut tx = self.write().await?;
+        let stored = match self.chain_in(&mut tx, records, seal).await {
+            Ok(stored) => stored,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.command_in(&mut tx, c, targets).await?;
+        tx.commit().await?;
+        Ok(Ok(stored))
+    }
+
+    async fn command_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        c: &CommandRow,
+        targets: &[(String, String)],
+    ) -> Result<()> {
         sqlx::query(sql(self.dialect, format!(
             "INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )))
@@ -1031,7 +1063,7 @@ impl Store {
         .bind(&c.requested_document_version)
         .bind(&c.requested_by)
         .bind(&c.references_json)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         // Many rows per statement: a 10,000-node command is 20 statements, not 10,000.
         for chunk in targets.chunks(INSERT_ROWS) {
@@ -1048,9 +1080,8 @@ impl Store {
                     .bind(instance_name)
                     .bind(c.requested_ms);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1979,7 +2010,7 @@ mod tests {
         }
     }
 
-    fn command(id: &str) -> CommandRow {
+    pub(super) fn command(id: &str) -> CommandRow {
         CommandRow {
             command_id: id.into(),
             document_name: "AWS-RunShellScript".into(),

@@ -268,18 +268,34 @@ async fn store_command(
             )
         })
         .collect();
-    c.store.insert_command(&row, &pairs).await?;
+    match super::take_change_draft() {
+        // Dispatched: the command, its intent and its outcome in one
+        // transaction (the outcome names the command ID, known already).
+        Some(intent) => {
+            let mut outcome = intent.clone();
+            outcome.outcome(&Ok(json!({"Command": command_json(&row)?})));
+            c.audit
+                .with_change(&intent, &outcome, |records, seal| {
+                    c.store.insert_command_recorded(&row, &pairs, records, seal)
+                })
+                .await?;
+            super::change_recorded();
+        }
+        None => c.store.insert_command(&row, &pairs).await?,
+    }
     Ok(row)
 }
 
 /// Ends at once the invocations that can never be delivered (unknown or
-/// deregistered instances) and wakes the agents of the others.
+/// deregistered instances) and wakes the agents of the others. Whether any
+/// was ended.
 async fn dispatch_command(
     c: &Coordinator,
     command_id: &str,
     reached: &[(String, Option<InstanceRow>)],
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let now = now_ms();
+    let mut ended = false;
     for (id, i) in reached {
         if i.as_ref().is_none_or(|i| i.deregistered_ms.is_some()) {
             let result = store::InvocationResult {
@@ -292,11 +308,12 @@ async fn dispatch_command(
             c.store
                 .finish_invocation(command_id, id, &result, now)
                 .await?;
+            ended = true;
         } else {
             super::ring_when_recorded(c, id);
         }
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Authorises `action` (`ssm:SendCommand`, `ssm:CreateAssociation`, …) on
@@ -398,8 +415,13 @@ pub(super) async fn send(
         (max_concurrency, max_errors),
     )
     .await?;
-    dispatch_command(c, &row.command_id, &reached).await?;
-    let row = c.store.command(&row.command_id).await?.unwrap_or(row);
+    let undeliverable = dispatch_command(c, &row.command_id, &reached).await?;
+    // Undeliverable invocations ended at once changed the command's tally.
+    let row = if undeliverable {
+        c.store.command(&row.command_id).await?.unwrap_or(row)
+    } else {
+        row
+    };
     Ok(json!({"Command": command_json(&row)?}))
 }
 
