@@ -556,11 +556,21 @@ fn become_in_child(cmd: &mut Command, id: Identity) {
     }
 }
 
-/// Waits until `dir` holds a result and returns it, polling. If the
-/// supervisor died without writing one, returns a result with exit code -1
-/// and [`LOST_SUPERVISOR_ERROR`].
+/// Waits until `dir` holds a result and returns it. If the supervisor died
+/// without writing one, returns a result with exit code -1 and
+/// [`LOST_SUPERVISOR_ERROR`].
+///
+/// Not by polling: the supervisor writes the result durably and then exits,
+/// and its exit is seen at once through a pidfd (whether this agent started
+/// it or an earlier one did), the result read the moment it is there. The
+/// directory is still looked at every [`SAFETY_NET`] (every
+/// [`POLL_INTERVAL`] where the kernel has no pidfds, before Linux 5.3).
 pub async fn wait_result(dir: &Path) -> Result<StepResult, ExecError> {
     let since = Instant::now();
+    // The supervisor's exit, once it was seen alive; None when it cannot be
+    // watched (then the directory is polled).
+    let mut exit: Option<tokio::io::unix::AsyncFd<OwnedFd>> = None;
+    let mut watched = false;
     loop {
         if let Some(result) = read_result(dir)? {
             return Ok(result);
@@ -583,8 +593,74 @@ pub async fn wait_result(dir: &Path) -> Result<StepResult, ExecError> {
             lost.ended_at_ms = now;
             return Ok(lost);
         }
-        sleep(POLL_INTERVAL).await;
+        if liveness == Liveness::Alive && !watched {
+            watched = true;
+            exit = supervisor_pid(dir)
+                .and_then(pidfd_open)
+                .and_then(watch_exit);
+            // It may have ended between the look above and the pidfd.
+            continue;
+        }
+        let nap = if exit.is_some() {
+            SAFETY_NET
+        } else {
+            POLL_INTERVAL
+        };
+        match &exit {
+            Some(fd) => {
+                tokio::select! {
+                    ready = fd.readable() => {
+                        if ready.is_ok() {
+                            // Exited: look once more, then by the safety net.
+                            exit = None;
+                        }
+                    }
+                    () = sleep(nap) => {}
+                }
+            }
+            None => sleep(nap).await,
+        }
     }
+}
+
+/// A pidfd registered with the runtime: readable once its process exited.
+#[allow(unsafe_code)]
+fn watch_exit(fd: OwnedFd) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is an open descriptor that stays open, and its
+    // `as_raw_fd` the same number, for as long as it is owned — here by the
+    // AsyncFd, until it drops.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
+    }
+}
+
+/// How often [`wait_result`] looks at the step directory while it watches
+/// the supervisor's exit.
+const SAFETY_NET: Duration = Duration::from_secs(1);
+
+/// The supervisor's pid from its pid file, when it holds one.
+fn supervisor_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|pid| *pid > 0)
+}
+
+/// A pidfd for `pid`: readable once the process has exited. None where the
+/// kernel has none (before 5.3) or the process is gone.
+#[allow(unsafe_code)]
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // (or -1); it touches no memory of ours. A non-negative result is a
+    // descriptor nothing else owns, closed when the OwnedFd drops.
+    // (No flags: it is only polled, never read or waited on.)
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: see above: `fd` was just returned to us and is owned by no one else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// After an agent restart, for a step whose spec was written: whether its
@@ -793,8 +869,14 @@ async fn run_step(dir: &Path) -> StepResult {
     } else {
         None
     };
+    // The agent wrote our pid when it spawned us (durably): written again
+    // only when it has not yet, so that a step does not wait on a second
+    // fsync for the same bytes.
     let pid_text = format!("{}\n", std::process::id());
-    if let Err(err) = write_atomic(&dir.join(PID_FILE), pid_text.as_bytes()) {
+    let pid_path = dir.join(PID_FILE);
+    if std::fs::read_to_string(&pid_path).ok().as_deref() != Some(pid_text.as_str())
+        && let Err(err) = write_atomic(&pid_path, pid_text.as_bytes())
+    {
         return StepResult::failed(started_at_ms, err.to_string());
     }
     // Before the child exists, so that no SIGTERM can orphan it.
@@ -836,16 +918,18 @@ async fn run_step(dir: &Path) -> StepResult {
     }
     let out_path = dir.join(STDOUT_FILE);
     let err_path = dir.join(STDERR_FILE);
+    // Opened directly (a step with no output never starts the runtime's
+    // blocking threads), written through tokio.
     let create = |path: &Path| {
-        let mut o = tokio::fs::OpenOptions::new();
-        o.write(true)
+        OpenOptions::new()
+            .write(true)
             .create(true)
             .truncate(true)
-            .mode(PRIVATE_FILE_MODE);
-        let path = path.to_owned();
-        async move { o.open(path).await }
+            .mode(PRIVATE_FILE_MODE)
+            .open(path)
+            .map(tokio::fs::File::from_std)
     };
-    let (out_file, err_file) = match (create(&out_path).await, create(&err_path).await) {
+    let (out_file, err_file) = match (create(&out_path), create(&err_path)) {
         (Ok(out), Ok(err)) => (out, err),
         (Err(source), _) => {
             let err = ExecError::Write {
@@ -1024,8 +1108,13 @@ async fn run_step(dir: &Path) -> StepResult {
             drain(&mut pumps).await;
         }
     }
+    // What the step wrote is on disk before its result is. An empty stream
+    // reads the same whether its file survives a crash or not (a missing
+    // one reads as no output): it costs no fsync.
     for path in [&out_path, &err_path] {
-        if let Ok(file) = File::open(path) {
+        if let Ok(file) = File::open(path)
+            && file.metadata().is_ok_and(|m| m.len() > 0)
+        {
             let _ = file.sync_all();
         }
     }

@@ -150,6 +150,17 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    // A step's supervisor starts once per step: straight to work, without
+    // building the whole command line parser (the hidden subcommand takes
+    // exactly one argument; anything else goes through clap and its errors).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(sub), Some(dir), None) = (args.next(), args.next(), args.next())
+        && sub == exec::SUPERVISE_SUBCOMMAND
+    {
+        return ExitCode::from(
+            exec::supervise_main(std::path::Path::new(&dir)).clamp(0, 255) as u8,
+        );
+    }
     let matches = Cli::command().version(version::current()).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -160,6 +160,8 @@ const LIVE_OUTPUT_CAP_BYTES: u64 = 4 * 1024 * 1024;
 const RENEWAL_CHECK_MAX: Duration = Duration::from_secs(6 * 3600);
 const RENEWAL_CHECK_MIN: Duration = Duration::from_secs(1);
 const RENEWAL_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often the reporter looks through the whole spool (and prunes it).
+const REPORT_RESCAN: Duration = Duration::from_secs(30);
 /// Reported commands are kept this long (replays are refused by expiry after that).
 const SPOOL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -179,6 +181,9 @@ struct Agent {
     /// Coordinator clock minus ours, in ms, from the last reply.
     skew_ms: AtomicI64,
     report_bell: Notify,
+    /// Commands whose report was just saved (or asked for again): the
+    /// reporter sends these at once without listing the whole spool.
+    fresh_reports: Mutex<Vec<String>>,
     running: Mutex<HashSet<String>>,
     /// Commands cancelled before their envelope reached us: never run them.
     cancelled_unseen: Mutex<HashSet<String>>,
@@ -317,7 +322,7 @@ impl Agent {
                         if let Err(e) = self.spool.unmark_reported(&id) {
                             warn!(command_id = %id, error = %e, "cannot queue the report again");
                         }
-                        self.report_bell.notify_one();
+                        self.queue_report(id);
                     }
                 }
             }
@@ -489,8 +494,14 @@ impl Agent {
             me.keep_report(&report.0, report.1).await;
             drop(permit);
             me.running.lock().remove(&command_id);
-            me.report_bell.notify_one();
+            me.queue_report(command_id);
         });
+    }
+
+    /// Hands a saved report to the reporter, which sends it at once.
+    fn queue_report(&self, command_id: String) {
+        self.fresh_reports.lock().push(command_id);
+        self.report_bell.notify_one();
     }
 
     /// Saves a finished command's report in the spool, where the reporter
@@ -923,40 +934,59 @@ impl Agent {
 
     // ----- reporting -----
 
-    /// Sends every finished, unreported command; loops until shutdown.
+    /// Sends every finished, unreported command; loops until shutdown. A
+    /// report just saved is sent the moment the reporter is rung, without
+    /// listing the spool; the whole spool is looked through at start, every
+    /// [`REPORT_RESCAN`] and after a failure (so nothing saved is left behind).
     async fn reporter(self: Arc<Self>) {
         let mut backoff = backoff(self.cfg.max_backoff);
+        let mut rescan = true;
+        let mut pruned_at: Option<tokio::time::Instant> = None;
         loop {
-            let mut wait = Duration::from_secs(30);
-            let pending: Vec<String> = match self.spool.unfinished() {
-                Ok(unfinished) => unfinished
-                    .into_iter()
-                    .filter(|(_, s)| *s == Stage::Finished)
-                    .map(|(id, _)| id)
-                    .collect(),
-                Err(e) => {
-                    wait = backoff.next().unwrap_or(self.cfg.max_backoff);
-                    error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list the spool; results wait in it");
-                    Vec::new()
+            let mut wait = REPORT_RESCAN;
+            let fresh = std::mem::take(&mut *self.fresh_reports.lock());
+            let pending: Vec<String> = if rescan {
+                match self.spool.unfinished() {
+                    Ok(unfinished) => unfinished
+                        .into_iter()
+                        .filter(|(_, s)| *s == Stage::Finished)
+                        .map(|(id, _)| id)
+                        .collect(),
+                    Err(e) => {
+                        wait = backoff.next().unwrap_or(self.cfg.max_backoff);
+                        error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list the spool; results wait in it");
+                        Vec::new()
+                    }
                 }
+            } else {
+                let mut ids = fresh;
+                ids.sort();
+                ids.dedup();
+                ids.retain(|id| self.spool.stage(id) == Stage::Finished);
+                ids
             };
+            rescan = false;
             if !pending.is_empty() {
                 match self.send_reports(&pending).await {
                     Ok(()) => backoff = self::backoff(self.cfg.max_backoff),
                     Err(e) => {
                         wait = backoff.next().unwrap_or(self.cfg.max_backoff);
+                        rescan = true;
                         warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "results not delivered yet; they stay in the spool");
                     }
                 }
             }
-            match self.spool.prune(SPOOL_RETENTION) {
-                Ok(0) => {}
-                Ok(pruned) => debug!(pruned, "old reported commands removed from the spool"),
-                Err(e) => debug!(error = %e, "old reported commands not pruned"),
+            if pruned_at.is_none_or(|at| at.elapsed() >= REPORT_RESCAN) {
+                pruned_at = Some(tokio::time::Instant::now());
+                match self.spool.prune(SPOOL_RETENTION) {
+                    Ok(0) => {}
+                    Ok(pruned) => debug!(pruned, "old reported commands removed from the spool"),
+                    Err(e) => debug!(error = %e, "old reported commands not pruned"),
+                }
             }
             tokio::select! {
                 _ = self.report_bell.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => rescan = true,
             }
         }
     }
@@ -1519,6 +1549,7 @@ pub async fn run(
         upstream,
         skew_ms: AtomicI64::new(0),
         report_bell: Notify::new(),
+        fresh_reports: Mutex::new(Vec::new()),
         running: Mutex::new(HashSet::new()),
         cancelled_unseen: Mutex::new(HashSet::new()),
         slots: Semaphore::new(cfg.max_concurrent.max(1)),

@@ -19,6 +19,13 @@
 //! TLS connections — and gives figures as ratios to it, since absolute times
 //! on shared machines drift. The last line printed is one JSON object with
 //! every figure.
+//!
+//! With `--real-agents` the agents are real `tether-agent` processes instead
+//! (see `real.rs`), and the one-node latency an operator's script sees is
+//! measured too. Either way the commit and the machine (cores, memory) are
+//! printed first and are in the JSON line.
+
+mod real;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,7 +51,7 @@ use tonic::transport::Channel;
 #[derive(Parser, Debug)]
 #[command(
     name = "tether-bench",
-    about = "Measure a Tether coordinator under N simulated agents"
+    about = "Measure a Tether coordinator under N agents: simulated, or real processes (--real-agents)"
 )]
 struct Args {
     /// Simulated agents.
@@ -75,6 +82,25 @@ struct Args {
     /// PostgreSQL database's `postgres://` URL (default: SQLite in the work directory).
     #[arg(long)]
     database: Option<String>,
+    /// Run N real `tether-agent` processes (registered with `tether-agent
+    /// register`, each with its own state directory, running real
+    /// `/bin/true` steps) instead of simulated agents, and measure the
+    /// one-node latency; no reconnect storm or history.
+    #[arg(long)]
+    real_agents: bool,
+    /// With --real-agents: sends of the one-node latency (each a `tether
+    /// send-command` process, then a `tether get-command-invocation` process
+    /// every 50 ms until the status is terminal).
+    #[arg(long, default_value_t = 20)]
+    latency_sends: usize,
+    /// With --real-agents: where the agents' state directories go (default:
+    /// /dev/shm, as in the simulated mode; a disk shows a node's fsyncs).
+    #[arg(long)]
+    agents_dir: Option<PathBuf>,
+    /// The commit measured, as printed (default: `git rev-parse --short HEAD`
+    /// of the current directory, `-dirty` when it has changes).
+    #[arg(long)]
+    commit: Option<String>,
     /// Internal: serve the floor's echo service and print its port and certificate.
     #[arg(long, hide = true)]
     floor_server: bool,
@@ -139,7 +165,19 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
             .context("bench executable has no directory")?
             .join("tether"),
     };
-    let mut out = json!({"agents": n, "executor": args.executor});
+    let commit = args.commit.clone().unwrap_or_else(git_commit);
+    let (cores, mem_kb, cpu) = machine();
+    say(format!(
+        "commit {commit}; machine: {cores} cores ({cpu}), {} MiB memory",
+        mem_kb / 1024
+    ));
+    let mut out = json!({"agents": n, "executor": args.executor,
+                         "commit": commit, "cores": cores, "memory_kb": mem_kb, "cpu": cpu});
+    if args.real_agents {
+        out["executor"] = json!("real-agents");
+        real::bench(&args, &tether, &work, &mut out).await?;
+        return Ok(out);
+    }
 
     // ----- floor -----
     let floor = floor_ms(n).await?;
@@ -444,6 +482,57 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     }
     coord.kill();
     Ok(out)
+}
+
+/// The commit of the working directory, `-dirty` with uncommitted changes.
+fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head)
+            if git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()) =>
+        {
+            format!("{head}-dirty")
+        }
+        Some(head) => head,
+        None => "unknown".into(),
+    }
+}
+
+/// Cores, memory (KiB) and CPU model of this machine.
+fn machine() -> (usize, u64, String) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|v| v.split_once(':'))
+        .map_or_else(|| "unknown CPU".to_string(), |(_, m)| m.trim().to_string());
+    (cores, mem_kb, cpu)
+}
+
+/// A process's resident memory, KiB (0 when it is gone).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn round(v: f64) -> f64 {

@@ -173,17 +173,23 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let words: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let serve = cli::verb_of(&words).as_deref() == Some("serve");
+    // The CLI makes one call at a time: one thread, none started for it.
+    let runtime = if serve {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tether: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if cli::verb_of(&words).as_deref() != Some("serve") {
+    if !serve {
         return runtime.block_on(cli::main(words));
     }
     let args = match Cli::try_parse() {

@@ -13,7 +13,7 @@
 //! - [`input`]: the typed input of every operation, generated from the model
 //!   by [`codegen`]; [`request`] turns a transport's bytes into one.
 //!
-//! Pure: no IO but decompressing the embedded model once, no async runtime.
+//! Pure: no IO (the model is embedded, decompressed at build time), no async runtime.
 //! The coordinator, the store and the CLI all build on it; it builds on none
 //! of them.
 
@@ -30,6 +30,8 @@ pub mod redact;
 pub mod request;
 pub mod state;
 pub mod target;
+#[rustfmt::skip]
+pub mod timestamps;
 pub mod validate;
 
 pub use error::ApiError;

@@ -7,15 +7,23 @@
 //! their shapes, which operations page their results, which waiters exist,
 //! which shapes are sensitive and which members are timestamps. The operator CLI builds its
 //! verbs and flags from it, so they are exactly those of `aws ssm`. It does
-//! no IO beyond decompressing the embedded bytes once, and knows nothing of
-//! what an operation means.
+//! no IO, and knows nothing of what an operation means.
+//!
+//! Each operation and shape is kept as its JSON text and parsed the first
+//! time it is asked for: a CLI call reads a handful of the model's 1,500
+//! shapes, and parsing all of them was most of what a call cost. The
+//! service file is decompressed at build time (`build.rs`), and the
+//! timestamp member names, which depend on every shape, are generated
+//! (`timestamps.rs`, by `codegen.rs`).
 
-use std::io::Read as _;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-static SERVICE_GZ: &[u8] = include_bytes!("../model/ssm-service-2.json.gz");
+static SERVICE: &str = include_str!(concat!(env!("OUT_DIR"), "/ssm-service-2.json"));
 static PAGINATORS: &str = include_str!("../model/ssm-paginators-1.json");
 static TETHER_OPERATIONS: &str = include_str!("../model/tether-operations.json");
 static WAITERS: &str = include_str!("../model/ssm-waiters-2.json");
@@ -27,7 +35,8 @@ const MAX_SHAPE_DEPTH: usize = 8;
 /// The parsed model.
 #[derive(Debug)]
 pub struct Model {
-    service: Value,
+    operations: Section,
+    shapes: Section,
     paginators: Value,
     waiters: Value,
     /// Tether's extra answer members, by output shape (`extraMembers`).
@@ -145,43 +154,87 @@ impl Shape {
     }
 }
 
-/// The embedded model, parsed on first use.
+/// A section of the model (`operations` or `shapes`): each entry's JSON
+/// text, parsed the first time the entry is asked for.
+#[derive(Debug, Default)]
+struct Section {
+    entries: HashMap<&'static str, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    text: &'static RawValue,
+    parsed: OnceLock<Value>,
+}
+
+impl Section {
+    fn get(&'static self, name: &str) -> Option<&'static Value> {
+        let e = self.entries.get(name)?;
+        Some(e.parsed.get_or_init(|| {
+            // The text was read as JSON when the model loaded.
+            serde_json::from_str(e.text.get()).unwrap_or(Value::Null)
+        }))
+    }
+
+    fn names(&'static self) -> impl Iterator<Item = &'static str> {
+        self.entries.keys().copied()
+    }
+}
+
+/// A model file's sections as text (and Tether's extra answer members).
+#[derive(Deserialize)]
+struct Sections {
+    #[serde(borrow, default)]
+    operations: HashMap<&'static str, &'static RawValue>,
+    #[serde(borrow, default)]
+    shapes: HashMap<&'static str, &'static RawValue>,
+    #[serde(rename = "extraMembers", default)]
+    extra_members: Value,
+}
+
+/// The embedded model, read on first use.
 pub fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let mut text = String::new();
-        // The embedded bytes are fixed at build time and checked by the tests,
-        // so a failure here is a build defect, not bad input.
+        // The embedded files are fixed at build time and checked by the
+        // tests, so a failure here is a build defect, not bad input.
         #[allow(clippy::expect_used)]
-        flate2::read::GzDecoder::new(SERVICE_GZ)
-            .read_to_string(&mut text)
-            .expect("embedded SSM model is valid gzip");
+        let service: Sections = serde_json::from_str(SERVICE).expect("embedded SSM model is JSON");
         #[allow(clippy::expect_used)]
-        let mut service: Value = serde_json::from_str(&text).expect("embedded SSM model is JSON");
-        #[allow(clippy::expect_used)]
-        let tether: Value =
+        let tether: Sections =
             serde_json::from_str(TETHER_OPERATIONS).expect("embedded Tether operations are JSON");
-        let ssm_operations = service["operations"]
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
+        let ssm_operations = service.operations.keys().map(|k| (*k).to_owned()).collect();
         // Tether's own operations join SSM's, shape by shape; none may
         // replace one of SSM's (the tests check there is no clash).
-        for part in ["operations", "shapes"] {
-            if let (Some(into), Some(from)) =
-                (service[part].as_object_mut(), tether[part].as_object())
-            {
-                for (name, v) in from {
-                    into.entry(name.clone()).or_insert_with(|| v.clone());
-                }
+        let section = |ssm: HashMap<&'static str, &'static RawValue>,
+                       ours: HashMap<&'static str, &'static RawValue>| {
+            let mut entries: HashMap<&'static str, Entry> = ssm
+                .into_iter()
+                .map(|(k, text)| {
+                    (
+                        k,
+                        Entry {
+                            text,
+                            parsed: OnceLock::new(),
+                        },
+                    )
+                })
+                .collect();
+            for (k, text) in ours {
+                entries.entry(k).or_insert(Entry {
+                    text,
+                    parsed: OnceLock::new(),
+                });
             }
-        }
+            Section { entries }
+        };
         #[allow(clippy::expect_used)]
         Model {
-            service,
+            operations: section(service.operations, tether.operations),
+            shapes: section(service.shapes, tether.shapes),
             paginators: serde_json::from_str(PAGINATORS).expect("embedded SSM paginators are JSON"),
             waiters: serde_json::from_str(WAITERS).expect("embedded SSM waiters are JSON"),
-            extra_members: tether["extraMembers"].clone(),
+            extra_members: tether.extra_members,
             ssm_operations,
         }
     })
@@ -190,7 +243,7 @@ pub fn model() -> &'static Model {
 impl Model {
     /// The operation's definition, if the model has it.
     pub fn operation(&'static self, name: &str) -> Option<&'static Value> {
-        self.service["operations"].get(name)
+        self.operations.get(name)
     }
 
     /// Whether the operation is SSM's own, rather than one of Tether's
@@ -219,7 +272,7 @@ impl Model {
 
     /// A shape's definition by name.
     pub fn shape(&'static self, name: &str) -> Option<&'static Value> {
-        self.service["shapes"].get(name)
+        self.shapes.get(name)
     }
 
     /// The operation's input members in model order (none when it takes no input).
@@ -346,51 +399,54 @@ impl Model {
 
     /// The member names that hold timestamps in answers: `timestamp`-typed
     /// in a shape some operation answers with, and `string`-typed in no
-    /// shape at all (so a name alone says how to show its value).
+    /// shape at all (so a name alone says how to show its value). They
+    /// depend on every shape: generated (`timestamps.rs`) by
+    /// [`Model::compute_timestamp_members`], which a test runs.
     pub fn timestamp_members(&'static self) -> &'static std::collections::BTreeSet<&'static str> {
         static NAMES: OnceLock<std::collections::BTreeSet<&'static str>> = OnceLock::new();
         NAMES.get_or_init(|| {
-            let m = model();
-            let mut reached = std::collections::BTreeSet::new();
-            let mut todo: Vec<&'static str> = m.service["operations"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(|(_, op)| op["output"]["shape"].as_str())
-                .collect();
-            while let Some(name) = todo.pop() {
-                if !reached.insert(name) {
-                    continue;
-                }
-                let Some(shape) = m.shape(name) else { continue };
-                for child in [&shape["member"], &shape["key"], &shape["value"]] {
-                    todo.extend(child["shape"].as_str());
-                }
-                todo.extend(
-                    m.members(name)
-                        .iter()
-                        .filter_map(|(_, v)| v["shape"].as_str()),
-                );
-            }
-            let typed = |shapes: &mut dyn Iterator<Item = &'static str>, kind: &str| {
-                shapes
-                    .flat_map(|s| m.members(s))
-                    .filter(|(_, v)| v["shape"].as_str().map(|s| m.shape_type(s)) == Some(kind))
-                    .map(|(name, _)| name)
-                    .collect::<std::collections::BTreeSet<_>>()
-            };
-            let all: Vec<&'static str> = m.service["shapes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, _)| k.as_str())
-                .collect();
-            let strings = typed(&mut all.iter().copied(), "string");
-            typed(&mut reached.iter().copied(), "timestamp")
-                .into_iter()
-                .filter(|n| !strings.contains(n))
+            crate::timestamps::TIMESTAMP_MEMBERS
+                .iter()
+                .copied()
                 .collect()
         })
+    }
+
+    /// [`Model::timestamp_members`] from the model itself (parses every shape).
+    pub fn compute_timestamp_members(&'static self) -> std::collections::BTreeSet<&'static str> {
+        let m = self;
+        let mut reached = std::collections::BTreeSet::new();
+        let mut todo: Vec<&'static str> = m
+            .operations
+            .names()
+            .filter_map(|op| m.operation(op)?["output"]["shape"].as_str())
+            .collect();
+        while let Some(name) = todo.pop() {
+            if !reached.insert(name) {
+                continue;
+            }
+            let Some(shape) = m.shape(name) else { continue };
+            for child in [&shape["member"], &shape["key"], &shape["value"]] {
+                todo.extend(child["shape"].as_str());
+            }
+            todo.extend(
+                m.members(name)
+                    .iter()
+                    .filter_map(|(_, v)| v["shape"].as_str()),
+            );
+        }
+        let typed = |shapes: &mut dyn Iterator<Item = &'static str>, kind: &str| {
+            shapes
+                .flat_map(|s| m.members(s))
+                .filter(|(_, v)| v["shape"].as_str().map(|s| m.shape_type(s)) == Some(kind))
+                .map(|(name, _)| name)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let strings = typed(&mut m.shapes.names(), "string");
+        typed(&mut reached.iter().copied(), "timestamp")
+            .into_iter()
+            .filter(|n| !strings.contains(n))
+            .collect()
     }
 
     /// The names of botocore's SSM waiters (`CommandExecuted`).
@@ -520,10 +576,11 @@ mod tests {
         let tether: Value = serde_json::from_str(TETHER_OPERATIONS).unwrap();
         for part in ["operations", "shapes"] {
             for (name, v) in tether[part].as_object().unwrap() {
-                assert_eq!(
-                    m.service[part][name], *v,
-                    "{part} {name} clashes with SSM's"
-                );
+                let have = match part {
+                    "operations" => m.operation(name),
+                    _ => m.shape(name),
+                };
+                assert_eq!(have, Some(v), "{part} {name} clashes with SSM's");
             }
         }
         assert!(m.is_ssm_operation("SendCommand"));
