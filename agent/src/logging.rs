@@ -19,10 +19,10 @@ use std::sync::Mutex;
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogSettings;
 
@@ -72,8 +72,12 @@ pub fn prepare(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(crate::config::DEFAULT_LOG_LEVEL))
+/// `level`: a level, or `target=level` directives after an optional default
+/// (`info,tether_agent::run=debug`); the default level if it does not parse.
+fn filter(level: &str) -> Targets {
+    level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Logs to rotated files in `settings.dir` (created if needed) and warnings to
