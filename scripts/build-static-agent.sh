@@ -3,17 +3,14 @@
 # statically: `-C target-feature=+crt-static`, non-PIE so that `ldd` says "not a
 # dynamic executable"; no musl target is needed) with the
 # size-optimised release profile, checks that it is static and within the size
-# budget, and prints its path and size. The flag goes in RUSTFLAGS with an explicit
+# budget, and prints its path. The flag goes in RUSTFLAGS with an explicit
 # --target, so it reaches only the agent's crates, never build scripts or
 # proc-macros, and the coordinator and the tests build as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 max_bytes=$((8 * 1024 * 1024))
-# No unwind tables: the release profile aborts on panic, so nothing unwinds,
-# and .eh_frame was 0.4 MiB of the agent (a panic still prints its message
-# and location; only a RUST_BACKTRACE stops at the first frame).
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no" \
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
   cargo build --release --locked -p tether-agent --target "$target" >&2
 out="${CARGO_TARGET_DIR:-target}/$target/release/tether-agent"
 linkage=$(LC_ALL=C ldd "$out" 2>&1 || true)
