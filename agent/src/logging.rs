@@ -129,6 +129,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_level_is_a_level_or_target_directives() {
+        use tracing::Level;
+        let f = filter("debug");
+        assert!(f.would_enable("tether_agent::run", &Level::DEBUG));
+        assert!(!f.would_enable("h2", &Level::TRACE));
+        let f = filter("info,tether_agent::run=debug");
+        assert!(f.would_enable("tether_agent::run::upstream", &Level::DEBUG));
+        assert!(!f.would_enable("tether_agent::update", &Level::DEBUG));
+        assert!(f.would_enable("hyper", &Level::INFO));
+        let f = filter("WARN");
+        assert!(!f.would_enable("tether_agent", &Level::INFO));
+        // What does not parse is the default, info.
+        let f = filter("tether_agent=loud");
+        assert!(f.would_enable("tether_agent", &Level::INFO));
+        assert!(!f.would_enable("tether_agent", &Level::DEBUG));
+    }
+
+    #[test]
     fn files_rotate_by_size_and_keep_only_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.log");
