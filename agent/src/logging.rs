@@ -19,10 +19,10 @@ use std::sync::Mutex;
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogSettings;
 
@@ -72,8 +72,12 @@ pub fn prepare(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(crate::config::DEFAULT_LOG_LEVEL))
+/// `level`: a level, or `target=level` directives after an optional default
+/// (`info,tether_agent::run=debug`); the default level if it does not parse.
+fn filter(level: &str) -> Targets {
+    level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Logs to rotated files in `settings.dir` (created if needed) and warnings to
@@ -123,6 +127,24 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn the_level_is_a_level_or_target_directives() {
+        use tracing::Level;
+        let f = filter("debug");
+        assert!(f.would_enable("tether_agent::run", &Level::DEBUG));
+        assert!(!f.would_enable("h2", &Level::TRACE));
+        let f = filter("info,tether_agent::run=debug");
+        assert!(f.would_enable("tether_agent::run::upstream", &Level::DEBUG));
+        assert!(!f.would_enable("tether_agent::update", &Level::DEBUG));
+        assert!(f.would_enable("hyper", &Level::INFO));
+        let f = filter("WARN");
+        assert!(!f.would_enable("tether_agent", &Level::INFO));
+        // What does not parse is the default, info.
+        let f = filter("tether_agent=loud");
+        assert!(f.would_enable("tether_agent", &Level::INFO));
+        assert!(!f.would_enable("tether_agent", &Level::DEBUG));
+    }
 
     #[test]
     fn files_rotate_by_size_and_keep_only_the_newest() {

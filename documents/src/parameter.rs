@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use crate::error::DocumentError;
 use crate::message::{UnknownName, quote};
@@ -639,6 +639,17 @@ mod tests {
                 &["1", "x"],
                 Some(r#"value "x" does not match"#),
             ),
+            // SSM's patterns are Java's: `\d` is ASCII digits only, not "٣".
+            (
+                r#"{"type":"String","allowedPattern":"\\d+"}"#,
+                &["\u{0663}"],
+                Some("does not match"),
+            ),
+            (
+                r#"{"type":"String","allowedPattern":"(?i)[a-z]+"}"#,
+                &["AbC"],
+                None,
+            ),
             (r#"{"type":"Integer"}"#, &["-42"], None),
             (
                 r#"{"type":"Integer"}"#,
@@ -701,6 +712,10 @@ mod tests {
             (
                 r#"{"type":"String","allowedPattern":"("}"#,
                 r#"parameter "p": allowedPattern "(" is not a valid regular expression"#,
+            ),
+            (
+                r#"{"type":"String","allowedPattern":"\\p{L}+"}"#,
+                r#"parameter "p": allowedPattern "\\p{L}+" is not a valid regular expression"#,
             ),
             (
                 r#"{"type":"String","minItems":1}"#,

@@ -151,8 +151,7 @@ pub fn rpm(dir: &Path) -> Result<Vec<Entry>, String> {
     if !db.exists() {
         return Ok(Vec::new());
     }
-    let blobs = super::rpmdb::header_blobs(&db).map_err(|e| format!("{}: {e}", db.display()))?;
-    Ok(blobs.iter().filter_map(|b| rpm_header(b)).collect())
+    super::rpmdb::read_blobs(&db, rpm_header).map_err(|e| e.to_string())
 }
 
 const RPMTAG_NAME: u32 = 1000;

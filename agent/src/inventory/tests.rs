@@ -124,30 +124,233 @@ fn rpm_headers_decode_into_entries() {
     assert!(packages::rpm_header(&[0xff; 12]).is_none());
 }
 
+/// `rpmdb.sqlite` as rpm lays it out (its `Packages` table), written by
+/// SQLite itself, with a package per name; `summary_len` bytes of summary
+/// make headers that spill onto overflow pages.
+fn write_rpmdb(db: &Path, names: &[String], summary_len: usize) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE IF NOT EXISTS 'Packages' (hnum INTEGER PRIMARY KEY AUTOINCREMENT,blob BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS 'Name' (key 'TEXT' NOT NULL, hnum INTEGER NOT NULL, idx INTEGER NOT NULL);",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for name in names {
+        insert_rpm(&conn, name, summary_len);
+    }
+    conn
+}
+
+fn insert_rpm(conn: &rusqlite::Connection, name: &str, summary_len: usize) {
+    let summary = format!("{name} {}", "s".repeat(summary_len));
+    conn.execute(
+        "INSERT INTO Packages (blob) VALUES (?1)",
+        [rpm_blob(&[
+            (1000, 6, name),
+            (1001, 6, "1.0"),
+            (1004, 9, &summary),
+            (1022, 6, "x86_64"),
+        ])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn rpm_names(dir: &Path) -> Vec<String> {
+    packages::rpm(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|a| a["Name"].clone())
+        .collect()
+}
+
 #[test]
 fn rpm_sqlite_database_is_read_without_the_rpm_tool() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let db = dir.path().join("rpmdb.sqlite");
-    let conn = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    conn.execute_batch(
-        "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    for name in ["bash", "gpg-pubkey", "coreutils"] {
-        conn.execute(
-            "INSERT INTO Packages (blob) VALUES (?1)",
-            [rpm_blob(&[
-                (1000, 6, name),
-                (1001, 6, "1.0"),
-                (1022, 6, "x86_64"),
-            ])],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = ["bash", "gpg-pubkey", "coreutils"].map(String::from).into();
+    drop(write_rpmdb(&dir.path().join("rpmdb.sqlite"), &names, 10));
+    assert_eq!(rpm_names(dir.path()), ["bash", "coreutils"]);
+    let apps = packages::rpm(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(apps[0]["Summary"], format!("bash {}", "s".repeat(10)));
+    // No database: no rpm packages, no problem.
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rpm_names(empty.path()), Vec::<String>::new());
+}
+
+#[test]
+fn rpm_databases_of_many_pages_and_overflowing_headers_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // 400 rows: a b-tree of interior pages; every third header is larger
+    // than a page and continues on overflow pages (a chain of several).
+    let names: Vec<String> = (0..400).map(|i| format!("pkg{i:03}")).collect();
+    let conn = write_rpmdb(&dir.path().join("rpmdb.sqlite"), &names[..0], 0);
+    for (i, n) in names.iter().enumerate() {
+        insert_rpm(&conn, n, if i % 3 == 0 { 20_000 } else { 100 });
     }
     drop(conn);
     let apps = packages::rpm(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<&str> = apps.iter().map(|a| a["Name"].as_str()).collect();
-    assert_eq!(names, ["bash", "coreutils"]);
+    let got: Vec<&str> = apps.iter().map(|a| a["Name"].as_str()).collect();
+    assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
+    for (i, a) in apps.iter().enumerate() {
+        let len = if i % 3 == 0 { 20_000 } else { 100 };
+        assert_eq!(a["Summary"].len(), names[i].len() + 1 + len, "{}", names[i]);
+    }
+}
+
+#[test]
+fn rpm_commits_still_in_the_wal_are_read_and_a_torn_tail_is_not() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("rpmdb.sqlite");
+    let names: Vec<String> = ["a", "b", "c"].map(String::from).into();
+    let conn = write_rpmdb(&db, &names, 10);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Committed after the checkpoint: only in rpmdb.sqlite-wal (the
+    // connection stays open, so nothing is checkpointed).
+    conn.execute("DELETE FROM Packages WHERE hnum = 2", [])
+        .unwrap_or_else(|e| panic!("{e}"));
+    insert_rpm(&conn, "d", 5000);
+    let wal = dir.path().join("rpmdb.sqlite-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0);
+    assert_eq!(rpm_names(dir.path()), ["a", "c", "d"]);
+
+    // A copy without the -shm index, and with a frame half written after
+    // the last commit (a writer killed mid-way): the committed state still.
+    let copy = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&db, copy.path().join("rpmdb.sqlite")).unwrap_or_else(|e| panic!("{e}"));
+    let mut w = std::fs::read(&wal).unwrap_or_else(|e| panic!("{e}"));
+    let frame = w[32..32 + 24].to_vec();
+    w.extend_from_slice(&frame);
+    w.extend(std::iter::repeat_n(0x5a, 1000));
+    std::fs::write(copy.path().join("rpmdb.sqlite-wal"), &w).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rpm_names(copy.path()), ["a", "c", "d"]);
+    // A WAL from another database (its salts differ) is not applied.
+    std::fs::write(copy.path().join("rpmdb.sqlite-wal"), b"not a wal")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rpm_names(copy.path()), ["a", "b", "c"]);
+    drop(conn);
+}
+
+#[test]
+fn rpm_database_that_is_not_one_is_a_named_problem() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("rpmdb.sqlite");
+    std::fs::write(&db, b"\x00".repeat(4096)).unwrap_or_else(|e| panic!("{e}"));
+    let e = packages::rpm(dir.path()).expect_err("garbage read as a database");
+    assert!(
+        e.contains("rpmdb.sqlite") && e.contains("no SQLite header"),
+        "{e}"
+    );
+    // A database without rpm's table.
+    std::fs::remove_file(&db).unwrap_or_else(|e| panic!("{e}"));
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x)"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = packages::rpm(dir.path()).expect_err("no Packages table");
+    assert!(e.contains("no Packages table"), "{e}");
+}
+
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real thing: packages built by rpmbuild and installed by rpm into a
+/// database of its own, read back as `rpm -qa` lists them.
+#[test]
+fn real_rpm_databases_read_as_rpm_lists_them() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let top = dir.path().join("build");
+    let dbpath = dir.path().join("db");
+    let mut spec = String::from(
+        "Name: tether-probe\nVersion: 2.5\nRelease: 7%{?dist}\nEpoch: 3\n\
+         Summary: The probe package\nLicense: Apache-2.0\nURL: https://example.invalid/probe\n\
+         Vendor: Tether tests\nGroup: Applications/System\nBuildArch: noarch\n\
+         %description\nA package for the agent's rpm database test.\n%files\n",
+    );
+    // 60 more (one with a summary long enough to overflow a page).
+    for i in 0..60 {
+        let summary = if i == 7 {
+            "x".repeat(9000)
+        } else {
+            format!("probe {i}")
+        };
+        spec.push_str(&format!(
+            "%package -n probe-{i:02}\nSummary: {summary}\nVersion: 1.{i}\n\
+             %description -n probe-{i:02}\nProbe {i}.\n%files -n probe-{i:02}\n"
+        ));
+    }
+    let spec_path = dir.path().join("probe.spec");
+    std::fs::write(&spec_path, spec).unwrap_or_else(|e| panic!("{e}"));
+    run(std::process::Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["--quiet", "-bb"])
+        .arg(&spec_path));
+    run(std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&dbpath)
+        .arg("--initdb"));
+    let rpms: Vec<PathBuf> = std::fs::read_dir(top.join("RPMS/noarch"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
+        .collect();
+    assert_eq!(rpms.len(), 61);
+    run(std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&dbpath)
+        .args([
+            "-i",
+            "--justdb",
+            "--nodeps",
+            "--nosignature",
+            "--ignorearch",
+            "--ignoreos",
+        ])
+        .args(&rpms));
+    let listed = run(std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&dbpath)
+        .args([
+            "-qa",
+            "--queryformat",
+            "%{NAME}|%{VERSION}|%{RELEASE}|%{EPOCH}|%{ARCH}|%{INSTALLTIME}|%{SUMMARY}|%{VENDOR}|%{URL}\\n",
+        ]));
+    let mut want: Vec<String> = listed.lines().map(|l| l.replace("(none)", "")).collect();
+    want.sort();
+    let mut got: Vec<String> = packages::rpm(&dbpath)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|a| {
+            let secs = chrono::DateTime::parse_from_rfc3339(&a["InstalledTime"])
+                .map(|t| t.timestamp().to_string())
+                .unwrap_or_default();
+            [
+                &*a["Name"],
+                &*a["Version"],
+                &*a["Release"],
+                &*a["Epoch"],
+                &*a["Architecture"],
+                &secs,
+                &*a["Summary"],
+                &*a["Publisher"],
+                &*a["URL"],
+            ]
+            .join("|")
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 61);
+    assert_eq!(got, want);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("tether-probe|2.5|7|3|noarch|"))
+    );
 }
 
 #[test]
