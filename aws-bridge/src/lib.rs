@@ -31,6 +31,7 @@
 pub mod config;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_ssm::config::{BehaviorVersion, Region};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -97,6 +98,74 @@ async fn client(cfg: &AccountConfig) -> Result<aws_sdk_ssm::Client, String> {
         b = b.endpoint_url(u);
     }
     Ok(aws_sdk_ssm::Client::from_conf(b.build()))
+}
+
+/// The AWS SSM calls the bridge makes, as its metrics name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    DescribeInstanceInformation,
+    ListTagsForResource,
+    DescribeDocument,
+    CreateDocument,
+    SendCommand,
+    CancelCommand,
+    GetCommandInvocation,
+}
+
+impl Call {
+    pub const ALL: [Call; 7] = [
+        Call::DescribeInstanceInformation,
+        Call::ListTagsForResource,
+        Call::DescribeDocument,
+        Call::CreateDocument,
+        Call::SendCommand,
+        Call::CancelCommand,
+        Call::GetCommandInvocation,
+    ];
+
+    /// The AWS operation's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::DescribeInstanceInformation => "DescribeInstanceInformation",
+            Call::ListTagsForResource => "ListTagsForResource",
+            Call::DescribeDocument => "DescribeDocument",
+            Call::CreateDocument => "CreateDocument",
+            Call::SendCommand => "SendCommand",
+            Call::CancelCommand => "CancelCommand",
+            Call::GetCommandInvocation => "GetCommandInvocation",
+        }
+    }
+}
+
+/// Calls made and calls AWS throttled, per [`Call`] (in its order), since
+/// the process started: atomics, read by the coordinator's metrics.
+static CALLS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static THROTTLED: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Each call with how often it was made and how often AWS throttled it.
+pub fn call_counts() -> Vec<(Call, u64, u64)> {
+    Call::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                *c,
+                CALLS[i].load(Ordering::Relaxed),
+                THROTTLED[i].load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+}
+
+/// Counts one call and, when AWS throttled it, its throttling.
+fn counted<T, E: ProvideErrorMetadata, R>(call: Call, result: &Result<T, SdkError<E, R>>) {
+    let i = Call::ALL.iter().position(|c| *c == call).unwrap_or(0);
+    CALLS[i].fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = result
+        && is_throttling(e.code())
+    {
+        THROTTLED[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn is_throttling(code: Option<&str>) -> bool {
@@ -249,7 +318,13 @@ async fn describe_instances(acc: &Account, now: i64) -> Option<Vec<AwsInstanceRo
         .into_paginator()
         .items()
         .send();
+    CALLS[0].fetch_add(1, Ordering::Relaxed);
     while let Some(item) = pages.next().await {
+        if let Err(e) = &item
+            && is_throttling(e.code())
+        {
+            THROTTLED[0].fetch_add(1, Ordering::Relaxed);
+        }
         let i = match item {
             Ok(i) => i,
             Err(e) => {
@@ -290,14 +365,15 @@ async fn describe_instances(acc: &Account, now: i64) -> Option<Vec<AwsInstanceRo
 /// (their tags are EC2's), so those keep none.
 async fn tag_instances(acc: &Account, rows: &mut [AwsInstanceRow]) {
     for row in rows.iter_mut().filter(|r| r.instance_id.starts_with("mi-")) {
-        match acc
+        let got = acc
             .client
             .list_tags_for_resource()
             .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::ManagedInstance)
             .resource_id(&row.instance_id)
             .send()
-            .await
-        {
+            .await;
+        counted(Call::ListTagsForResource, &got);
+        match got {
             Ok(t) => {
                 let tags: Vec<_> = t
                     .tag_list()
@@ -370,13 +446,14 @@ async fn ensure_document(acc: &Account, cmd: &tether_store::CommandRow) -> Publi
         return Publish::Ready;
     }
     let place = format!("AWS SSM ({}, {})", acc.cfg.name, acc.cfg.region);
-    match acc
+    let described = acc
         .client
         .describe_document()
         .name(&cmd.document_name)
         .send()
-        .await
-    {
+        .await;
+    counted(Call::DescribeDocument, &described);
+    match described {
         Ok(d) => {
             let theirs = d.document().and_then(|d| d.hash()).unwrap_or("");
             if theirs.eq_ignore_ascii_case(&cmd.document_hash) {
@@ -396,7 +473,7 @@ async fn ensure_document(acc: &Account, cmd: &tether_store::CommandRow) -> Publi
             } else {
                 aws_sdk_ssm::types::DocumentFormat::Yaml
             };
-            match acc
+            let created = acc
                 .client
                 .create_document()
                 .name(&cmd.document_name)
@@ -404,8 +481,9 @@ async fn ensure_document(acc: &Account, cmd: &tether_store::CommandRow) -> Publi
                 .document_type(aws_sdk_ssm::types::DocumentType::Command)
                 .document_format(format)
                 .send()
-                .await
-            {
+                .await;
+            counted(Call::CreateDocument, &created);
+            match created {
                 Ok(_) => {
                     info!(document = %cmd.document_name, account = %acc.cfg.name, "document published to AWS SSM");
                     Publish::Ready
@@ -526,7 +604,9 @@ async fn send_pending(
                     .document_hash(&cmd.document_hash)
                     .document_hash_type(aws_sdk_ssm::types::DocumentHashType::Sha256);
             }
-            match req.send().await {
+            let sent = req.send().await;
+            counted(Call::SendCommand, &sent);
+            match sent {
                 Ok(out) => {
                     acc.send_throttled = 0;
                     let aws_id = out
@@ -586,14 +666,15 @@ async fn send_cancels(
         let Some(acc) = accounts.get(&row.account) else {
             continue;
         };
-        match acc
+        let cancelled = acc
             .client
             .cancel_command()
             .command_id(&row.aws_command_id)
             .instance_ids(&row.instance_id)
             .send()
-            .await
-        {
+            .await;
+        counted(Call::CancelCommand, &cancelled);
+        match cancelled {
             Ok(_) => {
                 info!(command = %row.command_id, instance = %row.instance_id, aws_command = %row.aws_command_id, "cancellation passed on to AWS SSM");
                 store
@@ -630,6 +711,7 @@ async fn poll_running(
             .instance_id(&row.instance_id)
             .send()
             .await;
+        counted(Call::GetCommandInvocation, &got);
         let now = now_ms();
         match got {
             Ok(out) => {

@@ -84,7 +84,8 @@ pub(crate) fn typed(
 ) -> Result<Request, ApiError> {
     let op = Operation::named(operation)?;
     // Tether's own operations (access keys among them: a key cannot mint
-    // keys) are for the operator channel; the HTTPS API is SSM's.
+    // keys) are for the operator channel; the HTTPS API is SSM's. (An
+    // operator token over HTTPS — `/metrics` — is the operator's channel.)
     if transport == Transport::Https && !op.is_ssm() {
         return Err(ApiError::new(
             "UnknownOperationException",
@@ -246,7 +247,7 @@ pub(crate) fn who(caller: &Caller) -> audit::Who<'_> {
         source: caller.source,
         transport: match caller.transport {
             Transport::Grpc => "grpc",
-            Transport::Https => "https",
+            Transport::Https | Transport::HttpsToken => "https",
         },
     }
 }
@@ -351,5 +352,8 @@ async fn run(
         Request::ListAgentReleases(_) => releases::list(c).await,
         Request::SetAgentTargetVersion(r) => releases::set_target(c, authority, r).await,
         Request::DeleteAgentRelease(r) => releases::delete(c, r).await,
+        Request::GetMetrics(_) => Ok(serde_json::json!({
+            "Metrics": crate::core::stats::render(c).await,
+        })),
     }
 }

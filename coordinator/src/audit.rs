@@ -388,6 +388,9 @@ pub struct Trail {
     queue: mpsc::Sender<Pending>,
     receiver: parking_lot::Mutex<Option<mpsc::Receiver<Pending>>>,
     stop: tokio::sync::Notify,
+    /// Records appended by this replica, and reads' records dropped (metrics).
+    written: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Trail {
@@ -422,6 +425,8 @@ impl Trail {
             queue,
             receiver: parking_lot::Mutex::new(Some(receiver)),
             stop: tokio::sync::Notify::new(),
+            written: Default::default(),
+            dropped: Default::default(),
         }
     }
 
@@ -450,8 +455,21 @@ impl Trail {
         Ok(())
     }
 
-    /// Writes records appended to the chain to the mirror, if there is one.
+    /// Records this replica appended to the chain since it started.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records of reads dropped because the background queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes records appended to the chain to the mirror, if there is one
+    /// (and counts them).
     fn mirrored(&self, stored: &[AuditRecord]) {
+        self.written
+            .fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(m) = &self.mirror {
             let lines: Vec<Value> = stored
                 .iter()
@@ -536,6 +554,8 @@ impl Trail {
             let (d, _) = match &e {
                 mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
             };
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(operation = %d.operation, principal = %d.principal_arn, "audit queue full: a read's record is dropped");
         }
     }

@@ -12,12 +12,14 @@
 //!   secrets sealed to a node.
 //! - [`bell`]: per-instance wake-ups and the rule that lets a poll skip the
 //!   database.
+//! - [`stats`]: what this replica counts (atomics), and their Prometheus text.
 
 pub mod bell;
 pub mod delivery;
 pub mod intake;
 pub mod registration;
 pub mod releases;
+pub mod stats;
 pub mod sweep;
 pub mod trust;
 pub mod writer;
@@ -120,6 +122,8 @@ pub struct Coordinator {
     failed_checks: std::sync::atomic::AtomicU32,
     /// Set when replicas share a PostgreSQL database: wake-ups go to them too.
     bus: OnceLock<Bus>,
+    /// What this replica counts (`stats::render` writes it out).
+    pub metrics: stats::Metrics,
 }
 
 /// Every association, as last read, and the generation it was read at.
@@ -172,6 +176,7 @@ impl Coordinator {
             ready: tokio::sync::watch::Sender::new(true),
             failed_checks: std::sync::atomic::AtomicU32::new(0),
             bus: OnceLock::new(),
+            metrics: stats::Metrics::default(),
         }
     }
 

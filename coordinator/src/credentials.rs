@@ -95,6 +95,8 @@ pub enum Transport {
     Grpc,
     /// AWS JSON 1.1 over HTTPS (the aws CLI, boto3, the SDKs).
     Https,
+    /// An operator token over HTTPS (`Authorization: Bearer`): `/metrics`.
+    HttpsToken,
 }
 
 /// Hex SHA-256 of an operator token, as stored.
@@ -109,8 +111,11 @@ pub fn token_hash(token: &str) -> String {
 /// holds at once on every other.
 pub async fn operator_principal(c: &Coordinator, token: &str) -> Result<Principal, Refused> {
     let row = c
-        .store
-        .operator_token(&token_hash(token))
+        .metrics
+        .timed(
+            crate::core::stats::Statement::OperatorToken,
+            c.store.operator_token(&token_hash(token)),
+        )
         .await?
         .ok_or(Refused::UnknownToken)?;
     let Some(user_name) = row.user_name else {

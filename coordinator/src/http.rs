@@ -2,7 +2,8 @@
 //! document (`/health`), the probes `/healthz` (alive) and `/readyz` (its
 //! database answers), what installs an agent — `/install.sh` (rendered by
 //! [`crate::install`]), `/agent/tether-agent` and `/agent/tether-agent.sha256` —
-//! and, on `POST /`, the SSM-compatible API (`ssm_http`).
+//! `/metrics` (`crate::metrics`) and, on `POST /`, the SSM-compatible API
+//! (`ssm_http`).
 
 use std::sync::Arc;
 
@@ -56,6 +57,9 @@ async fn handle(
     mut ready: DownloadsReady,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics" {
+        return crate::metrics::https(&core, &req).await;
+    }
     if crate::ssm_http::is_api_request(&req) {
         if !core.is_ready() {
             return crate::ssm_http::unavailable();
@@ -142,7 +146,7 @@ async fn handle(
             StatusCode::NOT_FOUND,
             "text/plain",
             format!(
-                "{other}: not found (try /health, /healthz, /readyz, /ca.pem, /install.sh or /agent/tether-agent)\n"
+                "{other}: not found (try /health, /healthz, /readyz, /metrics, /ca.pem, /install.sh or /agent/tether-agent)\n"
             )
             .into(),
         ),

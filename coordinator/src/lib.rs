@@ -16,6 +16,7 @@
 //! - [`conn`]: accepting connections: handshake and first-read deadlines, stalled writes.
 //! - [`http`]: the HTTPS listener.
 //! - [`ssm_http`]: the SSM-compatible API on it (AWS JSON 1.1, SigV4).
+//! - [`metrics`]: `/metrics` on it (through the one door) and the plain-HTTP `--metrics-listen`.
 //! - [`sigv4`]: SigV4 signature verification (pure).
 //! - [`server`]: `tether serve`.
 //!
@@ -34,6 +35,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod install;
+pub mod metrics;
 pub mod parameter_keys;
 pub mod pki;
 pub mod replicas;

@@ -85,6 +85,12 @@ struct Serve {
     /// at 64 MiB, 10 kept), or `off`. The database holds the trail itself.
     #[arg(long, env = "TETHER_AUDIT_LOG", value_name = "PATH|off", default_value = tether_coordinator::audit::mirror::DEFAULT_PATH)]
     audit_log: String,
+    /// Also serve `/metrics` (Prometheus text) over plain HTTP on HOST:PORT,
+    /// without authentication: bind it to loopback or a private network
+    /// only (port 0 picks one). The HTTPS listener's `/metrics` needs an
+    /// operator token allowed `tether:GetMetrics`.
+    #[arg(long, env = "TETHER_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Seconds between signatures of the audit chain's head (1 to 60).
     #[arg(long, env = "TETHER_AUDIT_SIGN_INTERVAL", default_value_t = tether_ssm::limits::AUDIT_SIGN_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=tether_ssm::limits::AUDIT_SIGN_INTERVAL_MAX_SECS))]
     audit_sign_interval: u64,
@@ -217,6 +223,7 @@ fn main() -> ExitCode {
                 audit_log: (s.audit_log != "off").then(|| PathBuf::from(s.audit_log)),
                 audit_sign_interval: Duration::from_secs(s.audit_sign_interval),
                 client_cert_lifetime: Duration::from_secs(s.client_cert_lifetime),
+                metrics_listen: s.metrics_listen,
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub audit_sign_interval: Duration,
     /// `--client-cert-lifetime`: how long agents' client certificates last.
     pub client_cert_lifetime: Duration,
+    /// `--metrics-listen`: a plain-HTTP listener serving `/metrics` without
+    /// authentication (loopback or a private network), if any.
+    pub metrics_listen: Option<String>,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -297,6 +300,14 @@ pub async fn run(
     let http_listener = TcpListener::bind(&cfg.http_listen)
         .await
         .with_context(|| format!("binding --http-listen {}", cfg.http_listen))?;
+    let metrics_listener = match &cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
@@ -331,6 +342,12 @@ pub async fn run(
         "HTTPS listening on {http_addr} ({})",
         operator.http_endpoint
     );
+    if let Some(l) = &metrics_listener {
+        println!(
+            "metrics listening on {} (plain HTTP, no authentication: /metrics)",
+            l.local_addr()?
+        );
+    }
     println!("CA pin: {}", operator.ca_pin);
     println!("operator config: {}", operator_path.display());
     info!(grpc = %grpc_addr, https = %http_addr, data_dir = %cfg.data_dir.display(), "coordinator started");
@@ -452,6 +469,8 @@ pub async fn run(
         })
     };
     let http = tokio::spawn(crate::http::serve(http_listener, core.clone(), downloads));
+    let metrics_plain =
+        metrics_listener.map(|l| tokio::spawn(crate::metrics::serve_plain(l, core.clone())));
     let bridge = bridge_cfg.map(|b| spawn_bridge(core.store.clone(), b));
 
     let (incoming, acceptor) = crate::conn::grpc_incoming(
@@ -501,6 +520,9 @@ pub async fn run(
         t.abort();
     }
     http.abort();
+    if let Some(m) = metrics_plain {
+        m.abort();
+    }
     writer.abort();
     audit_signer.abort();
     // Reads' records still queued are appended before the process ends.

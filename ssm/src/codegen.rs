@@ -68,6 +68,7 @@ const SERVED: &[&str] = &[
     "ListAgentReleases",
     "SetAgentTargetVersion",
     "DeleteAgentRelease",
+    "GetMetrics",
     "CreateOperatorConfig",
     "ListOperatorTokens",
     "DeleteOperatorToken",

@@ -113,6 +113,8 @@ pub enum Operation {
     SetAgentTargetVersion,
     /// Tether: delete an agent release (not one of the target version).
     DeleteAgentRelease,
+    /// Tether: this replica's metrics in Prometheus' text exposition format (version 0.0.4), as /metrics serves them on the HTTPS listener (with an operator token) and on --metrics-listen.
+    GetMetrics,
     /// Tether: issue an operator token for a user and answer an operator.json that carries it (the token is shown once; only its hash is stored).
     CreateOperatorConfig,
     /// Tether: list the operator tokens issued to users (never the tokens).
@@ -171,7 +173,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 74] = [
+    pub const ALL: [Operation; 75] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -219,6 +221,7 @@ impl Operation {
         Operation::ListAgentReleases,
         Operation::SetAgentTargetVersion,
         Operation::DeleteAgentRelease,
+        Operation::GetMetrics,
         Operation::CreateOperatorConfig,
         Operation::ListOperatorTokens,
         Operation::DeleteOperatorToken,
@@ -298,6 +301,7 @@ impl Operation {
             Operation::ListAgentReleases => "ListAgentReleases",
             Operation::SetAgentTargetVersion => "SetAgentTargetVersion",
             Operation::DeleteAgentRelease => "DeleteAgentRelease",
+            Operation::GetMetrics => "GetMetrics",
             Operation::CreateOperatorConfig => "CreateOperatorConfig",
             Operation::ListOperatorTokens => "ListOperatorTokens",
             Operation::DeleteOperatorToken => "DeleteOperatorToken",
@@ -379,6 +383,7 @@ pub enum Request {
     ListAgentReleases(ListAgentReleasesRequest),
     SetAgentTargetVersion(SetAgentTargetVersionRequest),
     DeleteAgentRelease(DeleteAgentReleaseRequest),
+    GetMetrics(GetMetricsRequest),
     CreateOperatorConfig(CreateOperatorConfigRequest),
     ListOperatorTokens(ListOperatorTokensRequest),
     DeleteOperatorToken(DeleteOperatorTokenRequest),
@@ -459,6 +464,7 @@ impl Request {
             Request::ListAgentReleases(_) => Operation::ListAgentReleases,
             Request::SetAgentTargetVersion(_) => Operation::SetAgentTargetVersion,
             Request::DeleteAgentRelease(_) => Operation::DeleteAgentRelease,
+            Request::GetMetrics(_) => Operation::GetMetrics,
             Request::CreateOperatorConfig(_) => Operation::CreateOperatorConfig,
             Request::ListOperatorTokens(_) => Operation::ListOperatorTokens,
             Request::DeleteOperatorToken(_) => Operation::DeleteOperatorToken,
@@ -542,6 +548,7 @@ impl Request {
             Operation::ListAgentReleases => Request::ListAgentReleases(serde_json::from_value(input)?),
             Operation::SetAgentTargetVersion => Request::SetAgentTargetVersion(serde_json::from_value(input)?),
             Operation::DeleteAgentRelease => Request::DeleteAgentRelease(serde_json::from_value(input)?),
+            Operation::GetMetrics => Request::GetMetrics(serde_json::from_value(input)?),
             Operation::CreateOperatorConfig => Request::CreateOperatorConfig(serde_json::from_value(input)?),
             Operation::ListOperatorTokens => Request::ListOperatorTokens(serde_json::from_value(input)?),
             Operation::DeleteOperatorToken => Request::DeleteOperatorToken(serde_json::from_value(input)?),
@@ -1456,6 +1463,10 @@ pub struct DeleteAgentReleaseRequest {
     #[serde(rename = "Platform")]
     pub platform: String,
 }
+
+/// The input of GetMetrics.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct GetMetricsRequest {}
 
 /// The input of CreateOperatorConfig.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -371,6 +371,9 @@ pub struct Store {
     /// PostgreSQL: the connections holding this replica's session advisory
     /// locks (see [`Store::lead`]); a lock lives as long as its connection.
     leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
+    /// The last verdict of [`Store::lead`] for each work, for metrics:
+    /// 0 never asked, 1 not this replica, 2 this replica.
+    lead_verdicts: std::sync::Arc<[std::sync::atomic::AtomicU8; 3]>,
     /// PostgreSQL: a connection of its own for [`Store::check`], so that a
     /// busy pool never reads as an unreachable database; made again when it
     /// fails.
@@ -407,6 +410,26 @@ pub enum Lead {
 }
 
 impl Lead {
+    /// Every kind of work, in a fixed order.
+    pub const ALL: [Lead; 3] = [Lead::Sweep, Lead::Bridge, Lead::AuditSign];
+
+    /// Its name in metrics (`tether_replica_leader{role=…}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Lead::Sweep => "sweep",
+            Lead::Bridge => "bridge",
+            Lead::AuditSign => "audit_sign",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Lead::Sweep => 0,
+            Lead::Bridge => 1,
+            Lead::AuditSign => 2,
+        }
+    }
+
     fn key(self) -> i64 {
         match self {
             Lead::Sweep => WRITE_LOCK + 1,
@@ -638,6 +661,7 @@ impl Store {
             #[cfg(test)]
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
+            lead_verdicts: Default::default(),
             probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
                 url: (dialect == Dialect::Postgres).then(|| url.to_string()),
                 conn: None,
@@ -651,6 +675,31 @@ impl Store {
     /// time; the others try to take it, which succeeds once its holder's
     /// connection is gone.
     pub async fn lead(&self, work: Lead) -> Result<bool> {
+        let verdict = self.lead_once(work).await;
+        let noted = match &verdict {
+            Ok(true) => 2,
+            _ => 1,
+        };
+        self.lead_verdicts[work.index()].store(noted, std::sync::atomic::Ordering::Relaxed);
+        verdict
+    }
+
+    /// Whether this replica did each work at its last [`Store::lead`]
+    /// (only the works it was asked about: a replica without an AWS bridge
+    /// never asks for its lead).
+    pub fn leads(&self) -> Vec<(Lead, bool)> {
+        Lead::ALL
+            .into_iter()
+            .filter_map(|w| {
+                match self.lead_verdicts[w.index()].load(std::sync::atomic::Ordering::Relaxed) {
+                    0 => None,
+                    v => Some((w, v == 2)),
+                }
+            })
+            .collect()
+    }
+
+    async fn lead_once(&self, work: Lead) -> Result<bool> {
         if self.dialect == Dialect::Sqlite {
             return Ok(true);
         }
@@ -952,6 +1001,21 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// How many of Tether's own instances are registered (not
+    /// deregistered), and how many of those were heard from since
+    /// `online_since_ms` (PingStatus Online), for metrics: one statement.
+    pub async fn agent_counts(&self, online_since_ms: i64) -> Result<(i64, i64)> {
+        let (registered, online): (i64, Option<i64>) = sqlx::query_as(sql(
+            self.dialect,
+            "SELECT COUNT(*), SUM(CASE WHEN last_ping_ms >= ? THEN 1 ELSE 0 END) \
+             FROM instances WHERE deregistered_ms IS NULL",
+        ))
+        .bind(online_since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((registered, online.unwrap_or(0)))
     }
 
     /// Stores many agents' last-heard times at once (never moving one back).
@@ -1435,10 +1499,10 @@ impl Store {
     /// transaction, in order (the coordinator's writer batches what queued up
     /// meanwhile, so the writes never wait on each other for SQLite's lock).
     /// Returns, per operation, whether it took effect.
-    pub async fn write_batch(&self, ops: &[&WriteOp], now_ms: i64) -> Result<Vec<bool>> {
+    pub async fn write_batch(&self, ops: &[&WriteOp], now_ms: i64) -> Result<Vec<Applied>> {
         let mut tx = self.write().await?;
         let mut done = Vec::with_capacity(ops.len());
-        let mut touched: Vec<&str> = Vec::new();
+        let mut touched: Vec<(&str, i64)> = Vec::new();
         for op in ops {
             let applied = match op {
                 WriteOp::Claim(c) => claim_in(&mut tx, c, now_ms).await?,
@@ -1446,18 +1510,31 @@ impl Store {
                     let stored =
                         finish_in(&mut tx, &f.command_id, &f.instance_id, &f.result, now_ms)
                             .await?;
-                    if stored && !touched.contains(&f.command_id.as_str()) {
-                        touched.push(&f.command_id);
+                    if stored && !touched.iter().any(|(c, _)| *c == f.command_id) {
+                        touched.push((&f.command_id, 0));
                     }
                     stored
                 }
             };
-            done.push(applied);
+            done.push(Applied {
+                applied,
+                requested_ms: None,
+            });
         }
-        for command_id in touched {
-            refresh_command(&mut tx, command_id, now_ms).await?;
+        for (command_id, requested_ms) in &mut touched {
+            *requested_ms = refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
+        // Each stored result learns when its command was requested (read
+        // with the command's refresh: no statement more).
+        for (op, applied) in ops.iter().zip(done.iter_mut()) {
+            if let (WriteOp::Finish(f), true) = (op, applied.applied) {
+                applied.requested_ms = touched
+                    .iter()
+                    .find(|(c, _)| *c == f.command_id)
+                    .map(|(_, at)| *at);
+            }
+        }
         Ok(done)
     }
 
@@ -1510,6 +1587,15 @@ impl Store {
         tx.commit().await?;
         Ok(expired.len())
     }
+}
+
+/// What one write of [`Store::write_batch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether it took effect.
+    pub applied: bool,
+    /// A result stored: when its command was requested.
+    pub requested_ms: Option<i64>,
 }
 
 /// One write of the hot path, for [`Store::write_batch`].
@@ -1725,15 +1811,17 @@ async fn set_invocation_detail(
 /// Recomputes a command's status and counts from its invocations. Once the
 /// errors exceed MaxErrors, invocations not yet delivered will never be:
 /// they end as Terminated (which does not count as an error).
+/// Brings a command's status and counts up to date with its invocations;
+/// gives back when the command was requested (the same read).
 async fn refresh_command(
     tx: &mut sqlx::AnyConnection,
     command_id: &str,
     now_ms: i64,
-) -> Result<()> {
+) -> Result<i64> {
     let d = Dialect::of(tx);
-    let max_errors: String = sqlx::query_scalar(sql(
+    let (max_errors, requested_ms): (String, i64) = sqlx::query_as(sql(
         d,
-        "SELECT max_errors FROM commands WHERE command_id = ?",
+        "SELECT max_errors, requested_ms FROM commands WHERE command_id = ?",
     ))
     .bind(command_id)
     .fetch_one(&mut *tx)
@@ -1794,7 +1882,7 @@ async fn refresh_command(
     .bind(command_id)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(requested_ms)
 }
 
 #[cfg(test)]

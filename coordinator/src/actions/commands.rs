@@ -305,9 +305,12 @@ async fn dispatch_command(
                 end_ms: Some(now),
                 plugins: Vec::new(),
             };
-            c.store
+            if c.store
                 .finish_invocation(command_id, id, &result, now)
-                .await?;
+                .await?
+            {
+                c.metrics.finished(Detail::Undeliverable);
+            }
             ended = true;
         } else {
             super::ring_when_recorded(c, id);
@@ -474,8 +477,9 @@ pub(super) async fn cancel(c: &Coordinator, r: CancelCommandRequest) -> Result<V
         .cancel_invocations(&command_id, &instance_ids, now_ms())
         .await?
     {
-        if let store::CancelOutcome::Cancelling(id) = outcome {
-            super::ring_when_recorded(c, &id);
+        match outcome {
+            store::CancelOutcome::Cancelling(id) => super::ring_when_recorded(c, &id),
+            store::CancelOutcome::Cancelled(_) => c.metrics.finished(Detail::Cancelled),
         }
     }
     Ok(json!({}))

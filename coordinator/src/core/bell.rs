@@ -139,6 +139,11 @@ impl Bells {
         }
     }
 
+    /// How many instances hold a poll open right now.
+    pub fn held_count(&self) -> usize {
+        self.polling.lock().len()
+    }
+
     /// The instances with a poll held open right now.
     pub fn held(&self) -> Vec<String> {
         self.polling.lock().keys().cloned().collect()

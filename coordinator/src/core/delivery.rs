@@ -10,6 +10,7 @@ use tether_ssm::state::Detail;
 use tether_store::{Claim, HostInfo, InstanceRow, InvocationResult, PluginResult, WriteOp};
 use tether_util::time::now_ms;
 
+use super::stats::Statement;
 use super::{AgentError, Coordinator, REDELIVER_AFTER_MS};
 use crate::associations::{self, SignedSet};
 use crate::signing::{self, EnvelopeHook, Signed};
@@ -57,7 +58,11 @@ impl Delivery {
 impl Coordinator {
     /// The registered, live instance behind a client certificate.
     pub async fn authorize_agent(&self, instance_id: &str) -> Result<InstanceRow, AgentError> {
-        match self.store.instance(instance_id).await? {
+        let row = self
+            .metrics
+            .timed(Statement::Instance, self.store.instance(instance_id))
+            .await?;
+        match row {
             None => Err(AgentError::UnknownInstance(instance_id.to_string())),
             Some(i) if i.deregistered_ms.is_some() => {
                 Err(AgentError::Deregistered(instance_id.to_string()))
@@ -70,6 +75,7 @@ impl Coordinator {
     /// for the instance's bell or the hold time.
     pub async fn poll(&self, instance: &InstanceRow, req: Poll) -> Result<Delivery, AgentError> {
         let id = &instance.instance_id;
+        self.metrics.polled();
         match &req.host {
             // Host facts (sent every few minutes) are written at once.
             Some(h) => self.store.ping(id, Some(h), now_ms()).await?,
@@ -119,6 +125,7 @@ impl Coordinator {
             found.trust = trust.take();
             if !found.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
                 self.seen(id);
+                self.metrics.delivered(found.envelopes.len());
                 return Ok(found);
             }
             // A redelivery may fall due while we wait: look again at least every 10 s.
@@ -195,12 +202,15 @@ impl Coordinator {
         let now = now_ms();
         let mut out = Vec::new();
         let due = self
-            .store
-            .deliverable(
-                instance_id,
-                now,
-                REDELIVER_AFTER_MS,
-                limits::MAX_ENVELOPES_PER_POLL,
+            .metrics
+            .timed(
+                Statement::Deliverable,
+                self.store.deliverable(
+                    instance_id,
+                    now,
+                    REDELIVER_AFTER_MS,
+                    limits::MAX_ENVELOPES_PER_POLL,
+                ),
             )
             .await?;
         let mut left_over = due.len() as i64 >= limits::MAX_ENVELOPES_PER_POLL;
@@ -215,7 +225,11 @@ impl Coordinator {
                 left_over = true;
                 break;
             }
-            let Some(cmd) = self.store.command(&command_id).await? else {
+            let cmd = self
+                .metrics
+                .timed(Statement::Command, self.store.command(&command_id))
+                .await?;
+            let Some(cmd) = cmd else {
                 continue; // pruned meanwhile
             };
             // MaxConcurrency: without a free slot it waits; a finishing
@@ -301,9 +315,13 @@ impl Coordinator {
                 stderr_truncated: false,
             }],
         };
-        self.store
+        if self
+            .store
             .finish_invocation(command_id, instance_id, &result, now)
-            .await?;
+            .await?
+        {
+            self.metrics.finished(detail);
+        }
         Ok(())
     }
 

@@ -71,9 +71,13 @@ impl Coordinator {
                     }
                     if status.is_some_and(|status| status == "Pending") {
                         let result = refused(&why, now);
-                        self.store
+                        if self
+                            .store
                             .finish_invocation(&command_id, id, &result, now)
-                            .await?;
+                            .await?
+                        {
+                            self.metrics.finished(result.detail);
+                        }
                     }
                 }
                 Report::Unknown { command_id } => {

@@ -189,8 +189,18 @@ fn first_over(over: Over, limiter: &FailureLimiter, ip: IpAddr, id: &str) -> boo
 }
 
 impl Coordinator {
-    /// Registers an agent from `source`, or says why not.
+    /// Registers an agent from `source`, or says why not (and counts which).
     pub async fn register(
+        &self,
+        source: Option<IpAddr>,
+        req: Registration,
+    ) -> Result<Registered, RegisterError> {
+        let outcome = self.register_counted(source, req).await;
+        self.metrics.registration(outcome.as_ref().err());
+        outcome
+    }
+
+    async fn register_counted(
         &self,
         source: Option<IpAddr>,
         req: Registration,

@@ -66,7 +66,11 @@ impl Coordinator {
         let batch: Vec<(String, i64)> = std::mem::take(&mut *self.sweeper.seen.lock())
             .into_iter()
             .collect();
-        if let Err(e) = self.store.pings(&batch).await {
+        let stored = self
+            .metrics
+            .timed(super::stats::Statement::Pings, self.store.pings(&batch))
+            .await;
+        if let Err(e) = stored {
             warn!(error = %e, count = batch.len(), "pings not stored; they will be noted again");
         }
     }
@@ -87,7 +91,11 @@ impl Coordinator {
         let now = now_ms();
         match self.store.sweep_delivery_timeouts(now).await {
             Ok(0) => {}
-            Ok(n) => info!(count = n, "invocations reached their delivery timeout"),
+            Ok(n) => {
+                self.metrics
+                    .finished_n(tether_ssm::state::Detail::DeliveryTimedOut, n as u64);
+                info!(count = n, "invocations reached their delivery timeout")
+            }
             Err(e) => warn!(error = %e, "delivery-timeout sweep failed"),
         }
         let connected = self.bells.held();
@@ -103,6 +111,7 @@ impl Coordinator {
         {
             Ok(ended) => {
                 for (command_id, instance_id, detail) in ended {
+                    self.metrics.finished(detail);
                     warn!(%command_id, %instance_id, status = detail.as_str(),
                         "invocation ended by the coordinator: its agent did not answer");
                 }

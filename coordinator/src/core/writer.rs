@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use tether_store::WriteOp;
+use tether_store::{Applied, StoreError, WriteOp};
 use tether_util::time::now_ms;
 use tokio::sync::{mpsc, oneshot};
 
+use super::stats::Statement;
 use super::{AgentError, Coordinator};
 
 /// Most writes stored in one transaction.
@@ -46,8 +47,8 @@ impl Coordinator {
     /// back whether it took effect, and the write itself.
     pub(super) async fn write(&self, op: WriteOp) -> Result<(bool, WriteOp), AgentError> {
         if !self.writer.running.load(Ordering::Acquire) {
-            let done = self.store.write_batch(&[&op], now_ms()).await?;
-            return Ok((done.first().copied().unwrap_or(false), op));
+            let done = self.store_batch(&[&op]).await?;
+            return Ok((done.first().is_some_and(|a| a.applied), op));
         }
         let (tx, rx) = oneshot::channel();
         if self.writer.tx.send((op, tx)).is_err() {
@@ -71,14 +72,32 @@ impl Coordinator {
         let mut batch: Vec<WriteJob> = Vec::with_capacity(WRITE_BATCH);
         while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
-            let outcome = self.store.write_batch(&ops, now_ms()).await;
+            let outcome = self.store_batch(&ops).await;
             drop(ops);
             for (k, (op, reply)) in batch.drain(..).enumerate() {
                 let _ = reply.send(match &outcome {
-                    Ok(done) => Ok((done.get(k).copied().unwrap_or(false), op)),
+                    Ok(done) => Ok((done.get(k).is_some_and(|a| a.applied), op)),
                     Err(e) => Err(e.to_string()),
                 });
             }
         }
+    }
+
+    /// One batch stored, measured (its time, its size) and each result it
+    /// stored counted (its final status, and how long after its command's
+    /// SendCommand it came).
+    async fn store_batch(&self, ops: &[&WriteOp]) -> Result<Vec<Applied>, StoreError> {
+        let done = self
+            .metrics
+            .timed(Statement::WriteBatch, self.store.write_batch(ops, now_ms()))
+            .await?;
+        self.metrics.batch(ops.len());
+        for (op, applied) in ops.iter().zip(&done) {
+            if let (WriteOp::Finish(f), true) = (op, applied.applied) {
+                self.metrics
+                    .result_stored(f.result.detail, applied.requested_ms);
+            }
+        }
+        Ok(done)
     }
 }
