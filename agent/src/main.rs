@@ -109,15 +109,29 @@ enum Command {
         #[arg(long, env = "TETHER_AGENT_RETURN_HOME_SECS", default_value_t = tether_agent::run::DEFAULT_RETURN_HOME_AFTER.as_secs())]
         return_home_secs: u64,
     },
-    /// Diagnose registration, connectivity, clock skew and running commands.
+    /// Diagnose registration, connectivity, clock skew and running commands
+    /// (exit 0 when healthy, 1 when not).
     Status {
         #[command(flatten)]
         state: StateArg,
+        /// `text` for a person, `json` for monitoring: the same facts as one
+        /// JSON object with stable PascalCase keys (InstanceId, Endpoints,
+        /// Registered, Connected, LastPoll, CertificateExpires, AgentVersion,
+        /// SpoolDepth, PendingResults, LastError, Healthy, …).
+        #[arg(long, value_enum, default_value_t = StatusOutput::Text)]
+        output: StatusOutput,
     },
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
     #[command(name = "__update", hide = true)]
     Update { dir: PathBuf },
+}
+
+/// How `tether-agent status` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StatusOutput {
+    Text,
+    Json,
 }
 
 async fn shutdown_signal() {
@@ -290,11 +304,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { state } => {
+        Command::Status { state, output } => {
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            ExitCode::from(rt.block_on(status::status(&StateDir::new(state.state_dir))) as u8)
+            let json = output == StatusOutput::Json;
+            ExitCode::from(rt.block_on(status::status(&StateDir::new(state.state_dir), json)) as u8)
         }
     }
 }
