@@ -14,6 +14,7 @@ mod e2e {
     pub mod install;
     pub mod inventory;
     pub mod limits;
+    pub mod metrics;
     pub mod node_policy;
     pub mod node_status;
     pub mod one_door;

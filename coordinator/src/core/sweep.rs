@@ -66,6 +66,9 @@ impl Coordinator {
         let batch: Vec<(String, i64)> = std::mem::take(&mut *self.sweeper.seen.lock())
             .into_iter()
             .collect();
+        if batch.is_empty() {
+            return;
+        }
         let stored = self
             .metrics
             .timed(super::stats::Statement::Pings, self.store.pings(&batch))
