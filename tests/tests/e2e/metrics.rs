@@ -257,6 +257,33 @@ fn metrics_are_served_to_allowed_operators_and_move_when_commands_run() {
         "{text}"
     );
 
+    // A registration with a wrong code: counted by its reason, and nothing else.
+    let (activation_id, _) = coord.activation(1);
+    let out = tether_tests::register(
+        &tmp.path().join("wrong"),
+        &coord.endpoint(),
+        &activation_id,
+        "AAAAAAAAAAAAAAAAAAAA",
+        &coord.ca_pin(),
+    );
+    assert!(!out.status.success());
+    let (_, text) = https_metrics(&coord, Some(&root));
+    let refused = parse(&text);
+    let refusals = |m: &BTreeMap<String, Value>, reason: &str| {
+        sample(
+            m,
+            "tether_registration_refusals_total",
+            &json!({ "reason": reason }),
+        )
+    };
+    assert_eq!(
+        refusals(&refused, "wrong_id_or_code") - refusals(&after, "wrong_id_or_code"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(refusals(&refused, "expired"), 0.0, "{text}");
+    assert_eq!(sample(&refused, "tether_registrations_total", &none), 2.0);
+
     // A user allowed tether:GetMetrics reads them; its read is recorded.
     let watcher = user(&coord, tmp.path(), "watcher", &["tether:GetMetrics"]);
     let (code, text) = https_metrics(&coord, watcher["Token"].as_str());
