@@ -207,6 +207,41 @@ fn one_command_runs_on_our_agents_and_on_instances_another_ssm_manages() {
     );
     let inv = local.wait_invocation(&after, &local_node.instance_id, Duration::from_secs(30));
     assert_eq!(inv["StandardOutputContent"], json!("still\n"));
+
+    // The bridge's calls are in the metrics, and what "AWS" throttled too.
+    let metrics = local.json(&["get-metrics"]);
+    let families = super::metrics::parse(metrics["Metrics"].as_str().expect("Metrics"));
+    let calls = |op: &str| {
+        super::metrics::sample(
+            &families,
+            "tether_bridge_calls_total",
+            &json!({ "operation": op }),
+        )
+    };
+    for op in [
+        "DescribeInstanceInformation",
+        "SendCommand",
+        "GetCommandInvocation",
+        "CancelCommand",
+    ] {
+        assert!(calls(op) >= 1.0, "{op}: {metrics}");
+    }
+    let throttled = super::metrics::sample(
+        &families,
+        "tether_bridge_throttles_total",
+        &json!({"operation": "SendCommand"}),
+    );
+    assert!(throttled >= 1.0, "{metrics}");
+    assert!(calls("SendCommand") > throttled, "{metrics}");
+    assert_eq!(
+        super::metrics::sample(
+            &families,
+            "tether_replica_leader",
+            &json!({"role": "bridge"})
+        ),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn https_metrics(coord: &Coordinator, token: Option<&str>) -> (u16, String) {
 /// The metrics as the Prometheus client's own parser reads them: family
 /// name → its type and samples (sample name, labels, value). The parser
 /// refuses what is not the text format.
-fn parse(text: &str) -> BTreeMap<String, Value> {
+pub fn parse(text: &str) -> BTreeMap<String, Value> {
     let venv = tether_tests::aws::venv();
     let code = r#"
 import json, sys
@@ -85,7 +85,7 @@ print(json.dumps(out))
 }
 
 /// The value of sample `name` with exactly `labels` (0 when absent).
-fn sample(families: &BTreeMap<String, Value>, name: &str, labels: &Value) -> f64 {
+pub fn sample(families: &BTreeMap<String, Value>, name: &str, labels: &Value) -> f64 {
     families
         .values()
         .flat_map(|f| f["samples"].as_array().cloned().unwrap_or_default())
