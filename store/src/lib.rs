@@ -374,7 +374,7 @@ pub struct Store {
     /// The last verdict of [`Store::lead`] for each work, for metrics:
     /// 0 never asked, 1 not this replica, 2 this replica.
     lead_verdicts: std::sync::Arc<[std::sync::atomic::AtomicU8; 3]>,
-    /// PostgreSQL: a connection of its own for [`Store::check`], so that a
+    /// A connection of its own for [`Store::check`], so that a
     /// busy pool never reads as an unreachable database; made again when it
     /// fails.
     probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
@@ -383,7 +383,7 @@ pub struct Store {
 /// The URL [`Store::check`] connects to, and its connection.
 #[derive(Default)]
 struct Probe {
-    url: Option<String>,
+    url: String,
     conn: Option<sqlx::AnyConnection>,
 }
 
@@ -663,7 +663,7 @@ impl Store {
             leads: Default::default(),
             lead_verdicts: Default::default(),
             probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
-                url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+                url: url.to_string(),
                 conn: None,
             })),
         })
@@ -746,23 +746,32 @@ impl Store {
         Ok(Listener { inner })
     }
 
-    /// Whether the database answers a trivial query: on PostgreSQL over a
-    /// connection kept for this alone (a saturated pool is not an
-    /// unreachable server), on SQLite over the pool.
+    /// Whether the database answers a trivial query, over a connection kept
+    /// for this alone on both engines: a saturated pool is not an
+    /// unreachable database (10,000 agents reconnecting at once queue
+    /// behind the pool for seconds; through the pool this check called a
+    /// busy SQLite coordinator unready and sent its agents away).
     pub async fn check(&self) -> Result<()> {
         let mut probe = self.probe.lock().await;
-        let Some(url) = probe.url.clone() else {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            return Ok(());
-        };
+        let url = probe.url.clone();
         let mut conn = match probe.conn.take() {
             Some(c) => c,
             None => {
                 use sqlx::Connection;
-                sqlx::AnyConnection::connect(&url).await?
+                let mut conn = sqlx::AnyConnection::connect(&url).await?;
+                if self.dialect == Dialect::Sqlite {
+                    conn.execute("PRAGMA busy_timeout = 1000;").await?;
+                }
+                conn
             }
         };
-        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        // On SQLite, a read of the schema: the file itself answers (in WAL
+        // mode a reader waits for no writer).
+        let probe_sql = match self.dialect {
+            Dialect::Sqlite => "SELECT count(*) FROM sqlite_master",
+            Dialect::Postgres => "SELECT 1",
+        };
+        sqlx::query(probe_sql).execute(&mut conn).await?;
         // Kept only once it answered: a failed one is made again next time.
         probe.conn = Some(conn);
         Ok(())
@@ -1947,6 +1956,28 @@ mod tests {
             .await
             .unwrap();
         format!("{server}/{name}")
+    }
+
+    /// Every pooled connection busy (10,000 agents reconnecting hold them
+    /// all for seconds): the readiness check still answers at once, on both
+    /// engines, over its own connection.
+    #[tokio::test]
+    async fn a_saturated_pool_is_not_an_unreachable_database() {
+        let (_d, s) = store().await;
+        let size = match s.dialect() {
+            Dialect::Sqlite => SQLITE_POOL,
+            Dialect::Postgres => POSTGRES_POOL,
+        };
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(s.pool.acquire().await.unwrap());
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(2), s.check()).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "with all {size} pooled connections held: {answered:?}"
+        );
+        drop(held);
     }
 
     /// Two stores on one database, as two coordinators would open it.
