@@ -76,11 +76,9 @@ impl Coordinator {
     pub async fn poll(&self, instance: &InstanceRow, req: Poll) -> Result<Delivery, AgentError> {
         let id = &instance.instance_id;
         self.metrics.polled();
-        match &req.host {
-            // Host facts (sent every few minutes) are written at once.
-            Some(h) => self.store.ping(id, Some(h), now_ms()).await?,
-            None => self.seen(id),
-        }
+        // Written by the next sweep with everyone else's, host facts (sent
+        // every few minutes, and on each connection's first poll) included.
+        self.seen(id, req.host.clone());
         // The node's sealing key is kept, and its trust bundle goes with
         // this answer when the one it holds is not the current one.
         let mut trust = match self.note_sealing_key(id, &req.sealing_public_key).await? {
@@ -124,7 +122,7 @@ impl Coordinator {
             };
             found.trust = trust.take();
             if !found.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-                self.seen(id);
+                self.seen(id, None);
                 self.metrics.delivered(found.envelopes.len());
                 return Ok(found);
             }
