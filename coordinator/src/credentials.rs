@@ -95,6 +95,9 @@ pub enum Transport {
     Grpc,
     /// AWS JSON 1.1 over HTTPS (the aws CLI, boto3, the SDKs).
     Https,
+    /// The web console (`/console/` on the HTTPS listener, `crate::console`):
+    /// a signed-in session's requests.
+    Console,
 }
 
 /// Hex SHA-256 of an operator token, as stored.
@@ -108,9 +111,15 @@ pub fn token_hash(token: &str) -> String {
 /// is no longer stored). Looked up per request, so a change on any replica
 /// holds at once on every other.
 pub async fn operator_principal(c: &Coordinator, token: &str) -> Result<Principal, Refused> {
+    operator_principal_by_hash(c, &token_hash(token)).await
+}
+
+/// As [`operator_principal`], by the token's hash ([`token_hash`]): the web
+/// console keeps only that and checks it again at every request.
+pub async fn operator_principal_by_hash(c: &Coordinator, hash: &str) -> Result<Principal, Refused> {
     let row = c
         .store
-        .operator_token(&token_hash(token))
+        .operator_token(hash)
         .await?
         .ok_or(Refused::UnknownToken)?;
     let Some(user_name) = row.user_name else {

@@ -27,6 +27,7 @@ pub mod associations;
 pub mod audit;
 pub mod authz;
 pub mod conn;
+pub mod console;
 pub mod core;
 pub mod credentials;
 #[doc(hidden)]

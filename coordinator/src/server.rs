@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub audit_sign_interval: Duration,
     /// `--client-cert-lifetime`: how long agents' client certificates last.
     pub client_cert_lifetime: Duration,
+    /// `--console-session-lifetime`: how long a web console session lasts.
+    pub console_session_lifetime: Duration,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -358,6 +360,7 @@ pub async fn run(
     coordinator.parameter_keys = Some(Arc::new(parameter_keys));
     coordinator.timeouts = cfg.timeouts;
     coordinator.client_cert_lifetime = cfg.client_cert_lifetime;
+    coordinator.console = crate::console::session::Sessions::new(cfg.console_session_lifetime);
     coordinator.account = account;
     coordinator.audit = trail.clone();
     coordinator.operator_config = Some(OperatorConfig {

@@ -102,9 +102,23 @@ pub(super) async fn describe(
     }
     let now = now_ms();
     let target = c.store.target_version().await?;
+    let with_tags = r.include_tags.unwrap_or(false);
+    let name_contains = r
+        .name_contains
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|n| !n.is_empty());
+    let mut summary = r.summarize.unwrap_or(false).then(Summary::default);
     let mut all = Vec::new();
     for i in c.store.all_instances().await? {
-        let v = instance_json(&i, now, target.as_deref());
+        if let Some(n) = &name_contains
+            && ![&i.name, &i.computer_name, &i.instance_id]
+                .iter()
+                .any(|f| f.to_lowercase().contains(n.as_str()))
+        {
+            continue;
+        }
+        let mut v = instance_json(&i, now, target.as_deref());
         let tags = tag_pairs(&format!("instance {}", i.instance_id), &i.tags_json)?;
         let keep = filters.iter().all(|(k, vs)| {
             let any = |field: &str| vs.iter().any(|x| x == field);
@@ -124,10 +138,49 @@ pub(super) async fn describe(
             }
         });
         if keep {
+            if let Some(s) = &mut summary {
+                s.count(&v);
+            }
+            if with_tags {
+                v["Tags"] = tags
+                    .iter()
+                    .map(|(k, tv)| json!({"Key": k, "Value": tv}))
+                    .collect();
+            }
             all.push(v);
         }
     }
-    Ok(page.of_list("InstanceInformationList", all))
+    let mut answer = page.of_list("InstanceInformationList", all);
+    if let Some(s) = summary {
+        answer["Summary"] = s.into_json();
+    }
+    Ok(answer)
+}
+
+/// Tether's `Summary` of DescribeInstanceInformation (`Summarize`): the
+/// instances the filters keep, counted by ping status and platform type.
+#[derive(Default)]
+struct Summary {
+    total: u64,
+    ping: std::collections::BTreeMap<String, u64>,
+    platform: std::collections::BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn count(&mut self, v: &Value) {
+        self.total += 1;
+        let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        *self.ping.entry(field("PingStatus")).or_default() += 1;
+        *self.platform.entry(field("PlatformType")).or_default() += 1;
+    }
+
+    fn into_json(self) -> Value {
+        json!({
+            "Total": self.total,
+            "PingStatus": self.ping,
+            "PlatformType": self.platform,
+        })
+    }
 }
 
 pub(super) async fn deregister(
