@@ -292,10 +292,10 @@ async fn login(
         Ok(v) => {
             let arn = v["Principal"].as_str().unwrap_or("").to_string();
             let (id, _) = c.console.open(login, arn);
-            let cookie = format!(
-                "{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/console/; Max-Age={}",
-                c.console.lifetime().as_secs()
-            );
+            // No Max-Age: the server ends the session (and says so); the
+            // browser drops the cookie when it closes.
+            let cookie =
+                format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/console/");
             redirect("/console/fleet", &[&cookie, &clear_cookie(LOGIN_COOKIE)])
         }
         Err(e) => login_form(

@@ -259,9 +259,15 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         assert_eq!(pwned, json!(0), "markup in the fleet ran");
         b.shot("02-fleet").await;
         // A filter: by name.
-        b.goto(&format!("/console/fleet?name={}", &a2.instance_id[..8])).await;
-        b.goto(&format!("/console/fleet?tag=note")).await;
+        // Filters: by name (or ID), by tag, by status.
+        b.goto(&format!("/console/fleet?name={}", a2.instance_id)).await;
         assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 1);
+        assert!(b.text("#fleet").await.contains(&a2.instance_id));
+        b.goto("/console/fleet?tag=note").await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 1);
+        assert!(b.text("#fleet").await.contains(&a1.instance_id));
+        b.goto("/console/fleet?tag=role%3Dweb&status=ConnectionLost").await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 0);
 
         // Run a command on a tag from the form, watching the count.
         b.goto("/console/run?document=AWS-RunShellScript").await;
@@ -300,7 +306,7 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         b.shot("04-command-running").await;
         b.until("the rest of the output", 40, || async {
             b.text("#command-output").await.contains("console-done")
-                && b.text("#command-status").await.matches("Success").count() == 2
+                && b.count("#invocations td.status .pill.ok").await == 2
         })
         .await;
         assert!(b.text("#command-output").await.contains("<b id=injected>bold</b>"));
@@ -442,7 +448,8 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
 #[test]
 fn a_console_session_expires_and_a_user_without_console_login_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let coord = Coordinator::start_with_env(tmp.path(), &[("TETHER_CONSOLE_SESSION_LIFETIME", "3")]);
+    let coord =
+        Coordinator::start_with_env(tmp.path(), &[("TETHER_CONSOLE_SESSION_LIFETIME", "3")]);
     let token = root_token(&coord);
     coord.json(&["create-user", "--user-name", "nologin"]);
     coord.json(&[
@@ -459,23 +466,47 @@ fn a_console_session_expires_and_a_user_without_console_login_is_refused() {
     runtime().block_on(async {
         let b = Browser::start(&coord, &tmp.path().join("chrome"), "expiry").await;
         b.sign_in(&token).await;
-        b.until("the fleet", 10, || async { b.url().await.contains("/console/fleet") })
-            .await;
+        b.until("the fleet", 10, || async {
+            b.url().await.contains("/console/fleet")
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         b.goto("/console/history").await;
-        assert!(b.url().await.contains("/console/login?expired=1"), "{}", b.url().await);
+        assert!(
+            b.url().await.contains("/console/login?expired=1"),
+            "{}",
+            b.url().await
+        );
         assert!(b.text(".note").await.contains("expired"));
         b.shot("01-expired").await;
 
         b.sign_in("not-a-token").await;
-        assert!(b.text(".error").await.contains("not valid"), "{}", b.text("main").await);
+        assert!(
+            b.text(".error").await.contains("not valid"),
+            "{}",
+            b.text("main").await
+        );
         b.sign_in(&nologin).await;
-        assert!(b.text(".error").await.contains("tether:ConsoleLogin"), "{}", b.text("main").await);
+        assert!(
+            b.text(".error").await.contains("tether:ConsoleLogin"),
+            "{}",
+            b.text("main").await
+        );
         assert!(b.url().await.contains("/console/login"));
         b.shot("02-no-console-login").await;
         // A sign-in form posted without its CSRF cookie's token is refused.
-        assert_eq!(b.post("/console/login", &format!("token={token}")).await, 403);
+        assert_eq!(
+            b.post("/console/login", &format!("token={token}")).await,
+            403
+        );
     });
-    let events = coord.json(&["lookup-events", "--lookup-attributes", "AttributeKey=EventName,AttributeValue=ConsoleLogin"]);
-    assert!(events.to_string().contains("AccessDeniedException"), "{events}");
+    let events = coord.json(&[
+        "lookup-events",
+        "--lookup-attributes",
+        "AttributeKey=EventName,AttributeValue=ConsoleLogin",
+    ]);
+    assert!(
+        events.to_string().contains("AccessDeniedException"),
+        "{events}"
+    );
 }

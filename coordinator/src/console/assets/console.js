@@ -46,7 +46,13 @@
         })
         .catch(function () { count.textContent = "?"; });
     }
+    function mode() {
+      var m = (form.querySelector("input[name=mode]:checked") || {}).value || "ids";
+      form.setAttribute("data-mode", m);
+    }
+    form.addEventListener("change", mode);
     form.addEventListener("input", function () {
+      mode();
       clearTimeout(timer);
       timer = setTimeout(update, 250);
     });
