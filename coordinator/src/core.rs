@@ -95,7 +95,7 @@ pub struct Coordinator {
     /// `server::run` once the store is open; `None` refuses SecureStrings).
     pub parameter_keys: Option<Arc<crate::parameter_keys::Keyring>>,
     /// The web console's sessions on this replica (`crate::console`).
-    pub console: crate::console::session::Sessions,
+    pub console: crate::sessions::Sessions,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The lifetime of the client certificates issued to agents
@@ -160,7 +160,7 @@ impl Coordinator {
             operator_config_path: None,
             audit,
             parameter_keys: None,
-            console: crate::console::session::Sessions::default(),
+            console: crate::sessions::Sessions::default(),
             poll_hold: limits::LONG_POLL_HOLD,
             client_cert_lifetime: limits::CLIENT_CERT_LIFETIME,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,

@@ -39,6 +39,7 @@ pub mod parameter_keys;
 pub mod pki;
 pub mod replicas;
 pub mod server;
+pub mod sessions;
 pub mod signing;
 pub mod sigv4;
 pub mod ssm_http;

@@ -360,7 +360,7 @@ pub async fn run(
     coordinator.parameter_keys = Some(Arc::new(parameter_keys));
     coordinator.timeouts = cfg.timeouts;
     coordinator.client_cert_lifetime = cfg.client_cert_lifetime;
-    coordinator.console = crate::console::session::Sessions::new(cfg.console_session_lifetime);
+    coordinator.console = crate::sessions::Sessions::new(cfg.console_session_lifetime);
     coordinator.account = account;
     coordinator.audit = trail.clone();
     coordinator.operator_config = Some(OperatorConfig {

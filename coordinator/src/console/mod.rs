@@ -9,7 +9,7 @@
 //! [`Caller`] whose transport is [`Transport::Console`] — authorised by its
 //! policies and audited exactly as the same request from the CLI.
 //!
-//! Sign-in ([`session`]) takes an operator token or an access key pair,
+//! Sign-in (sessions: [`crate::sessions`]) takes an operator token or an access key pair,
 //! checks it as the other edges do (`crate::credentials`), and is itself the
 //! request `ConsoleLogin` (`tether:ConsoleLogin`). The session cookie is
 //! `HttpOnly; Secure; SameSite=Strict; Path=/console/`; every POST must
@@ -17,7 +17,6 @@
 //! that allows only this origin's own files (no inline script or style).
 
 mod pages;
-pub mod session;
 mod views;
 
 use std::net::IpAddr;
@@ -34,7 +33,7 @@ use tether_ssm::{ApiError, limits};
 use crate::actions;
 use crate::core::Coordinator;
 use crate::credentials::{self, Caller, Principal, Refused, Transport};
-use session::{Login, Lookup, Session};
+use crate::sessions::{self as session, Login, Lookup, Session};
 
 /// The session cookie's name, and the sign-in form's CSRF cookie.
 const COOKIE: &str = "tether_console";

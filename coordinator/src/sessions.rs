@@ -1,6 +1,6 @@
-//! The console's sessions: held in this replica's memory (a session is per
-//! replica: behind a load balancer, pin a browser to one replica, or sign in
-//! again on another), each for a fixed lifetime from sign-in
+//! The web console's sessions (`crate::console`): held in this replica's
+//! memory (a session is per replica: behind a load balancer, pin a browser
+//! to one replica, or sign in again on another), each for a fixed lifetime from sign-in
 //! (`tether serve --console-session-lifetime`).
 //!
 //! A session keeps what the credential was (an operator token's SHA-256,
