@@ -111,16 +111,13 @@ impl Sessions {
         (id, session)
     }
 
-    /// The session of cookie value `id`, while it lasts.
+    /// The session of cookie value `id`, while it lasts. An expired one
+    /// stays known as expired (every tab and refresh is told so) until the
+    /// next sign-in drops it.
     pub fn get(&self, id: &str) -> Result<Session, Lookup> {
-        let k = key(id);
-        let mut map = self.map.lock();
-        match map.get(&k) {
+        match self.map.lock().get(&key(id)) {
             None => Err(Lookup::Unknown),
-            Some(s) if s.expires_ms <= now_ms() => {
-                map.remove(&k);
-                Err(Lookup::Expired)
-            }
+            Some(s) if s.expires_ms <= now_ms() => Err(Lookup::Expired),
             Some(s) => Ok(s.clone()),
         }
     }
@@ -162,8 +159,14 @@ mod tests {
         assert_eq!(short.get(&id).unwrap_err(), Lookup::Expired);
         assert_eq!(
             short.get(&id).unwrap_err(),
+            Lookup::Expired,
+            "still known as expired"
+        );
+        short.open(Login::Token { hash: "g".into() }, "arn".into());
+        assert_eq!(
+            short.get(&id).unwrap_err(),
             Lookup::Unknown,
-            "gone once seen expired"
+            "dropped at the next sign-in"
         );
     }
 }

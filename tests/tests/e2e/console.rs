@@ -230,6 +230,15 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         "--parameters",
         "applications=Enabled,networkConfig=Enabled",
     ]);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/app/db-password",
+        "--type",
+        "SecureString",
+        "--value",
+        "Sekr1t-Value-42",
+    ]);
     let token = root_token(&coord);
 
     runtime().block_on(async {
@@ -358,6 +367,17 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         }
         assert!(b.text("#events").await.contains("SendCommand"));
 
+        // A SecureString's value reaches the browser only when asked for.
+        b.goto("/console/parameters").await;
+        let source = b.client.source().await.unwrap();
+        assert!(source.contains("/app/db-password"));
+        assert!(!source.contains("Sekr1t-Value-42"), "the value was sent unasked");
+        b.click("#parameters button").await;
+        b.until("the decrypted value", 10, || async {
+            b.text("#parameter-value").await == "Sekr1t-Value-42"
+        })
+        .await;
+
         // A forged POST (no CSRF token, or a wrong one) is refused and does nothing.
         let before = coord.json(&["list-commands"])["Commands"].as_array().unwrap().len();
         let form = format!(
@@ -410,6 +430,14 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         .await;
         assert!(b.text(".error").await.contains("ssm:SendCommand"));
         b.shot("13-refused").await;
+        // Nor may the viewer decrypt: the refusal, and no value.
+        b.goto("/console/parameters").await;
+        b.click("#parameters button").await;
+        b.until("the decryption refused", 10, || async {
+            b.text(".error").await.contains("AccessDeniedException")
+        })
+        .await;
+        assert!(!b.client.source().await.unwrap().contains("Sekr1t-Value-42"));
         let events = coord.json(&[
             "lookup-events",
             "--lookup-attributes",
@@ -481,17 +509,17 @@ fn a_console_session_expires_and_a_user_without_console_login_is_refused() {
         b.shot("01-expired").await;
 
         b.sign_in("not-a-token").await;
-        assert!(
-            b.text(".error").await.contains("not valid"),
-            "{}",
-            b.text("main").await
-        );
+        b.until("the bad token refused", 10, || async {
+            b.text(".error").await.contains("not valid")
+        })
+        .await;
         b.sign_in(&nologin).await;
-        assert!(
-            b.text(".error").await.contains("tether:ConsoleLogin"),
-            "{}",
-            b.text("main").await
-        );
+        b.until(
+            "sign-in refused without tether:ConsoleLogin",
+            10,
+            || async { b.text(".error").await.contains("tether:ConsoleLogin") },
+        )
+        .await;
         assert!(b.url().await.contains("/console/login"));
         b.shot("02-no-console-login").await;
         // A sign-in form posted without its CSRF cookie's token is refused.
