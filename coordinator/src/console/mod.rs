@@ -89,6 +89,9 @@ pub async fn handle(
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
     let cookies = cookies(req.headers());
+    // The script's own fetches (fragments, previews) are told 401, not
+    // redirected: it reloads the page, which then goes to the sign-in page.
+    let fetched = req.headers().contains_key("x-console-fetch");
     let header_csrf = req
         .headers()
         .get("x-csrf-token")
@@ -131,12 +134,12 @@ pub async fn handle(
     }
     // Everything else needs a session.
     let Some(sid) = cookies.get(COOKIE).cloned() else {
-        return not_signed_in(&method, false);
+        return not_signed_in(&method, false, fetched);
     };
     let session = match c.console.get(&sid) {
         Ok(s) => s,
-        Err(Lookup::Expired) => return not_signed_in(&method, true),
-        Err(Lookup::Unknown) => return not_signed_in(&method, false),
+        Err(Lookup::Expired) => return not_signed_in(&method, true, fetched),
+        Err(Lookup::Unknown) => return not_signed_in(&method, false, fetched),
     };
     if method == Method::POST {
         let sent = form
@@ -170,7 +173,7 @@ pub async fn handle(
                 ),
                 "refused",
             );
-            return not_signed_in(&method, true);
+            return not_signed_in(&method, true, fetched);
         }
     };
     let ctx = Ctx {
@@ -326,16 +329,17 @@ fn login_form(
     )
 }
 
-/// A request without a (live) session: pages go to the sign-in page, a
-/// script's fetch or a POST gets 401.
-fn not_signed_in(method: &Method, expired: bool) -> Response<Full<Bytes>> {
-    if method == Method::GET {
+/// A request without a (live) session: pages go to the sign-in page
+/// (saying why), a script's fetch or a POST gets 401. The cookie is left as
+/// it is: every tab of an expired session is told it expired.
+fn not_signed_in(method: &Method, expired: bool, fetched: bool) -> Response<Full<Bytes>> {
+    if method == Method::GET && !fetched {
         let to = if expired {
             "/console/login?expired=1"
         } else {
             "/console/login"
         };
-        return redirect(to, &[&clear_cookie(COOKIE)]);
+        return redirect(to, &[]);
     }
     text(
         StatusCode::UNAUTHORIZED,

@@ -1321,7 +1321,7 @@ async fn audit(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
                                     td { (when(&e["EventTime"])) }
                                     td { (s(e, "EventName")) }
                                     td { (s(e, "Username")) }
-                                    td.id { (s(&rec, "sourceIPAddress")) " " (rec["tether"]["transport"].as_str().or(rec["transport"].as_str()).unwrap_or("")) }
+                                    td.id { (s(&rec, "sourceIPAddress")) " " (rec["additionalEventData"]["tether"]["transport"].as_str().unwrap_or("")) }
                                     td { @if rec["errorCode"].is_string() { span.pill.bad { (s(&rec, "errorCode")) } } @else { span.pill.ok { "OK" } } }
                                     td { details { summary { "JSON" } pre.json { (serde_json::to_string_pretty(&rec).unwrap_or_default()) } } }
                                 }

@@ -452,7 +452,8 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
             .collect();
         assert!(
             refused.iter().any(|r: &Value| r["errorCode"] == "AccessDeniedException"
-                && r.to_string().contains("console")),
+                && r["additionalEventData"]["tether"]["transport"] == "console"
+                && r["userAgent"] == "Tether web console"),
             "{events}"
         );
         let logins = events["Events"]

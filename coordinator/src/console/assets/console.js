@@ -9,7 +9,7 @@
     var every = parseInt(el.getAttribute("data-interval") || "2000", 10);
     function tick() {
       if (el.querySelector("[data-done]")) return; // finished: nothing more will change
-      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html", "X-Console-Fetch": "1" } })
         .then(function (r) {
           if (r.status === 401) { window.location.reload(); return null; }
           return r.text();
@@ -37,7 +37,7 @@
         var i = form.querySelector("[name=" + k + "]");
         if (i) p.set(k, i.value);
       });
-      fetch("/console/run/preview?" + p.toString(), { credentials: "same-origin" })
+      fetch("/console/run/preview?" + p.toString(), { credentials: "same-origin", headers: { "X-Console-Fetch": "1" } })
         .then(function (r) { return r.json(); })
         .then(function (v) {
           if (v.Error) { count.textContent = "?"; online.textContent = v.Error; return; }
