@@ -97,6 +97,13 @@ struct Args {
     /// /dev/shm, as in the simulated mode; a disk shows a node's fsyncs).
     #[arg(long)]
     agents_dir: Option<PathBuf>,
+    /// Who sends the commands and lists history: `root` (the bootstrap
+    /// token, which skips policy evaluation) or `user` (an IAM user whose
+    /// inline policy allows SendCommand only on documents and on managed
+    /// instances tagged `Bench=1`, so every target is evaluated against
+    /// a condition on its tags — what a team's operator costs).
+    #[arg(long, default_value = "root", value_parser = ["root", "user"])]
+    principal: String,
     /// The commit measured, as printed (default: `git rev-parse --short HEAD`
     /// of the current directory, `-dirty` when it has changes).
     #[arg(long)]
@@ -190,7 +197,13 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     let mut coord = Coord::start(&tether, &work.join("coord"), args.database.clone()).await?;
     let cfg = cli::load_config(&coord.dir.join("operator.json"))
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let root = Operator::connect(cfg.clone()).await?;
+    let cfg = match args.principal.as_str() {
+        "user" => bench_user(&root).await?,
+        _ => cfg,
+    };
     let op = Operator::connect(cfg.clone()).await?;
+    out["principal"] = json!(args.principal);
     let baseline = coord.sample()?;
     say(format!(
         "coordinator up: RSS {} KiB with no agent",
@@ -200,7 +213,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     // ----- registration -----
     let mut activations = Vec::new();
     for _ in 0..n.div_ceil(1000) {
-        let a = op
+        let a = root
             .call(
                 "CreateActivation",
                 json!({"IamRole": "BenchRole", "RegistrationLimit": 1000,
@@ -712,6 +725,40 @@ impl Drop for Coord {
 }
 
 /// The operator side, through the same client the CLI uses.
+/// The IAM user `bench-operator` with the bench's policy, and an operator
+/// configuration carrying a token of its own.
+async fn bench_user(root: &Operator) -> anyhow::Result<OperatorConfig> {
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Documents", "Effect": "Allow", "Action": "ssm:SendCommand",
+             "Resource": "arn:aws:ssm:*:*:document/*"},
+            {"Sid": "TaggedNodes", "Effect": "Allow", "Action": "ssm:SendCommand",
+             "Resource": "arn:aws:ssm:*:*:managed-instance/*",
+             "Condition": {"StringEquals": {"ssm:resourceTag/Bench": "1"}}},
+            {"Sid": "Read", "Effect": "Allow",
+             "Action": ["ssm:List*", "ssm:Get*", "ssm:Describe*"], "Resource": "*"},
+            {"Sid": "KeepDocuments", "Effect": "Deny", "Action": "ssm:DeleteDocument",
+             "Resource": "*"}
+        ]
+    });
+    root.call("CreateUser", json!({"UserName": "bench-operator"}))
+        .await?;
+    root.call(
+        "PutUserPolicy",
+        json!({"UserName": "bench-operator", "PolicyName": "bench",
+               "PolicyDocument": policy.to_string()}),
+    )
+    .await?;
+    let v = root
+        .call(
+            "CreateOperatorConfig",
+            json!({"UserName": "bench-operator"}),
+        )
+        .await?;
+    Ok(serde_json::from_value(v)?)
+}
+
 struct Operator {
     channel: Channel,
     token: String,

@@ -247,7 +247,7 @@ impl Bench<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::InstanceRow;
+    use crate::{HostInfo, InstanceRow, Seen};
 
     /// On both engines (scripts/test.sh's second pass runs this on
     /// PostgreSQL): what the benchmark seeds, the store's own readers read,
@@ -308,9 +308,30 @@ mod tests {
             s.register_instance(&inst, 1_000).await.unwrap();
         }
         assert_eq!(b.polled_since(5_000).await.unwrap(), 0);
-        s.pings(&[("mi-1".into(), 4_000), ("mi-2".into(), 6_000)])
-            .await
-            .unwrap();
+        let host = HostInfo {
+            platform_name: "Debian GNU/Linux".into(),
+            ..Default::default()
+        };
+        s.pings(&[
+            Seen {
+                instance_id: "mi-1".into(),
+                at_ms: 4_000,
+                host: None,
+            },
+            Seen {
+                instance_id: "mi-2".into(),
+                at_ms: 6_000,
+                host: Some(host.clone()),
+            },
+        ])
+        .await
+        .unwrap();
+        let row = s.instance("mi-2").await.unwrap().unwrap();
+        assert_eq!(
+            (row.last_ping_ms, row.platform_name.as_str()),
+            (Some(6_000), "Debian GNU/Linux"),
+            "host facts come with the ping"
+        );
         assert_eq!(b.polled_since(5_000).await.unwrap(), 1);
         assert_eq!(b.polled_since(4_000).await.unwrap(), 2);
     }

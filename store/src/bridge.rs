@@ -55,8 +55,10 @@ impl Store {
     /// bridged AWS instances (an ID known to both is Tether's).
     pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
         let mut rows = self.instances().await?;
+        let own: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.instance_id.clone()).collect();
         for a in self.aws_instances().await? {
-            if !rows.iter().any(|r| r.instance_id == a.instance_id) {
+            if !own.contains(&a.instance_id) {
                 rows.push(instance_row(a));
             }
         }

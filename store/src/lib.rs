@@ -162,6 +162,15 @@ pub struct AwsFacts {
     pub ping_status: String,
 }
 
+/// An agent heard from at `at_ms`, with the host facts it sent then, for
+/// [`Store::pings`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Seen {
+    pub instance_id: String,
+    pub at_ms: i64,
+    pub host: Option<HostInfo>,
+}
+
 /// What an agent says about its host on every poll.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostInfo {
@@ -371,7 +380,7 @@ pub struct Store {
     /// PostgreSQL: the connections holding this replica's session advisory
     /// locks (see [`Store::lead`]); a lock lives as long as its connection.
     leads: std::sync::Arc<tokio::sync::Mutex<Vec<HeldLead>>>,
-    /// PostgreSQL: a connection of its own for [`Store::check`], so that a
+    /// A connection of its own for [`Store::check`], so that a
     /// busy pool never reads as an unreachable database; made again when it
     /// fails.
     probe: std::sync::Arc<tokio::sync::Mutex<Probe>>,
@@ -380,7 +389,7 @@ pub struct Store {
 /// The URL [`Store::check`] connects to, and its connection.
 #[derive(Default)]
 struct Probe {
-    url: Option<String>,
+    url: String,
     conn: Option<sqlx::AnyConnection>,
 }
 
@@ -639,7 +648,7 @@ impl Store {
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
             probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
-                url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+                url: url.to_string(),
                 conn: None,
             })),
         })
@@ -697,23 +706,32 @@ impl Store {
         Ok(Listener { inner })
     }
 
-    /// Whether the database answers a trivial query: on PostgreSQL over a
-    /// connection kept for this alone (a saturated pool is not an
-    /// unreachable server), on SQLite over the pool.
+    /// Whether the database answers a trivial query, over a connection kept
+    /// for this alone on both engines: a saturated pool is not an
+    /// unreachable database (10,000 agents reconnecting at once queue
+    /// behind the pool for seconds; through the pool this check called a
+    /// busy SQLite coordinator unready and sent its agents away).
     pub async fn check(&self) -> Result<()> {
         let mut probe = self.probe.lock().await;
-        let Some(url) = probe.url.clone() else {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            return Ok(());
-        };
+        let url = probe.url.clone();
         let mut conn = match probe.conn.take() {
             Some(c) => c,
             None => {
                 use sqlx::Connection;
-                sqlx::AnyConnection::connect(&url).await?
+                let mut conn = sqlx::AnyConnection::connect(&url).await?;
+                if self.dialect == Dialect::Sqlite {
+                    conn.execute("PRAGMA busy_timeout = 1000;").await?;
+                }
+                conn
             }
         };
-        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        // On SQLite, a read of the schema: the file itself answers (in WAL
+        // mode a reader waits for no writer).
+        let probe_sql = match self.dialect {
+            Dialect::Sqlite => "SELECT count(*) FROM sqlite_master",
+            Dialect::Postgres => "SELECT 1",
+        };
+        sqlx::query(probe_sql).execute(&mut conn).await?;
         // Kept only once it answered: a failed one is made again next time.
         probe.conn = Some(conn);
         Ok(())
@@ -872,7 +890,6 @@ impl Store {
         .await?)
     }
 
-    /// Records a ping, and the host facts when they are given.
     /// Replaces a live instance's tags; false if it is not registered.
     pub async fn set_instance_tags(&self, id: &str, tags_json: &str) -> Result<bool> {
         let r = sqlx::query(sql(
@@ -884,40 +901,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    pub async fn ping(&self, id: &str, info: Option<&HostInfo>, now_ms: i64) -> Result<()> {
-        match info {
-            Some(h) => {
-                sqlx::query(sql(
-                    self.dialect,
-                    "UPDATE instances SET last_ping_ms = ?, platform_type = ?, platform_name = ?, \
-                     platform_version = ?, computer_name = ?, ip_address = ?, agent_version = ? \
-                     WHERE instance_id = ?",
-                ))
-                .bind(now_ms)
-                .bind(&h.platform_type)
-                .bind(&h.platform_name)
-                .bind(&h.platform_version)
-                .bind(&h.computer_name)
-                .bind(&h.ip_address)
-                .bind(&h.agent_version)
-                .bind(id)
-                .execute(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(sql(
-                    self.dialect,
-                    "UPDATE instances SET last_ping_ms = ? WHERE instance_id = ?",
-                ))
-                .bind(now_ms)
-                .bind(id)
-                .execute(&self.pool)
-                .await?
-            }
-        };
-        Ok(())
     }
 
     /// The sealing public key (hex) the node's agent last sent, if any.
@@ -954,17 +937,39 @@ impl Store {
         Ok(())
     }
 
-    /// Stores many agents' last-heard times at once (never moving one back).
-    pub async fn pings(&self, seen: &[(String, i64)]) -> Result<()> {
+    /// Stores many agents' last-heard times at once (never moving one back),
+    /// with the host facts of those that sent them: one transaction, so that
+    /// 10,000 agents reconnecting at once cost one write turn per sweep
+    /// instead of 10,000 statements contending for the pool and the lock.
+    pub async fn pings(&self, seen: &[Seen]) -> Result<()> {
         if seen.is_empty() {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for (id, at) in seen {
-            sqlx::query(sql(self.dialect, "UPDATE instances SET last_ping_ms = GREATEST(COALESCE(last_ping_ms, 0), ?) WHERE instance_id = ?"),
-            )
-            .bind(at)
-            .bind(id)
+        for s in seen {
+            match &s.host {
+                Some(h) => sqlx::query(sql(
+                    self.dialect,
+                    "UPDATE instances SET last_ping_ms = GREATEST(COALESCE(last_ping_ms, 0), ?), \
+                     platform_type = ?, platform_name = ?, platform_version = ?, computer_name = ?, \
+                     ip_address = ?, agent_version = ? WHERE instance_id = ?",
+                ))
+                .bind(s.at_ms)
+                .bind(&h.platform_type)
+                .bind(&h.platform_name)
+                .bind(&h.platform_version)
+                .bind(&h.computer_name)
+                .bind(&h.ip_address)
+                .bind(&h.agent_version)
+                .bind(&s.instance_id),
+                None => sqlx::query(sql(
+                    self.dialect,
+                    "UPDATE instances SET last_ping_ms = GREATEST(COALESCE(last_ping_ms, 0), ?) \
+                     WHERE instance_id = ?",
+                ))
+                .bind(s.at_ms)
+                .bind(&s.instance_id),
+            }
             .execute(&mut *tx)
             .await?;
         }
@@ -1859,6 +1864,28 @@ mod tests {
             .await
             .unwrap();
         format!("{server}/{name}")
+    }
+
+    /// Every pooled connection busy (10,000 agents reconnecting hold them
+    /// all for seconds): the readiness check still answers at once, on both
+    /// engines, over its own connection.
+    #[tokio::test]
+    async fn a_saturated_pool_is_not_an_unreachable_database() {
+        let (_d, s) = store().await;
+        let size = match s.dialect() {
+            Dialect::Sqlite => SQLITE_POOL,
+            Dialect::Postgres => POSTGRES_POOL,
+        };
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(s.pool.acquire().await.unwrap());
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(2), s.check()).await;
+        assert!(
+            matches!(answered, Ok(Ok(()))),
+            "with all {size} pooled connections held: {answered:?}"
+        );
+        drop(held);
     }
 
     /// Two stores on one database, as two coordinators would open it.

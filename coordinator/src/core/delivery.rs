@@ -70,11 +70,9 @@ impl Coordinator {
     /// for the instance's bell or the hold time.
     pub async fn poll(&self, instance: &InstanceRow, req: Poll) -> Result<Delivery, AgentError> {
         let id = &instance.instance_id;
-        match &req.host {
-            // Host facts (sent every few minutes) are written at once.
-            Some(h) => self.store.ping(id, Some(h), now_ms()).await?,
-            None => self.seen(id),
-        }
+        // Written by the next sweep with everyone else's, host facts (sent
+        // every few minutes, and on each connection's first poll) included.
+        self.seen(id, req.host.clone());
         // The node's sealing key is kept, and its trust bundle goes with
         // this answer when the one it holds is not the current one.
         let mut trust = match self.note_sealing_key(id, &req.sealing_public_key).await? {
@@ -118,7 +116,7 @@ impl Coordinator {
             };
             found.trust = trust.take();
             if !found.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-                self.seen(id);
+                self.seen(id, None);
                 return Ok(found);
             }
             // A redelivery may fall due while we wait: look again at least every 10 s.

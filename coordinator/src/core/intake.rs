@@ -39,7 +39,7 @@ impl Coordinator {
     ) -> Result<(), AgentError> {
         let id = &instance.instance_id;
         let now = now_ms();
-        self.seen(id);
+        self.seen(id, None);
         for r in reports {
             match r {
                 Report::Started {

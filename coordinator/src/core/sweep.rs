@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tether_ssm::limits;
-use tether_store::Lead;
+use tether_store::{HostInfo, Lead, Seen};
 use tether_util::time::now_ms;
 use tracing::{info, warn};
 
@@ -44,30 +44,52 @@ impl Default for Timeouts {
     }
 }
 
-/// When each agent was last heard from, not yet written, and when history
-/// was last pruned.
+/// When each agent was last heard from and the host facts it sent, not yet
+/// written, and when history was last pruned.
 #[derive(Debug, Default)]
 pub(super) struct Sweeper {
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<HashMap<String, (i64, Option<HostInfo>)>>,
     last_prune_ms: AtomicI64,
 }
 
 impl Coordinator {
-    /// Notes that an agent was heard from now (written by the next sweep).
-    pub(super) fn seen(&self, instance_id: &str) {
-        self.sweeper
-            .seen
-            .lock()
-            .insert(instance_id.to_string(), now_ms());
+    /// Notes that an agent was heard from now, with the host facts it sent
+    /// (written by the next sweep, within 2 s; facts noted earlier and not
+    /// yet written are kept when this poll carried none).
+    pub(super) fn seen(&self, instance_id: &str, host: Option<HostInfo>) {
+        let now = now_ms();
+        let mut seen = self.sweeper.seen.lock();
+        match seen.get_mut(instance_id) {
+            Some((at, held)) => {
+                *at = now;
+                if host.is_some() {
+                    *held = host;
+                }
+            }
+            None => {
+                seen.insert(instance_id.to_string(), (now, host));
+            }
+        }
     }
 
-    /// Writes the pings noted since the last flush, in one transaction.
+    /// Writes the pings and host facts noted since the last flush, in one
+    /// transaction; a batch that could not be written is noted again (what
+    /// was heard meanwhile wins).
     pub async fn flush_pings(&self) {
-        let batch: Vec<(String, i64)> = std::mem::take(&mut *self.sweeper.seen.lock())
+        let batch: Vec<Seen> = std::mem::take(&mut *self.sweeper.seen.lock())
             .into_iter()
+            .map(|(instance_id, (at_ms, host))| Seen {
+                instance_id,
+                at_ms,
+                host,
+            })
             .collect();
         if let Err(e) = self.store.pings(&batch).await {
-            warn!(error = %e, count = batch.len(), "pings not stored; they will be noted again");
+            warn!(error = %e, count = batch.len(), "pings not stored; noted again for the next sweep");
+            let mut seen = self.sweeper.seen.lock();
+            for s in batch {
+                seen.entry(s.instance_id).or_insert((s.at_ms, s.host));
+            }
         }
     }
 

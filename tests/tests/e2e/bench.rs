@@ -1,7 +1,8 @@
 //! The benchmark's small mode: 200 real agents (no-op executor) against a real
 //! coordinator, on SQLite or, with `TETHER_TEST_DATABASE=postgres`, on a fresh
 //! PostgreSQL database. Asserts only that it completes and accounts for every
-//! invocation; its timings are for people, not for CI.
+//! invocation; its timings are for people, not for CI. Its commands are sent
+//! by a policy-bound IAM user (`--principal user`), so the policy path is on.
 
 use std::process::Command;
 
@@ -20,6 +21,8 @@ fn the_benchmark_small_mode_completes_and_accounts_for_every_invocation() {
             "20000",
             "--idle-secs",
             "1",
+            "--principal",
+            "user",
         ])
         .arg("--work-dir")
         .arg(tmp.path())
@@ -33,6 +36,8 @@ fn the_benchmark_small_mode_completes_and_accounts_for_every_invocation() {
     let figures: Value = serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("the last line is not one JSON object ({e}): {last}"));
     assert_eq!(figures["agents"], 200);
+    // Sent and listed by a policy-bound IAM user: every target evaluated.
+    assert_eq!(figures["principal"], "user", "{figures}");
     assert_eq!(figures["invocations_accounted"], 200, "{figures}");
     assert_eq!(figures["invocations_succeeded"], 200, "{figures}");
     assert_eq!(figures["command_completed_count"], 200, "{figures}");
