@@ -28,6 +28,9 @@ command -v cmp >/dev/null 2>&1 || need+=(diffutils)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# The console's browser tests: headless Chromium and its WebDriver server.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # strip: the update tests make release-sized agents from the debug build.
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 # The aws CLI v2 (Debian's awscli package): the CLI tests compare tether's

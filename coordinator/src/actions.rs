@@ -1,6 +1,6 @@
 //! The action layer: the one door every operator request comes through,
 //! whatever carried it — the tether CLI over gRPC (`grpc.rs`), AWS JSON 1.1
-//! over HTTPS (`ssm_http.rs`), the web console to come.
+//! over HTTPS (`ssm_http.rs`), the web console (`console/`).
 //!
 //! [`handle`] takes the operation's name and the body's bytes from an edge,
 //! parses and validates them once against the model into a typed
@@ -19,6 +19,7 @@ pub mod access_keys;
 mod activations;
 mod associations;
 mod commands;
+mod console;
 mod documents;
 mod instances;
 mod inventory;
@@ -248,6 +249,7 @@ pub(crate) fn who(caller: &Caller) -> audit::Who<'_> {
         transport: match caller.transport {
             Transport::Grpc => "grpc",
             Transport::Https | Transport::HttpsToken => "https",
+            Transport::Console => "console",
         },
     }
 }
@@ -348,6 +350,7 @@ async fn run(
         Request::SwitchTrustRotation(_) => trust_rotation::switch(c).await,
         Request::FinishTrustRotation(_) => trust_rotation::finish(c).await,
         Request::VerifyAuditTrail(r) => trail::verify(c, r).await,
+        Request::ConsoleLogin(_) => console::login(authority),
         Request::AddAgentRelease(r) => releases::add(c, authority, r).await,
         Request::ListAgentReleases(_) => releases::list(c).await,
         Request::SetAgentTargetVersion(r) => releases::set_target(c, authority, r).await,

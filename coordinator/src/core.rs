@@ -96,6 +96,8 @@ pub struct Coordinator {
     /// The key-encryption keys of SecureString parameters (set by
     /// `server::run` once the store is open; `None` refuses SecureStrings).
     pub parameter_keys: Option<Arc<crate::parameter_keys::Keyring>>,
+    /// The web console's sessions on this replica (`crate::console`).
+    pub console: crate::sessions::Sessions,
     /// How long a poll is held (an agent may ask for less).
     poll_hold: Duration,
     /// The lifetime of the client certificates issued to agents
@@ -162,6 +164,7 @@ impl Coordinator {
             operator_config_path: None,
             audit,
             parameter_keys: None,
+            console: crate::sessions::Sessions::default(),
             poll_hold: limits::LONG_POLL_HOLD,
             client_cert_lifetime: limits::CLIENT_CERT_LIFETIME,
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,

@@ -97,6 +97,9 @@ pub enum Transport {
     Https,
     /// An operator token over HTTPS (`Authorization: Bearer`): `/metrics`.
     HttpsToken,
+    /// The web console (`/console/` on the HTTPS listener, `crate::console`):
+    /// a signed-in session's requests.
+    Console,
 }
 
 /// Hex SHA-256 of an operator token, as stored.
@@ -110,11 +113,17 @@ pub fn token_hash(token: &str) -> String {
 /// is no longer stored). Looked up per request, so a change on any replica
 /// holds at once on every other.
 pub async fn operator_principal(c: &Coordinator, token: &str) -> Result<Principal, Refused> {
+    operator_principal_by_hash(c, &token_hash(token)).await
+}
+
+/// As [`operator_principal`], by the token's hash ([`token_hash`]): the web
+/// console keeps only that and checks it again at every request.
+pub async fn operator_principal_by_hash(c: &Coordinator, hash: &str) -> Result<Principal, Refused> {
     let row = c
         .metrics
         .timed(
             crate::core::stats::Statement::OperatorToken,
-            c.store.operator_token(&token_hash(token)),
+            c.store.operator_token(hash),
         )
         .await?
         .ok_or(Refused::UnknownToken)?;

@@ -2,8 +2,8 @@
 //! document (`/health`), the probes `/healthz` (alive) and `/readyz` (its
 //! database answers), what installs an agent — `/install.sh` (rendered by
 //! [`crate::install`]), `/agent/tether-agent` and `/agent/tether-agent.sha256` —
-//! `/metrics` (`crate::metrics`) and, on `POST /`, the SSM-compatible API
-//! (`ssm_http`).
+//! `/metrics` (`crate::metrics`), the web console under `/console/`
+//! (`console`), and, on `POST /`, the SSM-compatible API (`ssm_http`).
 
 use std::sync::Arc;
 
@@ -65,6 +65,9 @@ async fn handle(
             return crate::ssm_http::unavailable();
         }
         return crate::ssm_http::handle(&core, req).await;
+    }
+    if crate::console::is_console(req.uri().path()) {
+        return crate::console::handle(&core, req).await;
     }
     let downloads = match req.uri().path() {
         "/install.sh" | "/agent/tether-agent" | "/agent/tether-agent.sha256" => {
@@ -146,7 +149,7 @@ async fn handle(
             StatusCode::NOT_FOUND,
             "text/plain",
             format!(
-                "{other}: not found (try /health, /healthz, /readyz, /metrics, /ca.pem, /install.sh or /agent/tether-agent)\n"
+                "{other}: not found (try /console/, /health, /healthz, /readyz, /metrics, /ca.pem, /install.sh or /agent/tether-agent)\n"
             )
             .into(),
         ),

@@ -28,6 +28,7 @@ pub mod associations;
 pub mod audit;
 pub mod authz;
 pub mod conn;
+pub mod console;
 pub mod core;
 pub mod credentials;
 #[doc(hidden)]
@@ -40,6 +41,7 @@ pub mod parameter_keys;
 pub mod pki;
 pub mod replicas;
 pub mod server;
+pub mod sessions;
 pub mod signing;
 pub mod sigv4;
 pub mod ssm_http;

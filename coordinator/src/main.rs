@@ -94,6 +94,10 @@ struct Serve {
     /// Seconds between signatures of the audit chain's head (1 to 60).
     #[arg(long, env = "TETHER_AUDIT_SIGN_INTERVAL", default_value_t = tether_ssm::limits::AUDIT_SIGN_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=tether_ssm::limits::AUDIT_SIGN_INTERVAL_MAX_SECS))]
     audit_sign_interval: u64,
+    /// Seconds a web console session lasts from sign-in (60 to a day;
+    /// default 8 hours). Sessions live in this replica's memory.
+    #[arg(long, env = "TETHER_CONSOLE_SESSION_LIFETIME", default_value_t = tether_ssm::limits::CONSOLE_SESSION_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(1..=tether_ssm::limits::CONSOLE_SESSION_LIFETIME_MAX_SECS))]
+    console_session_lifetime: u64,
 }
 
 /// A region name as AWS spells them (`us-east-1`, `eu-central-2`, `lab-1`).
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
                 audit_sign_interval: Duration::from_secs(s.audit_sign_interval),
                 client_cert_lifetime: Duration::from_secs(s.client_cert_lifetime),
                 metrics_listen: s.metrics_listen,
+                console_session_lifetime: Duration::from_secs(s.console_session_lifetime),
             };
             match runtime.block_on(server::run(cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -56,6 +56,8 @@ pub struct ServeConfig {
     /// `--metrics-listen`: a plain-HTTP listener serving `/metrics` without
     /// authentication (loopback or a private network), if any.
     pub metrics_listen: Option<String>,
+    /// `--console-session-lifetime`: how long a web console session lasts.
+    pub console_session_lifetime: Duration,
 }
 
 /// The URL a local client uses for a bound address (loopback for a wildcard).
@@ -375,6 +377,7 @@ pub async fn run(
     coordinator.parameter_keys = Some(Arc::new(parameter_keys));
     coordinator.timeouts = cfg.timeouts;
     coordinator.client_cert_lifetime = cfg.client_cert_lifetime;
+    coordinator.console = crate::sessions::Sessions::new(cfg.console_session_lifetime);
     coordinator.account = account;
     coordinator.audit = trail.clone();
     coordinator.operator_config = Some(OperatorConfig {

@@ -78,6 +78,7 @@ const SERVED: &[&str] = &[
     "StartTrustRotation",
     "SwitchTrustRotation",
     "FinishTrustRotation",
+    "ConsoleLogin",
     // IAM's, copied into model/tether-operations.json.
     "CreateUser",
     "GetUser",
@@ -108,6 +109,24 @@ const EXTRA_MEMBERS: &[(&str, &str, &str, &str)] = &[
         "FullOutput",
         "Option<bool>",
         "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
+    ),
+    (
+        "DescribeInstanceInformationRequest",
+        "IncludeTags",
+        "Option<bool>",
+        "Tether: each instance's tags too, as `Tags` (`Key`, `Value`).",
+    ),
+    (
+        "DescribeInstanceInformationRequest",
+        "NameContains",
+        "Option<String>",
+        "Tether: only the instances whose name, computer name or ID contains this text (any case).",
+    ),
+    (
+        "DescribeInstanceInformationRequest",
+        "Summarize",
+        "Option<bool>",
+        "Tether: the answer's `Summary` counts the instances the filters keep, by ping status and platform type, across every page.",
     ),
     (
         "CreateAccessKeyRequest",

@@ -133,6 +133,8 @@ pub enum Operation {
     SwitchTrustRotation,
     /// Tether: last step of a rotation.
     FinishTrustRotation,
+    /// Tether: sign in to the web console (/console/) with the credential of this request (an operator token, or an access key pair on the console's login form).
+    ConsoleLogin,
     /// Creates a new IAM user for your Amazon Web Services account.
     CreateUser,
     /// Retrieves information about the specified IAM user, including the user's creation date, path, unique ID, and ARN.
@@ -173,7 +175,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the CLI lists their verbs.
-    pub const ALL: [Operation; 75] = [
+    pub const ALL: [Operation; 76] = [
         Operation::CreateActivation,
         Operation::DescribeActivations,
         Operation::DeleteActivation,
@@ -231,6 +233,7 @@ impl Operation {
         Operation::StartTrustRotation,
         Operation::SwitchTrustRotation,
         Operation::FinishTrustRotation,
+        Operation::ConsoleLogin,
         Operation::CreateUser,
         Operation::GetUser,
         Operation::ListUsers,
@@ -311,6 +314,7 @@ impl Operation {
             Operation::StartTrustRotation => "StartTrustRotation",
             Operation::SwitchTrustRotation => "SwitchTrustRotation",
             Operation::FinishTrustRotation => "FinishTrustRotation",
+            Operation::ConsoleLogin => "ConsoleLogin",
             Operation::CreateUser => "CreateUser",
             Operation::GetUser => "GetUser",
             Operation::ListUsers => "ListUsers",
@@ -393,6 +397,7 @@ pub enum Request {
     StartTrustRotation(StartTrustRotationRequest),
     SwitchTrustRotation(SwitchTrustRotationRequest),
     FinishTrustRotation(FinishTrustRotationRequest),
+    ConsoleLogin(ConsoleLoginRequest),
     CreateUser(CreateUserRequest),
     GetUser(GetUserRequest),
     ListUsers(ListUsersRequest),
@@ -474,6 +479,7 @@ impl Request {
             Request::StartTrustRotation(_) => Operation::StartTrustRotation,
             Request::SwitchTrustRotation(_) => Operation::SwitchTrustRotation,
             Request::FinishTrustRotation(_) => Operation::FinishTrustRotation,
+            Request::ConsoleLogin(_) => Operation::ConsoleLogin,
             Request::CreateUser(_) => Operation::CreateUser,
             Request::GetUser(_) => Operation::GetUser,
             Request::ListUsers(_) => Operation::ListUsers,
@@ -558,6 +564,7 @@ impl Request {
             Operation::StartTrustRotation => Request::StartTrustRotation(serde_json::from_value(input)?),
             Operation::SwitchTrustRotation => Request::SwitchTrustRotation(serde_json::from_value(input)?),
             Operation::FinishTrustRotation => Request::FinishTrustRotation(serde_json::from_value(input)?),
+            Operation::ConsoleLogin => Request::ConsoleLogin(serde_json::from_value(input)?),
             Operation::CreateUser => Request::CreateUser(serde_json::from_value(input)?),
             Operation::GetUser => Request::GetUser(serde_json::from_value(input)?),
             Operation::ListUsers => Request::ListUsers(serde_json::from_value(input)?),
@@ -643,6 +650,15 @@ pub struct DescribeInstanceInformationRequest {
     /// The token for the next set of items to return.
     #[serde(rename = "NextToken")]
     pub next_token: Option<String>,
+    /// Tether: each instance's tags too, as `Tags` (`Key`, `Value`).
+    #[serde(rename = "IncludeTags")]
+    pub include_tags: Option<bool>,
+    /// Tether: only the instances whose name, computer name or ID contains this text (any case).
+    #[serde(rename = "NameContains")]
+    pub name_contains: Option<String>,
+    /// Tether: the answer's `Summary` counts the instances the filters keep, by ping status and platform type, across every page.
+    #[serde(rename = "Summarize")]
+    pub summarize: Option<bool>,
 }
 
 /// The input of DeregisterManagedInstance.
@@ -1518,6 +1534,10 @@ pub struct SwitchTrustRotationRequest {}
 /// The input of FinishTrustRotation.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct FinishTrustRotationRequest {}
+
+/// The input of ConsoleLogin.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ConsoleLoginRequest {}
 
 /// The input of CreateUser.
 #[derive(Clone, Debug, Default, Deserialize)]

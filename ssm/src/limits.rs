@@ -238,3 +238,15 @@ pub const MAX_AGENT_RELEASES: i64 = 50;
 /// request, so the request stays under [`MAX_REQUEST_BODY_BYTES`]), and
 /// largest chunk of one DownloadRelease message.
 pub const AGENT_RELEASE_PART_BYTES: usize = 1024 * 1024;
+
+/// The web console (`/console/`): how long a session lasts from sign-in
+/// (`tether serve --console-session-lifetime`, default 8 hours; at most a
+/// day), how many sessions one replica holds at once (the oldest goes past
+/// it), the largest form it reads, and how often its pages refresh.
+pub const CONSOLE_SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+pub const CONSOLE_SESSION_LIFETIME_MAX_SECS: u64 = 24 * 3600;
+pub const CONSOLE_MAX_SESSIONS: usize = 10_000;
+pub const CONSOLE_MAX_FORM_BYTES: usize = 256 * 1024;
+pub const CONSOLE_REFRESH: Duration = Duration::from_secs(2);
+/// Rows on one console page (the most the SSM list operations give at once).
+pub const CONSOLE_PAGE_ROWS: i64 = 50;

@@ -7,6 +7,7 @@ mod e2e {
     pub mod bench;
     pub mod chaos;
     pub mod cli;
+    pub mod console;
     pub mod control;
     pub mod documents;
     pub mod failover;

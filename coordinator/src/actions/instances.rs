@@ -102,20 +102,43 @@ pub(super) async fn describe(
     }
     let now = now_ms();
     let target = c.store.target_version().await?;
-    let mut all = Vec::new();
+    let with_tags = r.include_tags.unwrap_or(false);
+    let name_contains = r
+        .name_contains
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|n| !n.is_empty());
+    let mut summary = r.summarize.unwrap_or(false).then(Summary::default);
+    // The rows the filters keep, with their tags; JSON is built only for
+    // those on the page (a fleet of 10,000 is read whole at every page).
+    let mut kept = Vec::new();
     for i in c.store.all_instances().await? {
-        let v = instance_json(&i, now, target.as_deref());
+        if let Some(n) = &name_contains
+            && ![&i.name, &i.computer_name, &i.instance_id]
+                .iter()
+                .any(|f| f.to_lowercase().contains(n.as_str()))
+        {
+            continue;
+        }
         let tags = tag_pairs(&format!("instance {}", i.instance_id), &i.tags_json)?;
+        let ping = match &i.aws {
+            Some(aws) => aws.ping_status.as_str(),
+            None => ping_status(i.last_ping_ms, now),
+        };
+        let resource_type = i
+            .aws
+            .as_ref()
+            .map_or("ManagedInstance", |a| a.resource_type.as_str());
         let keep = filters.iter().all(|(k, vs)| {
             let any = |field: &str| vs.iter().any(|x| x == field);
             match k.as_str() {
                 "InstanceIds" => any(&i.instance_id),
                 "AgentVersion" => any(&i.agent_version),
-                "PingStatus" => any(v["PingStatus"].as_str().unwrap_or("")),
+                "PingStatus" => any(ping),
                 "PlatformTypes" => any(&i.platform_type),
                 "ActivationIds" => any(&i.activation_id),
                 "IamRole" => any(&i.iam_role),
-                "ResourceType" => any(v["ResourceType"].as_str().unwrap_or("")),
+                "ResourceType" => any(resource_type),
                 "tag-key" => tags.iter().any(|(tk, _)| vs.contains(tk)),
                 tag => {
                     let key = tag.trim_start_matches("tag:");
@@ -124,10 +147,68 @@ pub(super) async fn describe(
             }
         });
         if keep {
-            all.push(v);
+            if let Some(s) = &mut summary {
+                s.count(ping, &i.platform_type);
+            }
+            kept.push((i, tags));
         }
     }
-    Ok(page.of_list("InstanceInformationList", all))
+    let start = usize::try_from(page.offset).unwrap_or(usize::MAX);
+    let mut packer = page.packer();
+    for (i, tags) in kept.iter().skip(start) {
+        let mut v = instance_json(i, now, target.as_deref());
+        if with_tags {
+            v["Tags"] = tags
+                .iter()
+                .map(|(k, tv)| json!({"Key": k, "Value": tv}))
+                .collect();
+        }
+        if !packer.push(v) {
+            break;
+        }
+    }
+    let taken = packer.len();
+    let more = start.saturating_add(taken) < kept.len();
+    let mut answer = page.answer("InstanceInformationList", packer, taken, more);
+    if let Some(s) = summary {
+        answer["Summary"] = s.into_json();
+    }
+    Ok(answer)
+}
+
+/// Tether's `Summary` of DescribeInstanceInformation (`Summarize`): the
+/// instances the filters keep, counted by ping status and platform type.
+#[derive(Default)]
+struct Summary {
+    total: u64,
+    ping: std::collections::BTreeMap<String, u64>,
+    platform: std::collections::BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn count(&mut self, ping: &str, platform: &str) {
+        self.total += 1;
+        match self.ping.get_mut(ping) {
+            Some(n) => *n += 1,
+            None => {
+                self.ping.insert(ping.to_string(), 1);
+            }
+        }
+        match self.platform.get_mut(platform) {
+            Some(n) => *n += 1,
+            None => {
+                self.platform.insert(platform.to_string(), 1);
+            }
+        }
+    }
+
+    fn into_json(self) -> Value {
+        json!({
+            "Total": self.total,
+            "PingStatus": self.ping,
+            "PlatformType": self.platform,
+        })
+    }
 }
 
 pub(super) async fn deregister(
@@ -154,4 +235,100 @@ pub(super) async fn deregister(
         c.ring_waiting(&command_id).await?;
     }
     Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tether_store::Store;
+
+    use super::*;
+    use crate::pki::Pki;
+
+    #[tokio::test]
+    async fn tethers_extras_tag_filter_by_name_and_count_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".to_string()]).unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let c = Coordinator::new(store, Arc::new(pki));
+        let now = now_ms();
+        c.store
+            .insert_activation(&tether_store::ActivationRow {
+                activation_id: "act".into(),
+                code_salt: Vec::new(),
+                code_hash: Vec::new(),
+                description: String::new(),
+                default_instance_name: String::new(),
+                iam_role: String::new(),
+                registration_limit: 100,
+                registrations_count: 0,
+                expiration_ms: now + 3_600_000,
+                created_ms: now,
+                deleted_ms: None,
+                tags_json: "[]".into(),
+            })
+            .await
+            .unwrap();
+        for n in 0..60 {
+            let role = if n % 3 == 0 { "db" } else { "web" };
+            let row = InstanceRow {
+                instance_id: format!("mi-{n:017x}"),
+                activation_id: "act".into(),
+                name: format!("node-{n:02}"),
+                platform_type: "Linux".into(),
+                tags_json: json!([{"Key": "role", "Value": role}]).to_string(),
+                ..InstanceRow::default()
+            };
+            c.store.register_instance(&row, now).await.unwrap();
+        }
+        let ask =
+            |v: Value| -> DescribeInstanceInformationRequest { serde_json::from_value(v).unwrap() };
+        let first = describe(
+            &c,
+            ask(
+                json!({"MaxResults": 50, "IncludeTags": true, "Summarize": true,
+                "Filters": [{"Key": "tag:role", "Values": ["web"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+        let list = first["InstanceInformationList"].as_array().unwrap();
+        assert_eq!(list.len(), 40, "every web instance on one page");
+        assert_eq!(list[0]["Tags"], json!([{"Key": "role", "Value": "web"}]));
+        assert_eq!(first["Summary"]["Total"], 40);
+        assert_eq!(first["Summary"]["PlatformType"]["Linux"], 40);
+        assert!(first.get("NextToken").is_none());
+
+        // Paged: the summary counts every page's instances, each page the same.
+        let page = describe(&c, ask(json!({"MaxResults": 25, "Summarize": true})))
+            .await
+            .unwrap();
+        assert_eq!(
+            page["InstanceInformationList"].as_array().unwrap().len(),
+            25
+        );
+        assert_eq!(page["Summary"]["Total"], 60);
+        assert!(page["InstanceInformationList"][0].get("Tags").is_none());
+        let token = page["NextToken"].as_str().unwrap().to_string();
+        let last = describe(&c, ask(json!({"MaxResults": 50, "NextToken": token})))
+            .await
+            .unwrap();
+        assert_eq!(
+            last["InstanceInformationList"].as_array().unwrap().len(),
+            35
+        );
+        assert!(last.get("Summary").is_none(), "only when asked");
+
+        let named = describe(&c, ask(json!({"NameContains": "NODE-1"})))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = named["InstanceInformationList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["Name"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 10, "node-10 to node-19, any case: {ids:?}");
+    }
 }

@@ -64,6 +64,7 @@ pub fn cloudtrail_event(r: &AuditRecord, account: &Account) -> Value {
         "userAgent": match r.transport.as_str() {
             "grpc" => "tether-cli (operator gRPC)",
             "https" => "AWS JSON 1.1 over HTTPS",
+            "console" => "Tether web console",
             _ => "tether-agent",
         },
         "requestParameters": stored(&r.request_json),

@@ -1,0 +1,541 @@
+//! The web console in a real browser: headless Chromium (Debian's
+//! `chromium` and `chromium-driver`, installed by scripts/test.sh) driven
+//! over WebDriver (fantoccini) against a real coordinator and real agents,
+//! all on loopback. Each page the tests visit is saved as a PNG under
+//! `target/debug/console-screenshots/` (the test's artefacts).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tether_tests::{Agent, Coordinator, bin, tether_as};
+
+/// A chromedriver on a loopback port and a headless Chromium session.
+struct Browser {
+    driver: Child,
+    client: Client,
+    shots: PathBuf,
+    base: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Browser {
+    async fn start(coord: &Coordinator, profile: &Path, name: &str) -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (scripts/test.sh installs chromium-driver)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({
+            "browserName": "chrome",
+            // The coordinator's certificate is signed by its own CA.
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session with headless Chromium");
+        let shots = bin("tether")
+            .parent()
+            .expect("target dir")
+            .join("console-screenshots")
+            .join(name);
+        std::fs::create_dir_all(&shots).expect("screenshot directory");
+        Browser {
+            driver,
+            client,
+            shots,
+            base: format!("https://127.0.0.1:{}", coord.http_port),
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("navigate");
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("save screenshot");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `f` says yes, or panics naming `what` (with the page's text).
+    async fn until<F, Fut>(&self, what: &str, secs: u64, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if f().await {
+                return;
+            }
+            if Instant::now() > deadline {
+                let body = self.text("body").await;
+                panic!("timed out waiting for {what}; the page says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect(css);
+        e.clear().await.expect("clear");
+        e.send_keys(value).await.expect("type");
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .expect(css)
+            .click()
+            .await
+            .expect("click");
+    }
+
+    async fn sign_in(&self, token: &str) {
+        self.goto("/console/login").await;
+        self.fill("#token", token).await;
+        self.click("#signin").await;
+    }
+
+    async fn url(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    /// A POST from the page's own origin with the session's cookie and a
+    /// form of our choosing: what a forged cross-site form would send if the
+    /// browser attached the cookie. Returns the HTTP status.
+    async fn post(&self, path: &str, body: &str) -> u64 {
+        let v = self
+            .client
+            .execute_async(
+                "const [p, b, done] = arguments;
+                 fetch(p, {method: 'POST', body: b, credentials: 'same-origin', redirect: 'manual',
+                           headers: {'Content-Type': 'application/x-www-form-urlencoded'}})
+                   .then(r => done(r.status)).catch(e => done(-1));",
+                vec![json!(path), json!(body)],
+            )
+            .await
+            .expect("fetch in the page");
+        v.as_u64().unwrap_or(0)
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn root_token(coord: &Coordinator) -> String {
+    coord.operator()["Token"]
+        .as_str()
+        .expect("Token in operator.json")
+        .to_string()
+}
+
+const MARKUP_NAME: &str = "<img src=x id=evil-name onerror=\"window.pwned=1\">";
+const MARKUP_TAG: &str = "<script>window.pwned=2</script>";
+
+#[test]
+fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a1 = Agent::start(tmp.path(), "web1", &coord);
+    let a2 = Agent::start(tmp.path(), "web2", &coord);
+    // Markup in an instance's name and a tag's value, put in the database
+    // as its owner could (the API's patterns keep it out): shown as text.
+    let tags = json!([{"Key": "role", "Value": "web"}, {"Key": "note", "Value": MARKUP_TAG}]);
+    coord.sql(&format!(
+        "UPDATE instances SET name = '{}', tags_json = '{}' WHERE instance_id = '{}'",
+        MARKUP_NAME.replace('\'', "''"),
+        tags.to_string().replace('\'', "''"),
+        a1.instance_id
+    ));
+    coord.json(&[
+        "add-tags-to-resource",
+        "--resource-type",
+        "ManagedInstance",
+        "--resource-id",
+        &a2.instance_id,
+        "--tags",
+        "Key=role,Value=web",
+    ]);
+    // Inventory for the instance page.
+    coord.json(&[
+        "create-association",
+        "--name",
+        "AWS-GatherSoftwareInventory",
+        "--targets",
+        &format!("Key=instanceids,Values={}", a2.instance_id),
+        "--parameters",
+        "applications=Enabled,networkConfig=Enabled",
+    ]);
+    coord.json(&[
+        "put-parameter",
+        "--name",
+        "/app/db-password",
+        "--type",
+        "SecureString",
+        "--value",
+        "Sekr1t-Value-42",
+    ]);
+    let token = root_token(&coord);
+
+    runtime().block_on(async {
+        let b = Browser::start(&coord, &tmp.path().join("chrome"), "main").await;
+
+        // Not signed in: the sign-in page.
+        b.goto("/console/fleet").await;
+        assert!(b.url().await.contains("/console/login"), "{}", b.url().await);
+        b.shot("01-login").await;
+        b.sign_in(&token).await;
+
+        // The fleet: both agents Online, counted at the top.
+        b.until("two Online instances", 30, || async {
+            b.count("#fleet tbody tr[data-instance]").await == 2
+                && b.text("[data-status=Online]").await == "2"
+        })
+        .await;
+        let fleet = b.text("#fleet").await;
+        assert!(fleet.contains(MARKUP_NAME), "the name shows as text: {fleet}");
+        assert!(fleet.contains(MARKUP_TAG), "the tag shows as text: {fleet}");
+        assert_eq!(b.count("#evil-name").await, 0, "no element from a name");
+        assert_eq!(b.count("#fleet script, #fleet img").await, 0);
+        // The table refreshes by itself (the fragment replaces it) and stays inert.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 2);
+        let pwned = b.client.execute("return window.pwned || 0", vec![]).await.unwrap();
+        assert_eq!(pwned, json!(0), "markup in the fleet ran");
+        b.shot("02-fleet").await;
+        // A filter: by name.
+        // Filters: by name (or ID), by tag, by status.
+        b.goto(&format!("/console/fleet?name={}", a2.instance_id)).await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 1);
+        assert!(b.text("#fleet").await.contains(&a2.instance_id));
+        b.goto("/console/fleet?tag=note").await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 1);
+        assert!(b.text("#fleet").await.contains(&a1.instance_id));
+        b.goto("/console/fleet?tag=role%3Dweb&status=ConnectionLost").await;
+        assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 0);
+
+        // Run a command on a tag from the form, watching the count.
+        b.goto("/console/run?document=AWS-RunShellScript").await;
+        b.fill(
+            "#p_commands",
+            "echo first-line '<b id=injected>bold</b>'\nsleep 4\necho console-done",
+        )
+        .await;
+        b.click("input[name=mode][value=tags]").await;
+        b.fill("#tag_key", "role").await;
+        b.fill("#tag_values", "web").await;
+        b.until("the target preview to count 2", 15, || async {
+            b.text("#target-count").await == "2"
+        })
+        .await;
+        b.fill("#comment", "from the console").await;
+        b.shot("03-run").await;
+        b.click("#send").await;
+        b.until("the command page", 15, || async {
+            b.url().await.contains("/console/commands/")
+        })
+        .await;
+        let url = b.url().await;
+        let command_id = url
+            .rsplit('/')
+            .next()
+            .and_then(|t| t.split('?').next())
+            .unwrap()
+            .to_string();
+        // The output arrives while the step runs, then the rest.
+        b.until("the first line while it runs", 20, || async {
+            let out = b.text("#command-output").await;
+            out.contains("first-line") && !out.contains("console-done")
+        })
+        .await;
+        b.shot("04-command-running").await;
+        b.until("the rest of the output", 40, || async {
+            b.text("#command-output").await.contains("console-done")
+                && b.count("#invocations td.status .pill.ok").await == 2
+        })
+        .await;
+        assert!(b.text("#command-output").await.contains("<b id=injected>bold</b>"));
+        assert_eq!(b.count("#injected").await, 0, "output markup stayed text");
+        b.shot("05-command-done").await;
+        b.click("#full-output").await;
+        b.until("the full output", 10, || async {
+            b.url().await.contains("full=1") && b.text("#command-output").await.contains("console-done")
+        })
+        .await;
+        // Through the one door: the CLI sees the same command, requested by root.
+        let listed = coord.json(&["list-commands", "--command-id", &command_id]);
+        assert_eq!(listed["Commands"][0]["Comment"], "from the console");
+
+        // History finds it.
+        b.goto("/console/history?document=AWS-RunShellScript").await;
+        assert!(b.text("#commands").await.contains(&command_id));
+        b.shot("06-history").await;
+
+        // The instance page: details and inventory.
+        b.until("inventory on the instance page", 60, || async {
+            b.goto(&format!("/console/instances/{}", a2.instance_id)).await;
+            b.count("#applications tbody tr td:not(.empty)").await > 0
+        })
+        .await;
+        assert!(b.count("#network tbody tr").await > 0);
+        assert!(b.text("#commands").await.contains(&command_id));
+        b.shot("07-instance").await;
+        // Search within the applications.
+        let first = b.text("#applications tbody tr td").await;
+        b.goto(&format!(
+            "/console/instances/{}?app={}",
+            a2.instance_id,
+            &first[..first.len().min(3)]
+        ))
+        .await;
+        assert!(b.text("#applications").await.contains(&first));
+
+        for (page, name) in [
+            ("/console/documents", "08-documents"),
+            ("/console/documents/AWS-RunShellScript", "09-document"),
+            ("/console/associations", "10-associations"),
+            ("/console/parameters", "11-parameters"),
+            ("/console/audit?key=EventName&value=SendCommand", "12-audit"),
+        ] {
+            b.goto(page).await;
+            assert_eq!(b.count(".error").await, 0, "{page}: {}", b.text("main").await);
+            b.shot(name).await;
+        }
+        assert!(b.text("#events").await.contains("SendCommand"));
+
+        // A SecureString's value reaches the browser only when asked for.
+        b.goto("/console/parameters").await;
+        let source = b.client.source().await.unwrap();
+        assert!(source.contains("/app/db-password"));
+        assert!(!source.contains("Sekr1t-Value-42"), "the value was sent unasked");
+        b.click("#parameters button").await;
+        b.until("the decrypted value", 10, || async {
+            b.text("#parameter-value").await == "Sekr1t-Value-42"
+        })
+        .await;
+
+        // A forged POST (no CSRF token, or a wrong one) is refused and does nothing.
+        let before = coord.json(&["list-commands"])["Commands"].as_array().unwrap().len();
+        let form = format!(
+            "document=AWS-RunShellScript&p_commands=id&mode=ids&ids={}",
+            a1.instance_id
+        );
+        assert_eq!(b.post("/console/run", &form).await, 403);
+        assert_eq!(b.post("/console/run", &format!("csrf=00&{form}")).await, 403);
+        assert_eq!(b.post("/console/logout", "").await, 403);
+        let after = coord.json(&["list-commands"])["Commands"].as_array().unwrap().len();
+        assert_eq!(before, after, "a forged POST sent a command");
+        b.goto("/console/fleet").await;
+        assert!(b.url().await.contains("/console/fleet"), "still signed in");
+
+        // Sign out: the session is gone.
+        b.click("#logout").await;
+        b.until("the sign-in page", 10, || async { b.url().await.contains("/console/login") })
+            .await;
+        b.goto("/console/fleet").await;
+        assert!(b.url().await.contains("/console/login"));
+
+        // A restricted user: may look, may not send; the page says so and
+        // the audit trail records the refusal, from the console.
+        coord.json(&["create-user", "--user-name", "viewer"]);
+        coord.json(&[
+            "put-user-policy",
+            "--user-name",
+            "viewer",
+            "--policy-name",
+            "look",
+            "--policy-document",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["tether:ConsoleLogin","ssm:Describe*","ssm:List*","ssm:Get*"],"Resource":"*"}]}"#,
+        ]);
+        let config = tmp.path().join("viewer.json");
+        let issued = coord.json(&["create-operator-config", "--user-name", "viewer"]);
+        std::fs::write(&config, issued.to_string()).unwrap();
+        let viewer_token = issued["Token"].as_str().expect("Token").to_string();
+        b.sign_in(&viewer_token).await;
+        b.until("the fleet as viewer", 10, || async {
+            b.count("#fleet tbody tr[data-instance]").await == 2
+        })
+        .await;
+        b.goto(&format!("/console/run?document=AWS-RunShellScript&ids={}", a1.instance_id))
+            .await;
+        b.fill("#p_commands", "id").await;
+        b.click("#send").await;
+        b.until("the refusal in the page", 10, || async {
+            b.text(".error").await.contains("AccessDeniedException")
+        })
+        .await;
+        assert!(b.text(".error").await.contains("ssm:SendCommand"));
+        b.shot("13-refused").await;
+        // Nor may the viewer decrypt: the refusal, and no value.
+        b.goto("/console/parameters").await;
+        b.click("#parameters button").await;
+        b.until("the decryption refused", 10, || async {
+            b.text(".error").await.contains("AccessDeniedException")
+        })
+        .await;
+        assert!(!b.client.source().await.unwrap().contains("Sekr1t-Value-42"));
+        let events = coord.json(&[
+            "lookup-events",
+            "--lookup-attributes",
+            "AttributeKey=Username,AttributeValue=viewer",
+        ]);
+        let refused: Vec<Value> = events["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["EventName"] == "SendCommand")
+            .map(|e| serde_json::from_str(e["CloudTrailEvent"].as_str().unwrap()).unwrap())
+            .collect();
+        assert!(
+            refused.iter().any(|r: &Value| r["errorCode"] == "AccessDeniedException"
+                && r["additionalEventData"]["tether"]["transport"] == "console"
+                && r["userAgent"] == "Tether web console"),
+            "{events}"
+        );
+        let logins = events["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["EventName"] == "ConsoleLogin")
+            .count();
+        assert!(logins >= 1, "ConsoleLogin is audited: {events}");
+        // The restricted user's own CLI gets the same refusal.
+        let out = tether_as(
+            &config,
+            &["send-command", "--document-name", "AWS-RunShellScript", "--instance-ids", &a1.instance_id, "--parameters", "commands=id"],
+        );
+        assert!(!out.status.success());
+        drop(b);
+    });
+    drop((a1, a2));
+}
+
+#[test]
+fn a_console_session_expires_and_a_user_without_console_login_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord =
+        Coordinator::start_with_env(tmp.path(), &[("TETHER_CONSOLE_SESSION_LIFETIME", "3")]);
+    let token = root_token(&coord);
+    coord.json(&["create-user", "--user-name", "nologin"]);
+    coord.json(&[
+        "put-user-policy",
+        "--user-name",
+        "nologin",
+        "--policy-name",
+        "ssm",
+        "--policy-document",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*"}]}"#,
+    ]);
+    let issued = coord.json(&["create-operator-config", "--user-name", "nologin"]);
+    let nologin = issued["Token"].as_str().expect("Token").to_string();
+    runtime().block_on(async {
+        let b = Browser::start(&coord, &tmp.path().join("chrome"), "expiry").await;
+        b.sign_in(&token).await;
+        b.until("the fleet", 10, || async {
+            b.url().await.contains("/console/fleet")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        b.goto("/console/history").await;
+        assert!(
+            b.url().await.contains("/console/login?expired=1"),
+            "{}",
+            b.url().await
+        );
+        assert!(b.text(".note").await.contains("expired"));
+        b.shot("01-expired").await;
+
+        b.sign_in("not-a-token").await;
+        b.until("the bad token refused", 10, || async {
+            b.text(".error").await.contains("not valid")
+        })
+        .await;
+        b.sign_in(&nologin).await;
+        b.until(
+            "sign-in refused without tether:ConsoleLogin",
+            10,
+            || async { b.text(".error").await.contains("tether:ConsoleLogin") },
+        )
+        .await;
+        assert!(b.url().await.contains("/console/login"));
+        b.shot("02-no-console-login").await;
+        // A sign-in form posted without its CSRF cookie's token is refused.
+        assert_eq!(
+            b.post("/console/login", &format!("token={token}")).await,
+            403
+        );
+    });
+    let events = coord.json(&[
+        "lookup-events",
+        "--lookup-attributes",
+        "AttributeKey=EventName,AttributeValue=ConsoleLogin",
+    ]);
+    assert!(
+        events.to_string().contains("AccessDeniedException"),
+        "{events}"
+    );
+}
