@@ -110,6 +110,16 @@ fn param<'a>(q: &'a Query, k: &str) -> &'a str {
     q.get(k).map(|v| v.trim()).unwrap_or("")
 }
 
+/// A list request's paging members: a page of
+/// [`limits::CONSOLE_PAGE_ROWS`], from `next` when it is given.
+fn page_request(next: &str) -> Value {
+    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
+    if !next.is_empty() {
+        req["NextToken"] = json!(next);
+    }
+    req
+}
+
 /// `a=b` → (`a`, Some(`b`)); `a` → (`a`, None).
 fn tag_filter(t: &str) -> (String, Option<String>) {
     match t.split_once('=') {
@@ -143,19 +153,14 @@ async fn fleet(ctx: &Ctx, q: &Query, whole: bool) -> Result<Markup, ApiError> {
             (k, None) => filters.push(json!({"Key": "tag-key", "Values": [k]})),
         }
     }
-    let mut req = json!({
-        "MaxResults": limits::CONSOLE_PAGE_ROWS,
-        "IncludeTags": true,
-        "Summarize": true,
-    });
+    let mut req = page_request(next);
+    req["IncludeTags"] = json!(true);
+    req["Summarize"] = json!(true);
     if !filters.is_empty() {
         req["Filters"] = json!(filters);
     }
     if !name.is_empty() {
         req["NameContains"] = json!(name);
-    }
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
     }
     let v = ctx.call("DescribeInstanceInformation", req).await;
     let filter_qs = qs(&[
@@ -655,12 +660,9 @@ async fn history(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     if !before.is_empty() {
         filters.push(json!({"key": "InvokedBefore", "value": stamp(before)}));
     }
-    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
+    let mut req = page_request(next);
     if !filters.is_empty() {
         req["Filters"] = json!(filters);
-    }
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
     }
     let mut v = ctx.call("ListCommands", req).await;
     // The requester: ListCommands has no such filter; this page's rows are
@@ -1057,10 +1059,7 @@ async fn preview(ctx: &Ctx, q: &Query) -> Value {
 
 async fn documents(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     let next = param(q, "next");
-    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
-    }
+    let req = page_request(next);
     let v = ctx.call("ListDocuments", req).await?;
     let list = v["DocumentIdentifiers"]
         .as_array()
@@ -1153,10 +1152,7 @@ async fn document(ctx: &Ctx, name: &str, q: &Query) -> Result<Markup, ApiError> 
 
 async fn associations(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     let next = param(q, "next");
-    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
-    }
+    let req = page_request(next);
     let v = ctx.call("ListAssociations", req).await?;
     let list = v["Associations"].as_array().cloned().unwrap_or_default();
     Ok(html! {
@@ -1187,10 +1183,7 @@ async fn associations(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
 
 async fn parameters(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     let next = param(q, "next");
-    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
-    }
+    let req = page_request(next);
     let v = ctx.call("DescribeParameters", req).await?;
     let list = v["Parameters"].as_array().cloned().unwrap_or_default();
     Ok(html! {
@@ -1264,7 +1257,7 @@ async fn audit(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
         param(q, "end"),
         param(q, "next"),
     );
-    let mut req = json!({"MaxResults": limits::CONSOLE_PAGE_ROWS});
+    let mut req = page_request(next);
     if !key.is_empty() && !value.is_empty() {
         req["LookupAttributes"] = json!([{"AttributeKey": key, "AttributeValue": value}]);
     }
@@ -1280,9 +1273,6 @@ async fn audit(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     }
     if !end.is_empty() {
         req["EndTime"] = json!(stamp(end));
-    }
-    if !next.is_empty() {
-        req["NextToken"] = json!(next);
     }
     let v = ctx.call("LookupEvents", req).await;
     let filter_qs = qs(&[

@@ -103,19 +103,31 @@ pub fn error_box(e: &ApiError) -> Markup {
     }
 }
 
+/// A page's head: with a session (`csrf`), the CSRF token for the script
+/// and the script itself; the sign-in page has neither.
+fn head(title: &str, csrf: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(csrf) = csrf {
+                meta name="csrf-token" content=(csrf);
+            }
+            title { (title) " · Tether" }
+            link rel="stylesheet" href="/console/assets/console.css";
+            @if csrf.is_some() {
+                script src="/console/assets/console.js" defer {}
+            }
+        }
+    }
+}
+
 /// The page around `body`.
 pub fn layout(title: &str, section: &str, who: &str, csrf: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="csrf-token" content=(csrf);
-                title { (title) " · Tether" }
-                link rel="stylesheet" href="/console/assets/console.css";
-                script src="/console/assets/console.js" defer {}
-            }
+            (head(title, Some(csrf)))
             body {
                 header.top {
                     a.brand href="/console/fleet" { "Tether" }
@@ -148,12 +160,7 @@ pub fn login_page(csrf: &str, error: Option<&str>, note: Option<&str>) -> Markup
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · Tether" }
-                link rel="stylesheet" href="/console/assets/console.css";
-            }
+            (head("Sign in", None))
             body.login {
                 main.login {
                     h1 { "Tether" }
