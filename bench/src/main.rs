@@ -312,49 +312,16 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     out["idle_cpu_pct"] = json!(round(cpu_pct));
 
     // ----- fan-out -----
-    let cpu_before = coord.sample()?.cpu_ticks;
-    let started = Instant::now();
-    let sent = op
-        .call(
-            "SendCommand",
-            json!({"DocumentName": "AWS-RunShellScript",
-                   "Targets": [{"Key": "tag:Bench", "Values": ["1"]}],
-                   "MaxConcurrency": "100%", "MaxErrors": "100%",
-                   "Parameters": {"commands": ["true"]}}),
-        )
-        .await?;
-    let command_id = sent["Command"]["CommandId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let send_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let FanOut {
+        send_ms,
+        total_ms: fanout_ms,
+        cpu_ms: fanout_cpu_ms,
+        lat,
+        by_status,
+        succeeded,
+        completed,
+    } = fan_out(&coord, &op, &db, n, "true", Duration::from_millis(20)).await?;
     out["send_command_ms"] = json!(round(send_ms));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        // The command's own tally (one row), not a count over its invocations.
-        let done = db.bench().completed_count(&command_id).await?;
-        if done as usize >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("fan-out: only {done} of {n} invocations finished in 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let fanout_ms = started.elapsed().as_secs_f64() * 1000.0;
-    // Coordinator CPU per invocation: what the fan-out cost it, whatever else
-    // the machine was doing meanwhile.
-    let fanout_cpu_ms = (coord.sample()?.cpu_ticks - cpu_before) as f64 / ticks_per_sec() * 1000.0;
-    let lat = db.bench().latencies_ms(&command_id).await?;
-    let by_status = db.bench().status_counts(&command_id).await?;
-    let succeeded = by_status
-        .iter()
-        .find(|(s, _)| s == "Success")
-        .map_or(0, |x| x.1);
-    let cmd = op
-        .call("ListCommands", json!({"CommandId": command_id}))
-        .await?;
-    let completed = cmd["Commands"][0]["CompletedCount"].as_i64().unwrap_or(-1);
     say(format!(
         "fan-out: {n} invocations done in {fanout_ms:.0} ms ({:.2}x the floor; send-command itself {send_ms:.0} ms; coordinator CPU {fanout_cpu_ms:.0} ms = {:.0} us per invocation); latency p50 {} ms, p99 {} ms; statuses {by_status:?}; CompletedCount {completed}",
         fanout_ms / floor,
@@ -757,6 +724,84 @@ async fn bench_user(root: &Operator) -> anyhow::Result<OperatorConfig> {
         )
         .await?;
     Ok(serde_json::from_value(v)?)
+}
+
+/// What one fan-out cost: see [`fan_out`].
+struct FanOut {
+    send_ms: f64,
+    total_ms: f64,
+    /// The coordinator's CPU over the whole fan-out.
+    cpu_ms: f64,
+    /// Each invocation's send-to-stored latency, sorted.
+    lat: Vec<i64>,
+    by_status: Vec<(String, i64)>,
+    succeeded: i64,
+    /// The command's CompletedCount as ListCommands answers it.
+    completed: i64,
+}
+
+/// Sends `script` to every agent tagged `Bench=1` (MaxConcurrency and
+/// MaxErrors 100 %), then reads the command's own tally (one row, not a
+/// count over its invocations) every `poll` until all `n` invocations are
+/// stored, within 600 s.
+async fn fan_out(
+    coord: &Coord,
+    op: &Operator,
+    db: &Store,
+    n: usize,
+    script: &str,
+    poll: Duration,
+) -> anyhow::Result<FanOut> {
+    let cpu_before = coord.sample()?.cpu_ticks;
+    let started = Instant::now();
+    let sent = op
+        .call(
+            "SendCommand",
+            json!({"DocumentName": "AWS-RunShellScript",
+                   "Targets": [{"Key": "tag:Bench", "Values": ["1"]}],
+                   "MaxConcurrency": "100%", "MaxErrors": "100%",
+                   "Parameters": {"commands": [script]}}),
+        )
+        .await?;
+    let command_id = sent["Command"]["CommandId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let send_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = db.bench().completed_count(&command_id).await?;
+        if done as usize >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("fan-out: only {done} of {n} invocations finished in 600 s");
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Coordinator CPU per invocation: what the fan-out cost it, whatever
+    // else the machine was doing meanwhile.
+    let cpu_ms = (coord.sample()?.cpu_ticks - cpu_before) as f64 / ticks_per_sec() * 1000.0;
+    let lat = db.bench().latencies_ms(&command_id).await?;
+    let by_status = db.bench().status_counts(&command_id).await?;
+    let succeeded = by_status
+        .iter()
+        .find(|(s, _)| s == "Success")
+        .map_or(0, |x| x.1);
+    let cmd = op
+        .call("ListCommands", json!({"CommandId": command_id}))
+        .await?;
+    let completed = cmd["Commands"][0]["CompletedCount"].as_i64().unwrap_or(-1);
+    Ok(FanOut {
+        send_ms,
+        total_ms,
+        cpu_ms,
+        lat,
+        by_status,
+        succeeded,
+        completed,
+    })
 }
 
 struct Operator {

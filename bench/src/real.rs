@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::{Args, Coord, Operator, pct, round, say, ticks_per_sec, wait_polled};
+use crate::{Args, Coord, FanOut, Operator, fan_out, pct, round, say, ticks_per_sec, wait_polled};
 
 /// Polls of the one-node latency: a new CLI process at most this often.
 const CLI_POLL: Duration = Duration::from_millis(50);
@@ -242,45 +242,15 @@ pub(crate) async fn bench(
     out["agent_idle_rss_kb"] = json!(round(agent_rss));
 
     // ----- fan-out -----
-    let cpu_before = coord.sample()?.cpu_ticks;
-    let started = Instant::now();
-    let sent = op
-        .call(
-            "SendCommand",
-            json!({"DocumentName": "AWS-RunShellScript",
-                   "Targets": [{"Key": "tag:Bench", "Values": ["1"]}],
-                   "MaxConcurrency": "100%", "MaxErrors": "100%",
-                   "Parameters": {"commands": ["/bin/true"]}}),
-        )
-        .await?;
-    let command_id = sent["Command"]["CommandId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let send_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done = db.bench().completed_count(&command_id).await?;
-        if done as usize >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("fan-out: only {done} of {n} invocations finished in 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let fanout_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let fanout_cpu_ms = (coord.sample()?.cpu_ticks - cpu_before) as f64 / ticks_per_sec() * 1000.0;
-    let lat = db.bench().latencies_ms(&command_id).await?;
-    let by_status = db.bench().status_counts(&command_id).await?;
-    let succeeded = by_status
-        .iter()
-        .find(|(s, _)| s == "Success")
-        .map_or(0, |x| x.1);
-    let cmd = op
-        .call("ListCommands", json!({"CommandId": command_id}))
-        .await?;
-    let completed = cmd["Commands"][0]["CompletedCount"].as_i64().unwrap_or(-1);
+    let FanOut {
+        send_ms,
+        total_ms: fanout_ms,
+        cpu_ms: fanout_cpu_ms,
+        lat,
+        by_status,
+        succeeded,
+        completed,
+    } = fan_out(&coord, &op, &db, n, "/bin/true", Duration::from_millis(5)).await?;
     say(format!(
         "fan-out: {n} real /bin/true steps, send -> all stored in {fanout_ms:.0} ms ({:.2}x the step floor; send-command itself {send_ms:.0} ms; coordinator CPU {fanout_cpu_ms:.0} ms = {:.0} us per invocation); latency p50 {} ms, p99 {} ms; statuses {by_status:?}; CompletedCount {completed}",
         fanout_ms / step_floor,
