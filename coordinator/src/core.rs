@@ -10,10 +10,12 @@
 //! - [`sweep`]: pings, timeouts, history pruning.
 //! - [`trust`]: each node's sealing key (up) and trust bundle (down), and
 //!   secrets sealed to a node.
+//! - [`admission`]: agents admitted from memory, deregistrations watched.
 //! - [`bell`]: per-instance wake-ups and the rule that lets a poll skip the
 //!   database.
 //! - [`stats`]: what this replica counts (atomics), and their Prometheus text.
 
+pub mod admission;
 pub mod bell;
 pub mod delivery;
 pub mod intake;
@@ -108,6 +110,10 @@ pub struct Coordinator {
     /// Deliberately corrupt envelopes (end-to-end tests only).
     hook: Option<EnvelopeHook>,
     bells: bell::Bells,
+    /// Agents admitted from memory ([`admission`]).
+    admitted: admission::Admitted,
+    /// Commands being delivered, read once ([`delivery`]).
+    delivering: delivery::Delivering,
     /// Each node's sealing key as last seen ([`trust`]).
     sealing_keys: trust::SealingKeys,
     associations: AssociationCache,
@@ -170,6 +176,8 @@ impl Coordinator {
             delivery_budget: limits::MAX_POLL_RESPONSE_BYTES,
             hook: EnvelopeHook::from_env(),
             bells: bell::Bells::default(),
+            admitted: admission::Admitted::default(),
+            delivering: delivery::Delivering::default(),
             sealing_keys: trust::SealingKeys::default(),
             associations: AssociationCache::default(),
             writer: writer::Writer::default(),
@@ -254,6 +262,9 @@ impl Coordinator {
 
     /// Wakes the instances whose invocation of `command_id` waits for a slot.
     pub async fn ring_waiting(&self, command_id: &str) -> Result<(), StoreError> {
+        if self.unlimited(command_id) == Some(true) {
+            return Ok(()); // nothing waits for a slot
+        }
         for instance_id in self.store.waiting_instances(command_id).await? {
             self.ring(&instance_id);
         }

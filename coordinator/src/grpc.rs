@@ -34,17 +34,31 @@ impl Services {
         Services { core }
     }
 
-    /// The instance behind the caller's client certificate.
-    async fn agent<T>(&self, req: &Request<T>) -> Result<InstanceRow, Status> {
+    /// The instance ID in the caller's client certificate.
+    fn certified<T>(req: &Request<T>) -> Result<String, Status> {
         let certs = req.peer_certs().ok_or_else(|| {
             Status::unauthenticated("a client certificate is required: register the agent first")
         })?;
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let id = pki::subject_common_name(leaf.as_ref())
-            .ok_or_else(|| Status::unauthenticated("client certificate has no instance ID"))?;
+        pki::subject_common_name(leaf.as_ref())
+            .ok_or_else(|| Status::unauthenticated("client certificate has no instance ID"))
+    }
+
+    /// The instance behind the caller's client certificate, with its row.
+    async fn agent<T>(&self, req: &Request<T>) -> Result<InstanceRow, Status> {
+        let id = Self::certified(req)?;
         self.core.authorize_agent(&id).await.map_err(agent_status)
+    }
+
+    /// The instance behind the caller's client certificate, admitted from
+    /// memory once its registration was read (the hot path: polls,
+    /// reports, pings).
+    async fn admitted<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let id = Self::certified(req)?;
+        self.core.admit_agent(&id).await.map_err(agent_status)?;
+        Ok(id)
     }
 }
 
@@ -285,9 +299,9 @@ impl pb::agent_server::Agent for Services {
         &self,
         req: Request<pb::PollRequest>,
     ) -> Result<Response<pb::PollResponse>, Status> {
-        let inst = self.agent(&req).await?;
+        let id = self.admitted(&req).await?;
         let poll = poll_of(req.into_inner());
-        let d = self.core.poll(&inst, poll).await.map_err(agent_status)?;
+        let d = self.core.poll(&id, poll).await.map_err(agent_status)?;
         Ok(Response::new(pb::PollResponse {
             envelopes: d.envelopes.into_iter().map(envelope).collect(),
             server_time_ms: now_ms(),
@@ -304,17 +318,14 @@ impl pb::agent_server::Agent for Services {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let inst = self.agent(&req).await?;
+        let id = self.admitted(&req).await?;
         let reports = req
             .into_inner()
             .reports
             .into_iter()
             .map(report_of)
             .collect();
-        self.core
-            .report(&inst, reports)
-            .await
-            .map_err(agent_status)?;
+        self.core.report(&id, reports).await.map_err(agent_status)?;
         Ok(Response::new(pb::ReportResponse {
             server_time_ms: now_ms(),
         }))
@@ -467,10 +478,10 @@ impl pb::agent_server::Agent for Services {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        let inst = self.agent(&req).await?;
+        let instance_id = self.admitted(&req).await?;
         Ok(Response::new(pb::PingResponse {
             server_time_ms: now_ms(),
-            instance_id: inst.instance_id,
+            instance_id,
         }))
     }
 }

@@ -418,6 +418,19 @@ pub async fn run(
         })
     };
 
+    // Agents are admitted from memory: deregistrations made on any replica
+    // are looked for every second.
+    let deregistrations = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::core::admission::WATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                core.forget_deregistered().await;
+            }
+        })
+    };
     // Readiness: a replica that cannot reach its database says so on
     // /readyz and sends its agents elsewhere until it can again.
     let readiness = {
@@ -519,6 +532,7 @@ pub async fn run(
     sweeper.abort();
     trust_reloader.abort();
     readiness.abort();
+    deregistrations.abort();
     for t in replica_tasks {
         t.abort();
     }

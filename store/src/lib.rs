@@ -1041,6 +1041,19 @@ impl Store {
         Ok(())
     }
 
+    /// Instances deregistered at or after `since_ms` (by any replica's clock):
+    /// what a replica admitting agents from memory must forget.
+    pub async fn deregistered_since(&self, since_ms: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql(
+            self.dialect,
+            "SELECT instance_id FROM instances \
+             WHERE deregistered_ms IS NOT NULL AND deregistered_ms >= ?",
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Deregisters an instance; its pending invocations become Undeliverable.
     /// Returns the commands those belonged to, or None if it was not registered.
     pub async fn deregister_instance(&self, id: &str, now_ms: i64) -> Result<Option<Vec<String>>> {
@@ -1462,24 +1475,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         let mut tx = self.write().await?;
-        let r = sqlx::query(sql(
-            self.dialect,
-            "UPDATE invocations SET status = 'InProgress', status_details = 'In Progress', \
-             acked_ms = ?, start_ms = COALESCE(?, ?) \
-             WHERE command_id = ? AND instance_id = ? AND status = 'Pending'",
-        ))
-        .bind(now_ms)
-        .bind(start_ms)
-        .bind(now_ms)
-        .bind(command_id)
-        .bind(instance_id)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 1 {
+        let started = start_in(&mut tx, command_id, instance_id, start_ms, now_ms).await?;
+        if started {
             refresh_command(&mut tx, command_id, now_ms).await?;
         }
         tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        Ok(started)
     }
 
     /// Stores an invocation's final outcome. Idempotent: an invocation that is
@@ -1511,6 +1512,20 @@ impl Store {
         for op in ops {
             let applied = match op {
                 WriteOp::Claim(c) => claim_in(&mut tx, c, now_ms).await?,
+                WriteOp::Start(st) => {
+                    let started = start_in(
+                        &mut tx,
+                        &st.command_id,
+                        &st.instance_id,
+                        st.start_ms,
+                        now_ms,
+                    )
+                    .await?;
+                    if started && !touched.iter().any(|(c, _)| *c == st.command_id) {
+                        touched.push((&st.command_id, 0));
+                    }
+                    started
+                }
                 WriteOp::Finish(f) => {
                     let stored =
                         finish_in(&mut tx, &f.command_id, &f.instance_id, &f.result, now_ms)
@@ -1607,7 +1622,18 @@ pub struct Applied {
 #[derive(Debug)]
 pub enum WriteOp {
     Claim(Claim),
+    Start(Start),
     Finish(Finish),
+}
+
+/// An agent's acknowledgement that it accepted an invocation and is
+/// starting it (see [`Store::mark_started`]).
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub command_id: String,
+    pub instance_id: String,
+    /// When the agent says it started (else the time it is stored).
+    pub start_ms: Option<i64>,
 }
 
 /// A delivery claim (see [`Store::claim_delivery`]): the invocation, the
@@ -1651,6 +1677,32 @@ async fn claim_in(conn: &mut sqlx::AnyConnection, c: &Claim, now_ms: i64) -> Res
     .bind(c.unlimited)
     .bind(&c.payload)
     .bind(&c.signature)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Marks a pending invocation accepted and in progress; false when it was
+/// not pending (already started or finished, or not this instance's).
+async fn start_in(
+    conn: &mut sqlx::AnyConnection,
+    command_id: &str,
+    instance_id: &str,
+    start_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<bool> {
+    let d = Dialect::of(conn);
+    let r = sqlx::query(sql(
+        d,
+        "UPDATE invocations SET status = 'InProgress', status_details = 'In Progress', \
+         acked_ms = ?, start_ms = COALESCE(?, ?) \
+         WHERE command_id = ? AND instance_id = ? AND status = 'Pending'",
+    ))
+    .bind(now_ms)
+    .bind(start_ms)
+    .bind(now_ms)
+    .bind(command_id)
+    .bind(instance_id)
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -1976,6 +2028,25 @@ mod tests {
         drop(held);
     }
 
+    /// The bundled SQLite is built with SQLITE_ENABLE_QPSG (.cargo/config.toml):
+    /// without it, every statement whose plan looked at a bound value
+    /// (`LIMIT ?`, `LIKE ?`) is prepared again each time that value changes,
+    /// and the hot path's statements (`deliverable` per poll) were re-prepared
+    /// on almost every call.
+    #[tokio::test]
+    async fn sqlite_plans_are_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "ENABLE_QPSG"),
+            "SQLite was built without ENABLE_QPSG (is .cargo/config.toml's [env] read?): {options:?}"
+        );
+    }
+
     /// Two stores on one database, as two coordinators would open it.
     pub(super) async fn two_stores() -> (tempfile::TempDir, Store, Store) {
         let (d, a) = store().await;
@@ -2202,6 +2273,88 @@ mod tests {
             ..Default::default()
         };
         assert!(s.register_instance(&late, 5_000).await.is_err());
+    }
+
+    /// Acknowledgements go through the writer's batches with claims and
+    /// results: each says whether it took, and the command's status follows.
+    #[tokio::test]
+    async fn a_batch_starts_and_finishes_invocations_in_order() {
+        let (_d, s) = store().await;
+        let targets = vec![
+            ("mi-1".to_string(), String::new()),
+            ("mi-2".to_string(), String::new()),
+        ];
+        s.insert_command(&command("c"), &targets).await.unwrap();
+        let start = |instance: &str| {
+            WriteOp::Start(Start {
+                command_id: "c".into(),
+                instance_id: instance.into(),
+                start_ms: Some(1_200),
+            })
+        };
+        let (a, b, again, stranger) = (start("mi-1"), start("mi-2"), start("mi-1"), start("mi-9"));
+        let done = s
+            .write_batch(&[&a, &b, &again, &stranger], 1_500)
+            .await
+            .unwrap();
+        let applied: Vec<bool> = done.iter().map(|d| d.applied).collect();
+        assert_eq!(
+            applied,
+            [true, true, false, false],
+            "a second ack and another's change nothing"
+        );
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(c.status, "InProgress");
+        let (inv, _) = s
+            .invocations(&CommandQuery {
+                command_id: Some("c".into()),
+                instance_id: Some("mi-1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (inv.status.as_str(), inv.start_ms),
+            ("InProgress", Some(1_200))
+        );
+
+        // A result in the same batch as its acknowledgement comes after it.
+        let late = start("mi-2");
+        let fin = WriteOp::Finish(Finish {
+            command_id: "c".into(),
+            instance_id: "mi-1".into(),
+            result: result(Detail::Success, "ok"),
+        });
+        let done = s.write_batch(&[&fin, &late], 2_000).await.unwrap();
+        assert!(done[0].applied && !done[1].applied);
+        assert_eq!(done[0].requested_ms, Some(command("c").requested_ms));
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!((c.status.as_str(), c.completed_count), ("InProgress", 1));
+    }
+
+    /// What may fall due by time for an instance: a delivered envelope not
+    /// yet acknowledged, a cancel not yet confirmed.
+    #[tokio::test]
+    async fn in_flight_is_delivered_and_unacknowledged_or_cancelling() {
+        let (_d, s) = store().await;
+        let targets = vec![("mi-1".to_string(), String::new())];
+        s.insert_command(&command("c"), &targets).await.unwrap();
+        assert!(
+            !s.in_flight("mi-1").await.unwrap(),
+            "pending, never delivered"
+        );
+        assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
+        assert!(
+            s.in_flight("mi-1").await.unwrap(),
+            "delivered, not acknowledged"
+        );
+        assert!(!s.in_flight("mi-2").await.unwrap(), "another instance's");
+        assert!(s.mark_started("c", "mi-1", None, 1_200).await.unwrap());
+        assert!(!s.in_flight("mi-1").await.unwrap(), "acknowledged");
+        s.cancel_invocations("c", &[], 1_300).await.unwrap();
+        assert!(s.in_flight("mi-1").await.unwrap(), "a cancel to confirm");
     }
 
     #[tokio::test]

@@ -102,6 +102,21 @@ impl Store {
         .await?)
     }
 
+    /// Whether anything handed over to the instance may still fall due by
+    /// time: an envelope delivered and not acknowledged (redelivered), or a
+    /// cancel not confirmed (resent).
+    pub async fn in_flight(&self, instance_id: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(sql(
+            self.dialect,
+            "SELECT 1 FROM invocations WHERE instance_id = ? AND (status = 'Cancelling' \
+             OR (status = 'Pending' AND acked_ms IS NULL AND delivered_ms IS NOT NULL)) LIMIT 1",
+        ))
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn mark_cancel_sent(
         &self,
         command_id: &str,

@@ -230,6 +230,9 @@ pub(super) async fn deregister(
             format!("DeregisterManagedInstance: instance {id} is not registered"),
         ));
     };
+    // Its agent is refused from its next call on (other replicas find
+    // the deregistration within a second: core::admission).
+    c.forget_instance(&id);
     // Slots its invocations held are free for the others.
     for command_id in commands {
         c.ring_waiting(&command_id).await?;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -40,10 +40,25 @@ pub struct Bell {
     /// The last look at the database, once its findings are handed over:
     /// where the work stood then, and when.
     settled: Mutex<Option<(WorkMark, Instant)>>,
-    /// When a look last handed over envelopes or cancels (or the bell was
-    /// made: a previous run or another replica may have): work that falls due
-    /// by time can only follow a hand-over.
-    handed_over: Mutex<Option<Instant>>,
+    /// When a look last handed over envelopes or cancels: work that falls
+    /// due by time can only follow a hand-over.
+    handed_over: Mutex<HandOver>,
+    /// Whether a look asked the database if anything handed over earlier
+    /// is still in flight ([`Bell::first_quiet_look`]).
+    asked: AtomicBool,
+}
+
+/// What a bell knows of the work handed over to its instance.
+#[derive(Clone, Copy, Debug, Default)]
+enum HandOver {
+    /// The bell is new: a previous run or another replica may have handed
+    /// something over (counted from the first look).
+    #[default]
+    Unknown,
+    /// Nothing handed over can still fall due by time.
+    Nothing,
+    /// The last hand-over.
+    At(Instant),
 }
 
 impl Bell {
@@ -70,12 +85,16 @@ impl Bell {
     /// Whether the last look still stands: nothing rang or changed since,
     /// and nothing it handed over can have fallen due by time.
     pub fn is_settled(&self, now: &WorkMark) -> bool {
-        let quiet = self
-            .handed_over
-            .lock()
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            >= QUIET_AFTER;
+        let quiet = {
+            let mut handed_over = self.handed_over.lock();
+            if let HandOver::Unknown = *handed_over {
+                *handed_over = HandOver::At(Instant::now());
+            }
+            match *handed_over {
+                HandOver::At(at) => at.elapsed() >= QUIET_AFTER,
+                HandOver::Unknown | HandOver::Nothing => true,
+            }
+        };
         self.settled.lock().as_ref().is_some_and(|(at, when)| {
             at == now && (when.elapsed() < SETTLED_FOR || quiet && when.elapsed() < SETTLED_AT_MOST)
         })
@@ -85,10 +104,28 @@ impl Bell {
     pub fn settle(&self, at: WorkMark, handed_over: bool) {
         let now = Instant::now();
         let mut last = self.handed_over.lock();
-        if handed_over || last.is_none() {
-            *last = Some(now);
+        if handed_over || matches!(*last, HandOver::Unknown) {
+            *last = HandOver::At(now);
         }
         *self.settled.lock() = Some((at, now));
+    }
+
+    /// True once in the bell's life, after a look that handed nothing over:
+    /// the moment to ask whether anything handed over before this bell was
+    /// made (by a previous run, another replica) is still in flight.
+    pub fn first_quiet_look(&self, handed_over: bool) -> bool {
+        !handed_over && !self.asked.swap(true, Ordering::SeqCst)
+    }
+
+    /// Nothing handed over to the instance can fall due by time (nothing is
+    /// delivered and unacknowledged, no cancel is out): the last look stands
+    /// until something rings (or [`SETTLED_AT_MOST`]), unless a hand-over
+    /// came meanwhile.
+    pub fn nothing_in_flight(&self, asked_at: Instant) {
+        let mut last = self.handed_over.lock();
+        if !matches!(*last, HandOver::At(at) if at > asked_at) {
+            *last = HandOver::Nothing;
+        }
     }
 }
 
@@ -225,6 +262,27 @@ mod tests {
         bell.settle(at.clone(), true);
         tokio::time::advance(SETTLED_FOR).await;
         assert!(!bell.is_settled(&at));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_in_flight_a_new_bell_is_quiet_at_once() {
+        let bell = Bell::default();
+        let at = bell.mark(0, "d");
+        bell.settle(at.clone(), false);
+        assert!(bell.first_quiet_look(false), "asked once");
+        assert!(!bell.first_quiet_look(false), "only once");
+        bell.nothing_in_flight(Instant::now());
+        tokio::time::advance(SETTLED_AT_MOST - Duration::from_millis(1)).await;
+        assert!(bell.is_settled(&at), "quiet from the first look");
+        // A hand-over after the question was asked is not undone by its answer.
+        let asked = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        bell.settle(at.clone(), true);
+        bell.nothing_in_flight(asked);
+        tokio::time::advance(SETTLED_FOR).await;
+        assert!(!bell.is_settled(&at), "the hand-over's short rule holds");
+        // A look that handed something over is not the moment to ask.
+        assert!(!Bell::default().first_quiet_look(true));
     }
 
     #[tokio::test(start_paused = true)]

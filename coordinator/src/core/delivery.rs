@@ -3,11 +3,17 @@
 //! association set when the one it holds is out of date — at once when
 //! something is there, else when its bell rings or the hold ends.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hashlink::LruCache;
+use parking_lot::Mutex;
 
 use tether_ssm::limits;
 use tether_ssm::state::Detail;
-use tether_store::{Claim, HostInfo, InstanceRow, InvocationResult, PluginResult, WriteOp};
+use tether_store::{
+    Claim, CommandRow, HostInfo, InstanceRow, InvocationResult, PluginResult, WriteOp,
+};
 use tether_util::time::now_ms;
 
 use super::stats::Statement;
@@ -41,6 +47,22 @@ pub struct Delivery {
     pub trust: Option<Signed>,
 }
 
+/// How many commands [`Delivering`] keeps.
+const DELIVERING: usize = 64;
+
+/// The commands whose envelopes are being made, each read once instead of
+/// once per envelope: an envelope carries only what a command was sent with
+/// (document, parameters, requester, references), which never changes. The
+/// least recently used goes first.
+#[derive(Debug)]
+pub(super) struct Delivering(Mutex<LruCache<String, Arc<CommandRow>>>);
+
+impl Default for Delivering {
+    fn default() -> Self {
+        Delivering(Mutex::new(LruCache::new(DELIVERING)))
+    }
+}
+
 /// The bytes a signed message takes in a poll response (with its framing).
 fn signed_bytes(s: &Signed) -> usize {
     s.payload.len() + s.signature.len() + 16
@@ -71,10 +93,9 @@ impl Coordinator {
         }
     }
 
-    /// A long poll: returns at once with whatever is deliverable, else waits
-    /// for the instance's bell or the hold time.
-    pub async fn poll(&self, instance: &InstanceRow, req: Poll) -> Result<Delivery, AgentError> {
-        let id = &instance.instance_id;
+    /// A long poll of an admitted instance: returns at once with whatever is
+    /// deliverable, else waits for the instance's bell or the hold time.
+    pub async fn poll(&self, id: &str, req: Poll) -> Result<Delivery, AgentError> {
         self.metrics.polled();
         // Written by the next sweep with everyone else's, host facts (sent
         // every few minutes, and on each connection's first poll) included.
@@ -104,16 +125,21 @@ impl Coordinator {
             let mut found = if bell.is_settled(&before) {
                 Delivery::default()
             } else {
-                let (found, left_over) = self.look(instance, &req.associations_digest).await?;
+                let asked_at = tokio::time::Instant::now();
+                let (found, left_over) = self.look(id, &req.associations_digest).await?;
                 // What was found is handed over now: the agent holds it next time.
                 let digest = found
                     .associations
                     .as_ref()
                     .map_or(before.2.clone(), |a| a.digest.clone());
-                bell.settle(
-                    (before.0, before.1, digest),
-                    !found.envelopes.is_empty() || !found.cancels.is_empty(),
-                );
+                let handed_over = !found.envelopes.is_empty() || !found.cancels.is_empty();
+                bell.settle((before.0, before.1, digest), handed_over);
+                // A new bell (a new connection, a restart): unless something
+                // handed over earlier is in flight, nothing falls due by time
+                // and an idle agent's polls cost no look from now on.
+                if bell.first_quiet_look(handed_over) && !self.store.in_flight(id).await? {
+                    bell.nothing_in_flight(asked_at);
+                }
                 if left_over {
                     // More than one response holds: the next poll looks again at once.
                     bell.ring();
@@ -142,15 +168,13 @@ impl Coordinator {
     /// agent's is out of date, the cancellations due, and envelopes oldest
     /// first while they fit — and whether anything deliverable was left for
     /// the next poll.
-    async fn look(
-        &self,
-        instance: &InstanceRow,
-        held_digest: &str,
-    ) -> Result<(Delivery, bool), AgentError> {
-        let id = &instance.instance_id;
+    async fn look(&self, id: &str, held_digest: &str) -> Result<(Delivery, bool), AgentError> {
         let mut budget = self.delivery_budget;
+        // The association set depends on the instance's tags: its row is
+        // read here, not at every poll.
+        let instance = self.authorize_agent(id).await?;
         let mut associations = self
-            .association_set_if_changed(instance, held_digest)
+            .association_set_if_changed(&instance, held_digest)
             .await?;
         if let Some(set) = &associations {
             let bytes: usize = set.associations.iter().map(signed_bytes).sum();
@@ -223,11 +247,7 @@ impl Coordinator {
                 left_over = true;
                 break;
             }
-            let cmd = self
-                .metrics
-                .timed(Statement::Command, self.store.command(&command_id))
-                .await?;
-            let Some(cmd) = cmd else {
+            let Some(cmd) = self.delivering(&command_id).await? else {
                 continue; // pruned meanwhile
             };
             // MaxConcurrency: without a free slot it waits; a finishing
@@ -266,6 +286,37 @@ impl Coordinator {
             out.push(Signed { payload, signature });
         }
         Ok((out, left_over))
+    }
+
+    /// The command an envelope is made from, read once while it is being
+    /// delivered (None: pruned meanwhile).
+    async fn delivering(&self, command_id: &str) -> Result<Option<Arc<CommandRow>>, AgentError> {
+        if let Some(cmd) = self.delivering.0.lock().get(command_id) {
+            return Ok(Some(cmd.clone()));
+        }
+        let Some(cmd) = self
+            .metrics
+            .timed(Statement::Command, self.store.command(command_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let cmd = Arc::new(cmd);
+        self.delivering
+            .0
+            .lock()
+            .insert(command_id.to_string(), cmd.clone());
+        Ok(Some(cmd))
+    }
+
+    /// Whether a command being delivered lets every invocation run at once
+    /// (None: not in memory).
+    pub(super) fn unlimited(&self, command_id: &str) -> Option<bool> {
+        self.delivering
+            .0
+            .lock()
+            .peek(command_id)
+            .map(|c| c.concurrency_limit >= c.target_count)
     }
 
     /// Ends an invocation whose envelope can never be delivered (too large),
@@ -388,7 +439,7 @@ mod tests {
             wait: Some(Duration::ZERO),
             ..Poll::default()
         };
-        c.poll(instance, poll).await.unwrap()
+        c.poll(&instance.instance_id, poll).await.unwrap()
     }
 
     #[tokio::test]
@@ -408,11 +459,7 @@ mod tests {
         // Stored before envelopes were capped: it can never be delivered.
         let huge = command("huge", now - 1, limits::MAX_ENVELOPE_BYTES);
         c.store.insert_command(&huge, &target).await.unwrap();
-        let instance = InstanceRow {
-            instance_id: "mi-1".into(),
-            tags_json: "[]".into(),
-            ..InstanceRow::default()
-        };
+        let instance = super::super::admission::tests::registered(&c, "mi-1").await;
         let mut delivered = Vec::new();
         for _ in 0..3 {
             let d = poll_once(&c, &instance).await;

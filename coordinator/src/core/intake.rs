@@ -2,7 +2,9 @@
 //! refused; finished), certificate renewals and inventory uploads.
 
 use tether_ssm::state::Detail;
-use tether_store::{Finish, InstanceRow, InvocationResult, OutputChunk, PluginResult, WriteOp};
+use tether_store::{
+    Finish, InstanceRow, InvocationResult, OutputChunk, PluginResult, Start, WriteOp,
+};
 use tether_util::time::now_ms;
 use tracing::{info, warn};
 
@@ -32,12 +34,8 @@ pub enum Report {
 impl Coordinator {
     /// Stores what an agent reports. Idempotent: a report for an invocation
     /// that is already terminal changes nothing.
-    pub async fn report(
-        &self,
-        instance: &InstanceRow,
-        reports: Vec<Report>,
-    ) -> Result<(), AgentError> {
-        let id = &instance.instance_id;
+    pub async fn report(&self, id: &str, reports: Vec<Report>) -> Result<(), AgentError> {
+        let id = &id.to_string();
         let now = now_ms();
         self.seen(id, None);
         for r in reports {
@@ -47,10 +45,15 @@ impl Coordinator {
                     started_ms,
                     output,
                 } => {
-                    let mut known = self
-                        .store
-                        .mark_started(&command_id, id, started_ms, now)
-                        .await?;
+                    // Batched with the other hot-path writes: 10,000 agents
+                    // acknowledging at once must not take SQLite's write lock
+                    // 10,000 times.
+                    let op = WriteOp::Start(Start {
+                        command_id: command_id.clone(),
+                        instance_id: id.clone(),
+                        start_ms: started_ms,
+                    });
+                    let (mut known, _) = self.write(op).await?;
                     for chunk in &output {
                         known |= self.store.append_output(&command_id, id, chunk).await?;
                     }
