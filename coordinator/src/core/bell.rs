@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -43,9 +43,6 @@ pub struct Bell {
     /// When a look last handed over envelopes or cancels: work that falls
     /// due by time can only follow a hand-over.
     handed_over: Mutex<HandOver>,
-    /// Whether a look asked the database if anything handed over earlier
-    /// is still in flight ([`Bell::first_quiet_look`]).
-    asked: AtomicBool,
 }
 
 /// What a bell knows of the work handed over to its instance.
@@ -110,11 +107,20 @@ impl Bell {
         *self.settled.lock() = Some((at, now));
     }
 
-    /// True once in the bell's life, after a look that handed nothing over:
-    /// the moment to ask whether anything handed over before this bell was
-    /// made (by a previous run, another replica) is still in flight.
-    pub fn first_quiet_look(&self, handed_over: bool) -> bool {
-        !handed_over && !self.asked.swap(true, Ordering::SeqCst)
+    /// Something is about to be handed over (a claim or a cancel is about to
+    /// be stored): noted before it is, so that a poll dropped between the
+    /// store and its answer (the agent gave up waiting) leaves the bell
+    /// looking again until the redelivery falls due.
+    pub fn handing_over(&self) {
+        *self.handed_over.lock() = HandOver::At(Instant::now());
+    }
+
+    /// Whether something handed over may still fall due by time, as far as
+    /// this bell knows: after a look that handed nothing over, the database
+    /// is asked ([`Bell::nothing_in_flight`]) instead of looking again every
+    /// few seconds for [`QUIET_AFTER`].
+    pub fn may_be_in_flight(&self) -> bool {
+        !matches!(*self.handed_over.lock(), HandOver::Nothing)
     }
 
     /// Nothing handed over to the instance can fall due by time (nothing is
@@ -269,9 +275,9 @@ mod tests {
         let bell = Bell::default();
         let at = bell.mark(0, "d");
         bell.settle(at.clone(), false);
-        assert!(bell.first_quiet_look(false), "asked once");
-        assert!(!bell.first_quiet_look(false), "only once");
+        assert!(bell.may_be_in_flight(), "a new bell knows nothing");
         bell.nothing_in_flight(Instant::now());
+        assert!(!bell.may_be_in_flight());
         tokio::time::advance(SETTLED_AT_MOST - Duration::from_millis(1)).await;
         assert!(bell.is_settled(&at), "quiet from the first look");
         // A hand-over after the question was asked is not undone by its answer.
@@ -281,8 +287,20 @@ mod tests {
         bell.nothing_in_flight(asked);
         tokio::time::advance(SETTLED_FOR).await;
         assert!(!bell.is_settled(&at), "the hand-over's short rule holds");
-        // A look that handed something over is not the moment to ask.
-        assert!(!Bell::default().first_quiet_look(true));
+        assert!(bell.may_be_in_flight());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hand_over_noted_before_its_look_settles_keeps_the_bell_awake() {
+        let bell = Bell::default();
+        let at = bell.mark(0, "d");
+        bell.settle(at.clone(), false);
+        bell.nothing_in_flight(Instant::now());
+        // A claim stored by a poll dropped before its answer: no settle.
+        bell.handing_over();
+        tokio::time::advance(SETTLED_FOR).await;
+        assert!(!bell.is_settled(&at), "the redelivery is looked for");
+        assert!(bell.may_be_in_flight());
     }
 
     #[tokio::test(start_paused = true)]

@@ -134,10 +134,11 @@ impl Coordinator {
                     .map_or(before.2.clone(), |a| a.digest.clone());
                 let handed_over = !found.envelopes.is_empty() || !found.cancels.is_empty();
                 bell.settle((before.0, before.1, digest), handed_over);
-                // A new bell (a new connection, a restart): unless something
-                // handed over earlier is in flight, nothing falls due by time
-                // and an idle agent's polls cost no look from now on.
-                if bell.first_quiet_look(handed_over) && !self.store.in_flight(id).await? {
+                // Nothing handed over now: unless something handed over
+                // earlier (by this run, a previous one, another replica) is
+                // still in flight, nothing falls due by time, and the agent's
+                // polls cost no look until its bell rings.
+                if !handed_over && bell.may_be_in_flight() && !self.store.in_flight(id).await? {
                     bell.nothing_in_flight(asked_at);
                 }
                 if left_over {
@@ -269,6 +270,7 @@ impl Coordinator {
                 payload: envelope.payload,
                 signature: envelope.signature,
             });
+            self.bells.get(instance_id).handing_over();
             if let (true, WriteOp::Claim(c)) = self.write(claim).await? {
                 let signed = Signed {
                     payload: c.payload,
@@ -385,6 +387,7 @@ impl Coordinator {
             .await?
         {
             let signed = signing::cancel(&self.pki, instance_id, &command_id, now);
+            self.bells.get(instance_id).handing_over();
             self.store
                 .mark_cancel_sent(&command_id, instance_id, now)
                 .await?;
