@@ -391,6 +391,9 @@ pub struct Trail {
     /// Records appended by this replica, and reads' records dropped (metrics).
     written: std::sync::atomic::AtomicU64,
     dropped: std::sync::atomic::AtomicU64,
+    /// When each (principal, source) last had a successful `/metrics`
+    /// scrape recorded (see [`Trail::scrape_to_record`]).
+    scrapes: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Trail {
@@ -427,7 +430,45 @@ impl Trail {
             stop: tokio::sync::Notify::new(),
             written: Default::default(),
             dropped: Default::default(),
+            scrapes: Default::default(),
         }
+    }
+
+    /// Whether a successful `/metrics` scrape of this principal from this
+    /// source is recorded: the first, then one an hour
+    /// ([`limits::METRICS_SCRAPE_RECORD_EVERY`]) — a scraper every 15 s would
+    /// otherwise write 5,760 records a day that say nothing new. Refusals
+    /// are always recorded (they never come here). At most
+    /// [`limits::METRICS_SCRAPE_RECORD_KEYS`] scrapers are remembered; past
+    /// that the oldest is forgotten (its next scrape is recorded).
+    pub fn scrape_to_record(
+        &self,
+        principal: &str,
+        source: Option<std::net::IpAddr>,
+        now_ms: i64,
+    ) -> bool {
+        let key = format!(
+            "{principal} {}",
+            source.map(|s| s.to_string()).unwrap_or_default()
+        );
+        let every = tether_ssm::limits::METRICS_SCRAPE_RECORD_EVERY.as_millis() as i64;
+        let mut seen = self.scrapes.lock();
+        if let Some(last) = seen.get(&key)
+            && now_ms - *last < every
+        {
+            return false;
+        }
+        if seen.len() >= tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS
+            && !seen.contains_key(&key)
+            && let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(key, now_ms);
+        true
     }
 
     pub fn with_key(mut self, key: AuditKey) -> Trail {

@@ -416,8 +416,13 @@ fn identity(type_name: &str) -> &'static [&'static str] {
 /// What changed in one type between two contents.
 pub fn diff(type_name: &str, before: &[Entry], after: &[Entry]) -> Value {
     let id = identity(type_name);
+    // A type with no identifying attribute (a custom type) holding one
+    // entry before and after: the same item, changed.
+    let single = id.is_empty() && before.len() == 1 && after.len() == 1;
     let key = |e: &Entry| -> Vec<String> {
-        if id.is_empty() {
+        if single {
+            Vec::new()
+        } else if id.is_empty() {
             vec![serde_json::to_string(e).unwrap_or_default()]
         } else {
             id.iter()
@@ -472,6 +477,15 @@ pub(super) async fn list_changes(
         )));
     }
     let before = c.store.inventory_at(id, start).await?;
+    if r.by_capture == Some(true) {
+        let captures = c.store.inventory_between(id, start, end).await?;
+        return Ok(json!({
+            "InstanceId": id,
+            "StartTime": iso_ms(start),
+            "EndTime": iso_ms(end),
+            "Changes": changes_by_capture(&before, &captures, type_name)?,
+        }));
+    }
     let after = c.store.inventory_at(id, end).await?;
     let types: BTreeSet<&String> = before
         .iter()
@@ -500,6 +514,37 @@ pub(super) async fn list_changes(
         "EndTime": iso_ms(end),
         "Changes": changes,
     }))
+}
+
+/// Each capture's changes against the content before it (the baseline at
+/// the window's start, then the previous capture of the same type), oldest
+/// first, each with the capture's time (`CaptureTime`).
+fn changes_by_capture(
+    baseline: &[InventoryRow],
+    captures: &[InventoryRow],
+    type_name: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut last: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
+    for row in baseline {
+        last.insert(&row.type_name, entries(row)?);
+    }
+    let mut out: Vec<(i64, Value)> = Vec::new();
+    for row in captures {
+        if type_name.is_some_and(|want| want != row.type_name) {
+            continue;
+        }
+        let now = entries(row)?;
+        let was = last.remove(row.type_name.as_str()).unwrap_or_default();
+        let mut d = diff(&row.type_name, &was, &now);
+        let empty = |k: &str| d[k].as_array().is_none_or(Vec::is_empty);
+        if !(empty("Added") && empty("Removed") && empty("Changed")) {
+            d["CaptureTime"] = json!(iso_ms(row.capture_ms));
+            out.push((row.capture_ms, d));
+        }
+        last.insert(&row.type_name, now);
+    }
+    out.sort_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|(_, d)| d).collect())
 }
 
 #[cfg(test)]
