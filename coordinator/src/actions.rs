@@ -231,6 +231,7 @@ pub async fn dispatch(
             // A scraper's successful reads of /metrics: one record an hour.
             Ok(_)
                 if op == Operation::GetMetrics
+                    && caller.transport == Transport::HttpsToken
                     && !c.audit.scrape_to_record(
                         authority.arn(),
                         caller.source,

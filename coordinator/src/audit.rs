@@ -826,6 +826,41 @@ mod tests {
         );
     }
 
+    /// A scraper's successful scrapes: the first of each hour per
+    /// principal and source; the oldest scraper forgotten past the cap.
+    #[tokio::test]
+    async fn scrapes_are_recorded_once_an_hour_per_principal_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let trail = Trail::new(store, Account::default(), "r1".into());
+        let ip = |n: u8| Some(std::net::IpAddr::from([10, 0, 0, n]));
+        let hour = tether_ssm::limits::METRICS_SCRAPE_RECORD_EVERY.as_millis() as i64;
+        assert!(trail.scrape_to_record("arn:root", ip(1), 0));
+        for at in [15_000, 30_000, hour - 1] {
+            assert!(!trail.scrape_to_record("arn:root", ip(1), at), "{at}");
+        }
+        assert!(
+            trail.scrape_to_record("arn:root", ip(2), 15_000),
+            "another source"
+        );
+        assert!(
+            trail.scrape_to_record("arn:user/w", ip(1), 15_000),
+            "another principal"
+        );
+        assert!(
+            trail.scrape_to_record("arn:root", ip(1), hour),
+            "an hour on"
+        );
+        assert!(!trail.scrape_to_record("arn:root", ip(1), hour + 15_000));
+        for n in 0..tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS {
+            trail.scrape_to_record(&format!("arn:user/{n}"), None, hour + 20_000);
+        }
+        assert!(
+            trail.scrapes.lock().len() <= tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS,
+            "bounded"
+        );
+    }
+
     /// The trail on a real SQLite store: intents and outcomes chained, a
     /// head signed once (and not again until it moves), verification, and
     /// queued reads appended by the flusher before it stops.

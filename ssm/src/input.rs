@@ -1412,7 +1412,7 @@ pub struct ListInventoryChangesRequest {
     /// To this time; default: now.
     #[serde(rename = "EndTime")]
     pub end_time: Option<Timestamp>,
-    /// Each change at the capture that first showed it (`CaptureTime` on each entry of `Changes`, oldest first), instead of one difference between StartTime and EndTime.
+    /// Each change at the capture that first showed it (CaptureTime on each entry of Changes, oldest first), instead of one difference between StartTime and EndTime.
     #[serde(rename = "ByCapture")]
     pub by_capture: Option<bool>,
 }

@@ -140,7 +140,7 @@ impl Bench<'_> {
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
             let mut tx = self.store.pool.begin().await?;
             for &i in chunk {
-                let windows = i % 5 == 4;
+                let windows = i % 5 == 2;
                 let tags = format!(
                     r#"[{{"Key":"env","Value":"{}"}},{{"Key":"role","Value":"{}"}},{{"Key":"rack","Value":"r{}"}}]"#,
                     ["prod", "staging", "dev"][i % 3],

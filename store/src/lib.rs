@@ -1336,6 +1336,9 @@ impl Store {
         if let Some(d) = &q.document_name {
             query = query.bind(d);
         }
+        if let Some(by) = &q.requested_by {
+            query = query.bind(by);
+        }
         let rows = query
             .bind(q.limit)
             .bind(q.offset)

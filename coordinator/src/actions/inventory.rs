@@ -416,13 +416,8 @@ fn identity(type_name: &str) -> &'static [&'static str] {
 /// What changed in one type between two contents.
 pub fn diff(type_name: &str, before: &[Entry], after: &[Entry]) -> Value {
     let id = identity(type_name);
-    // A type with no identifying attribute (a custom type) holding one
-    // entry before and after: the same item, changed.
-    let single = id.is_empty() && before.len() == 1 && after.len() == 1;
     let key = |e: &Entry| -> Vec<String> {
-        if single {
-            Vec::new()
-        } else if id.is_empty() {
+        if id.is_empty() {
             vec![serde_json::to_string(e).unwrap_or_default()]
         } else {
             id.iter()
@@ -556,6 +551,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn changes_by_capture_diff_each_capture_with_the_one_before() {
+        let row = |t: &str, at: i64, json: &str| InventoryRow {
+            instance_id: "mi-1".into(),
+            type_name: t.into(),
+            schema_version: String::new(),
+            content_hash: at.to_string(),
+            capture_ms: at,
+            content_json: json.into(),
+        };
+        let app =
+            |v: &str| format!(r#"[{{"Name":"openssl","Architecture":"x86_64","Version":"{v}"}}]"#);
+        let baseline = [row("AWS:Application", 1_000, &app("3.0.11"))];
+        let captures = [
+            row("AWS:Application", 2_000, &app("3.0.13")),
+            row("AWS:Application", 3_000, &app("3.0.15")),
+            row("Custom:X", 2_500, r#"[{"A":"1"}]"#),
+        ];
+        let out = changes_by_capture(&baseline, &captures, None).unwrap();
+        let at: Vec<&str> = out
+            .iter()
+            .map(|c| c["CaptureTime"].as_str().unwrap())
+            .collect();
+        assert_eq!(at.len(), 3, "{out:?}");
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "oldest first: {at:?}");
+        assert_eq!(out[0]["Changed"][0]["Before"]["Version"], "3.0.11");
+        assert_eq!(out[0]["Changed"][0]["After"]["Version"], "3.0.13");
+        assert_eq!(out[1]["TypeName"], "Custom:X");
+        assert_eq!(out[1]["Added"][0]["A"], "1", "no baseline: added");
+        assert_eq!(out[2]["Changed"][0]["Before"]["Version"], "3.0.13");
+        let only = changes_by_capture(&baseline, &captures, Some("Custom:X")).unwrap();
+        assert_eq!(only.len(), 1);
     }
 
     #[test]

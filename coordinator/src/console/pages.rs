@@ -493,10 +493,41 @@ fn attributes(e: &Value, except: &[&str]) -> String {
         .join(", ")
 }
 
+/// One capture's change of a type with a single entry before and after
+/// (a custom type has no identifying attribute, so the answer says Removed
+/// and Added): shown as that item Changed.
+fn paired(c: &Value) -> Value {
+    let (added, removed) = (&c["Added"], &c["Removed"]);
+    let one = |v: &Value| v.as_array().is_some_and(|a| a.len() == 1);
+    if !(one(added) && one(removed) && c["Changed"].as_array().is_none_or(Vec::is_empty)) {
+        return c.clone();
+    }
+    let (old, new) = (&removed[0], &added[0]);
+    let mut attributes: Vec<&String> = old
+        .as_object()
+        .into_iter()
+        .chain(new.as_object())
+        .flat_map(|o| o.keys())
+        .filter(|k| old[k.as_str()] != new[k.as_str()] && k.as_str() != "InstalledTime")
+        .collect();
+    attributes.sort();
+    attributes.dedup();
+    let mut out = c.clone();
+    out["Added"] = json!([]);
+    out["Removed"] = json!([]);
+    out["Changed"] = json!([{"Attributes": attributes, "Before": old, "After": new}]);
+    out
+}
+
 /// ListInventoryChanges (by capture) as a table, newest first: when, the
 /// type, what happened to which item, old → new.
 fn inventory_changes(v: &Value) -> Markup {
-    let mut changes: Vec<&Value> = v["Changes"].as_array().into_iter().flatten().collect();
+    let mut changes: Vec<Value> = v["Changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(paired)
+        .collect();
     changes.reverse();
     html! {
         div.scroll {
@@ -1479,6 +1510,35 @@ mod tests {
         );
         assert!(out.contains("&lt;img src=x onerror=alert(1)&gt;"), "{out}");
         assert!(!out.contains("<script>") && !out.contains("<img"), "{out}");
+    }
+
+    #[test]
+    fn inventory_changes_read_as_old_to_new_newest_first() {
+        let v = json!({"Changes": [
+            {"TypeName": "AWS:Application", "CaptureTime": "2026-01-01T00:00:00Z",
+             "Added": [{"Name": "curl", "Version": "7.88"}], "Removed": [],
+             "Changed": [{"Attributes": ["Version"],
+                          "Before": {"Name": "openssl", "Version": "3.0.11"},
+                          "After": {"Name": "openssl", "Version": "3.0.15"}}]},
+            {"TypeName": "Custom:RackInfo", "CaptureTime": "2026-01-02T00:00:00Z",
+             "Added": [{"Rack": "<b>5</b>"}], "Removed": [{"Rack": "4"}], "Changed": []},
+        ]});
+        let out = inventory_changes(&v).into_string();
+        let (rack, openssl) = (
+            out.find("Custom:RackInfo").unwrap(),
+            out.find("openssl").unwrap(),
+        );
+        assert!(rack < openssl, "newest first: {out}");
+        assert!(
+            out.contains("<del>3.0.11</del> → <ins>3.0.15</ins>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<del>4</del> → <ins>&lt;b&gt;5&lt;/b&gt;</ins>"),
+            "one custom entry replaced reads as changed: {out}"
+        );
+        assert!(out.contains(">Added<") && out.contains("curl"), "{out}");
+        assert!(out.contains("datetime=\"2026-01-02T00:00:00Z\""), "{out}");
     }
 
     #[test]
