@@ -187,6 +187,12 @@ pub(crate) async fn bench(
     let renders = args.console_renders.max(1);
     let mut worst: f64 = 0.0;
     for (label, path, want_rows) in [
+        // The floor: a static asset (a new TLS connection, no session, no database).
+        (
+            "floor: static asset",
+            "/console/assets/console.css".to_string(),
+            false,
+        ),
         ("fleet page", "/console/fleet".to_string(), true),
         (
             "fleet table (refresh)",

@@ -207,7 +207,7 @@ async fn fleet(ctx: &Ctx, q: &Query, whole: bool) -> Result<Markup, ApiError> {
             button type="submit" { "Filter" }
             @if !filter_qs.is_empty() { a href="/console/fleet" { "Clear" } }
         }
-        section #fleet-table data-refresh=(refresh) data-interval=(limits::CONSOLE_REFRESH.as_millis()) {
+        section #fleet-table data-refresh=(refresh) data-interval=(limits::CONSOLE_FLEET_REFRESH.as_millis()) {
             (table)
         }
     })

@@ -276,7 +276,7 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         assert_eq!(b.count("#evil-name").await, 0, "no element from a name");
         assert_eq!(b.count("#fleet script, #fleet img").await, 0);
         // The table refreshes by itself (the fragment replaces it) and stays inert.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
         assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 2);
         let pwned = b.client.execute("return window.pwned || 0", vec![]).await.unwrap();
         assert_eq!(pwned, json!(0), "markup in the fleet ran");
@@ -749,6 +749,10 @@ fn the_console_drops_cancel_when_done_shows_local_times_inventory_changes_and_re
         assert_eq!(b.count("#inventory-changes time.local").await, b.count("#inventory-changes tbody tr").await);
         let source = b.client.source().await.unwrap();
         assert!(!source.contains("\"Changes\""), "no raw JSON");
+        b.client
+            .execute("document.getElementById('inventory').scrollIntoView(); return 1", vec![])
+            .await
+            .unwrap();
         b.shot("05-instance-inventory-changes").await;
     });
     drop(a);

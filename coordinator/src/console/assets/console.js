@@ -44,6 +44,8 @@
     var every = parseInt(el.getAttribute("data-interval") || "2000", 10);
     function tick() {
       if (el.querySelector("[data-done]")) return; // finished: nothing more will change
+      // A tab nobody looks at asks nothing of the coordinator.
+      if (document.hidden) { setTimeout(tick, every); return; }
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html", "X-Console-Fetch": "1" } })
         .then(function (r) {
           if (r.status === 401) { window.location.reload(); return null; }
