@@ -644,13 +644,27 @@ fn the_console_drops_cancel_when_done_shows_local_times_inventory_changes_and_re
     }
     // The CLI's flags for Tether's extras.
     let described = coord.json(&[
-        "describe-instance-information", "--include-tags", "--summarize",
-        "--name-contains", &a.instance_id[3..12].to_uppercase(),
+        "describe-instance-information",
+        "--include-tags",
+        "--summarize",
+        "--name-contains",
+        &a.instance_id[3..12].to_uppercase(),
     ]);
     assert_eq!(described["Summary"]["Total"], 1, "{described}");
-    assert_eq!(described["InstanceInformationList"][0]["InstanceId"], a.instance_id.as_str());
-    assert!(described["InstanceInformationList"][0]["Tags"].is_array(), "{described}");
-    let none = coord.json(&["describe-instance-information", "--name-contains", "no-such-node", "--summarize"]);
+    assert_eq!(
+        described["InstanceInformationList"][0]["InstanceId"],
+        a.instance_id.as_str()
+    );
+    assert!(
+        described["InstanceInformationList"][0]["Tags"].is_array(),
+        "{described}"
+    );
+    let none = coord.json(&[
+        "describe-instance-information",
+        "--name-contains",
+        "no-such-node",
+        "--summarize",
+    ]);
     assert_eq!(none["Summary"]["Total"], 0, "{none}");
     let listed = coord.json(&["list-commands", "--requested-by", "alice"]);
     let ids: Vec<&str> = listed["Commands"]
