@@ -25,6 +25,7 @@
 //! measured too. Either way the commit and the machine (cores, memory) are
 //! printed first and are in the JSON line.
 
+mod console;
 mod real;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,13 @@ struct Args {
     /// of the current directory, `-dirty` when it has changes).
     #[arg(long)]
     commit: Option<String>,
+    /// Measure the web console's fleet page over N registered instances
+    /// (synthetic rows in the coordinator's database) instead of agents.
+    #[arg(long, default_value_t = 0)]
+    console_fleet: usize,
+    /// With --console-fleet: requests of each page measured.
+    #[arg(long, default_value_t = 30)]
+    console_renders: usize,
     /// Internal: serve the floor's echo service and print its port and certificate.
     #[arg(long, hide = true)]
     floor_server: bool,
@@ -180,6 +188,11 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     ));
     let mut out = json!({"agents": n, "executor": args.executor,
                          "commit": commit, "cores": cores, "memory_kb": mem_kb, "cpu": cpu});
+    if args.console_fleet > 0 {
+        out["executor"] = json!("console");
+        console::bench(&args, &tether, &work, &mut out).await?;
+        return Ok(out);
+    }
     if args.real_agents {
         out["executor"] = json!("real-agents");
         real::bench(&args, &tether, &work, &mut out).await?;

@@ -29,6 +29,30 @@ pub const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[
         "Tether: the whole stored output instead of SSM's first 24,000 / 8,000 characters.",
     ),
     (
+        "DescribeInstanceInformation",
+        "--include-tags",
+        "IncludeTags",
+        "Tether: each instance's tags too, as Tags (Key, Value).",
+    ),
+    (
+        "DescribeInstanceInformation",
+        "--name-contains",
+        "NameContains",
+        "Tether: only the instances whose name, computer name or ID contains this text (any case).",
+    ),
+    (
+        "DescribeInstanceInformation",
+        "--summarize",
+        "Summarize",
+        "Tether: the answer's Summary counts the instances the filters keep, by ping status and platform type, across every page.",
+    ),
+    (
+        "ListCommands",
+        "--requested-by",
+        "RequestedBy",
+        "Tether: only the commands this principal sent: its ARN, a user's name, or root.",
+    ),
+    (
         "CreateAccessKey",
         "--expires-in",
         "ExpiresIn",
@@ -38,7 +62,7 @@ pub const EXTRA_FLAGS: &[(&str, &str, &str, &str)] = &[
 
 /// Those of [`EXTRA_FLAGS`] that take a value (a string); the others are
 /// switches.
-const EXTRA_VALUE_FLAGS: &[&str] = &["--expires-in"];
+const EXTRA_VALUE_FLAGS: &[&str] = &["--expires-in", "--name-contains", "--requested-by"];
 
 /// Tether's own flags that change what the CLI does rather than the
 /// request: (operation, flag, help).

@@ -228,6 +228,15 @@ pub async fn dispatch(
         draft.outcome(&outcome);
         match &outcome {
             Err(e) if e.kind == "AccessDeniedException" => c.audit.now(draft, "refused").await,
+            // A scraper's successful reads of /metrics: one record an hour.
+            Ok(_)
+                if op == Operation::GetMetrics
+                    && caller.transport == Transport::HttpsToken
+                    && !c.audit.scrape_to_record(
+                        authority.arn(),
+                        caller.source,
+                        tether_util::time::now_ms(),
+                    ) => {}
             _ => c.audit.later(draft, "read"),
         }
         outcome

@@ -391,6 +391,9 @@ pub struct Trail {
     /// Records appended by this replica, and reads' records dropped (metrics).
     written: std::sync::atomic::AtomicU64,
     dropped: std::sync::atomic::AtomicU64,
+    /// When each (principal, source) last had a successful `/metrics`
+    /// scrape recorded (see [`Trail::scrape_to_record`]).
+    scrapes: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Trail {
@@ -427,7 +430,45 @@ impl Trail {
             stop: tokio::sync::Notify::new(),
             written: Default::default(),
             dropped: Default::default(),
+            scrapes: Default::default(),
         }
+    }
+
+    /// Whether a successful `/metrics` scrape of this principal from this
+    /// source is recorded: the first, then one an hour
+    /// ([`limits::METRICS_SCRAPE_RECORD_EVERY`]) — a scraper every 15 s would
+    /// otherwise write 5,760 records a day that say nothing new. Refusals
+    /// are always recorded (they never come here). At most
+    /// [`limits::METRICS_SCRAPE_RECORD_KEYS`] scrapers are remembered; past
+    /// that the oldest is forgotten (its next scrape is recorded).
+    pub fn scrape_to_record(
+        &self,
+        principal: &str,
+        source: Option<std::net::IpAddr>,
+        now_ms: i64,
+    ) -> bool {
+        let key = format!(
+            "{principal} {}",
+            source.map(|s| s.to_string()).unwrap_or_default()
+        );
+        let every = tether_ssm::limits::METRICS_SCRAPE_RECORD_EVERY.as_millis() as i64;
+        let mut seen = self.scrapes.lock();
+        if let Some(last) = seen.get(&key)
+            && now_ms - *last < every
+        {
+            return false;
+        }
+        if seen.len() >= tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS
+            && !seen.contains_key(&key)
+            && let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(key, now_ms);
+        true
     }
 
     pub fn with_key(mut self, key: AuditKey) -> Trail {
@@ -782,6 +823,41 @@ mod tests {
         assert_eq!(
             ids,
             json!({"AccessKeyId": "TKIA1", "ActivationId": "act", "CommandId": "c1"})
+        );
+    }
+
+    /// A scraper's successful scrapes: the first of each hour per
+    /// principal and source; the oldest scraper forgotten past the cap.
+    #[tokio::test]
+    async fn scrapes_are_recorded_once_an_hour_per_principal_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let trail = Trail::new(store, Account::default(), "r1".into());
+        let ip = |n: u8| Some(std::net::IpAddr::from([10, 0, 0, n]));
+        let hour = tether_ssm::limits::METRICS_SCRAPE_RECORD_EVERY.as_millis() as i64;
+        assert!(trail.scrape_to_record("arn:root", ip(1), 0));
+        for at in [15_000, 30_000, hour - 1] {
+            assert!(!trail.scrape_to_record("arn:root", ip(1), at), "{at}");
+        }
+        assert!(
+            trail.scrape_to_record("arn:root", ip(2), 15_000),
+            "another source"
+        );
+        assert!(
+            trail.scrape_to_record("arn:user/w", ip(1), 15_000),
+            "another principal"
+        );
+        assert!(
+            trail.scrape_to_record("arn:root", ip(1), hour),
+            "an hour on"
+        );
+        assert!(!trail.scrape_to_record("arn:root", ip(1), hour + 15_000));
+        for n in 0..tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS {
+            trail.scrape_to_record(&format!("arn:user/{n}"), None, hour + 20_000);
+        }
+        assert!(
+            trail.scrapes.lock().len() <= tether_ssm::limits::METRICS_SCRAPE_RECORD_KEYS,
+            "bounded"
         );
     }
 

@@ -129,6 +129,12 @@ const EXTRA_MEMBERS: &[(&str, &str, &str, &str)] = &[
         "Tether: the answer's `Summary` counts the instances the filters keep, by ping status and platform type, across every page.",
     ),
     (
+        "ListCommandsRequest",
+        "RequestedBy",
+        "Option<String>",
+        "Tether: only the commands this principal sent: its ARN, a user's name, or `root`.",
+    ),
+    (
         "CreateAccessKeyRequest",
         "ExpiresIn",
         "Option<String>",

@@ -746,6 +746,9 @@ pub struct ListCommandsRequest {
     /// (Optional) One or more filters.
     #[serde(rename = "Filters")]
     pub filters: Option<Vec<CommandFilter>>,
+    /// Tether: only the commands this principal sent: its ARN, a user's name, or `root`.
+    #[serde(rename = "RequestedBy")]
+    pub requested_by: Option<String>,
 }
 
 /// The input of ListCommandInvocations.
@@ -1409,6 +1412,9 @@ pub struct ListInventoryChangesRequest {
     /// To this time; default: now.
     #[serde(rename = "EndTime")]
     pub end_time: Option<Timestamp>,
+    /// Each change at the capture that first showed it (CaptureTime on each entry of Changes, oldest first), instead of one difference between StartTime and EndTime.
+    #[serde(rename = "ByCapture")]
+    pub by_capture: Option<bool>,
 }
 
 /// The input of CreateParameterKey.

@@ -250,3 +250,22 @@ pub const CONSOLE_MAX_FORM_BYTES: usize = 256 * 1024;
 pub const CONSOLE_REFRESH: Duration = Duration::from_secs(2);
 /// Rows on one console page (the most the SSM list operations give at once).
 pub const CONSOLE_PAGE_ROWS: i64 = 50;
+
+/// The longest `RequestedBy` ListCommands takes (Tether's extra): an IAM
+/// user ARN with its path is at most 2048 characters in AWS.
+pub const MAX_REQUESTER_CHARS: usize = 2048;
+
+/// How many days of inventory changes the console's instance page shows.
+pub const CONSOLE_INVENTORY_CHANGE_DAYS: i64 = 7;
+
+/// A successful `/metrics` scrape over HTTPS (an operator token) is
+/// recorded in the audit trail once an hour per principal and source, not
+/// at every scrape; refusals always. Scrapers remembered at once.
+pub const METRICS_SCRAPE_RECORD_EVERY: Duration = Duration::from_secs(3600);
+pub const METRICS_SCRAPE_RECORD_KEYS: usize = 1024;
+
+/// How often the console's fleet page refreshes its table: a page of a
+/// fleet of 10,000 reads every instance row (about 0.25 s of the
+/// coordinator's time in a release build), and ping statuses move in
+/// minutes, not seconds. A hidden tab does not refresh at all.
+pub const CONSOLE_FLEET_REFRESH: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 //! coordinator never calls these; they live here because only this crate
 //! knows SQL. Reached through [`Store::bench`].
 
-use super::{Dialect, Result, Store, sql};
+use super::{Dialect, INSTANCE_COLUMNS, Result, Store, sql};
 
 /// The benchmark's statements on a store (see [`Store::bench`]).
 #[derive(Debug)]
@@ -108,6 +108,74 @@ impl Bench<'_> {
         .bind(nth as i64)
         .fetch_one(&self.store.pool)
         .await?)
+    }
+
+    /// Registers `n` synthetic managed instances for the console's fleet
+    /// figures, in transactions of 1,000: `mi-f` + 16 hex digits,
+    /// named `node-00042`, nine in ten seen at `now_ms` (Online) and the rest
+    /// an hour before (ConnectionLost), one in five Windows, each tagged
+    /// `env` (prod, staging, dev), `role` (web, db, cache, worker) and
+    /// `rack` (r0 … r49), under one activation `bench-fleet`.
+    pub async fn seed_instances(&self, n: usize, now_ms: i64) -> Result<()> {
+        let d = self.dialect();
+        sqlx::query(sql(
+            d,
+            "INSERT INTO activations (activation_id, code_salt, code_hash, description, \
+             default_instance_name, iam_role, registration_limit, registrations_count, \
+             expiration_ms, created_ms, deleted_ms, tags_json) \
+             VALUES ('bench-fleet', ?, ?, 'bench fleet', 'node', 'SSMServiceRole', ?, ?, ?, ?, \
+             NULL, '[]')",
+        ))
+        .bind(vec![0u8; 16])
+        .bind(vec![0u8; 32])
+        .bind(n as i64)
+        .bind(n as i64)
+        .bind(now_ms + 86_400_000)
+        .bind(now_ms)
+        .execute(&self.store.pool)
+        .await?;
+        let text = format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        );
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let mut tx = self.store.pool.begin().await?;
+            for &i in chunk {
+                let windows = i % 5 == 2;
+                let tags = format!(
+                    r#"[{{"Key":"env","Value":"{}"}},{{"Key":"role","Value":"{}"}},{{"Key":"rack","Value":"r{}"}}]"#,
+                    ["prod", "staging", "dev"][i % 3],
+                    ["web", "db", "cache", "worker"][i % 4],
+                    i % 50
+                );
+                sqlx::query(sql(d, text.clone()))
+                    .bind(format!("mi-f{i:016x}"))
+                    .bind("bench-fleet")
+                    .bind(format!("node-{i:05}"))
+                    .bind("SSMServiceRole")
+                    .bind(now_ms - 86_400_000)
+                    .bind(if i % 10 == 9 {
+                        now_ms - 3_600_000
+                    } else {
+                        now_ms
+                    })
+                    .bind(if windows { "Windows" } else { "Linux" })
+                    .bind(if windows {
+                        "Microsoft Windows Server 2022"
+                    } else {
+                        "Debian GNU/Linux"
+                    })
+                    .bind(if windows { "10.0.20348" } else { "12" })
+                    .bind(format!("node-{i:05}.example.internal"))
+                    .bind(format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256))
+                    .bind("0.1.0")
+                    .bind(None::<i64>)
+                    .bind(tags)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Stores finished history: commands of `per_command` invocations
@@ -334,5 +402,25 @@ mod tests {
         );
         assert_eq!(b.polled_since(5_000).await.unwrap(), 1);
         assert_eq!(b.polled_since(4_000).await.unwrap(), 2);
+    }
+
+    /// The synthetic fleet reads back through the store's own readers.
+    #[tokio::test]
+    async fn seeded_instances_read_back() {
+        let (_d, s) = crate::tests::store().await;
+        let now = 1_900_000_000_000;
+        s.bench().seed_instances(1_500, now).await.unwrap();
+        let all = s.all_instances().await.unwrap();
+        assert_eq!(all.len(), 1_500);
+        let i = s.instance("mi-f0000000000000009").await.unwrap().unwrap();
+        assert_eq!(
+            (i.name.as_str(), i.last_ping_ms, i.platform_type.as_str()),
+            ("node-00009", Some(now - 3_600_000), "Linux")
+        );
+        assert!(i.tags_json.contains("\"rack\""), "{}", i.tags_json);
+        assert_eq!(
+            all.iter().filter(|i| i.platform_type == "Windows").count(),
+            300
+        );
     }
 }

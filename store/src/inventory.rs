@@ -353,6 +353,26 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// Every distinct content captured after `after_ms` up to `to_ms`, by
+    /// type, oldest first (what each capture changed, with
+    /// [`Store::inventory_at`] of `after_ms` before them).
+    pub async fn inventory_between(
+        &self,
+        instance_id: &str,
+        after_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<InventoryRow>> {
+        Ok(sqlx::query_as(sql(self.dialect, "SELECT instance_id, type_name, '' AS schema_version, content_hash, capture_ms, content_json \
+             FROM inventory_history WHERE instance_id = ? AND capture_ms > ? AND capture_ms <= ? \
+             ORDER BY type_name, capture_ms, seq"),
+        )
+        .bind(instance_id)
+        .bind(after_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The content each type had at `at_ms` (the last capture at or before it).
     pub async fn inventory_at(&self, instance_id: &str, at_ms: i64) -> Result<Vec<InventoryRow>> {
         Ok(sqlx::query_as(sql(self.dialect, "SELECT h.instance_id, h.type_name, '' AS schema_version, h.content_hash, h.capture_ms, h.content_json \

@@ -345,9 +345,40 @@ pub struct CommandQuery {
     pub document_name: Option<String>,
     /// ExecutionStage: Some(true) only terminal, Some(false) only still executing.
     pub complete: Option<bool>,
+    /// Only the commands this principal (an ARN) sent.
+    pub requested_by: Option<String>,
     /// Skip this many rows (the page token).
     pub offset: i64,
     pub limit: i64,
+}
+
+/// The final invocation statuses [`Store::finished_counts`] counts by.
+pub const FINAL_STATUSES: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
+
+/// Invocations moved into a final status within one transaction, added to
+/// the store's counts once it has committed.
+#[derive(Debug, Default)]
+struct Moved([u64; FINAL_STATUSES.len()]);
+
+impl Moved {
+    fn add(&mut self, detail: Detail, n: u64) {
+        if let Some(i) = FINAL_STATUSES.iter().position(|s| *s == detail.status()) {
+            self.0[i] += n;
+        }
+    }
+}
+
+/// What storing a result did (see [`finish_in`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finished {
+    /// The invocation was already final (the result is a late duplicate).
+    No,
+    /// An unfinished invocation reached its final status.
+    Now,
+    /// A provisional verdict of the coordinator's (Delivery Timed Out of an
+    /// envelope handed over, or a silent agent presumed lost) was replaced by
+    /// the agent's real result: final already, not again.
+    Replaced,
 }
 
 /// A PostgreSQL `LISTEN` (see [`Store::listen`]).
@@ -383,6 +414,9 @@ pub struct Store {
     /// The last verdict of [`Store::lead`] for each work, for metrics:
     /// 0 never asked, 1 not this replica, 2 this replica.
     lead_verdicts: std::sync::Arc<[std::sync::atomic::AtomicU8; 3]>,
+    /// Invocations this store moved into a final status since it was
+    /// opened (see [`Store::finished_counts`]).
+    finished: std::sync::Arc<[std::sync::atomic::AtomicU64; FINAL_STATUSES.len()]>,
     /// A connection of its own for [`Store::check`], so that a
     /// busy pool never reads as an unreachable database; made again when it
     /// fails.
@@ -671,11 +705,36 @@ impl Store {
             url: (dialect == Dialect::Postgres).then(|| url.to_string()),
             leads: Default::default(),
             lead_verdicts: Default::default(),
+            finished: Default::default(),
             probe: std::sync::Arc::new(tokio::sync::Mutex::new(Probe {
                 url: url.to_string(),
                 conn: None,
             })),
         })
+    }
+
+    /// How many invocations this store (this replica, since it opened the
+    /// database) moved into each final status, by `Status`: every path
+    /// counts — agents' results, the AWS bridge's, the sweeps' verdicts,
+    /// cancellations, deregistrations, MaxErrors' Terminated — each
+    /// invocation once, when its transaction committed; a late result that
+    /// replaces a provisional verdict is not counted again.
+    pub fn finished_counts(&self) -> [(&'static str, u64); FINAL_STATUSES.len()] {
+        std::array::from_fn(|i| {
+            (
+                FINAL_STATUSES[i],
+                self.finished[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Adds what a committed transaction moved to [`Store::finished_counts`].
+    fn count_finished(&self, moved: &Moved) {
+        for (n, c) in moved.0.iter().zip(self.finished.iter()) {
+            if *n > 0 {
+                c.fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether this replica does `work` now. Always on SQLite (one
@@ -1072,11 +1131,16 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        let mut moved = Moved::default();
         for command_id in &pending {
-            set_invocation_detail(&mut tx, command_id, id, Detail::Undeliverable, now_ms).await?;
-            refresh_command(&mut tx, command_id, now_ms).await?;
+            if set_invocation_detail(&mut tx, command_id, id, Detail::Undeliverable, now_ms).await?
+            {
+                moved.add(Detail::Undeliverable, 1);
+            }
+            refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         }
         tx.commit().await?;
+        self.count_finished(&moved);
         Ok(Some(pending))
     }
 
@@ -1285,6 +1349,9 @@ impl Store {
         if let Some(d) = &q.document_name {
             query = query.bind(d);
         }
+        if let Some(by) = &q.requested_by {
+            query = query.bind(by);
+        }
         let rows = query
             .bind(q.limit)
             .bind(q.offset)
@@ -1476,10 +1543,12 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.write().await?;
         let started = start_in(&mut tx, command_id, instance_id, start_ms, now_ms).await?;
+        let mut moved = Moved::default();
         if started {
-            refresh_command(&mut tx, command_id, now_ms).await?;
+            refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         }
         tx.commit().await?;
+        self.count_finished(&moved);
         Ok(started)
     }
 
@@ -1493,12 +1562,17 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         let mut tx = self.write().await?;
-        let stored = finish_in(&mut tx, command_id, instance_id, result, now_ms).await?;
-        if stored {
-            refresh_command(&mut tx, command_id, now_ms).await?;
+        let mut moved = Moved::default();
+        let outcome = finish_in(&mut tx, command_id, instance_id, result, now_ms).await?;
+        if outcome == Finished::Now {
+            moved.add(result.detail, 1);
+        }
+        if outcome != Finished::No {
+            refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         }
         tx.commit().await?;
-        Ok(stored)
+        self.count_finished(&moved);
+        Ok(outcome != Finished::No)
     }
 
     /// The hot path's writes — delivery claims and agent results — as one
@@ -1507,6 +1581,7 @@ impl Store {
     /// Returns, per operation, whether it took effect.
     pub async fn write_batch(&self, ops: &[&WriteOp], now_ms: i64) -> Result<Vec<Applied>> {
         let mut tx = self.write().await?;
+        let mut moved = Moved::default();
         let mut done = Vec::with_capacity(ops.len());
         let mut touched: Vec<(&str, i64)> = Vec::new();
         for op in ops {
@@ -1527,9 +1602,13 @@ impl Store {
                     started
                 }
                 WriteOp::Finish(f) => {
-                    let stored =
+                    let outcome =
                         finish_in(&mut tx, &f.command_id, &f.instance_id, &f.result, now_ms)
                             .await?;
+                    if outcome == Finished::Now {
+                        moved.add(f.result.detail, 1);
+                    }
+                    let stored = outcome != Finished::No;
                     if stored && !touched.iter().any(|(c, _)| *c == f.command_id) {
                         touched.push((&f.command_id, 0));
                     }
@@ -1542,9 +1621,10 @@ impl Store {
             });
         }
         for (command_id, requested_ms) in &mut touched {
-            *requested_ms = refresh_command(&mut tx, command_id, now_ms).await?;
+            *requested_ms = refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         }
         tx.commit().await?;
+        self.count_finished(&moved);
         // Each stored result learns when its command was requested (read
         // with the command's refresh: no statement more).
         for (op, applied) in ops.iter().zip(done.iter_mut()) {
@@ -1576,15 +1656,23 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.write().await?;
+        let mut moved = Moved::default();
+        let mut changed = 0;
         for (command_id, instance_id) in &expired {
-            set_invocation_detail(
+            // A result may have come since the read: it stands.
+            if !set_invocation_detail(
                 &mut tx,
                 command_id,
                 instance_id,
                 Detail::DeliveryTimedOut,
                 now_ms,
             )
-            .await?;
+            .await?
+            {
+                continue;
+            }
+            changed += 1;
+            moved.add(Detail::DeliveryTimedOut, 1);
             // An envelope handed over but never acknowledged may still reach
             // the agent (a held poll on a link cut meanwhile) and run: the
             // verdict is then the coordinator's guess, which the agent's
@@ -1602,10 +1690,11 @@ impl Store {
         let mut commands: Vec<&String> = expired.iter().map(|(c, _)| c).collect();
         commands.dedup();
         for command_id in commands {
-            refresh_command(&mut tx, command_id, now_ms).await?;
+            refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         }
         tx.commit().await?;
-        Ok(expired.len())
+        self.count_finished(&moved);
+        Ok(changed)
     }
 }
 
@@ -1716,30 +1805,43 @@ async fn finish_in(
     instance_id: &str,
     result: &InvocationResult,
     now_ms: i64,
-) -> Result<bool> {
+) -> Result<Finished> {
     let d = Dialect::of(conn);
-    let r = sqlx::query(sql(
-        d,
-        format!(
-            "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
-         start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
-         presumed_lost = 0 WHERE command_id = ? AND instance_id = ? \
-         AND (presumed_lost = 1 OR status_details IN ({}))",
-            unfinished_details()
+    // An unfinished invocation first (the hot path: one statement), then a
+    // provisional verdict the real result replaces.
+    let mut outcome = Finished::No;
+    for (condition, verdict) in [
+        (
+            format!("status_details IN ({})", unfinished_details()),
+            Finished::Now,
         ),
-    ))
-    .bind(result.detail.status())
-    .bind(result.detail.as_str())
-    .bind(result.response_code)
-    .bind(result.start_ms)
-    .bind(result.end_ms.unwrap_or(now_ms))
-    .bind(now_ms)
-    .bind(command_id)
-    .bind(instance_id)
-    .execute(&mut *conn)
-    .await?;
-    if r.rows_affected() != 1 {
-        return Ok(false);
+        ("presumed_lost = 1".to_string(), Finished::Replaced),
+    ] {
+        let r = sqlx::query(sql(
+            d,
+            format!(
+                "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, \
+                 start_ms = COALESCE(start_ms, ?), end_ms = ?, acked_ms = COALESCE(acked_ms, ?), \
+                 presumed_lost = 0 WHERE command_id = ? AND instance_id = ? AND {condition}"
+            ),
+        ))
+        .bind(result.detail.status())
+        .bind(result.detail.as_str())
+        .bind(result.response_code)
+        .bind(result.start_ms)
+        .bind(result.end_ms.unwrap_or(now_ms))
+        .bind(now_ms)
+        .bind(command_id)
+        .bind(instance_id)
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() == 1 {
+            outcome = verdict;
+            break;
+        }
+    }
+    if outcome == Finished::No {
+        return Ok(outcome);
     }
     sqlx::query(sql(
         d,
@@ -1772,7 +1874,7 @@ async fn finish_in(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(true)
+    Ok(outcome)
 }
 
 /// The `StatusDetails` of unfinished invocations, as an SQL list, from
@@ -1815,6 +1917,9 @@ fn push_common_filters(sql: &mut String, q: &CommandQuery, alias: &str) {
     if q.document_name.is_some() {
         sql.push_str(" AND c.document_name = ?");
     }
+    if q.requested_by.is_some() {
+        sql.push_str(" AND c.requested_by = ?");
+    }
     if let Some(complete) = q.complete {
         let not = if complete { "NOT " } else { "" };
         sql.push_str(&format!(
@@ -1839,6 +1944,9 @@ fn bind_common_filters<'q, O>(
     if let Some(d) = &q.document_name {
         query = query.bind(d);
     }
+    if let Some(by) = &q.requested_by {
+        query = query.bind(by);
+    }
     query
 }
 
@@ -1848,12 +1956,15 @@ async fn set_invocation_detail(
     instance_id: &str,
     detail: Detail,
     now_ms: i64,
-) -> Result<()> {
+) -> Result<bool> {
     let d = Dialect::of(tx);
-    sqlx::query(sql(
+    let r = sqlx::query(sql(
         d,
-        "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
-         WHERE command_id = ? AND instance_id = ?",
+        format!(
+            "UPDATE invocations SET status = ?, status_details = ?, end_ms = ? \
+             WHERE command_id = ? AND instance_id = ? AND status_details IN ({})",
+            unfinished_details()
+        ),
     ))
     .bind(detail.status())
     .bind(detail.as_str())
@@ -1862,7 +1973,7 @@ async fn set_invocation_detail(
     .bind(instance_id)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(r.rows_affected() == 1)
 }
 
 /// Recomputes a command's status and counts from its invocations. Once the
@@ -1874,6 +1985,7 @@ async fn refresh_command(
     tx: &mut sqlx::AnyConnection,
     command_id: &str,
     now_ms: i64,
+    moved: &mut Moved,
 ) -> Result<i64> {
     let d = Dialect::of(tx);
     let (max_errors, requested_ms): (String, i64) = sqlx::query_as(sql(
@@ -1924,6 +2036,7 @@ async fn refresh_command(
         .execute(&mut *tx)
         .await?;
         if terminated.rows_affected() > 0 {
+            moved.add(Detail::Terminated, terminated.rows_affected());
             s = summarize(&mut *tx).await?;
         }
     }
@@ -2484,6 +2597,17 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(s.plugins("c", "mi-1").await.unwrap()[0].stdout, b"late");
+        // Counted once each, at the verdict: the late result replaced a
+        // final status, and the repeat changed nothing.
+        assert_eq!(
+            s.finished_counts(),
+            [
+                ("Success", 0),
+                ("Failed", 0),
+                ("TimedOut", 2),
+                ("Cancelled", 0)
+            ]
+        );
         // The one never handed over keeps its verdict: nothing could have run.
         assert!(
             !s.finish_invocation("c", "mi-2", &result(Detail::Success, "x"), 72_000)
@@ -2528,6 +2652,71 @@ mod tests {
         let invs = s.invocations(&q(Some(false), None)).await.unwrap();
         assert_eq!(invs.len(), 1);
         assert_eq!(invs[0].0.command_id, "c1");
+    }
+
+    /// RequestedBy over the whole history, paged: on both engines (the
+    /// PostgreSQL pass of scripts/test.sh), from the index.
+    #[tokio::test]
+    async fn list_filters_by_requester_across_pages() {
+        let (_d, s) = store().await;
+        for n in 0..25 {
+            let mut c = command(&format!("c{n:02}"));
+            c.requested_ms = 1_000 + n;
+            c.requested_by = if n % 5 == 0 {
+                "arn:aws:iam::123456789012:user/alice".into()
+            } else {
+                "arn:aws:iam::123456789012:root".into()
+            };
+            s.insert_command(&c, &[("mi-1".to_string(), String::new())])
+                .await
+                .unwrap();
+        }
+        let page = |offset: i64| CommandQuery {
+            requested_by: Some("arn:aws:iam::123456789012:user/alice".into()),
+            offset,
+            limit: 2,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        for offset in [0, 2, 4] {
+            seen.extend(
+                s.commands(&page(offset))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.command_id),
+            );
+        }
+        // Newest first, every one of alice's five, none of root's.
+        assert_eq!(seen, ["c20", "c15", "c10", "c05", "c00"]);
+        let with_status = CommandQuery {
+            status: Some("Pending".into()),
+            ..page(0)
+        };
+        assert_eq!(s.commands(&with_status).await.unwrap().len(), 2);
+        let invs = s
+            .invocations(&CommandQuery {
+                limit: 50,
+                ..page(0)
+            })
+            .await
+            .unwrap();
+        assert_eq!(invs.len(), 5, "the invocations' listing filters alike");
+        // The planner uses the index (SQLite: EXPLAIN QUERY PLAN).
+        if s.dialect == Dialect::Sqlite {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+                "EXPLAIN QUERY PLAN SELECT c.command_id FROM commands c WHERE 1=1 \
+                 AND c.requested_by = 'x' ORDER BY c.requested_ms DESC, c.command_id LIMIT 2",
+            )
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|(_, _, _, d)| d.contains("commands_by_requester")),
+                "{plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -2642,6 +2831,8 @@ mod tests {
             .map(|(i, _)| i.status_details.as_str())
             .collect();
         assert_eq!(details, ["Failed", "Terminated", "Terminated"]);
+        // The Terminated ones are counted too, once (Status Failed).
+        assert_eq!(s.finished_counts()[1], ("Failed", 3));
         let c = s.command("c").await.unwrap().unwrap();
         assert_eq!(
             (c.status.as_str(), c.completed_count, c.error_count),

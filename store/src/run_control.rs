@@ -2,7 +2,7 @@
 //! the sweeps that make sure no invocation stays unfinished forever.
 
 use super::sql;
-use super::{Result, Store, refresh_command, set_invocation_detail};
+use super::{Moved, Result, Store, refresh_command, set_invocation_detail};
 use tether_ssm::state::Detail;
 
 /// What CancelCommand did to one invocation.
@@ -56,13 +56,23 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::new();
+        let mut moved = Moved::default();
         for (instance_id, delivered) in rows {
             if !instance_ids.is_empty() && !instance_ids.contains(&instance_id) {
                 continue;
             }
             if delivered.is_none() {
-                set_invocation_detail(&mut tx, command_id, &instance_id, Detail::Cancelled, now_ms)
-                    .await?;
+                if set_invocation_detail(
+                    &mut tx,
+                    command_id,
+                    &instance_id,
+                    Detail::Cancelled,
+                    now_ms,
+                )
+                .await?
+                {
+                    moved.add(Detail::Cancelled, 1);
+                }
                 out.push(CancelOutcome::Cancelled(instance_id));
             } else {
                 sqlx::query(sql(self.dialect, "UPDATE invocations SET status = ?, status_details = ?, cancel_requested_ms = ?, \
@@ -78,8 +88,9 @@ impl Store {
                 out.push(CancelOutcome::Cancelling(instance_id));
             }
         }
-        refresh_command(&mut tx, command_id, now_ms).await?;
+        refresh_command(&mut tx, command_id, now_ms, &mut moved).await?;
         tx.commit().await?;
+        self.count_finished(&moved);
         Ok(out)
     }
 
@@ -235,12 +246,17 @@ impl Store {
         }
         let mut tx = self.write().await?;
         let mut ended = Vec::new();
+        let mut moved = Moved::default();
         for ((command_id, instance_id), detail, lost) in cancels
             .into_iter()
             .map(|p| (p, Detail::Cancelled, false))
             .chain(silent.into_iter().map(|p| (p, Detail::Failed, true)))
         {
-            set_invocation_detail(&mut tx, &command_id, &instance_id, detail, now_ms).await?;
+            // Its agent may have reported since the read: that stands.
+            if !set_invocation_detail(&mut tx, &command_id, &instance_id, detail, now_ms).await? {
+                continue;
+            }
+            moved.add(detail, 1);
             sqlx::query(sql(
                 self.dialect,
                 "UPDATE invocations SET presumed_lost = ? WHERE command_id = ? AND instance_id = ?",
@@ -250,10 +266,11 @@ impl Store {
             .bind(&instance_id)
             .execute(&mut *tx)
             .await?;
-            refresh_command(&mut tx, &command_id, now_ms).await?;
+            refresh_command(&mut tx, &command_id, now_ms, &mut moved).await?;
             ended.push((command_id, instance_id, detail));
         }
         tx.commit().await?;
+        self.count_finished(&moved);
         Ok(ended)
     }
 }

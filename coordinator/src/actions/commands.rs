@@ -305,12 +305,9 @@ async fn dispatch_command(
                 end_ms: Some(now),
                 plugins: Vec::new(),
             };
-            if c.store
+            c.store
                 .finish_invocation(command_id, id, &result, now)
-                .await?
-            {
-                c.metrics.finished(Detail::Undeliverable);
-            }
+                .await?;
             ended = true;
         } else {
             super::ring_when_recorded(c, id);
@@ -479,7 +476,7 @@ pub(super) async fn cancel(c: &Coordinator, r: CancelCommandRequest) -> Result<V
     {
         match outcome {
             store::CancelOutcome::Cancelling(id) => super::ring_when_recorded(c, &id),
-            store::CancelOutcome::Cancelled(_) => c.metrics.finished(Detail::Cancelled),
+            store::CancelOutcome::Cancelled(_) => {}
         }
     }
     Ok(json!({}))
@@ -619,7 +616,7 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
         r.max_results,
         limits::DEFAULT_PAGE_SIZE,
     )?;
-    let q = command_page(
+    let mut q = command_page(
         c,
         op,
         r.command_id.as_deref(),
@@ -628,6 +625,9 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
         page,
     )
     .await?;
+    if let Some(by) = r.requested_by.as_deref() {
+        q.requested_by = Some(requester_arn(c, op, by).await?);
+    }
     // The page is cut by the bytes each command lists before any is read whole.
     let sizes = c.store.command_sizes(&q).await?;
     let chosen = wire::fitting(&sizes);
@@ -644,6 +644,29 @@ pub(super) async fn list(c: &Coordinator, r: ListCommandsRequest) -> Result<Valu
     }
     let more = consumed < sizes.len() || sizes.len() as i64 >= page.size;
     Ok(page.answer("Commands", packer, consumed, more))
+}
+
+/// The ARN Tether's `RequestedBy` names: an ARN as given, `root`, or a
+/// user's name (their ARN with their path; a user deleted since is named
+/// with the default path `/`, as most are).
+async fn requester_arn(c: &Coordinator, op: &str, by: &str) -> Result<String, ApiError> {
+    let by = by.trim();
+    if by.is_empty() || by.len() > limits::MAX_REQUESTER_CHARS {
+        return Err(ApiError::validation(format!(
+            "{op}: RequestedBy {by:?} must be an ARN, a user name or root (1 to {} characters)",
+            limits::MAX_REQUESTER_CHARS
+        )));
+    }
+    if by.starts_with("arn:") {
+        return Ok(by.to_string());
+    }
+    if by == "root" {
+        return Ok(c.account.root_arn());
+    }
+    Ok(match c.store.user(by).await? {
+        Some(u) => c.account.user_arn(&u.path, &u.user_name),
+        None => c.account.user_arn("/", by),
+    })
 }
 
 /// Characters of `bytes` (as UTF-8, invalid sequences replaced), cut to

@@ -472,6 +472,15 @@ pub(super) async fn list_changes(
         )));
     }
     let before = c.store.inventory_at(id, start).await?;
+    if r.by_capture == Some(true) {
+        let captures = c.store.inventory_between(id, start, end).await?;
+        return Ok(json!({
+            "InstanceId": id,
+            "StartTime": iso_ms(start),
+            "EndTime": iso_ms(end),
+            "Changes": changes_by_capture(&before, &captures, type_name)?,
+        }));
+    }
     let after = c.store.inventory_at(id, end).await?;
     let types: BTreeSet<&String> = before
         .iter()
@@ -502,6 +511,37 @@ pub(super) async fn list_changes(
     }))
 }
 
+/// Each capture's changes against the content before it (the baseline at
+/// the window's start, then the previous capture of the same type), oldest
+/// first, each with the capture's time (`CaptureTime`).
+fn changes_by_capture(
+    baseline: &[InventoryRow],
+    captures: &[InventoryRow],
+    type_name: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut last: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
+    for row in baseline {
+        last.insert(&row.type_name, entries(row)?);
+    }
+    let mut out: Vec<(i64, Value)> = Vec::new();
+    for row in captures {
+        if type_name.is_some_and(|want| want != row.type_name) {
+            continue;
+        }
+        let now = entries(row)?;
+        let was = last.remove(row.type_name.as_str()).unwrap_or_default();
+        let mut d = diff(&row.type_name, &was, &now);
+        let empty = |k: &str| d[k].as_array().is_none_or(Vec::is_empty);
+        if !(empty("Added") && empty("Removed") && empty("Changed")) {
+            d["CaptureTime"] = json!(iso_ms(row.capture_ms));
+            out.push((row.capture_ms, d));
+        }
+        last.insert(&row.type_name, now);
+    }
+    out.sort_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|(_, d)| d).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +551,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn changes_by_capture_diff_each_capture_with_the_one_before() {
+        let row = |t: &str, at: i64, json: &str| InventoryRow {
+            instance_id: "mi-1".into(),
+            type_name: t.into(),
+            schema_version: String::new(),
+            content_hash: at.to_string(),
+            capture_ms: at,
+            content_json: json.into(),
+        };
+        let app =
+            |v: &str| format!(r#"[{{"Name":"openssl","Architecture":"x86_64","Version":"{v}"}}]"#);
+        let baseline = [row("AWS:Application", 1_000, &app("3.0.11"))];
+        let captures = [
+            row("AWS:Application", 2_000, &app("3.0.13")),
+            row("AWS:Application", 3_000, &app("3.0.15")),
+            row("Custom:X", 2_500, r#"[{"A":"1"}]"#),
+        ];
+        let out = changes_by_capture(&baseline, &captures, None).unwrap();
+        let at: Vec<&str> = out
+            .iter()
+            .map(|c| c["CaptureTime"].as_str().unwrap())
+            .collect();
+        assert_eq!(at.len(), 3, "{out:?}");
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "oldest first: {at:?}");
+        assert_eq!(out[0]["Changed"][0]["Before"]["Version"], "3.0.11");
+        assert_eq!(out[0]["Changed"][0]["After"]["Version"], "3.0.13");
+        assert_eq!(out[1]["TypeName"], "Custom:X");
+        assert_eq!(out[1]["Added"][0]["A"], "1", "no baseline: added");
+        assert_eq!(out[2]["Changed"][0]["Before"]["Version"], "3.0.13");
+        let only = changes_by_capture(&baseline, &captures, Some("Custom:X")).unwrap();
+        assert_eq!(only.len(), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 use tether_ssm::{ApiError, limits};
 
-use super::views::{self, ago, error_box, layout, pill, qs, s, seg, when};
+use super::views::{self, ago_time, error_box, layout, pill, qs, s, seg, time};
 use super::{Answer, Ctx};
 
 type Form = HashMap<String, String>;
@@ -207,7 +207,7 @@ async fn fleet(ctx: &Ctx, q: &Query, whole: bool) -> Result<Markup, ApiError> {
             button type="submit" { "Filter" }
             @if !filter_qs.is_empty() { a href="/console/fleet" { "Clear" } }
         }
-        section #fleet-table data-refresh=(refresh) data-interval=(limits::CONSOLE_REFRESH.as_millis()) {
+        section #fleet-table data-refresh=(refresh) data-interval=(limits::CONSOLE_FLEET_REFRESH.as_millis()) {
             (table)
         }
     })
@@ -250,7 +250,7 @@ fn fleet_table(v: &Value, filter_qs: &str, this_page: &str) -> Markup {
                             td { (s(i, "PlatformName")) " " (s(i, "PlatformVersion")) div.id { (s(i, "PlatformType")) } }
                             td { (s(i, "AgentVersion")) }
                             td.mono { (s(i, "IPAddress")) }
-                            td title=(when(&i["LastPingDateTime"])) { (ago(&i["LastPingDateTime"])) }
+                            td { (ago_time(&i["LastPingDateTime"])) }
                             td.tags {
                                 @for t in i["Tags"].as_array().into_iter().flatten() {
                                     span.tag { (s(t, "Key")) "=" (s(t, "Value")) }
@@ -303,9 +303,33 @@ async fn instance(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
             json!({"InstanceId": id, "TypeName": "AWS:Service", "MaxResults": limits::CONSOLE_PAGE_ROWS}),
         )
         .await;
+    // The changes of the last days, capture by capture; and which custom
+    // types (PutInventory's Custom:*) the instance has now.
+    let since = tether_util::time::now_ms() - limits::CONSOLE_INVENTORY_CHANGE_DAYS * 86_400_000;
     let changes = ctx
-        .call("ListInventoryChanges", json!({"InstanceId": id}))
+        .call(
+            "ListInventoryChanges",
+            json!({"InstanceId": id, "ByCapture": true, "StartTime": since / 1000}),
+        )
         .await;
+    let mut customs = Vec::new();
+    if let Ok(all) = ctx
+        .call("ListInventoryChanges", json!({"InstanceId": id}))
+        .await
+    {
+        for t in all["Changes"].as_array().into_iter().flatten() {
+            let name = s(t, "TypeName");
+            if name.starts_with("Custom:") {
+                let entries = ctx
+                    .call(
+                        "ListInventoryEntries",
+                        json!({"InstanceId": id, "TypeName": name, "MaxResults": limits::CONSOLE_PAGE_ROWS}),
+                    )
+                    .await;
+                customs.push((name.to_string(), entries));
+            }
+        }
+    }
     let assocs = ctx
         .call(
             "DescribeInstanceAssociationsStatus",
@@ -315,27 +339,22 @@ async fn instance(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
     let cmds = ctx
         .call("ListCommands", json!({"InstanceId": id, "MaxResults": 10}))
         .await;
-    let details = [
-        ("Instance ID", s(&i, "InstanceId").to_string()),
-        ("Name", s(&i, "Name").to_string()),
-        ("Computer name", s(&i, "ComputerName").to_string()),
-        ("Ping status", s(&i, "PingStatus").to_string()),
-        ("Last seen", when(&i["LastPingDateTime"])),
+    let details: [(&str, Markup); 12] = [
+        ("Instance ID", html! { (s(&i, "InstanceId")) }),
+        ("Name", html! { (s(&i, "Name")) }),
+        ("Computer name", html! { (s(&i, "ComputerName")) }),
+        ("Ping status", html! { (s(&i, "PingStatus")) }),
+        ("Last seen", time(&i["LastPingDateTime"])),
         (
             "Platform",
-            format!(
-                "{} {} ({})",
-                s(&i, "PlatformName"),
-                s(&i, "PlatformVersion"),
-                s(&i, "PlatformType")
-            ),
+            html! { (s(&i, "PlatformName")) " " (s(&i, "PlatformVersion")) " (" (s(&i, "PlatformType")) ")" },
         ),
-        ("Agent version", s(&i, "AgentVersion").to_string()),
-        ("IP address", s(&i, "IPAddress").to_string()),
-        ("Registered", when(&i["RegistrationDate"])),
-        ("Activation", s(&i, "ActivationId").to_string()),
-        ("IAM role", s(&i, "IamRole").to_string()),
-        ("Resource type", s(&i, "ResourceType").to_string()),
+        ("Agent version", html! { (s(&i, "AgentVersion")) }),
+        ("IP address", html! { (s(&i, "IPAddress")) }),
+        ("Registered", time(&i["RegistrationDate"])),
+        ("Activation", html! { (s(&i, "ActivationId")) }),
+        ("IAM role", html! { (s(&i, "IamRole")) }),
+        ("Resource type", html! { (s(&i, "ResourceType")) }),
     ];
     Ok(html! {
         h1 { (s(&i, "Name")) " " span.id { (id) } " " (pill(s(&i, "PingStatus"))) }
@@ -366,7 +385,7 @@ async fn instance(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
                                         td { (s(x, "AssociationName")) div.id { (s(x, "AssociationId")) } }
                                         td { (s(x, "Name")) }
                                         td { (pill(s(x, "Status"))) div.id { (s(x, "DetailedStatus")) } }
-                                        td { (when(&x["ExecutionDate"])) }
+                                        td { (time(&x["ExecutionDate"])) }
                                     }
                                 }
                             }
@@ -386,10 +405,14 @@ async fn instance(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
             (entries(&nets, &["Name", "IPV4", "IPV6", "MacAddress", "DHCPServer"], "network"))
             h2 { "Inventory: services" }
             (entries(&services, &["Name", "DisplayName", "Status", "StartType", "ServiceType"], "services"))
-            h2 { "Inventory changes" }
+            @for (name, entries) in &customs {
+                h2 { "Inventory: " (name) }
+                (custom_entries(entries, name))
+            }
+            h2 { "Inventory changes, last " (limits::CONSOLE_INVENTORY_CHANGE_DAYS) " days" }
             @match &changes {
                 Err(e) => (error_box(e)),
-                Ok(c) => pre.json { (serde_json::to_string_pretty(c).unwrap_or_default()) }
+                Ok(c) => (inventory_changes(c)),
             }
         }
     })
@@ -416,6 +439,150 @@ fn entries(v: &Result<Value, ApiError>, columns: &[&str], id: &str) -> Markup {
     }
 }
 
+/// A custom type's entries: its attributes as columns (as many as fit).
+fn custom_entries(v: &Result<Value, ApiError>, name: &str) -> Markup {
+    let columns: Vec<String> = match v {
+        Ok(v) => {
+            let mut seen: Vec<String> = Vec::new();
+            for e in v["Entries"].as_array().into_iter().flatten() {
+                for k in e.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !seen.contains(k) && seen.len() < CUSTOM_COLUMNS {
+                        seen.push(k.clone());
+                    }
+                }
+            }
+            seen
+        }
+        Err(_) => Vec::new(),
+    };
+    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let id = format!("custom-{}", name.trim_start_matches("Custom:"));
+    entries(v, &refs, &id)
+}
+
+/// The most columns a custom type's table shows.
+const CUSTOM_COLUMNS: usize = 8;
+
+/// The rows one change list shows before "… and N more".
+const CHANGE_ROWS: usize = 10;
+
+/// An entry's name in a change list: its `Name` (or `InstanceId`), else
+/// its attributes.
+fn entry_label(e: &Value) -> String {
+    for k in ["Name", "InstanceId"] {
+        if let Some(n) = e[k].as_str() {
+            return n.to_string();
+        }
+    }
+    attributes(e, &[])
+}
+
+/// `k: v, …` of an entry's attributes but those named.
+fn attributes(e: &Value, except: &[&str]) -> String {
+    e.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !except.contains(&k.as_str()) && k.as_str() != "InstalledTime")
+        .map(|(k, v)| {
+            format!(
+                "{k}: {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One capture's change of a type with a single entry before and after
+/// (a custom type has no identifying attribute, so the answer says Removed
+/// and Added): shown as that item Changed.
+fn paired(c: &Value) -> Value {
+    let (added, removed) = (&c["Added"], &c["Removed"]);
+    let one = |v: &Value| v.as_array().is_some_and(|a| a.len() == 1);
+    if !(one(added) && one(removed) && c["Changed"].as_array().is_none_or(Vec::is_empty)) {
+        return c.clone();
+    }
+    let (old, new) = (&removed[0], &added[0]);
+    let mut attributes: Vec<&String> = old
+        .as_object()
+        .into_iter()
+        .chain(new.as_object())
+        .flat_map(|o| o.keys())
+        .filter(|k| old[k.as_str()] != new[k.as_str()] && k.as_str() != "InstalledTime")
+        .collect();
+    attributes.sort();
+    attributes.dedup();
+    let mut out = c.clone();
+    out["Added"] = json!([]);
+    out["Removed"] = json!([]);
+    out["Changed"] = json!([{"Attributes": attributes, "Before": old, "After": new}]);
+    out
+}
+
+/// ListInventoryChanges (by capture) as a table, newest first: when, the
+/// type, what happened to which item, old → new.
+fn inventory_changes(v: &Value) -> Markup {
+    let mut changes: Vec<Value> = v["Changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(paired)
+        .collect();
+    changes.reverse();
+    html! {
+        div.scroll {
+            table.grid #inventory-changes {
+                thead { tr { th { "When" } th { "Type" } th { "Change" } th { "Item" } th { "Old → new" } } }
+                tbody {
+                    @if changes.is_empty() { tr { td colspan="5" .empty { "No change." } } }
+                    @for c in &changes {
+                        @let (when, kind) = (&c["CaptureTime"], s(c, "TypeName"));
+                        @for x in c["Changed"].as_array().into_iter().flatten() {
+                            @let (old, new) = (&x["Before"], &x["After"]);
+                            tr.changed {
+                                td { (time(when)) }
+                                td { (kind) }
+                                td { span.pill.busy { "Changed" } }
+                                td { (entry_label(new)) }
+                                td {
+                                    @for a in x["Attributes"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                                        div.change {
+                                            span.attr { (a) ": " }
+                                            del { (old[a].as_str().unwrap_or("")) }
+                                            " → "
+                                            ins { (new[a].as_str().unwrap_or("")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @for (label, class, list) in [("Added", "ok", &c["Added"]), ("Removed", "bad", &c["Removed"])] {
+                            @let items = list.as_array().cloned().unwrap_or_default();
+                            @for e in items.iter().take(CHANGE_ROWS) {
+                                tr {
+                                    td { (time(when)) }
+                                    td { (kind) }
+                                    td { span class={"pill " (class)} { (label) } }
+                                    td { (entry_label(e)) }
+                                    td.id { (attributes(e, &["Name", "InstanceId"])) }
+                                }
+                            }
+                            @if items.len() > CHANGE_ROWS {
+                                tr {
+                                    td { (time(when)) }
+                                    td { (kind) }
+                                    td { span class={"pill " (class)} { (label) } }
+                                    td colspan="2" .muted { "… and " (items.len() - CHANGE_ROWS) " more" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- commands
 
 fn commands_table(v: &Result<Value, ApiError>, paging: bool) -> Markup {
@@ -435,7 +602,7 @@ fn commands_table(v: &Result<Value, ApiError>, paging: bool) -> Markup {
                                     td { a href={"/console/commands/" (seg(id))} { span.mono { (id) } } @if !s(c, "Comment").is_empty() { div.id { (s(c, "Comment")) } } }
                                     td { (s(c, "DocumentName")) }
                                     td { (pill(s(c, "Status"))) }
-                                    td { (when(&c["RequestedDateTime"])) }
+                                    td { (time(&c["RequestedDateTime"])) }
                                     td.id { (s(c, "RequestedBy")) }
                                     td { (c["TargetCount"]) }
                                     td { (c["CompletedCount"]) " / " (c["ErrorCount"]) }
@@ -468,10 +635,6 @@ async fn command(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
         .unwrap_or_default();
     let chosen = q.get("instance").cloned().unwrap_or(first);
     let full = q.contains_key("full");
-    let done = matches!(
-        s(&c, "Status"),
-        "Success" | "Failed" | "TimedOut" | "Cancelled"
-    );
     let params = serde_json::to_string_pretty(&c["Parameters"]).unwrap_or_default();
     let targets = if c["InstanceIds"].as_array().is_some_and(|a| !a.is_empty()) {
         c["InstanceIds"]
@@ -512,19 +675,13 @@ async fn command(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
         h1 { "Command " span.mono { (id) } }
         dl.details.wide {
             dt { "Document" } dd { (s(&c, "DocumentName")) " (version " (s(&c, "DocumentVersion")) ")" }
-            dt { "Requested" } dd { (when(&c["RequestedDateTime"])) " by " (s(&c, "RequestedBy")) }
+            dt { "Requested" } dd { (time(&c["RequestedDateTime"])) " by " (s(&c, "RequestedBy")) }
             dt { "Targets" } dd { (targets) }
             dt { "Comment" } dd { (s(&c, "Comment")) }
             dt { "Concurrency / errors" } dd { (s(&c, "MaxConcurrency")) " / " (s(&c, "MaxErrors")) }
             dt { "Parameters" } dd { pre.json { (params) } }
         }
-        @if !done {
-            form method="post" action={"/console/commands/" (seg(id)) "/cancel"} {
-                input type="hidden" name="csrf" value=(ctx.session.csrf);
-                button.danger type="submit" id="cancel" { "Cancel command" }
-            }
-        }
-        h2 { "Status per instance" }
+        h2 { "Status" }
         section #command-status data-refresh={"/console/commands/" (seg(id)) "/status"} data-interval=(limits::CONSOLE_REFRESH.as_millis()) {
             (status)
         }
@@ -542,8 +699,13 @@ async fn command(ctx: &Ctx, id: &str, q: &Query) -> Result<Markup, ApiError> {
     })
 }
 
-/// The per-instance status table (refreshed; `data-done` once the command ended).
+/// The command's status, its Cancel button while it can still be
+/// cancelled, and the per-instance status table: the section the script
+/// refreshes, so the button goes when the command ends (`data-done` then
+/// stops the refreshing).
 async fn command_status(ctx: &Ctx, id: &str) -> Result<Markup, ApiError> {
+    let cmd = ctx.call("ListCommands", json!({"CommandId": id})).await?;
+    let c = cmd["Commands"].get(0).cloned().unwrap_or(Value::Null);
     let v = ctx
         .call("ListCommandInvocations", json!({"CommandId": id}))
         .await?;
@@ -551,15 +713,22 @@ async fn command_status(ctx: &Ctx, id: &str) -> Result<Markup, ApiError> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let done = !list.is_empty()
-        && list.iter().all(|i| {
-            !matches!(
-                s(i, "Status"),
-                "Pending" | "InProgress" | "Delayed" | "Cancelling"
-            )
-        });
+    let unfinished = |st: &str| matches!(st, "Pending" | "InProgress" | "Delayed" | "Cancelling");
+    let done = !unfinished(s(&c, "Status")) && list.iter().all(|i| !unfinished(s(i, "Status")));
     Ok(html! {
-        div.scroll data-done=[done.then_some("1")] {
+        div.command-state data-done=[done.then_some("1")] {
+            p.summary {
+                (pill(s(&c, "Status")))
+                " " span #command-counts { (c["CompletedCount"]) " of " (c["TargetCount"]) " done, " (c["ErrorCount"]) " errors" }
+            }
+            @if !done {
+                form method="post" action={"/console/commands/" (seg(id)) "/cancel"} {
+                    input type="hidden" name="csrf" value=(ctx.session.csrf);
+                    button.danger type="submit" id="cancel" { "Cancel command" }
+                }
+            }
+        }
+        div.scroll {
             table.grid #invocations {
                 thead { tr { th { "Instance" } th { "Status" } th { "Details" } th { "Requested" } th { "Output" } } }
                 tbody {
@@ -570,7 +739,7 @@ async fn command_status(ctx: &Ctx, id: &str) -> Result<Markup, ApiError> {
                             td { span.name { (s(i, "InstanceName")) } div.id { (inst) } }
                             td.status { (pill(s(i, "Status"))) }
                             td { (s(i, "StatusDetails")) }
-                            td { (when(&i["RequestedDateTime"])) }
+                            td { (time(&i["RequestedDateTime"])) }
                             td { a href={"/console/commands/" (seg(id)) "?" (qs(&[("instance", inst)]))} { "Show" } }
                         }
                     }
@@ -664,16 +833,11 @@ async fn history(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
     if !filters.is_empty() {
         req["Filters"] = json!(filters);
     }
-    let mut v = ctx.call("ListCommands", req).await;
-    // The requester: ListCommands has no such filter; this page's rows are
-    // narrowed to it.
-    if !requester.is_empty()
-        && let Ok(v) = &mut v
-        && let Some(list) = v["Commands"].as_array_mut()
-    {
-        let r = requester.to_lowercase();
-        list.retain(|c| s(c, "RequestedBy").to_lowercase().contains(&r));
+    // Tether's RequestedBy: the store filters the whole history (indexed).
+    if !requester.is_empty() {
+        req["RequestedBy"] = json!(requester);
     }
+    let v = ctx.call("ListCommands", req).await;
     let filter_qs = qs(&[
         ("status", status),
         ("document", document),
@@ -696,13 +860,12 @@ async fn history(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
                 }
             }
             input type="text" name="document" placeholder="Document" value=(document) aria-label="Document";
-            label { "after " input type="datetime-local" name="after" value=(after); }
-            label { "before " input type="datetime-local" name="before" value=(before); }
-            input type="text" name="requester" placeholder="Requested by" value=(requester) aria-label="Requester";
+            label { "after (UTC) " input type="datetime-local" name="after" value=(after); }
+            label { "before (UTC) " input type="datetime-local" name="before" value=(before); }
+            input type="text" name="requester" placeholder="Requested by: user, root or ARN" value=(requester) aria-label="Requester";
             button type="submit" { "Filter" }
             @if !filter_qs.is_empty() { a href="/console/history" { "Clear" } }
         }
-        @if !requester.is_empty() { p.note { "Requester narrows the rows of each page (times are UTC)." } }
         (commands_table(&v, true))
         div.pager {
             @if !next.is_empty() { a href={"/console/history?" (filter_qs)} { "« First page" } }
@@ -1139,7 +1302,7 @@ async fn document(ctx: &Ctx, name: &str, q: &Query) -> Result<Markup, ApiError> 
         h2 { "Versions" }
         ul.versions {
             @for v in versions["DocumentVersions"].as_array().into_iter().flatten() {
-                li { a href={"/console/documents/" (seg(&name)) "?" (qs(&[("version", s(v, "DocumentVersion"))]))} { (s(v, "DocumentVersion")) } " " (when(&v["CreatedDate"])) @if v["IsDefaultVersion"].as_bool() == Some(true) { " (default)" } }
+                li { a href={"/console/documents/" (seg(&name)) "?" (qs(&[("version", s(v, "DocumentVersion"))]))} { (s(v, "DocumentVersion")) } " " (time(&v["CreatedDate"])) @if v["IsDefaultVersion"].as_bool() == Some(true) { " (default)" } }
             }
         }
         p { a.button href={"/console/run?" (qs(&[("document", &name)]))} { "Run this document" } }
@@ -1169,7 +1332,7 @@ async fn associations(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
                             td { @for t in a["Targets"].as_array().into_iter().flatten() { span.tag { (s(t, "Key")) "=" (t["Values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",")) } } }
                             td.mono { (s(a, "ScheduleExpression")) }
                             td { (pill(s(&a["Overview"], "Status"))) div.id { (s(&a["Overview"], "DetailedStatus")) } }
-                            td { (when(&a["LastExecutionDate"])) }
+                            td { (time(&a["LastExecutionDate"])) }
                         }
                     }
                 }
@@ -1200,7 +1363,7 @@ async fn parameters(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
                             td { (s(p, "Name")) }
                             td { (s(p, "Type")) }
                             td { (p["Version"]) }
-                            td { (when(&p["LastModifiedDate"])) }
+                            td { (time(&p["LastModifiedDate"])) }
                             td.id { (s(p, "LastModifiedUser")) }
                             td {
                                 form method="post" action="/console/parameters/value" {
@@ -1240,7 +1403,7 @@ async fn parameter_value(ctx: &Ctx, form: &Form) -> Result<Markup, ApiError> {
         dl.details.wide {
             dt { "Type" } dd { (s(p, "Type")) }
             dt { "Version" } dd { (p["Version"]) }
-            dt { "Modified" } dd { (when(&p["LastModifiedDate"])) }
+            dt { "Modified" } dd { (time(&p["LastModifiedDate"])) }
             dt { "Value" } dd { pre.value #parameter-value { (s(p, "Value")) } }
         }
         p { a href="/console/parameters" { "« Parameters" } }
@@ -1308,7 +1471,7 @@ async fn audit(ctx: &Ctx, q: &Query) -> Result<Markup, ApiError> {
                             @for e in &list {
                                 @let rec: Value = serde_json::from_str(s(e, "CloudTrailEvent")).unwrap_or(Value::Null);
                                 tr {
-                                    td { (when(&e["EventTime"])) }
+                                    td { (time(&e["EventTime"])) }
                                     td { (s(e, "EventName")) }
                                     td { (s(e, "Username")) }
                                     td.id { (s(&rec, "sourceIPAddress")) " " (rec["additionalEventData"]["tether"]["transport"].as_str().unwrap_or("")) }
@@ -1347,6 +1510,35 @@ mod tests {
         );
         assert!(out.contains("&lt;img src=x onerror=alert(1)&gt;"), "{out}");
         assert!(!out.contains("<script>") && !out.contains("<img"), "{out}");
+    }
+
+    #[test]
+    fn inventory_changes_read_as_old_to_new_newest_first() {
+        let v = json!({"Changes": [
+            {"TypeName": "AWS:Application", "CaptureTime": "2026-01-01T00:00:00Z",
+             "Added": [{"Name": "curl", "Version": "7.88"}], "Removed": [],
+             "Changed": [{"Attributes": ["Version"],
+                          "Before": {"Name": "openssl", "Version": "3.0.11"},
+                          "After": {"Name": "openssl", "Version": "3.0.15"}}]},
+            {"TypeName": "Custom:RackInfo", "CaptureTime": "2026-01-02T00:00:00Z",
+             "Added": [{"Rack": "<b>5</b>"}], "Removed": [{"Rack": "4"}], "Changed": []},
+        ]});
+        let out = inventory_changes(&v).into_string();
+        let (rack, openssl) = (
+            out.find("Custom:RackInfo").unwrap(),
+            out.find("openssl").unwrap(),
+        );
+        assert!(rack < openssl, "newest first: {out}");
+        assert!(
+            out.contains("<del>3.0.11</del> → <ins>3.0.15</ins>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<del>4</del> → <ins>&lt;b&gt;5&lt;/b&gt;</ins>"),
+            "one custom entry replaced reads as changed: {out}"
+        );
+        assert!(out.contains(">Added<") && out.contains("curl"), "{out}");
+        assert!(out.contains("datetime=\"2026-01-02T00:00:00Z\""), "{out}");
     }
 
     #[test]

@@ -48,17 +48,40 @@ pub fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("")
 }
 
-/// An SSM timestamp (seconds since the epoch, or an ISO string) as
-/// `YYYY-MM-DD HH:MM:SS`, UTC.
-pub fn when(v: &Value) -> String {
+/// An SSM timestamp (seconds since the epoch, or an ISO string).
+fn instant(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
     let ms = match v {
         Value::Number(n) => n.as_f64().map(|f| (f * 1000.0) as i64),
         Value::String(t) => tether_util::time::parse_timestamp_ms(t),
         _ => None,
     };
     ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+}
+
+/// An SSM timestamp as a `<time>` element: UTC in the HTML (what a browser
+/// without script shows), the instant in `datetime`; the console's script
+/// shows it in the browser's time zone, the UTC value in its title.
+pub fn time(v: &Value) -> Markup {
+    match instant(v) {
+        None => html! {},
+        Some(t) => html! {
+            time.local datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) {
+                (t.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+        },
+    }
+}
+
+/// How long ago an SSM timestamp was, as a `<time>` whose title is the
+/// instant (UTC; the script makes it local time).
+pub fn ago_time(v: &Value) -> Markup {
+    match instant(v) {
+        None => html! {},
+        Some(t) => html! {
+            time.ago datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                title=(t.format("%Y-%m-%d %H:%M:%S UTC")) { (ago(v)) }
+        },
+    }
 }
 
 /// How long ago an SSM timestamp was, shortly (`12 s ago`, `3 h ago`).

@@ -366,13 +366,9 @@ impl Coordinator {
                 stderr_truncated: false,
             }],
         };
-        if self
-            .store
+        self.store
             .finish_invocation(command_id, instance_id, &result, now)
-            .await?
-        {
-            self.metrics.finished(detail);
-        }
+            .await?;
         Ok(())
     }
 

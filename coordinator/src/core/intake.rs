@@ -74,13 +74,9 @@ impl Coordinator {
                     }
                     if status.is_some_and(|status| status == "Pending") {
                         let result = refused(&why, now);
-                        if self
-                            .store
+                        self.store
                             .finish_invocation(&command_id, id, &result, now)
-                            .await?
-                        {
-                            self.metrics.finished(result.detail);
-                        }
+                            .await?;
                     }
                 }
                 Report::Unknown { command_id } => {

@@ -20,7 +20,6 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tether_ssm::limits;
-use tether_ssm::state::Detail;
 use tether_util::time::now_ms;
 use tracing::warn;
 
@@ -32,9 +31,6 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// How long a scrape waits for the fleet's counts before answering without them.
 const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The final statuses invocations are counted by.
-const FINAL_STATUSES: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
 
 /// Upper bounds of the result-latency buckets, in seconds (send → result stored).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -184,7 +180,6 @@ const REFUSAL_REASONS: [&str; 8] = [
 pub struct Metrics {
     polls: AtomicU64,
     deliveries: AtomicU64,
-    finished: [AtomicU64; FINAL_STATUSES.len()],
     result_latency: Histogram,
     statements: Vec<Histogram>,
     batch_sizes: Histogram,
@@ -197,7 +192,6 @@ impl Default for Metrics {
         Metrics {
             polls: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
-            finished: Default::default(),
             result_latency: Histogram::new(LATENCY_BUCKETS),
             statements: Statement::ALL
                 .iter()
@@ -224,21 +218,10 @@ impl Metrics {
         }
     }
 
-    /// An invocation reached `detail`, a final status (others are not counted).
-    pub fn finished(&self, detail: Detail) {
-        self.finished_n(detail, 1);
-    }
-
-    /// `n` invocations reached `detail`.
-    pub fn finished_n(&self, detail: Detail, n: u64) {
-        if let Some(i) = FINAL_STATUSES.iter().position(|s| *s == detail.status()) {
-            self.finished[i].fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// An agent's result was stored, for a command requested at `requested_ms`.
-    pub fn result_stored(&self, detail: Detail, requested_ms: Option<i64>) {
-        self.finished(detail);
+    /// An agent's result was stored, for a command requested at
+    /// `requested_ms`. (Invocations by final status are the store's count,
+    /// [`tether_store::Store::finished_counts`]: it sees every path.)
+    pub fn result_stored(&self, requested_ms: Option<i64>) {
         if let Some(at) = requested_ms {
             self.result_latency
                 .observe((now_ms() - at).max(0) as f64 / 1000.0);
@@ -537,11 +520,7 @@ pub async fn render(c: &Coordinator) -> String {
         ready: c.is_ready(),
         polls: load(&m.polls),
         deliveries: load(&m.deliveries),
-        finished: FINAL_STATUSES
-            .iter()
-            .zip(m.finished.iter())
-            .map(|(s, n)| (*s, load(n)))
-            .collect(),
+        finished: c.store.finished_counts().to_vec(),
         result_latency: m.result_latency.snapshot(),
         statements: Statement::ALL
             .iter()
@@ -589,19 +568,5 @@ mod tests {
         assert_eq!(s.count, 4);
         assert_eq!(s.sum, 10.0);
         assert_eq!(s.buckets, vec![(1.0, 2), (2.0, 1), (f64::INFINITY, 1)]);
-    }
-
-    #[test]
-    fn only_final_statuses_are_counted() {
-        let m = Metrics::default();
-        m.finished(Detail::Success);
-        m.finished(Detail::DeliveryTimedOut);
-        m.finished(Detail::InProgress);
-        let counted: Vec<u64> = m
-            .finished
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(counted, vec![1, 0, 1, 0]);
     }
 }

@@ -116,11 +116,7 @@ impl Coordinator {
         let now = now_ms();
         match self.store.sweep_delivery_timeouts(now).await {
             Ok(0) => {}
-            Ok(n) => {
-                self.metrics
-                    .finished_n(tether_ssm::state::Detail::DeliveryTimedOut, n as u64);
-                info!(count = n, "invocations reached their delivery timeout")
-            }
+            Ok(n) => info!(count = n, "invocations reached their delivery timeout"),
             Err(e) => warn!(error = %e, "delivery-timeout sweep failed"),
         }
         let connected = self.bells.held();
@@ -136,7 +132,6 @@ impl Coordinator {
         {
             Ok(ended) => {
                 for (command_id, instance_id, detail) in ended {
-                    self.metrics.finished(detail);
                     warn!(%command_id, %instance_id, status = detail.as_str(),
                         "invocation ended by the coordinator: its agent did not answer");
                 }

@@ -93,9 +93,8 @@ impl Coordinator {
             .await?;
         self.metrics.batch(ops.len());
         for (op, applied) in ops.iter().zip(&done) {
-            if let (WriteOp::Finish(f), true) = (op, applied.applied) {
-                self.metrics
-                    .result_stored(f.result.detail, applied.requested_ms);
+            if let (WriteOp::Finish(_), true) = (op, applied.applied) {
+                self.metrics.result_stored(applied.requested_ms);
             }
         }
         Ok(done)

@@ -36,8 +36,22 @@ fn free_port() -> u16 {
 
 impl Browser {
     async fn start(coord: &Coordinator, profile: &Path, name: &str) -> Browser {
+        Browser::start_in(coord, profile, name, None).await
+    }
+
+    /// A browser whose time zone is `tz` (Chromium follows `TZ`).
+    async fn start_in(
+        coord: &Coordinator,
+        profile: &Path,
+        name: &str,
+        tz: Option<&str>,
+    ) -> Browser {
         let port = free_port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver");
+        if let Some(tz) = tz {
+            driver.env("TZ", tz);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -262,7 +276,7 @@ fn the_console_shows_the_fleet_runs_a_command_and_refuses_what_policies_refuse()
         assert_eq!(b.count("#evil-name").await, 0, "no element from a name");
         assert_eq!(b.count("#fleet script, #fleet img").await, 0);
         // The table refreshes by itself (the fragment replaces it) and stays inert.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
         assert_eq!(b.count("#fleet tbody tr[data-instance]").await, 2);
         let pwned = b.client.execute("return window.pwned || 0", vec![]).await.unwrap();
         assert_eq!(pwned, json!(0), "markup in the fleet ran");
@@ -538,4 +552,231 @@ fn a_console_session_expires_and_a_user_without_console_login_is_refused() {
         events.to_string().contains("AccessDeniedException"),
         "{events}"
     );
+}
+
+/// What the first console left: the Cancel button goes when the command
+/// ends (the live update, no reload); times are UTC in the HTML and the
+/// browser's own time zone on the page (UTC in the title); an instance's
+/// inventory changes as a table (old → new, when) and its custom types;
+/// history filtered by requester over the whole history, not one page.
+#[test]
+fn the_console_drops_cancel_when_done_shows_local_times_inventory_changes_and_requesters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let custom = tmp.path().join("n1-custom");
+    std::fs::create_dir_all(&custom).unwrap();
+    let rack = |r: &str| {
+        format!(
+            r#"{{"SchemaVersion":"1.0","TypeName":"Custom:RackInfo","Content":{{"Location":"RENCI","Rack":"{r}"}}}}"#
+        )
+    };
+    std::fs::write(custom.join("rack.json"), rack("4")).unwrap();
+    let (act, code) = coord.activation(1);
+    let a = Agent::start_with_activation(
+        tmp.path(),
+        "n1",
+        &coord,
+        (&act, &code),
+        &[(
+            "TETHER_AGENT_CUSTOM_INVENTORY_DIR",
+            custom.to_str().unwrap(),
+        )],
+    );
+    let created = coord.json(&[
+        "create-association", "--name", "AWS-GatherSoftwareInventory",
+        "--targets", &format!("Key=InstanceIds,Values={}", a.instance_id),
+        "--schedule-expression", "rate(1 minute)",
+        "--parameters", "applications=Disabled,networkConfig=Enabled,awsComponents=Disabled,services=Disabled,instanceDetailedInformation=Disabled,customInventory=Enabled",
+    ]);
+    assert!(created["AssociationDescription"]["AssociationId"].is_string());
+
+    // History: one command by alice, then 55 by root (more than a page).
+    coord.json(&["create-user", "--user-name", "alice"]);
+    coord.json(&[
+        "put-user-policy", "--user-name", "alice", "--policy-name", "run",
+        "--policy-document",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ssm:*","tether:ConsoleLogin"],"Resource":"*"}]}"#,
+    ]);
+    let alice = tmp.path().join("alice.json");
+    std::fs::write(
+        &alice,
+        coord
+            .json(&["create-operator-config", "--user-name", "alice"])
+            .to_string(),
+    )
+    .unwrap();
+    let out = tether_as(
+        &alice,
+        &[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &a.instance_id,
+            "--parameters",
+            "commands=echo alice",
+            "--comment",
+            "by alice",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_alice: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alice_command = by_alice["Command"]["CommandId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in 0..55 {
+        coord.json(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &a.instance_id,
+            "--parameters",
+            "commands=true",
+            "--comment",
+            &format!("root {n}"),
+        ]);
+    }
+    // The CLI's flags for Tether's extras.
+    let described = coord.json(&[
+        "describe-instance-information",
+        "--include-tags",
+        "--summarize",
+        "--name-contains",
+        &a.instance_id[3..12].to_uppercase(),
+    ]);
+    assert_eq!(described["Summary"]["Total"], 1, "{described}");
+    assert_eq!(
+        described["InstanceInformationList"][0]["InstanceId"],
+        a.instance_id.as_str()
+    );
+    assert!(
+        described["InstanceInformationList"][0]["Tags"].is_array(),
+        "{described}"
+    );
+    let none = coord.json(&[
+        "describe-instance-information",
+        "--name-contains",
+        "no-such-node",
+        "--summarize",
+    ]);
+    assert_eq!(none["Summary"]["Total"], 0, "{none}");
+    let listed = coord.json(&["list-commands", "--requested-by", "alice"]);
+    let ids: Vec<&str> = listed["Commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CommandId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [alice_command.as_str()], "{listed}");
+
+    let token = root_token(&coord);
+    runtime().block_on(async {
+        let b = Browser::start_in(&coord, &tmp.path().join("chrome"), "extras", Some("Asia/Kolkata")).await;
+        b.sign_in(&token).await;
+        b.until("the fleet", 15, || async { b.url().await.contains("/console/fleet") }).await;
+
+        // History by requester: alice's one command, though 55 newer ones
+        // fill the first pages.
+        b.goto("/console/history?requester=alice").await;
+        let rows = b.count("#commands tbody tr").await;
+        let table = b.text("#commands").await;
+        assert_eq!(rows, 1, "{table}");
+        assert!(table.contains(&alice_command), "{table}");
+        assert_eq!(b.count("#next-page").await, 0);
+        b.shot("01-history-alice").await;
+        b.goto("/console/history?requester=root").await;
+        assert_eq!(b.count("#commands tbody tr").await, 50);
+        assert!(!b.text("#commands").await.contains(&alice_command));
+        b.click("#next-page").await;
+        b.until("root's second page", 10, || async { b.url().await.contains("next=") }).await;
+        assert_eq!(b.count("#commands tbody tr").await, 5, "{}", b.text("#commands").await);
+        assert!(!b.text("#commands").await.contains(&alice_command));
+
+        // Local time: the HTML says UTC; the page shows Asia/Kolkata
+        // (UTC+5:30) with the UTC value in the title.
+        b.goto(&format!("/console/commands/{alice_command}")).await;
+        b.until("a local time", 10, || async {
+            b.count("time.local[data-utc]").await > 0
+        })
+        .await;
+        let shown = b.text("time.local").await;
+        let title = b
+            .client
+            .find(Locator::Css("time.local"))
+            .await
+            .unwrap()
+            .attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        let utc = chrono::NaiveDateTime::parse_from_str(&title, "%Y-%m-%d %H:%M:%S UTC")
+            .unwrap_or_else(|e| panic!("title {title:?}: {e}"));
+        let local = chrono::NaiveDateTime::parse_from_str(&shown[..19], "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("shown {shown:?}: {e}"));
+        assert_eq!(local - utc, chrono::Duration::minutes(330), "{shown} / {title}");
+        assert!(shown.contains("GMT+5:30") || shown.contains("IST"), "{shown}");
+        let raw = b
+            .client
+            .execute_async(
+                "const [p, done] = arguments; fetch(p, {credentials: 'same-origin'}).then(r => r.text()).then(done);",
+                vec![json!(format!("/console/commands/{alice_command}"))],
+            )
+            .await
+            .unwrap();
+        let raw = raw.as_str().unwrap_or_default();
+        assert!(raw.contains(&format!("{title}</time>")), "the HTML carries UTC");
+        b.shot("02-command-local-time").await;
+
+        // Cancel: there while the command runs, gone when it ends, without
+        // a reload (the marker set on the page survives).
+        b.goto(&format!("/console/run?document=AWS-RunShellScript&ids={}", a.instance_id)).await;
+        b.fill("#p_commands", "sleep 5\necho slept").await;
+        b.click("#send").await;
+        b.until("the command page", 15, || async { b.url().await.contains("/console/commands/") }).await;
+        assert_eq!(b.count("#cancel").await, 1, "Cancel while it runs");
+        b.client.execute("window.consoleMarker = 42; return 1", vec![]).await.unwrap();
+        b.shot("03-command-running").await;
+        b.until("the command to end", 40, || async {
+            b.text("#command-output").await.contains("slept")
+                && b.count("#command-status [data-done]").await == 1
+        })
+        .await;
+        b.until("Cancel to go", 10, || async { b.count("#cancel").await == 0 }).await;
+        let marker = b.client.execute("return window.consoleMarker || 0", vec![]).await.unwrap();
+        assert_eq!(marker, json!(42), "the page was not reloaded");
+        assert!(b.text("#command-status").await.contains("Success"));
+        b.shot("04-command-done").await;
+
+        // Inventory: the custom type, then its change as old → new.
+        b.until("the custom type on the instance page", 90, || async {
+            b.goto(&format!("/console/instances/{}", a.instance_id)).await;
+            b.text("#custom-RackInfo").await.contains("RENCI")
+        })
+        .await;
+        std::fs::write(custom.join("rack.json"), rack("5")).unwrap();
+        b.until("the change in the table", 150, || async {
+            b.goto(&format!("/console/instances/{}", a.instance_id)).await;
+            b.count("#inventory-changes tr.changed").await > 0
+        })
+        .await;
+        let changes = b.text("#inventory-changes").await;
+        assert!(changes.contains("Custom:RackInfo"), "{changes}");
+        assert!(changes.contains("Rack: 4 → 5"), "{changes}");
+        assert!(b.text("#custom-RackInfo").await.contains('5'));
+        assert_eq!(b.count("#inventory-changes time.local").await, b.count("#inventory-changes tbody tr").await);
+        let source = b.client.source().await.unwrap();
+        assert!(!source.contains("\"Changes\""), "no raw JSON");
+        b.client
+            .execute("document.getElementById('inventory').scrollIntoView(); return 1", vec![])
+            .await
+            .unwrap();
+        b.shot("05-instance-inventory-changes").await;
+    });
+    drop(a);
 }

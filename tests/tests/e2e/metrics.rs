@@ -465,3 +465,145 @@ fn agent_status_as_json_names_the_registered_instance() {
         .unwrap();
     assert_eq!(text.status.code(), Some(1));
 }
+
+/// `tether_invocations_finished_total` moves once per invocation that
+/// reaches a final status, on every path: agents' results, MaxErrors'
+/// Terminated (never delivered), a cancellation the agent confirms. And a
+/// scraper's successful HTTPS scrapes are recorded once an hour, its
+/// refusals every time.
+#[test]
+fn finished_invocations_are_counted_once_on_every_path_and_scrapes_are_recorded_hourly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(tmp.path());
+    let a = Agent::start(tmp.path(), "a", &coord);
+    let b = Agent::start(tmp.path(), "b", &coord);
+    let root = coord.operator()["Token"].as_str().unwrap().to_string();
+    let none = json!({});
+    let scrape = || {
+        let (code, text) = https_metrics(&coord, Some(&root));
+        assert_eq!(code, 200, "{text}");
+        parse(&text)
+    };
+    let finished = |m: &BTreeMap<String, Value>, status: &str| {
+        sample(
+            m,
+            "tether_invocations_finished_total",
+            &json!({ "status": status }),
+        )
+    };
+
+    // MaxConcurrency 1, MaxErrors 0, a step that fails: the first node
+    // fails, the other is never delivered and ends Terminated (Failed).
+    let before = scrape();
+    let sent = coord.json(&[
+        "send-command",
+        "--document-name",
+        "AWS-RunShellScript",
+        "--parameters",
+        r#"{"commands":["exit 3"]}"#,
+        "--instance-ids",
+        &a.instance_id,
+        &b.instance_id,
+        "--max-concurrency",
+        "1",
+        "--max-errors",
+        "0",
+    ]);
+    let command_id = sent["Command"]["CommandId"].as_str().unwrap().to_string();
+    let details = wait_for(
+        "one Failed and one Terminated",
+        Duration::from_secs(40),
+        || {
+            let l = coord.json(&["list-command-invocations", "--command-id", &command_id]);
+            let mut d: Vec<String> = l["CommandInvocations"]
+                .as_array()?
+                .iter()
+                .map(|i| i["StatusDetails"].as_str().unwrap_or("").to_string())
+                .collect();
+            d.sort();
+            (d == ["Failed", "Terminated"]).then_some(d)
+        },
+    );
+    assert_eq!(details, ["Failed", "Terminated"]);
+    let after = scrape();
+    assert_eq!(
+        finished(&after, "Failed") - finished(&before, "Failed"),
+        2.0,
+        "the Terminated one counts too"
+    );
+    assert_eq!(finished(&after, "Success"), finished(&before, "Success"));
+
+    // A cancellation the agent confirms: Cancelling is not final, Cancelled
+    // is counted once.
+    let command_id = coord.send(&[&a.instance_id], &json!({"commands": ["sleep 30"]}));
+    wait_for("the step to start", Duration::from_secs(30), || {
+        (coord.invocation(&command_id, &a.instance_id)["Status"] == "InProgress").then_some(())
+    });
+    coord.json(&["cancel-command", "--command-id", &command_id]);
+    let inv = coord.wait_invocation(&command_id, &a.instance_id, Duration::from_secs(30));
+    assert_eq!(inv["Status"], "Cancelled", "{inv}");
+    let cancelled = scrape();
+    assert_eq!(
+        finished(&cancelled, "Cancelled") - finished(&after, "Cancelled"),
+        1.0
+    );
+    assert_eq!(finished(&cancelled, "Failed"), finished(&after, "Failed"));
+    let total = |m: &BTreeMap<String, Value>| {
+        ["Success", "Failed", "TimedOut", "Cancelled"]
+            .iter()
+            .map(|s| finished(m, s))
+            .sum::<f64>()
+    };
+    assert_eq!(
+        total(&cancelled),
+        3.0,
+        "three invocations, three final statuses"
+    );
+    assert!(sample(&cancelled, "tether_agents_registered", &none) == 2.0);
+
+    // Scrapes: root scraped five times above; the trail holds one
+    // successful GetMetrics over HTTPS (the first of the hour).
+    let https_reads = |name: Option<&str>| {
+        events(&coord, "GetMetrics")
+            .into_iter()
+            .filter(|e| {
+                e["additionalEventData"]["tether"]["transport"] == json!("https")
+                    && e["errorCode"].is_null()
+                    && name.is_none_or(|n| e["userIdentity"]["userName"] == json!(n))
+            })
+            .count()
+    };
+    let recorded = wait_for("the first scrape's record", Duration::from_secs(10), || {
+        let n = https_reads(None);
+        (n >= 1).then_some(n)
+    });
+    assert_eq!(recorded, 1, "one record for five scrapes");
+    // A refused scraper: every refusal is recorded.
+    let nosy = user(&coord, tmp.path(), "nosy", &["ssm:*"]);
+    for _ in 0..3 {
+        let (code, _) = https_metrics(&coord, nosy["Token"].as_str());
+        assert_eq!(code, 403);
+    }
+    wait_for("three refusals recorded", Duration::from_secs(10), || {
+        let n = events(&coord, "GetMetrics")
+            .into_iter()
+            .filter(|e| {
+                e["userIdentity"]["userName"] == json!("nosy")
+                    && e["errorCode"] == json!("AccessDeniedException")
+            })
+            .count();
+        (n == 3).then_some(())
+    });
+    // Another principal's first scrape is recorded on its own.
+    let watcher = user(&coord, tmp.path(), "watcher", &["tether:GetMetrics"]);
+    for _ in 0..2 {
+        let (code, _) = https_metrics(&coord, watcher["Token"].as_str());
+        assert_eq!(code, 200);
+    }
+    let n = wait_for("watcher's scrape recorded", Duration::from_secs(10), || {
+        let n = https_reads(Some("watcher"));
+        (n >= 1).then_some(n)
+    });
+    assert_eq!(n, 1);
+    drop((a, b));
+}
