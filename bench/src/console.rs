@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, RootCertStore};
 
-use crate::{Args, Coord, pct, round, say};
+use crate::{Args, Coord, p50_p99_ms, round, say};
 
 /// One answer: status, the cookies it set, its body.
 struct Answer {
@@ -239,11 +239,7 @@ pub(crate) async fn bench(
             }
             bytes = a.body.len();
         }
-        times.sort_unstable();
-        let (p50, p99) = (
-            pct(&times, 50.0) as f64 / 1000.0,
-            pct(&times, 99.0) as f64 / 1000.0,
-        );
+        let (p50, p99) = p50_p99_ms(&mut times);
         worst = worst.max(p99);
         say(format!(
             "console: {label} ({path}): p50 {p50:.1} ms, p99 {p99:.1} ms, {bytes} bytes"

@@ -459,11 +459,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
                     bail!("{label}: empty answer");
                 }
             }
-            times.sort_unstable();
-            let (p50, p99) = (
-                pct(&times, 50.0) as f64 / 1000.0,
-                pct(&times, 99.0) as f64 / 1000.0,
-            );
+            let (p50, p99) = p50_p99_ms(&mut times);
             worst = worst.max(p99);
             say(format!(
                 "history: {label}: p50 {p50:.2} ms, p99 {p99:.2} ms"
@@ -530,6 +526,15 @@ fn rss_kb(pid: u32) -> u64 {
 
 fn round(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+/// The p50 and p99 of timings in microseconds, in milliseconds (sorts them).
+pub(crate) fn p50_p99_ms(times: &mut [i64]) -> (f64, f64) {
+    times.sort_unstable();
+    (
+        pct(times, 50.0) as f64 / 1000.0,
+        pct(times, 99.0) as f64 / 1000.0,
+    )
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {

@@ -256,23 +256,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let c = Coordinator::new(store, Arc::new(pki));
         let now = now_ms();
-        c.store
-            .insert_activation(&tether_store::ActivationRow {
-                activation_id: "act".into(),
-                code_salt: Vec::new(),
-                code_hash: Vec::new(),
-                description: String::new(),
-                default_instance_name: String::new(),
-                iam_role: String::new(),
-                registration_limit: 100,
-                registrations_count: 0,
-                expiration_ms: now + 3_600_000,
-                created_ms: now,
-                deleted_ms: None,
-                tags_json: "[]".into(),
-            })
-            .await
-            .unwrap();
+        crate::core::admission::tests::open_activation(&c).await;
         for n in 0..60 {
             let role = if n % 3 == 0 { "db" } else { "web" };
             let row = InstanceRow {

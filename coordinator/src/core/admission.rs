@@ -79,7 +79,7 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use tether_store::{ActivationRow, InstanceRow, Store};
@@ -87,11 +87,11 @@ pub(super) mod tests {
     use super::*;
     use crate::pki::Pki;
 
-    /// Registers `id` (under activation "act", made if missing).
-    pub(in crate::core) async fn registered(c: &Coordinator, id: &str) -> InstanceRow {
+    /// Opens activation "act" (100 registrations, an hour) for the tests'
+    /// instances.
+    pub(crate) async fn open_activation(c: &Coordinator) {
         let now = now_ms();
-        let _ = c
-            .store
+        c.store
             .insert_activation(&ActivationRow {
                 activation_id: "act".into(),
                 code_salt: Vec::new(),
@@ -106,7 +106,13 @@ pub(super) mod tests {
                 deleted_ms: None,
                 tags_json: "[]".into(),
             })
-            .await;
+            .await
+            .unwrap();
+    }
+
+    /// Registers `id` under activation "act" ([`open_activation`]).
+    pub(crate) async fn registered(c: &Coordinator, id: &str) -> InstanceRow {
+        let now = now_ms();
         let row = InstanceRow {
             instance_id: id.into(),
             activation_id: "act".into(),
@@ -127,6 +133,7 @@ pub(super) mod tests {
         let db = dir.path().join("t.db");
         let here = Coordinator::new(Store::open(&db).await.unwrap(), pki.clone());
         let there = Coordinator::new(Store::open(&db).await.unwrap(), pki);
+        open_activation(&here).await;
         registered(&here, "mi-1").await;
         registered(&here, "mi-2").await;
         here.forget_deregistered().await;

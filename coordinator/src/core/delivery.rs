@@ -458,6 +458,7 @@ mod tests {
         // Stored before envelopes were capped: it can never be delivered.
         let huge = command("huge", now - 1, limits::MAX_ENVELOPE_BYTES);
         c.store.insert_command(&huge, &target).await.unwrap();
+        super::super::admission::tests::open_activation(&c).await;
         let instance = super::super::admission::tests::registered(&c, "mi-1").await;
         let mut delivered = Vec::new();
         for _ in 0..3 {

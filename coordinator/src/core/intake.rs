@@ -35,7 +35,6 @@ impl Coordinator {
     /// Stores what an agent reports. Idempotent: a report for an invocation
     /// that is already terminal changes nothing.
     pub async fn report(&self, id: &str, reports: Vec<Report>) -> Result<(), AgentError> {
-        let id = &id.to_string();
         let now = now_ms();
         self.seen(id, None);
         for r in reports {
@@ -50,7 +49,7 @@ impl Coordinator {
                     // 10,000 times.
                     let op = WriteOp::Start(Start {
                         command_id: command_id.clone(),
-                        instance_id: id.clone(),
+                        instance_id: id.to_string(),
                         start_ms: started_ms,
                     });
                     let (mut known, _) = self.write(op).await?;
@@ -86,7 +85,7 @@ impl Coordinator {
                     let detail = result.detail;
                     let op = WriteOp::Finish(Finish {
                         command_id,
-                        instance_id: id.clone(),
+                        instance_id: id.to_string(),
                         result,
                     });
                     let (stored, op) = self.write(op).await?;
