@@ -265,11 +265,14 @@ fn a_skewed_clock_is_refused_with_advice() {
     let tmp = tempfile::tempdir().unwrap();
     let coord = tether_tests::Coordinator::start(tmp.path());
     let (id, code) = coord.activation(1);
+    // libfaketime preloaded directly: the `faketime` wrapper's named
+    // semaphore collides with a stale one of a reused pid ("sem_open: File
+    // exists").
+    let clock = tether_tests::chaos::FakeClock::new(&tmp.path().join("faketime"));
     for (shift, word) in [("-2h", "clock skew"), ("+2h", "ahead of")] {
-        let out = std::process::Command::new("faketime")
-            .arg("-f")
-            .arg(shift)
-            .arg(tether_tests::bin("tether-agent"))
+        clock.set(shift);
+        let out = std::process::Command::new(tether_tests::bin("tether-agent"))
+            .envs(clock.env())
             .args([
                 "register",
                 "--endpoint",
@@ -283,7 +286,7 @@ fn a_skewed_clock_is_refused_with_advice() {
             .arg("--state-dir")
             .arg(tmp.path().join("skewed"))
             .output()
-            .expect("faketime is installed (Debian package faketime; .ci/run installs it)");
+            .expect("run tether-agent register");
         let err = stderr(&out);
         assert!(!out.status.success());
         assert!(

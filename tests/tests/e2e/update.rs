@@ -446,11 +446,13 @@ fn tampered_wrongly_signed_and_truncated_releases_are_refused_and_a_lost_release
     wait_for("the release key again", Duration::from_secs(30), || {
         (std::fs::read(&key_file).ok()? == key).then_some(())
     });
-    assert!(
-        n.log().contains("learnt the coordinator's release key"),
-        "{}",
+    // The line is logged after the key is kept (and written by the log's
+    // own thread).
+    wait_for("the line that says so", Duration::from_secs(10), || {
         n.log()
-    );
+            .contains("learnt the coordinator's release key")
+            .then_some(())
+    });
     let (_, status) = n.status(&[]);
     let hex_key = String::from_utf8_lossy(&key).trim().to_string();
     assert!(
