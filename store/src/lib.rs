@@ -1429,42 +1429,71 @@ impl Store {
 
     // ----- delivery -----
 
-    /// Invocations this instance should be sent now: Pending ones never
-    /// delivered, or delivered but not acknowledged for `redeliver_after_ms`
-    /// (the reply carrying them may have been lost), within the delivery
-    /// timeout; oldest first, at most `limit`. Each comes as its command's ID
-    /// and the bytes its envelope carries (document, resolved parameters and
-    /// the names and hash), so a poll can choose what fits before reading
-    /// any command whole ([`Store::command`]).
-    pub async fn deliverable(
+    /// What one poll of an instance looks at, in one statement:
+    /// - the cancellations to send (its invocations being cancelled whose
+    ///   cancel was never sent, or sent `resend_after_ms` ago and not yet
+    ///   confirmed), oldest request first;
+    /// - the invocations it should be sent now: Pending ones never
+    ///   delivered, or delivered but not acknowledged for `resend_after_ms`
+    ///   (the reply carrying them may have been lost), within the delivery
+    ///   timeout; oldest first, at most `limit`. Each comes as its command's
+    ///   ID and the bytes its envelope carries (document, resolved parameters
+    ///   and the names and hash), so a poll can choose what fits before
+    ///   reading any command whole ([`Store::command`]);
+    /// - whether anything handed over may still fall due by time: an
+    ///   envelope delivered and not acknowledged (redelivered), or a cancel
+    ///   not confirmed (resent).
+    pub async fn work(
         &self,
         instance_id: &str,
         now_ms: i64,
-        redeliver_after_ms: i64,
+        resend_after_ms: i64,
         limit: i64,
-    ) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(sql(
+    ) -> Result<Work> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(sql(
             self.dialect,
             format!(
-                "SELECT c.command_id, CAST(octet_length(c.document_content) + \
-             octet_length(c.resolved_json) + octet_length(c.document_name) + \
-             octet_length(c.document_version) + octet_length(c.document_hash) + \
-             CASE WHEN c.references_json = '[]' THEN 0 \
-             ELSE {} * octet_length(c.references_json) END AS BIGINT) \
-             FROM invocations i JOIN commands c ON c.command_id = i.command_id \
-             WHERE i.instance_id = ? AND i.status = 'Pending' AND i.acked_ms IS NULL \
-             AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?) \
-             AND c.requested_ms + c.timeout_seconds * 1000 > ? \
-             ORDER BY c.requested_ms, c.command_id LIMIT ?",
+                "SELECT kind, command_id, bytes FROM ( \
+                 SELECT CAST(0 AS BIGINT) AS kind, command_id, CAST(0 AS BIGINT) AS bytes, \
+                 cancel_requested_ms AS o1, command_id AS o2 FROM invocations \
+                 WHERE instance_id = ?1 AND status = 'Cancelling' \
+                 AND (cancel_sent_ms IS NULL OR cancel_sent_ms <= ?2) \
+                 UNION ALL SELECT * FROM ( \
+                 SELECT CAST(1 AS BIGINT) AS kind, c.command_id, \
+                 CAST(octet_length(c.document_content) + \
+                 octet_length(c.resolved_json) + octet_length(c.document_name) + \
+                 octet_length(c.document_version) + octet_length(c.document_hash) + \
+                 CASE WHEN c.references_json = '[]' THEN 0 \
+                 ELSE {} * octet_length(c.references_json) END AS BIGINT) AS bytes, \
+                 c.requested_ms AS o1, c.command_id AS o2 \
+                 FROM invocations i JOIN commands c ON c.command_id = i.command_id \
+                 WHERE i.instance_id = ?1 AND i.status = 'Pending' AND i.acked_ms IS NULL \
+                 AND (i.delivered_ms IS NULL OR i.delivered_ms <= ?2) \
+                 AND c.requested_ms + c.timeout_seconds * 1000 > ?3 \
+                 ORDER BY c.requested_ms, c.command_id LIMIT ?4) deliverable \
+                 UNION ALL SELECT CAST(2 AS BIGINT), '', CAST(0 AS BIGINT), CAST(0 AS BIGINT), '' \
+                 WHERE EXISTS (SELECT 1 FROM invocations WHERE instance_id = ?1 \
+                 AND (status = 'Cancelling' \
+                 OR (status = 'Pending' AND acked_ms IS NULL AND delivered_ms IS NOT NULL))) \
+                 ) work ORDER BY kind, o1, o2",
                 limits::SEALED_BYTES_PER_REFERENCE_BYTE
             ),
         ))
         .bind(instance_id)
-        .bind(now_ms - redeliver_after_ms)
+        .bind(now_ms - resend_after_ms)
         .bind(now_ms)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let mut work = Work::default();
+        for (kind, command_id, bytes) in rows {
+            match kind {
+                0 => work.cancels.push(command_id),
+                1 => work.deliverable.push((command_id, bytes)),
+                _ => work.in_flight = true,
+            }
+        }
+        Ok(work)
     }
 
     /// Claims the right to deliver an invocation now, recording the signed
@@ -1723,6 +1752,18 @@ pub struct Start {
     pub instance_id: String,
     /// When the agent says it started (else the time it is stored).
     pub start_ms: Option<i64>,
+}
+
+/// What one poll of an instance looks at (see [`Store::work`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Commands whose cancellation should be (re)sent now, oldest request first.
+    pub cancels: Vec<String>,
+    /// Invocations to deliver now: the command's ID and the bytes its
+    /// envelope carries, oldest first.
+    pub deliverable: Vec<(String, i64)>,
+    /// Something handed over may still fall due by time.
+    pub in_flight: bool,
 }
 
 /// A delivery claim (see [`Store::claim_delivery`]): the invocation, the
@@ -2450,24 +2491,43 @@ mod tests {
     /// What may fall due by time for an instance: a delivered envelope not
     /// yet acknowledged, a cancel not yet confirmed.
     #[tokio::test]
-    async fn in_flight_is_delivered_and_unacknowledged_or_cancelling() {
+    async fn a_look_at_work_finds_cancels_deliveries_and_what_is_in_flight() {
         let (_d, s) = store().await;
         let targets = vec![("mi-1".to_string(), String::new())];
         s.insert_command(&command("c"), &targets).await.unwrap();
         assert!(
-            !s.in_flight("mi-1").await.unwrap(),
+            !s.work("mi-1", 1_400, 30_000, 10).await.unwrap().in_flight,
             "pending, never delivered"
         );
         assert!(s.claim_delivery(&claim("mi-1"), 1_100).await.unwrap());
         assert!(
-            s.in_flight("mi-1").await.unwrap(),
+            s.work("mi-1", 1_400, 30_000, 10).await.unwrap().in_flight,
             "delivered, not acknowledged"
         );
-        assert!(!s.in_flight("mi-2").await.unwrap(), "another instance's");
+        assert!(
+            !s.work("mi-2", 1_400, 30_000, 10).await.unwrap().in_flight,
+            "another instance's"
+        );
         assert!(s.mark_started("c", "mi-1", None, 1_200).await.unwrap());
-        assert!(!s.in_flight("mi-1").await.unwrap(), "acknowledged");
+        assert!(
+            !s.work("mi-1", 1_400, 30_000, 10).await.unwrap().in_flight,
+            "acknowledged"
+        );
         s.cancel_invocations("c", &[], 1_300).await.unwrap();
-        assert!(s.in_flight("mi-1").await.unwrap(), "a cancel to confirm");
+        let work = s.work("mi-1", 1_400, 30_000, 10).await.unwrap();
+        assert_eq!(work.cancels, ["c"], "a cancel to send");
+        assert!(work.in_flight && work.deliverable.is_empty(), "{work:?}");
+        s.mark_cancel_sent("c", "mi-1", 1_400).await.unwrap();
+        let work = s.work("mi-1", 1_500, 30_000, 10).await.unwrap();
+        assert!(
+            work.cancels.is_empty() && work.in_flight,
+            "a cancel to confirm: {work:?}"
+        );
+        assert_eq!(
+            s.work("mi-1", 31_400, 30_000, 10).await.unwrap().cancels,
+            ["c"],
+            "not confirmed: sent again"
+        );
     }
 
     #[tokio::test]
@@ -2759,14 +2819,18 @@ mod tests {
         // Envelope bytes: document, resolved parameters, name, version, hash
         // (and room for sealed values when it references parameters).
         assert_eq!(
-            s.deliverable("mi-1", 1_100, 30_000, 10).await.unwrap(),
+            s.work("mi-1", 1_100, 30_000, 10).await.unwrap().deliverable,
             [
                 ("big".to_string(), 2 + 2_017 + 18 + 1 + 1),
                 ("small".to_string(), 2 + 2 + 18 + 1 + 1)
             ]
         );
         assert_eq!(
-            s.deliverable("mi-1", 2_100, 30_000, 1).await.unwrap().len(),
+            s.work("mi-1", 2_100, 30_000, 1)
+                .await
+                .unwrap()
+                .deliverable
+                .len(),
             1,
             "at most the limit"
         );
@@ -2847,9 +2911,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            s.deliverable("mi-1", 1_100, 30_000, 10)
+            s.work("mi-1", 1_100, 30_000, 10)
                 .await
                 .unwrap()
+                .deliverable
                 .len(),
             1
         );
@@ -2859,24 +2924,27 @@ mod tests {
             "claimed once"
         );
         assert!(
-            s.deliverable("mi-1", 1_200, 30_000, 10)
+            s.work("mi-1", 1_200, 30_000, 10)
                 .await
                 .unwrap()
+                .deliverable
                 .is_empty(),
             "awaiting the ack"
         );
         assert_eq!(
-            s.deliverable("mi-1", 31_100, 30_000, 10)
+            s.work("mi-1", 31_100, 30_000, 10)
                 .await
                 .unwrap()
+                .deliverable
                 .len(),
             1,
             "ack lost: deliver again"
         );
         assert!(
-            s.deliverable("mi-1", 61_000, 30_000, 10)
+            s.work("mi-1", 61_000, 30_000, 10)
                 .await
                 .unwrap()
+                .deliverable
                 .is_empty(),
             "past the delivery timeout"
         );

@@ -94,40 +94,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Commands whose cancellation should be (re)sent to this instance now:
-    /// never sent, or sent `resend_after_ms` ago without the agent reporting.
-    pub async fn cancels_due(
-        &self,
-        instance_id: &str,
-        now_ms: i64,
-        resend_after_ms: i64,
-    ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(sql(
-            self.dialect,
-            "SELECT command_id FROM invocations WHERE instance_id = ? AND status = 'Cancelling' \
-             AND (cancel_sent_ms IS NULL OR cancel_sent_ms <= ?) ORDER BY cancel_requested_ms",
-        ))
-        .bind(instance_id)
-        .bind(now_ms - resend_after_ms)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Whether anything handed over to the instance may still fall due by
-    /// time: an envelope delivered and not acknowledged (redelivered), or a
-    /// cancel not confirmed (resent).
-    pub async fn in_flight(&self, instance_id: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(sql(
-            self.dialect,
-            "SELECT 1 FROM invocations WHERE instance_id = ? AND (status = 'Cancelling' \
-             OR (status = 'Pending' AND acked_ms IS NULL AND delivered_ms IS NOT NULL)) LIMIT 1",
-        ))
-        .bind(instance_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
     pub async fn mark_cancel_sent(
         &self,
         command_id: &str,

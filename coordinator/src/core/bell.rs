@@ -43,6 +43,11 @@ pub struct Bell {
     /// When a look last handed over envelopes or cancels: work that falls
     /// due by time can only follow a hand-over.
     handed_over: Mutex<HandOver>,
+    /// The association set the agent holds or was last handed, as of which
+    /// association generation, and since when: while the generation and
+    /// the agent's digest are the same, a look needs neither the instance's
+    /// tags nor the associations.
+    associations: Mutex<Option<(u64, String, Instant)>>,
 }
 
 /// What a bell knows of the work handed over to its instance.
@@ -116,10 +121,11 @@ impl Bell {
     }
 
     /// Whether something handed over may still fall due by time, as far as
-    /// this bell knows: after a look that handed nothing over, the database
-    /// is asked ([`Bell::nothing_in_flight`]) instead of looking again every
-    /// few seconds for [`QUIET_AFTER`].
-    pub fn may_be_in_flight(&self) -> bool {
+    /// this bell knows (each look also asks the database what is in flight,
+    /// [`Bell::nothing_in_flight`], instead of looking again every few
+    /// seconds for [`QUIET_AFTER`]).
+    #[cfg(test)]
+    fn may_be_in_flight(&self) -> bool {
         !matches!(*self.handed_over.lock(), HandOver::Nothing)
     }
 
@@ -132,6 +138,23 @@ impl Bell {
         if !matches!(*last, HandOver::At(at) if at > asked_at) {
             *last = HandOver::Nothing;
         }
+    }
+}
+
+impl Bell {
+    /// Whether the agent's association set (`digest`) was found current at
+    /// association generation `generation` less than `fresh_for` ago.
+    pub fn associations_current(&self, generation: u64, digest: &str, fresh_for: Duration) -> bool {
+        self.associations
+            .lock()
+            .as_ref()
+            .is_some_and(|(g, d, at)| *g == generation && d == digest && at.elapsed() < fresh_for)
+    }
+
+    /// The association set `digest` is current at association generation
+    /// `generation`: the agent holds it, or is handed it now.
+    pub fn associations_are(&self, generation: u64, digest: &str) {
+        *self.associations.lock() = Some((generation, digest.to_string(), Instant::now()));
     }
 }
 
@@ -236,6 +259,28 @@ mod tests {
         assert!(!bell.is_settled(&bell.mark(0, "d")));
         assert!(!bell.is_settled(&mark(0, 1, "d")));
         assert!(!bell.is_settled(&mark(0, 0, "other")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_association_set_stays_current_until_a_change_or_its_time() {
+        let bell = Bell::default();
+        let fresh = Duration::from_secs(30);
+        assert!(!bell.associations_current(0, "", fresh), "never looked");
+        bell.associations_are(3, "d");
+        assert!(bell.associations_current(3, "d", fresh));
+        assert!(
+            !bell.associations_current(4, "d", fresh),
+            "associations or tags changed"
+        );
+        assert!(
+            !bell.associations_current(3, "", fresh),
+            "the agent holds another set"
+        );
+        tokio::time::advance(fresh).await;
+        assert!(
+            !bell.associations_current(3, "d", fresh),
+            "time to look again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

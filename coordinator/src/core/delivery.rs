@@ -16,6 +16,7 @@ use tether_store::{
 };
 use tether_util::time::now_ms;
 
+use super::bell::Bell;
 use super::stats::Statement;
 use super::{AgentError, Coordinator, REDELIVER_AFTER_MS};
 use crate::associations::{self, SignedSet};
@@ -46,6 +47,11 @@ pub struct Delivery {
     /// The node's trust bundle, when the one it holds is out of date.
     pub trust: Option<Signed>,
 }
+
+/// How long an association set found current for an agent stands without
+/// a change notice (a safety net: every change of associations or instance
+/// tags, here or announced by another replica, makes a look read them again).
+const ASSOCIATIONS_FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// How many commands [`Delivering`] keeps.
 const DELIVERING: usize = 64;
@@ -126,7 +132,9 @@ impl Coordinator {
                 Delivery::default()
             } else {
                 let asked_at = tokio::time::Instant::now();
-                let (found, left_over) = self.look(id, &req.associations_digest).await?;
+                let (found, left_over, in_flight) = self
+                    .look(id, &bell, association_gen, &req.associations_digest)
+                    .await?;
                 // What was found is handed over now: the agent holds it next time.
                 let digest = found
                     .associations
@@ -138,7 +146,7 @@ impl Coordinator {
                 // earlier (by this run, a previous one, another replica) is
                 // still in flight, nothing falls due by time, and the agent's
                 // polls cost no look until its bell rings.
-                if !handed_over && bell.may_be_in_flight() && !self.store.in_flight(id).await? {
+                if !handed_over && !in_flight {
                     bell.nothing_in_flight(asked_at);
                 }
                 if left_over {
@@ -167,16 +175,32 @@ impl Coordinator {
     /// One look at the instance's work: what fits one poll response
     /// ([`limits::MAX_POLL_RESPONSE_BYTES`]) — its association set when the
     /// agent's is out of date, the cancellations due, and envelopes oldest
-    /// first while they fit — and whether anything deliverable was left for
-    /// the next poll.
-    async fn look(&self, id: &str, held_digest: &str) -> Result<(Delivery, bool), AgentError> {
+    /// first while they fit —, whether anything deliverable was left for
+    /// the next poll, and whether anything handed over before may still
+    /// fall due by time. One statement reads the work
+    /// ([`tether_store::Store::work`]); the instance's tags and the
+    /// associations are read only when the agent's set may be out of date.
+    async fn look(
+        &self,
+        id: &str,
+        bell: &Bell,
+        association_gen: u64,
+        held_digest: &str,
+    ) -> Result<(Delivery, bool, bool), AgentError> {
         let mut budget = self.delivery_budget;
-        // The association set depends on the instance's tags: its row is
-        // read here, not at every poll.
-        let instance = self.authorize_agent(id).await?;
-        let mut associations = self
-            .association_set_if_changed(&instance, held_digest)
-            .await?;
+        let mut associations =
+            if bell.associations_current(association_gen, held_digest, ASSOCIATIONS_FRESH_FOR) {
+                None
+            } else {
+                // The association set depends on the instance's tags.
+                let instance = self.authorize_agent(id).await?;
+                let set = self
+                    .association_set_if_changed(&instance, held_digest)
+                    .await?;
+                let digest = set.as_ref().map_or(held_digest, |s| s.digest.as_str());
+                bell.associations_are(association_gen, digest);
+                set
+            };
         if let Some(set) = &associations {
             let bytes: usize = set.associations.iter().map(signed_bytes).sum();
             if bytes > budget {
@@ -185,20 +209,30 @@ impl Coordinator {
                     "the instance's association set is larger than one poll response can carry; \
                      it is not sent (delete or narrow associations that reach it)");
                 associations = None;
+                bell.associations_are(association_gen, held_digest);
             } else {
                 budget -= bytes;
             }
         }
-        let cancels = self.cancels_for(id).await?;
+        let now = now_ms();
+        let work = self
+            .metrics
+            .timed(
+                Statement::Work,
+                self.store
+                    .work(id, now, REDELIVER_AFTER_MS, limits::MAX_ENVELOPES_PER_POLL),
+            )
+            .await?;
+        let cancels = self.cancels(id, work.cancels, now).await?;
         budget = budget.saturating_sub(cancels.iter().map(signed_bytes).sum());
-        let (envelopes, left_over) = self.envelopes_for(id, budget).await?;
+        let (envelopes, left_over) = self.envelopes(id, work.deliverable, now, budget).await?;
         let found = Delivery {
             envelopes,
             cancels,
             associations,
             trust: None,
         };
-        Ok((found, left_over))
+        Ok((found, left_over, work.in_flight))
     }
 
     /// The instance's association set when it differs from the one its agent holds.
@@ -217,25 +251,14 @@ impl Coordinator {
     /// one was left for the next poll. An envelope that could never fit one
     /// (a command stored before [`limits::MAX_ENVELOPE_BYTES`] held) ends
     /// its invocation Undeliverable instead of blocking the others.
-    async fn envelopes_for(
+    async fn envelopes(
         &self,
         instance_id: &str,
+        due: Vec<(String, i64)>,
+        now: i64,
         mut budget: usize,
     ) -> Result<(Vec<Signed>, bool), AgentError> {
-        let now = now_ms();
         let mut out = Vec::new();
-        let due = self
-            .metrics
-            .timed(
-                Statement::Deliverable,
-                self.store.deliverable(
-                    instance_id,
-                    now,
-                    REDELIVER_AFTER_MS,
-                    limits::MAX_ENVELOPES_PER_POLL,
-                ),
-            )
-            .await?;
         let mut left_over = due.len() as i64 >= limits::MAX_ENVELOPES_PER_POLL;
         for (command_id, variable) in due {
             let bytes = signing::envelope_bytes(usize::try_from(variable).unwrap_or(usize::MAX));
@@ -372,16 +395,17 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Signed cancellations due for this instance (resent until its agent
-    /// reports the invocation, at most every [`REDELIVER_AFTER_MS`]).
-    async fn cancels_for(&self, instance_id: &str) -> Result<Vec<Signed>, AgentError> {
-        let now = now_ms();
+    /// Signed cancellations of the commands `due` for this instance (resent
+    /// until its agent reports the invocation, at most every
+    /// [`REDELIVER_AFTER_MS`]), each noted as sent.
+    async fn cancels(
+        &self,
+        instance_id: &str,
+        due: Vec<String>,
+        now: i64,
+    ) -> Result<Vec<Signed>, AgentError> {
         let mut out = Vec::new();
-        for command_id in self
-            .store
-            .cancels_due(instance_id, now, REDELIVER_AFTER_MS)
-            .await?
-        {
+        for command_id in due {
             let signed = signing::cancel(&self.pki, instance_id, &command_id, now);
             self.bells.get(instance_id).handing_over();
             self.store

@@ -52,8 +52,9 @@ pub enum Statement {
     WriteBatch,
     /// The sweep's batch of agents' last-heard times.
     Pings,
-    /// The invocations an instance may be handed now.
-    Deliverable,
+    /// An instance's work, at a poll: cancels to send, invocations it may
+    /// be handed now, and whether anything handed over is in flight.
+    Work,
     /// A command's row, read for its envelope.
     Command,
     /// An agent's instance row, read for each of its calls.
@@ -68,7 +69,7 @@ impl Statement {
     const ALL: [Statement; 7] = [
         Statement::WriteBatch,
         Statement::Pings,
-        Statement::Deliverable,
+        Statement::Work,
         Statement::Command,
         Statement::Instance,
         Statement::OperatorToken,
@@ -79,7 +80,7 @@ impl Statement {
         match self {
             Statement::WriteBatch => "write_batch",
             Statement::Pings => "pings",
-            Statement::Deliverable => "deliverable",
+            Statement::Work => "work",
             Statement::Command => "command",
             Statement::Instance => "instance",
             Statement::OperatorToken => "operator_token",
