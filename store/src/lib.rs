@@ -556,6 +556,8 @@ const SQLITE_POOL: u32 = 8;
 /// The PostgreSQL advisory lock that serialises writers ("tether" + 1).
 const WRITE_LOCK: i64 = 0x0074_6574_6865_7201;
 const POSTGRES_POOL: u32 = 16;
+/// A PostgreSQL connection idle this long is pinged before it is used.
+const POSTGRES_PING_IDLE: Duration = Duration::from_secs(1);
 
 const ACTIVATION_COLUMNS: &str = "activation_id, code_salt, code_hash, description, \
     default_instance_name, iam_role, registration_limit, registrations_count, expiration_ms, \
@@ -656,6 +658,11 @@ impl Store {
             Dialect::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(SQLITE_POOL)
+                    // A SQLite connection is a file handle, not a socket that
+                    // can hang up: sqlx's ping before every acquire (a round
+                    // trip to the connection's thread per statement) buys
+                    // nothing.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
@@ -673,6 +680,12 @@ impl Store {
                     // (the ping first runs the rollback queued on drop).
                     .after_release(|conn, _| {
                         Box::pin(async move {
+                            // Not inside a transaction (the thread counts
+                            // them as it runs BEGIN, COMMIT and ROLLBACK): no
+                            // rollback can be queued, and nothing to check.
+                            if !sqlx::Connection::is_in_transaction(&*conn) {
+                                return Ok(true);
+                            }
                             sqlx::Connection::ping(&mut *conn).await?;
                             let stuck = sqlx::Connection::is_in_transaction(&*conn);
                             if stuck {
@@ -690,6 +703,18 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(POSTGRES_POOL)
                     .acquire_timeout(Duration::from_secs(30))
+                    // A connection idle for a while is pinged before use (the
+                    // server may have restarted); one in steady use is not,
+                    // which spares a round trip to the server per statement.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            // One that does not answer is closed, and
+                            // another is taken.
+                            Ok(meta.idle_for < POSTGRES_PING_IDLE
+                                || sqlx::Connection::ping(&mut *conn).await.is_ok())
+                        })
+                    })
                     .connect_with(opts)
                     .await?
             }
