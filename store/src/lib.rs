@@ -2513,6 +2513,69 @@ mod tests {
         assert_eq!((c.status.as_str(), c.completed_count), ("InProgress", 1));
     }
 
+    /// Each write of a batch is judged as if it were stored alone: a second
+    /// claim or result of the same invocation in one batch takes no effect,
+    /// and the first result stands.
+    #[tokio::test]
+    async fn each_write_of_a_batch_is_judged_as_if_stored_alone() {
+        let (_d, s) = store().await;
+        let targets: Vec<(String, String)> = ["mi-1", "mi-2", "mi-3"]
+            .iter()
+            .map(|i| (i.to_string(), String::new()))
+            .collect();
+        s.insert_command(&command("c"), &targets).await.unwrap();
+        let unlimited = |i: &str| {
+            WriteOp::Claim(Claim {
+                unlimited: true,
+                ..claim(i)
+            })
+        };
+        let start = |i: &str| {
+            WriteOp::Start(Start {
+                command_id: "c".into(),
+                instance_id: i.into(),
+                start_ms: None,
+            })
+        };
+        let finish = |i: &str, detail, out: &str| {
+            WriteOp::Finish(Finish {
+                command_id: "c".into(),
+                instance_id: i.into(),
+                result: result(detail, out),
+            })
+        };
+        let ops = [
+            unlimited("mi-1"),
+            unlimited("mi-2"),
+            unlimited("mi-1"),
+            WriteOp::Claim(claim("mi-3")),
+            start("mi-1"),
+            start("mi-2"),
+            start("mi-9"),
+            finish("mi-1", Detail::Success, "first"),
+            finish("mi-1", Detail::Failed, "second"),
+            finish("mi-2", Detail::Failed, "two"),
+        ];
+        let refs: Vec<&WriteOp> = ops.iter().collect();
+        let done = s.write_batch(&refs, 1_500).await.unwrap();
+        let applied: Vec<bool> = done.iter().map(|d| d.applied).collect();
+        assert_eq!(
+            applied,
+            [
+                true, true, false, true, true, true, false, true, false, true
+            ]
+        );
+        assert_eq!(s.plugins("c", "mi-1").await.unwrap()[0].stdout, b"first");
+        assert_eq!(s.plugins("c", "mi-2").await.unwrap()[0].stdout, b"two");
+        let c = s.command("c").await.unwrap().unwrap();
+        assert_eq!(
+            (c.completed_count, c.error_count, c.status.as_str()),
+            (2, 1, "InProgress"),
+            "mi-3 delivered, not acknowledged"
+        );
+        assert!(s.work("mi-3", 1_600, 30_000, 10).await.unwrap().in_flight);
+    }
+
     /// What may fall due by time for an instance: a delivered envelope not
     /// yet acknowledged, a cancel not yet confirmed.
     #[tokio::test]
