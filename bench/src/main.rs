@@ -67,6 +67,11 @@ struct Args {
     /// Seconds of idle measurement for the steady-state figures.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// Seconds after the last agent connected before the idle measurement
+    /// begins (the first polls' looks, the audit trail's signing of the
+    /// registrations and the first ping flushes settle meanwhile).
+    #[arg(long, default_value_t = 2)]
+    settle_secs: u64,
     /// Skip the reconnect storm.
     #[arg(long)]
     skip_storm: bool,
@@ -306,7 +311,7 @@ async fn bench(args: Args) -> anyhow::Result<Value> {
     ));
 
     // ----- steady state -----
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let a = coord.sample()?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let b = coord.sample()?;
