@@ -319,11 +319,19 @@ fn metrics_are_served_to_allowed_operators_and_move_when_commands_run() {
         json!("AccessDeniedException"),
         "{refused}"
     );
-    assert!(
-        events(&coord, "GetMetrics")
-            .iter()
-            .any(|e| e["userIdentity"]["userName"] == json!("watcher") && e["errorCode"].is_null()),
-        "watcher's read is recorded"
+    // A read is recorded by the trail's queue (`later`), a refusal at once:
+    // the watcher's earlier read may land after nosy's refusal.
+    wait_for(
+        "watcher's read in the trail",
+        Duration::from_secs(10),
+        || {
+            events(&coord, "GetMetrics")
+                .iter()
+                .any(|e| {
+                    e["userIdentity"]["userName"] == json!("watcher") && e["errorCode"].is_null()
+                })
+                .then_some(())
+        },
     );
 
     // No token, or one the coordinator does not know: 401, recorded.
