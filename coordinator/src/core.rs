@@ -48,8 +48,10 @@ pub use sweep::Timeouts;
 /// otherwise the reply was lost and the invocation is delivered again.
 const REDELIVER_AFTER_MS: i64 = 30_000;
 
-/// How long read associations are trusted without a change notice (a
-/// safety net: every change on any replica clears them at once).
+/// How long read associations, and an agent's association set found
+/// current (`bell::Bell::associations_current`), are trusted without a
+/// change notice (a safety net: every change of associations or instance
+/// tags on any replica clears them at once).
 const ASSOCIATION_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Why an agent call was refused.

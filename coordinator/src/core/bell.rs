@@ -112,6 +112,21 @@ impl Bell {
         *self.settled.lock() = Some((at, now));
     }
 
+    /// Whether the agent's association set (`digest`) was found current at
+    /// association generation `generation` less than `fresh_for` ago.
+    pub fn associations_current(&self, generation: u64, digest: &str, fresh_for: Duration) -> bool {
+        self.associations
+            .lock()
+            .as_ref()
+            .is_some_and(|(g, d, at)| *g == generation && d == digest && at.elapsed() < fresh_for)
+    }
+
+    /// The association set `digest` is current at association generation
+    /// `generation`: the agent holds it, or is handed it now.
+    pub fn associations_are(&self, generation: u64, digest: &str) {
+        *self.associations.lock() = Some((generation, digest.to_string(), Instant::now()));
+    }
+
     /// Something is about to be handed over (a claim or a cancel is about to
     /// be stored): noted before it is, so that a poll dropped between the
     /// store and its answer (the agent gave up waiting) leaves the bell
@@ -138,23 +153,6 @@ impl Bell {
         if !matches!(*last, HandOver::At(at) if at > asked_at) {
             *last = HandOver::Nothing;
         }
-    }
-}
-
-impl Bell {
-    /// Whether the agent's association set (`digest`) was found current at
-    /// association generation `generation` less than `fresh_for` ago.
-    pub fn associations_current(&self, generation: u64, digest: &str, fresh_for: Duration) -> bool {
-        self.associations
-            .lock()
-            .as_ref()
-            .is_some_and(|(g, d, at)| *g == generation && d == digest && at.elapsed() < fresh_for)
-    }
-
-    /// The association set `digest` is current at association generation
-    /// `generation`: the agent holds it, or is handed it now.
-    pub fn associations_are(&self, generation: u64, digest: &str) {
-        *self.associations.lock() = Some((generation, digest.to_string(), Instant::now()));
     }
 }
 

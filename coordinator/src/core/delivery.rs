@@ -18,7 +18,7 @@ use tether_util::time::now_ms;
 
 use super::bell::Bell;
 use super::stats::Statement;
-use super::{AgentError, Coordinator, REDELIVER_AFTER_MS};
+use super::{ASSOCIATION_CACHE_TTL, AgentError, Coordinator, REDELIVER_AFTER_MS};
 use crate::associations::{self, SignedSet};
 use crate::signing::{self, EnvelopeHook, Signed};
 
@@ -47,11 +47,6 @@ pub struct Delivery {
     /// The node's trust bundle, when the one it holds is out of date.
     pub trust: Option<Signed>,
 }
-
-/// How long an association set found current for an agent stands without
-/// a change notice (a safety net: every change of associations or instance
-/// tags, here or announced by another replica, makes a look read them again).
-const ASSOCIATIONS_FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// How many commands [`Delivering`] keeps.
 const DELIVERING: usize = 64;
@@ -189,7 +184,7 @@ impl Coordinator {
     ) -> Result<(Delivery, bool, bool), AgentError> {
         let mut budget = self.delivery_budget;
         let mut associations =
-            if bell.associations_current(association_gen, held_digest, ASSOCIATIONS_FRESH_FOR) {
+            if bell.associations_current(association_gen, held_digest, ASSOCIATION_CACHE_TTL) {
                 None
             } else {
                 // The association set depends on the instance's tags.
